@@ -1,0 +1,122 @@
+//! Whole-dataflow throughput with a counting warehouse, beside decode+route alone over
+//! the same files in the same run: what the dataflow (batching, exchange, columns,
+//! load bookkeeping, acknowledgement) costs on top of the pure work.
+//!
+//! Run: `cargo bench --bench dataflow`. Figures go in BENCHMARKS.md.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+use tracktable::config::{
+    BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile,
+};
+use tracktable::decode::Limits;
+use tracktable::generate::{GenConfig, write_dir};
+use tracktable::route::Router;
+use tracktable::run::{Cluster, RunOptions, run_with};
+use tracktable::warehouse::counting::CountingWarehouse;
+
+const EVENTS: u64 = 100_000;
+
+fn decode_route_files(dir: &Path) -> u64 {
+    let mut router = Router::new();
+    let mut rows = Vec::new();
+    let mut messages = 0;
+    for entry in std::fs::read_dir(dir).expect("read bench dir") {
+        let path = entry.expect("dir entry").path();
+        if !path.is_file() {
+            continue;
+        }
+        let name: Arc<str> = Arc::from(
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let file = std::fs::File::open(&path).expect("open object");
+        let summary = tracktable::route::rows_for_object(
+            file,
+            &name,
+            &Limits::default(),
+            &mut router,
+            &mut rows,
+        );
+        messages += summary.messages;
+        black_box(&rows);
+        rows.clear();
+    }
+    messages
+}
+
+fn run_dataflow(dir: &Path, state: &Path, workers: usize) -> u64 {
+    // A fresh state directory each time, or the done logs would skip every file.
+    let _ = std::fs::remove_dir_all(state);
+    let file = PipelineFile {
+        name: "bench".into(),
+        source: SourceFile::Dir {
+            path: dir.to_owned(),
+            state_dir: Some(state.to_owned()),
+            poll_interval: Duration::from_secs(1),
+        },
+        warehouse: WarehouseFile::Postgres(PostgresFile {
+            url: "postgres://unused@127.0.0.1/unused".into(),
+            password_env: None,
+            schema: "unused".into(),
+            sslmode: SslMode::Disable,
+            sslrootcert: None,
+        }),
+        batch: BatchFile {
+            interval: Duration::from_secs(3600),
+            ..BatchFile::default()
+        },
+        limits: Default::default(),
+    };
+    let pipeline = file
+        .validate(Path::new("bench.toml"))
+        .expect("valid pipeline");
+    let warehouse = Arc::new(CountingWarehouse::default());
+    let options = RunOptions {
+        cluster: Cluster {
+            workers,
+            ..Cluster::default()
+        },
+        once: true,
+        stats: Default::default(),
+    };
+    let summary = run_with(&pipeline, &options, Arc::clone(&warehouse)).expect("dataflow run");
+    summary.stats.messages
+}
+
+fn benches(c: &mut Criterion) {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let dir = scratch.path().join("events");
+    let state = scratch.path().join("state");
+    let config = GenConfig {
+        events: EVENTS,
+        seed: 3,
+        drift_rate: 0.0,
+        bad_rate: 0.0,
+    };
+    write_dir(&config, &dir, 2_500).expect("generate");
+
+    let mut group = c.benchmark_group("dataflow");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    group.throughput(Throughput::Elements(EVENTS));
+    group.bench_function(BenchmarkId::new("decode_route_only", EVENTS), |b| {
+        b.iter(|| assert_eq!(decode_route_files(&dir), EVENTS))
+    });
+    for workers in [1, 2] {
+        group.bench_function(
+            BenchmarkId::new(format!("dataflow_{workers}_workers"), EVENTS),
+            |b| b.iter(|| assert_eq!(run_dataflow(&dir, &state, workers), EVENTS)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(dataflow_benches, benches);
+criterion_main!(dataflow_benches);

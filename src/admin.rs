@@ -1,0 +1,334 @@
+//! admin: the operator's commands around a pipeline — `setup-sql` (the statements for a
+//! dedicated loader user), `check` (can this pipeline do its job, one line per
+//! requirement) and `schema` (what tracktable created, and how close each table is to
+//! the column limit).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::config::{Pipeline, SourceFile, WarehouseFile};
+use crate::warehouse::postgres::PostgresWarehouse;
+use crate::warehouse::sql;
+
+/// Redshift's (and tracktable's) limit on columns per table.
+pub const MAX_COLUMNS: i64 = 1600;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(
+        "{0:?} is not a valid user or database name: use letters, digits and `_`, not starting with a digit"
+    )]
+    Name(String),
+    #[error(transparent)]
+    Postgres(#[from] crate::warehouse::postgres::PostgresError),
+    #[error("query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+}
+
+fn check_name(name: &str) -> Result<(), AdminError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if valid {
+        Ok(())
+    } else {
+        Err(AdminError::Name(name.to_owned()))
+    }
+}
+
+/// The statements a superuser runs once to create tracktable's loader user (PostgreSQL).
+pub fn setup_sql(user: &str, database: &str, schema: Option<&str>) -> Result<String, AdminError> {
+    check_name(user)?;
+    check_name(database)?;
+    if let Some(schema) = schema {
+        check_name(schema)?;
+    }
+    let user_ident = sql::ident(user);
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "-- Run as a superuser (or the database owner). Replace the password, and give it to"
+    );
+    let _ = writeln!(
+        text,
+        "-- tracktable through the environment variable named by warehouse.password_env."
+    );
+    let _ = writeln!(
+        text,
+        "CREATE ROLE {user_ident} WITH LOGIN PASSWORD 'change-me';"
+    );
+    let _ = writeln!(
+        text,
+        "GRANT CONNECT, TEMPORARY ON DATABASE {} TO {user_ident};",
+        sql::ident(database)
+    );
+    match schema {
+        Some(schema) => {
+            let _ = writeln!(
+                text,
+                "-- The pipeline's schema, owned by the loader so it can create and alter its tables:"
+            );
+            let _ = writeln!(
+                text,
+                "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {user_ident};",
+                sql::ident(schema)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "-- Lets the loader create each pipeline's schema itself:"
+            );
+            let _ = writeln!(
+                text,
+                "GRANT CREATE ON DATABASE {} TO {user_ident};",
+                sql::ident(database)
+            );
+        }
+    }
+    Ok(text)
+}
+
+/// One requirement of a pipeline, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub what: String,
+    /// `None` when it passed; otherwise what to do about it.
+    pub fix: Option<String>,
+}
+
+/// Checks everything the pipeline needs, without changing anything.
+pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let SourceFile::Dir {
+        path, state_dir, ..
+    } = &pipeline.source;
+    checks.push(match std::fs::read_dir(path) {
+        Ok(_) => Check {
+            what: format!("source directory {} is readable", path.display()),
+            fix: None,
+        },
+        Err(error) => Check {
+            what: format!("source directory {} is readable", path.display()),
+            fix: Some(format!("{error}: create it or fix its permissions")),
+        },
+    });
+    let state = state_dir
+        .clone()
+        .unwrap_or_else(|| path.join(crate::source::dir::STATE_DIR_NAME));
+    checks.push(writable(&state));
+
+    let WarehouseFile::Postgres(config) = &pipeline.warehouse;
+    let warehouse = match PostgresWarehouse::new(config) {
+        Ok(warehouse) => warehouse,
+        Err(error) => {
+            checks.push(Check {
+                what: "warehouse settings".into(),
+                fix: Some(error.to_string()),
+            });
+            return checks;
+        }
+    };
+    let client = match warehouse.connect().await {
+        Ok(client) => {
+            checks.push(Check {
+                what: "connect to PostgreSQL".into(),
+                fix: None,
+            });
+            client
+        }
+        Err(error) => {
+            checks.push(Check {
+                what: "connect to PostgreSQL".into(),
+                fix: Some(format!("{error}: check warehouse.url, the password variable, and that the server accepts this host")),
+            });
+            return checks;
+        }
+    };
+    let schema = warehouse.schema();
+    let privileges = client
+        .query_one(
+            "SELECT current_user::text, current_database()::text, \
+             has_database_privilege(current_database(), 'TEMPORARY'), \
+             has_database_privilege(current_database(), 'CREATE'), \
+             EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
+             COALESCE((SELECT has_schema_privilege(oid, 'USAGE') AND has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1), false), \
+             (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+            &[&schema],
+        )
+        .await;
+    let row = match privileges {
+        Ok(row) => row,
+        Err(error) => {
+            checks.push(Check {
+                what: "read privileges".into(),
+                fix: Some(error.to_string()),
+            });
+            return checks;
+        }
+    };
+    let user: String = row.get(0);
+    let database: String = row.get(1);
+    let temporary: bool = row.get(2);
+    let create_db: bool = row.get(3);
+    let schema_exists: bool = row.get(4);
+    let schema_rights: bool = row.get(5);
+    let superuser: bool = row.get(6);
+    let grant = |what: &str| format!("as a superuser: GRANT {what} TO {}", sql::ident(&user));
+    checks.push(Check {
+        what: format!("create temporary staging tables in {database}"),
+        fix: (!temporary)
+            .then(|| grant(&format!("TEMPORARY ON DATABASE {}", sql::ident(&database)))),
+    });
+    if schema_exists {
+        checks.push(Check {
+            what: format!("create and alter tables in schema {schema}"),
+            fix: (!schema_rights)
+                .then(|| grant(&format!("USAGE, CREATE ON SCHEMA {}", sql::ident(schema)))),
+        });
+    } else {
+        checks.push(Check {
+            what: format!("create schema {schema}"),
+            fix: (!create_db)
+                .then(|| grant(&format!("CREATE ON DATABASE {}", sql::ident(&database)))),
+        });
+    }
+    checks.push(Check {
+        what: format!("loader user {user} is not a superuser"),
+        fix: superuser
+            .then(|| "use a dedicated loader user: see `tracktable setup-sql`".to_owned()),
+    });
+    checks
+}
+
+fn writable(dir: &Path) -> Check {
+    let what = format!("state directory {} is writable", dir.display());
+    let probe = dir.join(".tracktable-check");
+    let result = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::write(&probe, b"ok"))
+        .and_then(|()| std::fs::remove_file(&probe));
+    Check {
+        what,
+        fix: result
+            .err()
+            .map(|error| format!("{error}: create it or fix its permissions")),
+    }
+}
+
+/// One table tracktable created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableReport {
+    pub name: String,
+    pub rows: i64,
+    /// (column, SQL type) in table order.
+    pub columns: Vec<(String, String)>,
+}
+
+/// The tables of the pipeline's schema with their columns and row counts.
+pub async fn schema_report(pipeline: &Pipeline) -> Result<(String, Vec<TableReport>), AdminError> {
+    let WarehouseFile::Postgres(config) = &pipeline.warehouse;
+    let warehouse = PostgresWarehouse::new(config)?;
+    let client = warehouse.connect().await?;
+    let schema = warehouse.schema().to_owned();
+    let columns = client
+        .query(
+            "SELECT table_name::text, column_name::text, \
+             CASE WHEN data_type = 'character varying' THEN 'varchar(' || character_maximum_length || ')' \
+                  WHEN data_type = 'timestamp without time zone' THEN 'timestamp' ELSE data_type END \
+             FROM information_schema.columns WHERE table_schema = $1 ORDER BY table_name, ordinal_position",
+            &[&schema],
+        )
+        .await?;
+    let mut tables: Vec<TableReport> = Vec::new();
+    for row in columns {
+        let table: String = row.get(0);
+        if tables.last().is_none_or(|last| last.name != table) {
+            tables.push(TableReport {
+                name: table,
+                rows: 0,
+                columns: Vec::new(),
+            });
+        }
+        if let Some(last) = tables.last_mut() {
+            last.columns.push((row.get(1), row.get(2)));
+        }
+    }
+    for table in &mut tables {
+        table.rows = client
+            .query_one(
+                &format!(
+                    "SELECT count(*) FROM {}",
+                    sql::qualified(&schema, &table.name)
+                ),
+                &[],
+            )
+            .await?
+            .get(0);
+    }
+    Ok((schema, tables))
+}
+
+/// `schema` as text: one block per table, the column budget in the header.
+pub fn format_schema(schema: &str, tables: &[TableReport]) -> String {
+    let mut text = String::new();
+    let _ = writeln!(text, "schema {schema}: {} tables", tables.len());
+    for table in tables {
+        let used = table.columns.len() as i64;
+        let percent = used * 100 / MAX_COLUMNS;
+        let warning = if percent >= 75 {
+            "  <- nearing the limit: consider a tracking plan"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            text,
+            "\n{} — {} rows, {used}/{MAX_COLUMNS} columns ({percent}%){warning}",
+            table.name, table.rows
+        );
+        for (column, column_type) in &table.columns {
+            let _ = writeln!(text, "  {column:<48} {column_type}");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_sql_for_a_dedicated_user() {
+        let text = setup_sql("tracktable_loader", "analytics", Some("clickstream_web")).unwrap();
+        assert!(text.contains("CREATE ROLE \"tracktable_loader\" WITH LOGIN PASSWORD"));
+        assert!(text.contains(
+            "GRANT CONNECT, TEMPORARY ON DATABASE \"analytics\" TO \"tracktable_loader\";"
+        ));
+        assert!(text.contains(
+            "CREATE SCHEMA IF NOT EXISTS \"clickstream_web\" AUTHORIZATION \"tracktable_loader\";"
+        ));
+        let without_schema = setup_sql("loader", "analytics", None).unwrap();
+        assert!(without_schema.contains("GRANT CREATE ON DATABASE \"analytics\" TO \"loader\";"));
+        assert!(setup_sql("x\"; DROP", "analytics", None).is_err());
+        assert!(setup_sql("loader", "9db", None).is_err());
+    }
+
+    #[test]
+    fn schema_report_warns_near_the_column_limit() {
+        let wide = TableReport {
+            name: "wide".into(),
+            rows: 3,
+            columns: (0..1300)
+                .map(|i| (format!("c{i}"), "bigint".into()))
+                .collect(),
+        };
+        let narrow = TableReport {
+            name: "narrow".into(),
+            rows: 1,
+            columns: vec![("message_id".into(), "text".into())],
+        };
+        let text = format_schema("s", &[wide, narrow]);
+        assert!(text.contains("wide — 3 rows, 1300/1600 columns (81%)  <- nearing the limit"));
+        assert!(text.contains("narrow — 1 rows, 1/1600 columns (0%)\n"));
+    }
+}

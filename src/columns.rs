@@ -1,0 +1,124 @@
+//! columns: which (table, column, type) each batch observes, and which of those are new.
+//!
+//! Every worker reduces its rows of a batch to the distinct set of observations
+//! ([`observe`]) — a few hundred triples, not one record per cell — and the dataflow
+//! feeds those sets into a differential collection whose `distinct_total` output is the
+//! set of observations never seen before: the schema changes of that batch.
+//!
+//! Varchar lengths are rounded up to a few width classes first, so a column whose
+//! values grow slowly produces a handful of widenings over its life, not one per new
+//! maximum length.
+
+use std::collections::HashSet;
+
+use crate::route::{ColumnName, ColumnType, Row, TableName};
+
+/// One (table, column, type) observation.
+pub type Observation = (TableName, ColumnName, ColumnType);
+
+/// Varchar widths columns are created and widened to. The last is Redshift's maximum;
+/// longer values are discarded with a pointer to their source, never truncated.
+pub const VARCHAR_WIDTHS: [u32; 6] = [64, 256, 1024, 4096, 16384, 65535];
+
+/// Rounds a varchar length up to its width class; other types are unchanged. A length
+/// over the largest class stays as it is, so the loader sees that it cannot fit.
+pub fn width_class(column_type: ColumnType) -> ColumnType {
+    match column_type {
+        ColumnType::Varchar(length) => {
+            match VARCHAR_WIDTHS.iter().find(|&&width| width >= length) {
+                Some(&width) => ColumnType::Varchar(width),
+                None => ColumnType::Varchar(length),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Adds the observations of `rows` to `into`.
+pub fn observe<'a>(rows: impl IntoIterator<Item = &'a Row>, into: &mut HashSet<Observation>) {
+    for row in rows {
+        for (column, value) in &row.columns {
+            // Names are `Arc<str>`: these clones are reference counts, not copies.
+            into.insert((
+                row.table.clone(),
+                column.clone(),
+                width_class(value.column_type()),
+            ));
+        }
+    }
+}
+
+/// The type a new column is created with, from the types observed for it in the batch
+/// that introduces it. When values disagree, the type that holds all of them wins, so
+/// none of the first batch's values is discarded: varchar over everything, double over
+/// bigint. Deterministic whatever order the observations arrive in.
+pub fn creation_type(observed: impl IntoIterator<Item = ColumnType>) -> Option<ColumnType> {
+    let mut widest_varchar: Option<u32> = None;
+    let mut kinds = Vec::new();
+    for column_type in observed {
+        match column_type {
+            ColumnType::Varchar(length) => {
+                widest_varchar = Some(widest_varchar.map_or(length, |w| w.max(length)))
+            }
+            other => kinds.push(other),
+        }
+    }
+    kinds.sort();
+    kinds.dedup();
+    let numeric_only = kinds
+        .iter()
+        .all(|k| matches!(k, ColumnType::BigInt | ColumnType::Double));
+    match (widest_varchar, kinds.as_slice()) {
+        (None, []) => None,
+        (None, [single]) => Some(*single),
+        (None, _) if numeric_only => Some(ColumnType::Double),
+        (Some(width), []) => Some(ColumnType::Varchar(width)),
+        // Mixed kinds (or kinds plus text): text holds them all.
+        (width, _) => Some(ColumnType::Varchar(
+            width.unwrap_or(0).max(VARCHAR_WIDTHS[1]),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn width_classes_round_up() {
+        assert_eq!(width_class(ColumnType::Varchar(1)), ColumnType::Varchar(64));
+        assert_eq!(
+            width_class(ColumnType::Varchar(64)),
+            ColumnType::Varchar(64)
+        );
+        assert_eq!(
+            width_class(ColumnType::Varchar(65)),
+            ColumnType::Varchar(256)
+        );
+        assert_eq!(
+            width_class(ColumnType::Varchar(65535)),
+            ColumnType::Varchar(65535)
+        );
+        assert_eq!(
+            width_class(ColumnType::Varchar(70000)),
+            ColumnType::Varchar(70000)
+        );
+        assert_eq!(width_class(ColumnType::BigInt), ColumnType::BigInt);
+    }
+
+    #[test]
+    fn creation_type_holds_every_value_of_the_first_batch() {
+        use ColumnType::*;
+        assert_eq!(creation_type([]), None);
+        assert_eq!(creation_type([BigInt]), Some(BigInt));
+        assert_eq!(creation_type([BigInt, Double]), Some(Double));
+        assert_eq!(creation_type([Double, BigInt, BigInt]), Some(Double));
+        assert_eq!(
+            creation_type([Varchar(64), Varchar(1024)]),
+            Some(Varchar(1024))
+        );
+        assert_eq!(creation_type([BigInt, Varchar(64)]), Some(Varchar(256)));
+        assert_eq!(creation_type([Boolean, Timestamp]), Some(Varchar(256)));
+        assert_eq!(creation_type([Timestamp]), Some(Timestamp));
+    }
+}

@@ -1,0 +1,399 @@
+//! Pipeline configuration: the TOML file under `pipelines/`, validated once at start-up.
+//!
+//! Two types, as ripgrep does: [`PipelineFile`] mirrors the file (serde,
+//! `deny_unknown_fields`, every field documented where it is declared) and
+//! [`PipelineFile::validate`] turns it into a [`Pipeline`] whose fields are already
+//! checked, so nothing downstream re-validates. Command-line flags override fields
+//! before validation. Secrets never live in the file: it names the environment variable
+//! that holds them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::batch::BatchPolicy;
+use crate::decode::Limits;
+
+/// A pipeline file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// The pipeline's name, used in logs and metrics.
+    pub name: String,
+    /// Where objects come from.
+    pub source: SourceFile,
+    /// Where rows go.
+    pub warehouse: WarehouseFile,
+    /// When batches close and how far loading may fall behind.
+    #[serde(default)]
+    pub batch: BatchFile,
+    /// Protection against hostile input.
+    #[serde(default)]
+    pub limits: LimitsFile,
+}
+
+/// `[source]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum SourceFile {
+    /// A local directory of objects (gzip or plain NDJSON, JSON arrays, batch envelopes).
+    /// Files that appear later are picked up; loaded files are remembered in
+    /// `state_dir` so a restart does not load them again.
+    Dir {
+        /// The directory to read, recursively.
+        path: PathBuf,
+        /// Where the list of loaded files is kept (default: `<path>/.tracktable`).
+        state_dir: Option<PathBuf>,
+        /// How often to look for new files (humantime, default `1s`).
+        #[serde(default = "default_poll_interval", with = "humantime_serde_compat")]
+        poll_interval: Duration,
+    },
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// `[warehouse]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum WarehouseFile {
+    /// PostgreSQL.
+    Postgres(PostgresFile),
+}
+
+/// `[warehouse]` with `type = "postgres"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresFile {
+    /// Connection URL without a password, e.g. `postgres://loader@db.example.com:5432/analytics`.
+    pub url: String,
+    /// Name of the environment variable holding the password (never the password itself).
+    pub password_env: Option<String>,
+    /// Schema the pipeline's tables live in; created if missing.
+    pub schema: String,
+    /// `auto` (default: TLS for every host but loopback), `require` (always TLS) or
+    /// `disable`. TLS always verifies the server's certificate and name.
+    #[serde(default)]
+    pub sslmode: SslMode,
+    /// PEM file of extra root certificates to trust (a private CA, Amazon's RDS/Redshift
+    /// bundle), besides the system's.
+    pub sslrootcert: Option<PathBuf>,
+}
+
+/// TLS to the warehouse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SslMode {
+    /// TLS unless the host is a loopback address or a Unix socket.
+    #[default]
+    Auto,
+    Require,
+    Disable,
+}
+
+/// `[batch]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchFile {
+    /// Batches close on multiples of this wall-clock interval (humantime: `500ms`, `30s`, `5m`).
+    #[serde(default = "default_interval", with = "humantime_serde_compat")]
+    pub interval: Duration,
+    /// Close a worker's batch early once it holds this many messages.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: u64,
+    /// Close a worker's batch early once it holds this many input bytes.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
+    /// Stop admitting input while this many closed batches await their commit.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+impl Default for BatchFile {
+    fn default() -> BatchFile {
+        BatchFile {
+            interval: default_interval(),
+            max_rows: default_max_rows(),
+            max_bytes: default_max_bytes(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_rows() -> u64 {
+    1_000_000
+}
+fn default_max_bytes() -> u64 {
+    512 * 1024 * 1024
+}
+fn default_max_in_flight() -> usize {
+    4
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest message in bytes (Segment's own limit is 32 KiB).
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: usize,
+    /// Deepest nesting of objects and arrays in a message.
+    #[serde(default = "default_max_depth")]
+    pub max_depth: usize,
+}
+
+impl Default for LimitsFile {
+    fn default() -> LimitsFile {
+        LimitsFile {
+            max_message_bytes: default_max_message_bytes(),
+            max_depth: default_max_depth(),
+        }
+    }
+}
+
+fn default_max_message_bytes() -> usize {
+    Limits::default().max_message_bytes
+}
+fn default_max_depth() -> usize {
+    Limits::default().max_depth
+}
+
+/// A pipeline ready to run.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub source: SourceFile,
+    pub warehouse: WarehouseFile,
+    pub batch: BatchPolicy,
+    pub max_in_flight: usize,
+    pub limits: Limits,
+}
+
+/// A configuration problem, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read pipeline file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("pipeline file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("pipeline file {path}: `{key}` {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        problem: String,
+    },
+}
+
+impl PipelineFile {
+    pub fn read(path: &Path) -> Result<PipelineFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<PipelineFile, ConfigError> {
+        toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks every field; `path` is named in the errors.
+    pub fn validate(self, path: &Path) -> Result<Pipeline, ConfigError> {
+        let invalid = |key: &'static str, problem: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            problem,
+        };
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        if self.batch.interval < Duration::from_millis(10) {
+            return Err(invalid(
+                "batch.interval",
+                format!("is {:?}; it must be at least 10ms", self.batch.interval),
+            ));
+        }
+        if self.batch.max_rows == 0 {
+            return Err(invalid("batch.max_rows", "must be at least 1".into()));
+        }
+        if self.batch.max_bytes == 0 {
+            return Err(invalid("batch.max_bytes", "must be at least 1".into()));
+        }
+        if self.batch.max_in_flight == 0 {
+            return Err(invalid("batch.max_in_flight", "must be at least 1".into()));
+        }
+        if self.limits.max_message_bytes < 64 {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                "must be at least 64".into(),
+            ));
+        }
+        if self.limits.max_depth == 0
+            || self.limits.max_depth > crate::decode::json::MAX_SUPPORTED_DEPTH
+        {
+            return Err(invalid(
+                "limits.max_depth",
+                format!(
+                    "must be between 1 and {}",
+                    crate::decode::json::MAX_SUPPORTED_DEPTH
+                ),
+            ));
+        }
+        match &self.warehouse {
+            WarehouseFile::Postgres(postgres) => {
+                if postgres.url.contains('@')
+                    && postgres
+                        .url
+                        .split('@')
+                        .next()
+                        .is_some_and(|userinfo| userinfo.matches(':').count() > 1)
+                {
+                    return Err(invalid(
+                        "warehouse.url",
+                        "contains a password; put it in an environment variable and name it in `password_env`".into(),
+                    ));
+                }
+                if postgres.schema.is_empty()
+                    || !postgres
+                        .schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                {
+                    return Err(invalid(
+                        "warehouse.schema",
+                        format!(
+                            "{:?} must be lowercase letters, digits and `_`",
+                            postgres.schema
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(Pipeline {
+            name: self.name,
+            source: self.source,
+            warehouse: self.warehouse,
+            batch: BatchPolicy {
+                interval: self.batch.interval,
+                max_rows: self.batch.max_rows,
+                max_bytes: self.batch.max_bytes,
+            },
+            max_in_flight: self.batch.max_in_flight,
+            limits: Limits {
+                max_message_bytes: self.limits.max_message_bytes,
+                max_depth: self.limits.max_depth,
+                ..Limits::default()
+            },
+        })
+    }
+}
+
+/// `Duration` fields written as humantime strings (`"30s"`, `"500ms"`).
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text).map_err(|error| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like \"30s\" or \"500ms\": {error}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        name = "web"
+        [source]
+        type = "dir"
+        path = "/tmp/events"
+        [warehouse]
+        type = "postgres"
+        url = "postgres://loader@127.0.0.1:5432/analytics"
+        schema = "clickstream_web"
+    "#;
+
+    #[test]
+    fn every_example_pipeline_parses_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "toml") {
+                PipelineFile::read(&path).unwrap().validate(&path).unwrap();
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no pipelines in {}", dir.display());
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let pipeline = PipelineFile::parse(MINIMAL, Path::new("p.toml"))
+            .unwrap()
+            .validate(Path::new("p.toml"))
+            .unwrap();
+        assert_eq!(pipeline.batch.interval, Duration::from_secs(30));
+        assert_eq!(pipeline.limits.max_message_bytes, 32 * 1024);
+        let SourceFile::Dir { poll_interval, .. } = pipeline.source;
+        assert_eq!(poll_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let text = MINIMAL.replace("name = \"web\"", "name = \"web\"\nbatch_interval = \"5s\"");
+        let error = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("p.toml") && error.contains("batch_interval"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_file_and_key() {
+        let text = format!("{MINIMAL}\n[batch]\ninterval = \"1ms\"\n");
+        let error = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap()
+            .validate(Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("`batch.interval`"), "{error}");
+        let text = format!("{MINIMAL}\n[batch]\ninterval = \"soon\"\n");
+        let error = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("soon"), "{error}");
+        let text = MINIMAL.replace("loader@", "loader:hunter2@");
+        let error = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap()
+            .validate(Path::new("p.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("password_env") && !error.contains("hunter2"),
+            "{error}"
+        );
+    }
+}

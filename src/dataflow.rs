@@ -1,0 +1,380 @@
+//! dataflow: wires the operators. No business logic lives here: every closure calls a
+//! plain function from the stage's own module.
+//!
+//! ```text
+//!  lister task (tokio) ──ObjectRef, bounded channel + SyncActivator──┐
+//!                                                                    ▼
+//!  Admit (source, one per worker)      stamps objects with the worker's BatchId, closes
+//!    │ ObjectRef @ batch                batches on the clock or when full, stops
+//!    ▼                                  admitting when too many batches are unacked
+//!  DecodeRoute (unary, pipeline)        decode::decode_object → route::Router → rows;
+//!    │ Row @ batch                      rejections become `_rejections` rows
+//!    ├──────────────► Observe (unary, pipeline)   distinct (table, column, type) per batch
+//!    │                  │ Observation @ batch
+//!    │                  ▼
+//!    │                distinct_total (differential)   observations never seen before
+//!    │                  │ (Observation, batch, +1)     = the batch's schema changes
+//!    ▼                  ▼
+//!  Load (binary_frontier; both inputs exchanged by table: one worker owns a table)
+//!    │   when both frontiers pass a batch: LoadJob → loader task (tokio); holds the
+//!    │   batch's capability until the task reports the commit
+//!    ▼ LoadDone @ batch
+//!  probe ── the worker loop acknowledges a batch's objects once the probe passes it
+//! ```
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use differential_dataflow::operators::ThresholdTotal;
+use differential_dataflow::{AsCollection, Hashable};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::ProbeHandle;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::{Operator, source};
+use timely::dataflow::operators::{Capability, Probe};
+use timely::worker::Worker;
+use tokio::sync::mpsc;
+
+use crate::batch::{BatchClock, BatchId, BatchPolicy, now_ms};
+use crate::columns::{self, Observation};
+use crate::decode::Limits;
+use crate::load::{self, LoadDone, LoadJob};
+use crate::route::{ColumnName, ColumnType, Router, Row, TableName};
+use crate::shutdown::Shutdown;
+use crate::source::{ObjectRef, dir};
+use crate::telemetry::RunStats;
+use crate::warehouse::{TableBatch, Warehouse};
+
+/// The dataflow's timestamp: a [`BatchId`]'s number.
+pub type Time = u64;
+
+/// Objects admitted per batch on this worker, awaiting acknowledgement.
+pub type Pending = Rc<RefCell<BTreeMap<Time, Vec<ObjectRef>>>>;
+
+/// What every worker of a process shares.
+pub struct Context<W: Warehouse> {
+    pub runtime: tokio::runtime::Handle,
+    pub warehouse: Arc<W>,
+    pub policy: BatchPolicy,
+    /// Stop admitting while this many of the worker's batches await acknowledgement.
+    pub max_in_flight: usize,
+    pub limits: Limits,
+    /// Root of the `dir` source.
+    pub root: PathBuf,
+    pub shutdown: Arc<Shutdown>,
+    pub stats: Arc<RunStats>,
+}
+
+/// What the worker loop needs from the dataflow it built.
+pub struct Handles {
+    /// Passes a batch once every table of it has committed on every worker.
+    pub probe: ProbeHandle<Time>,
+    pub pending: Pending,
+    /// Wakes this worker's Admit operator (after acknowledgements free room).
+    pub admit: Rc<RefCell<Option<timely::scheduling::Activator>>>,
+}
+
+/// Builds the dataflow on one worker. `objects` delivers this worker's objects;
+/// `register` receives the admit operator's activator so the lister and the signal
+/// handler can wake it.
+pub fn build<W: Warehouse>(
+    worker: &mut Worker,
+    context: &Context<W>,
+    mut objects: mpsc::Receiver<ObjectRef>,
+    register: impl FnOnce(timely::scheduling::SyncActivator),
+) -> Handles {
+    let probe = ProbeHandle::new();
+    let pending: Pending = Rc::default();
+    // Messages decoded in the worker's open batch, fed back to Admit for the row limit.
+    let decoded_rows: Rc<Cell<u64>> = Rc::default();
+    let admit_activator: Rc<RefCell<Option<timely::scheduling::Activator>>> = Rc::default();
+
+    worker.dataflow::<Time, _, _>(|scope| {
+        // ---------------------------------------------------------------- Admit
+        let admitted = {
+            let pending = Rc::clone(&pending);
+            let decoded_rows = Rc::clone(&decoded_rows);
+            let shutdown = Arc::clone(&context.shutdown);
+            let policy = context.policy;
+            let max_in_flight = context.max_in_flight;
+            let admit_activator = Rc::clone(&admit_activator);
+            source::<_, CapacityContainerBuilder<Vec<ObjectRef>>, _, _>(
+                scope,
+                "Admit",
+                move |capability, info| {
+                    let activator = scope.activator_for(Rc::clone(&info.address));
+                    register(scope.worker().sync_activator_for(info.address.to_vec()));
+                    *admit_activator.borrow_mut() =
+                        Some(scope.activator_for(Rc::clone(&info.address)));
+                    let mut clock = BatchClock::new(policy, now_ms());
+                    let mut capability: Option<Capability<Time>> = Some(capability);
+                    let mut timer_for: Option<Time> = None;
+                    move |output| {
+                        let Some(held) = capability.as_mut() else {
+                            return;
+                        };
+                        if shutdown.is_requested() {
+                            // Close the open batch: dropping the capability lets the frontier
+                            // pass it, so it loads and is acknowledged, and the dataflow ends.
+                            capability = None;
+                            return;
+                        }
+                        // Advance the batch whether or not anything is admitted: every worker
+                        // must move its capability on or the frontier stalls everywhere.
+                        clock.tick(now_ms());
+                        clock.admit(decoded_rows.replace(0), 0);
+                        if clock.is_full() {
+                            clock.close_early();
+                        }
+                        advance(held, &clock);
+                        let mut closed = false;
+                        let mut budget = 256;
+                        // Backpressure: while too many batches await their commit, leave input
+                        // in the channel (and so in the lister, and in SQS). The worker loop
+                        // wakes this operator when a batch is acknowledged.
+                        while budget > 0 && pending.borrow().len() < max_in_flight {
+                            match objects.try_recv() {
+                                Ok(object) => {
+                                    budget -= 1;
+                                    let batch = *held.time();
+                                    clock.admit(0, object.bytes);
+                                    pending
+                                        .borrow_mut()
+                                        .entry(batch)
+                                        .or_default()
+                                        .push(object.clone());
+                                    output.session(&*held).give(object);
+                                    if clock.is_full() && clock.close_early() {
+                                        advance(held, &clock);
+                                    }
+                                }
+                                Err(mpsc::error::TryRecvError::Empty) => break,
+                                Err(mpsc::error::TryRecvError::Disconnected) => {
+                                    closed = objects.is_empty();
+                                    break;
+                                }
+                            }
+                        }
+                        if closed {
+                            capability = None;
+                            return;
+                        }
+                        if budget == 0 {
+                            activator.activate();
+                        }
+                        // Wake at the window's end even when nothing arrives, so every worker
+                        // advances and the frontier moves.
+                        let end = clock.window_end_ms();
+                        if timer_for != Some(end) {
+                            activator.activate_after(Duration::from_millis(
+                                end.saturating_sub(now_ms()).max(1),
+                            ));
+                            timer_for = Some(end);
+                        }
+                    }
+                },
+            )
+        };
+
+        // ---------------------------------------------------------------- DecodeRoute
+        let rows = {
+            let root = context.root.clone();
+            let limits = context.limits;
+            let stats = Arc::clone(&context.stats);
+            let decoded_rows = Rc::clone(&decoded_rows);
+            admitted.unary::<CapacityContainerBuilder<Vec<Row>>, _, _, _>(
+                Pipeline,
+                "DecodeRoute",
+                move |_, _| {
+                    let mut router = Router::new();
+                    let mut rows = Vec::new();
+                    move |input, output| {
+                        input.for_each_stamp(|stamp, objects| {
+                            let mut session = output.session(&stamp);
+                            for object in objects.flat_map(|batch| batch.drain(..)) {
+                                let summary =
+                                    dir::rows_of(&root, &object, &limits, &mut router, &mut rows);
+                                stats.object_decoded(&object.name, &summary);
+                                decoded_rows.set(decoded_rows.get() + summary.messages);
+                                session.give_iterator(rows.drain(..));
+                            }
+                        });
+                    }
+                },
+            )
+        };
+
+        // ---------------------------------------------------------------- Observe + columns
+        let schema_changes = rows
+            .clone()
+            .unary::<CapacityContainerBuilder<Vec<(Observation, Time, isize)>>, _, _, _>(
+                Pipeline,
+                "Observe",
+                |_, _| {
+                    move |input, output| {
+                        input.for_each_stamp(|stamp, rows| {
+                            let Some(&time) = stamp.least() else { return };
+                            let mut seen = HashSet::new();
+                            columns::observe(rows.flat_map(|batch| batch.iter()), &mut seen);
+                            output.session(&stamp).give_iterator(
+                                seen.into_iter().map(|observation| (observation, time, 1)),
+                            );
+                        });
+                    }
+                },
+            )
+            .as_collection()
+            .distinct_total()
+            .inner;
+
+        // ---------------------------------------------------------------- Load
+        let runtime = context.runtime.clone();
+        let warehouse = Arc::clone(&context.warehouse);
+        let stats = Arc::clone(&context.stats);
+        let shutdown = Arc::clone(&context.shutdown);
+        let loaded = rows
+            .binary_frontier::<_, CapacityContainerBuilder<Vec<LoadDone>>, _, _, _, _>(
+                schema_changes,
+                Exchange::new(|row: &Row| row.table.hashed()),
+                Exchange::new(|change: &(Observation, Time, isize)| (change.0).0.hashed()),
+                "Load",
+                move |_, info| {
+                    let activator = scope.worker().sync_activator_for(info.address.to_vec());
+                    let (job_sender, job_receiver) = mpsc::unbounded_channel::<LoadJob>();
+                    let (done_sender, mut done_receiver) = mpsc::unbounded_channel::<LoadDone>();
+                    runtime.spawn(load::run_loader(
+                        warehouse,
+                        job_receiver,
+                        done_sender,
+                        activator,
+                        stats,
+                        shutdown,
+                    ));
+
+                    let mut stash: BTreeMap<Time, (Capability<Time>, Stash)> = BTreeMap::new();
+                    let mut in_flight: HashMap<Time, Capability<Time>> = HashMap::new();
+                    move |(rows_input, rows_frontier), (changes_input, changes_frontier), output| {
+                        let port = output.output_index();
+                        rows_input.for_each_stamp(|stamp, rows| {
+                            let Some(capability) = stamp.retain_least(port) else {
+                                return;
+                            };
+                            let entry = stash
+                                .entry(*capability.time())
+                                .or_insert_with(|| (capability, Stash::default()));
+                            for batch in rows {
+                                entry.1.add_rows(batch.drain(..));
+                            }
+                        });
+                        changes_input.for_each_stamp(|stamp, changes| {
+                            for ((table, column, column_type), time, diff) in
+                                changes.flat_map(|batch| batch.drain(..))
+                            {
+                                // Retractions cannot happen (observations are only ever added);
+                                // a column is never dropped.
+                                if diff <= 0 {
+                                    continue;
+                                }
+                                let entry = stash.entry(time).or_insert_with(|| {
+                                    (stamp.delayed(&time, port), Stash::default())
+                                });
+                                entry.1.add_observation(table, column, column_type);
+                            }
+                        });
+                        // Hand every batch neither input can add to any more to the loader.
+                        while let Some((&time, _)) = stash.first_key_value() {
+                            if rows_frontier.less_equal(&time) || changes_frontier.less_equal(&time)
+                            {
+                                break;
+                            }
+                            let Some((time, (capability, contents))) = stash.pop_first() else {
+                                break;
+                            };
+                            let job = contents.into_job(BatchId(time));
+                            if job_sender.send(job).is_err() {
+                                // The loader task is gone only when the runtime shuts down.
+                                tracing::error!(
+                                    batch = time,
+                                    "loader task ended; batch not loaded"
+                                );
+                                continue;
+                            }
+                            in_flight.insert(time, capability);
+                        }
+                        while let Ok(done) = done_receiver.try_recv() {
+                            if let Some(capability) = in_flight.remove(&done.batch.0) {
+                                output.session(&capability).give(done);
+                            }
+                        }
+                    }
+                },
+            );
+        loaded.probe_with(&probe);
+    });
+
+    Handles {
+        probe,
+        pending,
+        admit: admit_activator,
+    }
+}
+
+/// Moves the held capability up to the clock's current batch.
+fn advance(held: &mut Capability<Time>, clock: &BatchClock) {
+    let batch = clock.current().0;
+    if *held.time() < batch {
+        held.downgrade(&batch);
+    }
+}
+
+/// One batch's rows and new observations on the worker that owns their tables.
+#[derive(Default)]
+struct Stash {
+    tables: HashMap<TableName, TableStash>,
+}
+
+/// A table's rows and new column observations in one batch.
+type TableStash = (Vec<Row>, Vec<(ColumnName, ColumnType)>);
+
+impl Stash {
+    fn add_rows(&mut self, rows: impl Iterator<Item = Row>) {
+        for row in rows {
+            self.tables
+                .entry(row.table.clone())
+                .or_default()
+                .0
+                .push(row);
+        }
+    }
+
+    fn add_observation(&mut self, table: TableName, column: ColumnName, column_type: ColumnType) {
+        self.tables
+            .entry(table)
+            .or_default()
+            .1
+            .push((column, column_type));
+    }
+
+    /// Tables in name order, so a worker loads its tables in the same order every run.
+    fn into_job(self, batch: BatchId) -> LoadJob {
+        let mut tables: Vec<TableBatch> = self
+            .tables
+            .into_iter()
+            .map(|(table, (rows, mut observed))| {
+                observed.sort();
+                TableBatch {
+                    batch,
+                    table,
+                    observed,
+                    rows,
+                }
+            })
+            .collect();
+        tables.sort_by(|a, b| a.table.cmp(&b.table));
+        LoadJob { batch, tables }
+    }
+}

@@ -1,0 +1,294 @@
+//! The Segment message model: the six message types and the fields tracktable uses.
+//!
+//! Built from a parsed [`Json`] object. Everything a message needs to become rows is
+//! checked here, so route never has to reject anything: a `Message` always routes.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::json::{Json, JsonObject};
+use super::reject::RejectReason;
+
+/// The six Segment message types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum MessageKind {
+    Track,
+    Identify,
+    Page,
+    Screen,
+    Group,
+    Alias,
+}
+
+impl MessageKind {
+    pub fn from_type(value: &str) -> Option<MessageKind> {
+        Some(match value {
+            "track" => MessageKind::Track,
+            "identify" => MessageKind::Identify,
+            "page" => MessageKind::Page,
+            "screen" => MessageKind::Screen,
+            "group" => MessageKind::Group,
+            "alias" => MessageKind::Alias,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Track => "track",
+            MessageKind::Identify => "identify",
+            MessageKind::Page => "page",
+            MessageKind::Screen => "screen",
+            MessageKind::Group => "group",
+            MessageKind::Alias => "alias",
+        }
+    }
+}
+
+impl fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One decoded Segment message, borrowing from its line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message<'a> {
+    pub kind: MessageKind,
+    /// `messageId`, or a stable id derived from the object key and line when absent
+    /// (see [`super::derived_message_id`]), so reloading the same object is idempotent.
+    pub message_id: Cow<'a, str>,
+    pub anonymous_id: Option<Cow<'a, str>>,
+    pub user_id: Option<Cow<'a, str>>,
+    /// The four Segment timestamps, as their raw strings; route types them.
+    pub timestamp: Option<Cow<'a, str>>,
+    pub original_timestamp: Option<Cow<'a, str>>,
+    pub sent_at: Option<Cow<'a, str>>,
+    pub received_at: Option<Cow<'a, str>>,
+    /// `event` of a track call (required and non-empty for track).
+    pub event: Option<Cow<'a, str>>,
+    /// `name` of a page or screen call.
+    pub name: Option<Cow<'a, str>>,
+    /// `category` of a page call.
+    pub category: Option<Cow<'a, str>>,
+    /// `groupId` of a group call.
+    pub group_id: Option<Cow<'a, str>>,
+    /// `previousId` of an alias call.
+    pub previous_id: Option<Cow<'a, str>>,
+    pub context: JsonObject<'a>,
+    /// `properties` for track, page and screen; `traits` for identify and group.
+    pub properties: JsonObject<'a>,
+}
+
+impl<'a> Message<'a> {
+    /// Builds a message from a parsed top-level value. `fallback_id` is used when the
+    /// message has no `messageId`; it is only called in that case.
+    pub fn from_json(
+        value: Json<'a>,
+        fallback_id: impl FnOnce() -> String,
+    ) -> Result<Message<'a>, RejectReason> {
+        let Json::Object(object) = value else {
+            return Err(RejectReason::NotAnObject);
+        };
+        let mut kind = None;
+        let mut type_seen = false;
+        let mut message = MessageFields::default();
+        for (key, value) in object.0 {
+            match key.as_ref() {
+                "type" => {
+                    type_seen = true;
+                    let Json::Str(text) = value else {
+                        return Err(RejectReason::UnknownType(value.to_json_text()));
+                    };
+                    kind = Some(
+                        MessageKind::from_type(&text)
+                            .ok_or_else(|| RejectReason::UnknownType(text.into_owned()))?,
+                    );
+                }
+                "messageId" => message.message_id = identifier(value, "messageId")?,
+                "anonymousId" => message.anonymous_id = identifier(value, "anonymousId")?,
+                "userId" => message.user_id = identifier(value, "userId")?,
+                "timestamp" => message.timestamp = text(value, "timestamp")?,
+                "originalTimestamp" => {
+                    message.original_timestamp = text(value, "originalTimestamp")?
+                }
+                "sentAt" => message.sent_at = text(value, "sentAt")?,
+                "receivedAt" => message.received_at = text(value, "receivedAt")?,
+                "event" => message.event = text(value, "event")?,
+                "name" => message.name = text(value, "name")?,
+                "category" => message.category = text(value, "category")?,
+                "groupId" => message.group_id = identifier(value, "groupId")?,
+                "previousId" => message.previous_id = identifier(value, "previousId")?,
+                "context" => message.context = object_field(value, "context")?,
+                "properties" => message.properties = object_field(value, "properties")?,
+                "traits" => message.traits = object_field(value, "traits")?,
+                _ => {}
+            }
+        }
+        let Some(kind) = kind else {
+            return Err(if type_seen {
+                RejectReason::UnknownType(String::new())
+            } else {
+                RejectReason::MissingType
+            });
+        };
+        if kind == MessageKind::Track
+            && message
+                .event
+                .as_deref()
+                .is_none_or(|event| event.trim().is_empty())
+        {
+            return Err(RejectReason::TrackWithoutEvent);
+        }
+        let properties = match kind {
+            MessageKind::Identify | MessageKind::Group => message.traits,
+            MessageKind::Track | MessageKind::Page | MessageKind::Screen => message.properties,
+            MessageKind::Alias => JsonObject::default(),
+        };
+        Ok(Message {
+            kind,
+            message_id: message
+                .message_id
+                .unwrap_or_else(|| Cow::Owned(fallback_id())),
+            anonymous_id: message.anonymous_id,
+            user_id: message.user_id,
+            timestamp: message.timestamp,
+            original_timestamp: message.original_timestamp,
+            sent_at: message.sent_at,
+            received_at: message.received_at,
+            event: message.event,
+            name: message.name,
+            category: message.category,
+            group_id: message.group_id,
+            previous_id: message.previous_id,
+            context: message.context,
+            properties,
+        })
+    }
+}
+
+#[derive(Default)]
+struct MessageFields<'a> {
+    message_id: Option<Cow<'a, str>>,
+    anonymous_id: Option<Cow<'a, str>>,
+    user_id: Option<Cow<'a, str>>,
+    timestamp: Option<Cow<'a, str>>,
+    original_timestamp: Option<Cow<'a, str>>,
+    sent_at: Option<Cow<'a, str>>,
+    received_at: Option<Cow<'a, str>>,
+    event: Option<Cow<'a, str>>,
+    name: Option<Cow<'a, str>>,
+    category: Option<Cow<'a, str>>,
+    group_id: Option<Cow<'a, str>>,
+    previous_id: Option<Cow<'a, str>>,
+    context: JsonObject<'a>,
+    properties: JsonObject<'a>,
+    traits: JsonObject<'a>,
+}
+
+/// Ids are strings, but SDKs send numbers too; both are kept as text. An empty
+/// string counts as absent.
+fn identifier<'a>(
+    value: Json<'a>,
+    field: &'static str,
+) -> Result<Option<Cow<'a, str>>, RejectReason> {
+    match value {
+        Json::Null => Ok(None),
+        Json::Str(text) if text.is_empty() => Ok(None),
+        Json::Str(text) => Ok(Some(text)),
+        Json::Int(number) => Ok(Some(Cow::Owned(number.to_string()))),
+        Json::Float(_) => Ok(Some(Cow::Owned(value.to_json_text()))),
+        _ => Err(RejectReason::invalid_field(field, "a string or a number")),
+    }
+}
+
+fn text<'a>(value: Json<'a>, field: &'static str) -> Result<Option<Cow<'a, str>>, RejectReason> {
+    match value {
+        Json::Null => Ok(None),
+        Json::Str(text) => Ok(Some(text)),
+        _ => Err(RejectReason::invalid_field(field, "a string")),
+    }
+}
+
+fn object_field<'a>(value: Json<'a>, field: &'static str) -> Result<JsonObject<'a>, RejectReason> {
+    match value {
+        Json::Null => Ok(JsonObject::default()),
+        Json::Object(object) => Ok(object),
+        _ => Err(RejectReason::invalid_field(field, "an object")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::json::parse;
+
+    fn message(text: &str) -> Result<Message<'_>, RejectReason> {
+        Message::from_json(parse(text, 32).unwrap(), || "derived".to_owned())
+    }
+
+    #[test]
+    fn track_with_all_common_fields() {
+        let m = message(
+            r#"{"type":"track","event":"Order Completed","messageId":"m1","anonymousId":"a1","userId":42,
+                "timestamp":"2024-01-01T00:00:00Z","sentAt":"2024-01-01T00:00:01Z","receivedAt":"2024-01-01T00:00:02Z",
+                "originalTimestamp":"2024-01-01T00:00:00Z","context":{"ip":"1.2.3.4"},"properties":{"total":9.5},
+                "integrations":{"All":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.kind, MessageKind::Track);
+        assert_eq!(m.message_id, "m1");
+        assert_eq!(m.user_id.as_deref(), Some("42"));
+        assert_eq!(m.event.as_deref(), Some("Order Completed"));
+        assert_eq!(m.properties.get("total"), Some(&Json::Float(9.5)));
+        assert_eq!(m.context.get("ip"), Some(&Json::Str("1.2.3.4".into())));
+    }
+
+    #[test]
+    fn identify_and_group_take_traits() {
+        let m = message(
+            r#"{"type":"identify","userId":"u","traits":{"email":"e@x"},"properties":{"x":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.properties.get("email"), Some(&Json::Str("e@x".into())));
+        assert_eq!(m.properties.get("x"), None);
+        let g = message(r#"{"type":"group","groupId":"g1","traits":{"plan":"pro"}}"#).unwrap();
+        assert_eq!(g.group_id.as_deref(), Some("g1"));
+        assert_eq!(g.properties.len(), 1);
+    }
+
+    #[test]
+    fn missing_message_id_uses_the_fallback() {
+        let m = message(r#"{"type":"alias","previousId":"old","userId":"new"}"#).unwrap();
+        assert_eq!(m.message_id, "derived");
+        assert_eq!(m.previous_id.as_deref(), Some("old"));
+    }
+
+    #[test]
+    fn rejections() {
+        assert_eq!(message("[1]"), Err(RejectReason::NotAnObject));
+        assert_eq!(message(r#"{"event":"x"}"#), Err(RejectReason::MissingType));
+        assert_eq!(
+            message(r#"{"type":"tarck"}"#),
+            Err(RejectReason::UnknownType("tarck".into()))
+        );
+        assert_eq!(
+            message(r#"{"type":7}"#),
+            Err(RejectReason::UnknownType("7".into()))
+        );
+        assert_eq!(
+            message(r#"{"type":"track"}"#),
+            Err(RejectReason::TrackWithoutEvent)
+        );
+        assert_eq!(
+            message(r#"{"type":"track","event":"  "}"#),
+            Err(RejectReason::TrackWithoutEvent)
+        );
+        assert_eq!(
+            message(r#"{"type":"track","event":"e","properties":[1]}"#),
+            Err(RejectReason::invalid_field("properties", "an object"))
+        );
+    }
+}

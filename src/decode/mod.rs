@@ -1,0 +1,255 @@
+//! decode: an object's bytes → Segment messages, or rejections that say why.
+//!
+//! Streaming: the object is read through a `BufRead` (gunzipped when it starts with the
+//! gzip magic bytes, whatever its key says) and framed item by item, so an object of
+//! any size is decoded in memory bounded by the item limits. Framing accepts
+//! newline-delimited JSON, a top-level JSON array, and Segment's `{"batch": [...]}`
+//! envelope (see [`frame`]). Every item yields exactly one [`Decoded`]: a message
+//! borrowing from the item's text, or a [`Rejection`] with its reason, object and
+//! position. Nothing here does network I/O; sources hand in readers.
+
+pub mod frame;
+pub mod json;
+pub mod message;
+pub mod reject;
+
+use std::io::Read;
+use std::sync::Arc;
+
+pub use json::{Json, JsonObject};
+pub use message::{Message, MessageKind};
+pub use reject::{Position, RejectReason, Rejection};
+
+use crate::stable_hash;
+
+/// Size and shape limits that protect the decoder from hostile input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest single message, in bytes (Segment's own limit is 32 KiB).
+    pub max_message_bytes: usize,
+    /// Deepest nesting of objects and arrays in a message (at most
+    /// [`json::MAX_SUPPORTED_DEPTH`]).
+    pub max_depth: usize,
+    /// Largest `{"batch": [...]}` envelope held in memory at once, in bytes.
+    pub max_envelope_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_bytes: 32 * 1024,
+            max_depth: 32,
+            max_envelope_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// One decoded item.
+// Messages are the hot path and never stored: boxing them would cost an allocation per
+// message to save stack space in a value that lives for one callback.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Decoded<'a> {
+    Message {
+        position: Position,
+        message: Message<'a>,
+    },
+    Rejected(Rejection),
+}
+
+/// Counts for one object.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeSummary {
+    pub messages: u64,
+    pub rejections: u64,
+    /// Bytes read after decompression.
+    pub bytes: u64,
+}
+
+/// The id given to a message that has no `messageId`: derived from where it sits, so
+/// decoding the same object again gives the same id and the load stays idempotent.
+pub fn derived_message_id(object: &str, position: Position) -> String {
+    let hash = stable_hash::fnv1a64(&[object.as_bytes()]);
+    if position.element == 0 {
+        format!("tt-{hash:016x}-{}", position.line)
+    } else {
+        format!("tt-{hash:016x}-{}-{}", position.line, position.element)
+    }
+}
+
+/// Decodes one object, calling `on_item` once per item in order.
+///
+/// A read error (a truncated gzip stream, say) ends the object with one
+/// [`RejectReason::Unreadable`] rejection at the position where reading stopped; the
+/// items before it stand. The summary counts it.
+pub fn decode_object<R: Read>(
+    reader: R,
+    object: &Arc<str>,
+    limits: &Limits,
+    mut on_item: impl FnMut(Decoded<'_>),
+) -> DecodeSummary {
+    let mut summary = DecodeSummary::default();
+    let outcome = frame::frames(reader, limits, |frame| match frame {
+        frame::Frame::Item { position, text } => {
+            match decode_item(text, object, position, limits) {
+                Ok(message) => {
+                    summary.messages += 1;
+                    on_item(Decoded::Message { position, message });
+                }
+                Err(reason) => {
+                    summary.rejections += 1;
+                    on_item(Decoded::Rejected(Rejection::new(
+                        object,
+                        position,
+                        reason,
+                        text.as_bytes(),
+                    )));
+                }
+            }
+        }
+        frame::Frame::Rejected {
+            position,
+            reason,
+            raw,
+        } => {
+            summary.rejections += 1;
+            on_item(Decoded::Rejected(Rejection::new(
+                object, position, reason, raw,
+            )));
+        }
+    });
+    match outcome {
+        Ok(stats) => summary.bytes = stats.bytes,
+        Err(failure) => {
+            summary.bytes = failure.bytes;
+            summary.rejections += 1;
+            let reason = RejectReason::Unreadable(failure.error.to_string());
+            on_item(Decoded::Rejected(Rejection::new(
+                object,
+                failure.position,
+                reason,
+                b"",
+            )));
+        }
+    }
+    summary
+}
+
+/// Parses one framed item into a message.
+pub fn decode_item<'a>(
+    text: &'a str,
+    object: &str,
+    position: Position,
+    limits: &Limits,
+) -> Result<Message<'a>, RejectReason> {
+    let value = json::parse(text, limits.max_depth).map_err(|error| match error {
+        json::ParseError::TooDeep { limit } => RejectReason::TooDeep { limit },
+        json::ParseError::Syntax(detail) => RejectReason::NotJson(detail),
+    })?;
+    Message::from_json(value, || derived_message_id(object, position))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mixed_file_yields_every_good_line_and_every_reason() {
+        let deep = format!(
+            "{{\"type\":\"track\",\"event\":\"e\",\"properties\":{}1{}}}",
+            "{\"a\":".repeat(40),
+            "}".repeat(40)
+        );
+        let huge = format!(
+            "{{\"type\":\"track\",\"event\":\"e\",\"properties\":{{\"x\":\"{}\"}}}}",
+            "x".repeat(40_000)
+        );
+        let good =
+            |n: u32| format!("{{\"type\":\"track\",\"event\":\"Good\",\"messageId\":\"g{n}\"}}");
+        let mut lines: Vec<Vec<u8>> = vec![
+            good(1).into_bytes(),
+            b"{\"type\":\"track\",".to_vec(),
+            good(2).into_bytes(),
+            b"[1,2]".to_vec(),
+            b"{\"event\":\"no type\"}".to_vec(),
+            b"{\"type\":\"tarck\",\"event\":\"e\"}".to_vec(),
+            b"{\"type\":\"track\"}".to_vec(),
+            huge.into_bytes(),
+            deep.into_bytes(),
+            b"{\"type\":\"track\",\"event\":\"\xff\"}".to_vec(),
+            b"{\"type\":\"identify\",\"traits\":[]}".to_vec(),
+            good(3).into_bytes(),
+        ];
+        lines.push(Vec::new());
+        let input = lines.join(&b'\n');
+        let object: Arc<str> = Arc::from("mixed.ndjson");
+        let mut good_ids = Vec::new();
+        let mut reasons = Vec::new();
+        let summary = decode_object(&input[..], &object, &Limits::default(), |item| match item {
+            Decoded::Message { message, .. } => good_ids.push(message.message_id.into_owned()),
+            Decoded::Rejected(rejection) => {
+                assert_eq!(&*rejection.object, "mixed.ndjson");
+                reasons.push((rejection.position.line, rejection.reason.code()));
+            }
+        });
+        assert_eq!(good_ids, ["g1", "g2", "g3"]);
+        assert_eq!(
+            reasons,
+            [
+                (2, "not_json"),
+                (4, "not_an_object"),
+                (5, "missing_type"),
+                (6, "unknown_type"),
+                (7, "track_without_event"),
+                (8, "too_large"),
+                (9, "too_deep"),
+                (10, "invalid_utf8"),
+                (11, "invalid_field"),
+            ]
+        );
+        assert_eq!(summary.messages, 3);
+        assert_eq!(summary.rejections, 9);
+    }
+
+    #[test]
+    fn unreadable_objects_end_with_a_rejection() {
+        struct Failing;
+        impl std::io::Read for Failing {
+            fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("connection reset"))
+            }
+        }
+        let mut reasons = Vec::new();
+        let summary = decode_object(Failing, &Arc::from("o"), &Limits::default(), |item| {
+            if let Decoded::Rejected(rejection) = item {
+                reasons.push(rejection.reason);
+            }
+        });
+        assert_eq!(summary.rejections, 1);
+        assert!(
+            matches!(&reasons[0], RejectReason::Unreadable(text) if text.contains("connection reset"))
+        );
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct() {
+        let a = derived_message_id("s3://b/k.json.gz", Position::line(3));
+        assert_eq!(a, derived_message_id("s3://b/k.json.gz", Position::line(3)));
+        assert_ne!(a, derived_message_id("s3://b/k.json.gz", Position::line(4)));
+        assert_ne!(
+            a,
+            derived_message_id("s3://b/other.json.gz", Position::line(3))
+        );
+        assert_ne!(
+            a,
+            derived_message_id(
+                "s3://b/k.json.gz",
+                Position {
+                    line: 3,
+                    element: 1
+                }
+            )
+        );
+        assert!(a.starts_with("tt-"));
+    }
+}

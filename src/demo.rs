@@ -1,0 +1,301 @@
+//! demo: the whole job on a laptop — sample traffic into a local PostgreSQL — and a
+//! report of what it made.
+//!
+//! Generates a few hundred thousand Segment-spec events (with type drift and malformed
+//! lines) into a scratch directory, runs the real pipeline (`run::run`, the same code
+//! as `tracktable run`) into the schema `tracktable_demo`, and prints the tables,
+//! columns, discards and rejections it produced.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile};
+use crate::generate::{self, GenConfig};
+use crate::run::{self, Cluster, RunOptions};
+use crate::telemetry::RunStats;
+
+/// The default database when `DATABASE_URL` is not set.
+pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The schema the demo (re)creates.
+pub const SCHEMA: &str = "tracktable_demo";
+
+/// What to demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub database_url: String,
+    pub events: u64,
+    pub workers: usize,
+    /// Scratch directory for the generated objects (emptied first).
+    pub scratch: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error(
+        "no PostgreSQL answers at {url}: {source}\n\
+         Start one, or point DATABASE_URL at one, e.g.:\n  \
+         sudo apt-get install postgresql && sudo pg_ctlcluster $(ls /etc/postgresql) main start\n  \
+         docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n  \
+         DATABASE_URL=postgres://user@host:5432/db tracktable demo"
+    )]
+    NoDatabase {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("cannot prepare the scratch directory {path}: {source}")]
+    Scratch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Generate(#[from] generate::GenError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error("reading the demo's results: {0}")]
+    Report(tokio_postgres::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs the demo and prints its report to stdout.
+pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(DemoError::Runtime)?;
+    let client = runtime.block_on(connect(&options.database_url))?;
+    runtime
+        .block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE")))
+        .map_err(DemoError::Report)?;
+
+    // 1. Sample traffic.
+    let scratch = &options.scratch;
+    if scratch.exists() {
+        std::fs::remove_dir_all(scratch).map_err(|source| DemoError::Scratch {
+            path: scratch.clone(),
+            source,
+        })?;
+    }
+    let events_dir = scratch.join("events");
+    let started = Instant::now();
+    let config = GenConfig {
+        events: options.events,
+        seed: 2024,
+        drift_rate: 0.005,
+        bad_rate: 0.001,
+    };
+    let generated = generate::write_dir(&config, &events_dir, 5_000)?;
+    println!(
+        "generated {} events ({} malformed) in {} gzip objects under {} ({:.1}s)",
+        generated.lines,
+        generated.bad_lines,
+        generated.objects,
+        events_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // 2. The real pipeline, once over the directory.
+    let file = PipelineFile {
+        name: "demo".into(),
+        source: SourceFile::Dir {
+            path: events_dir.clone(),
+            state_dir: Some(scratch.join("state")),
+            poll_interval: Duration::from_secs(1),
+        },
+        warehouse: WarehouseFile::Postgres(PostgresFile {
+            url: options.database_url.clone(),
+            password_env: None,
+            schema: SCHEMA.into(),
+            sslmode: SslMode::Auto,
+            sslrootcert: None,
+        }),
+        batch: crate::config::BatchFile {
+            interval: Duration::from_secs(2),
+            ..Default::default()
+        },
+        limits: Default::default(),
+    };
+    let pipeline = file.validate(&scratch.join("demo.toml"))?;
+    let stats = Arc::new(RunStats::default());
+    let progress = progress_bar(generated.objects, Arc::clone(&stats));
+    let run_options = RunOptions {
+        cluster: Cluster {
+            workers: options.workers,
+            ..Cluster::default()
+        },
+        once: true,
+        stats: Arc::clone(&stats),
+    };
+    let summary = run::run(&pipeline, &run_options);
+    progress.finish();
+    let summary = summary?;
+
+    // 3. What it made.
+    let report = runtime
+        .block_on(report(&client))
+        .map_err(DemoError::Report)?;
+    let seconds = summary.elapsed.as_secs_f64();
+    let stats = summary.stats;
+    println!();
+    println!(
+        "loaded {} events into schema {SCHEMA} in {seconds:.1}s: {:.0} events/s",
+        stats.messages,
+        stats.messages as f64 / seconds.max(1e-9)
+    );
+    println!(
+        "{} tables created; {} schema changes applied",
+        report.tables.len(),
+        stats.schema_changes
+    );
+    println!();
+    println!("{:<40} {:>10} {:>8}", "table", "rows", "columns");
+    for (table, rows, columns) in &report.tables {
+        println!("{table:<40} {rows:>10} {columns:>8}");
+    }
+    println!();
+    println!(
+        "values discarded (did not fit their column; kept in {SCHEMA}._discards): {}",
+        report.discards.iter().map(|(_, n)| n).sum::<i64>()
+    );
+    for (reason, count) in &report.discards {
+        println!("  {count:>8}  {reason}");
+    }
+    println!(
+        "items rejected (kept in {SCHEMA}._rejections): {}",
+        report.rejections.iter().map(|(_, n)| n).sum::<i64>()
+    );
+    for (code, count) in &report.rejections {
+        println!("  {count:>8}  {code}");
+    }
+    println!();
+    println!(
+        "look at it:  psql {} -c 'SET search_path = {SCHEMA}' -c '\\dt'",
+        options.database_url
+    );
+    Ok(())
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, DemoError> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(|source| DemoError::NoDatabase {
+            url: url.to_owned(),
+            source,
+        })?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+struct Report {
+    tables: Vec<(String, i64, i64)>,
+    discards: Vec<(String, i64)>,
+    rejections: Vec<(String, i64)>,
+}
+
+async fn report(client: &tokio_postgres::Client) -> Result<Report, tokio_postgres::Error> {
+    let tables = client
+        .query(
+            "SELECT t.table_name, (SELECT count(*) FROM information_schema.columns c WHERE c.table_schema = t.table_schema AND c.table_name = t.table_name) \
+             FROM information_schema.tables t WHERE t.table_schema = $1 AND t.table_name NOT LIKE '\\_%' ORDER BY 1",
+            &[&SCHEMA],
+        )
+        .await?;
+    let mut counted = Vec::new();
+    for row in tables {
+        let name: String = row.get(0);
+        let columns: i64 = row.get(1);
+        let rows: i64 = client
+            .query_one(
+                &format!("SELECT count(*) FROM \"{SCHEMA}\".\"{name}\""),
+                &[],
+            )
+            .await?
+            .get(0);
+        counted.push((name, rows, columns));
+    }
+    counted.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let discards = client
+        .query(
+            &format!(
+                "SELECT reason, count(*) FROM \"{SCHEMA}\"._discards GROUP BY 1 ORDER BY 2 DESC"
+            ),
+            &[],
+        )
+        .await?
+        .into_iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let rejections = match client
+        .query(
+            &format!(
+                "SELECT code, count(*) FROM \"{SCHEMA}\"._rejections GROUP BY 1 ORDER BY 2 DESC"
+            ),
+            &[],
+        )
+        .await
+    {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect(),
+        // No rejections at all: the table was never created.
+        Err(_) => Vec::new(),
+    };
+    Ok(Report {
+        tables: counted,
+        discards,
+        rejections,
+    })
+}
+
+/// A progress bar over objects acknowledged, on a terminal; plain lines otherwise.
+fn progress_bar(objects: u64, stats: Arc<RunStats>) -> Progress {
+    let bar = indicatif::ProgressBar::new(objects);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} loading [{bar:40}] {pos}/{len} objects, {msg} ({elapsed})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread_done = Arc::clone(&done);
+    let thread_bar = bar.clone();
+    let handle = std::thread::spawn(move || {
+        let started = Instant::now();
+        while !thread_done.load(std::sync::atomic::Ordering::Relaxed) {
+            let snapshot = stats.snapshot();
+            thread_bar.set_position(snapshot.objects_acknowledged);
+            let rate = snapshot.messages as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            thread_bar.set_message(format!(
+                "{} events decoded, {:.0}/s",
+                snapshot.messages, rate
+            ));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    Progress {
+        bar,
+        done,
+        handle: Some(handle),
+    }
+}
+
+struct Progress {
+    bar: indicatif::ProgressBar,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Progress {
+    fn finish(mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,318 @@
+//! The `tracktable` command line: parses flags and hands off to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Streams Segment-spec clickstream events from S3 into Redshift and PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "tracktable", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate deterministic sample Segment traffic as gzip NDJSON objects.
+    Gen(GenArgs),
+    /// Print, for each input line, the rows it becomes or why it is rejected (JSON lines).
+    Explain(ExplainArgs),
+    /// Run a pipeline: stream objects into the warehouse until stopped (SIGINT/SIGTERM).
+    Run(RunArgs),
+    /// The whole job locally: sample events into PostgreSQL at DATABASE_URL (default
+    /// postgres://postgres@127.0.0.1:5432/postgres, schema tracktable_demo), then a report.
+    Demo(DemoArgs),
+    /// Print the SQL that creates a dedicated loader user (run it as a superuser).
+    SetupSql(SetupSqlArgs),
+    /// Check that a pipeline can reach and use its source and warehouse, one line per requirement.
+    Check(PipelineArgs),
+    /// Show the tables and columns tracktable created, with types, row counts and column budget.
+    Schema(PipelineArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SetupSqlArgs {
+    /// The loader user to create.
+    #[arg(long)]
+    user: String,
+    /// The database it loads into.
+    #[arg(long)]
+    database: String,
+    /// The pipeline's schema, created owned by the user (otherwise the user may create schemas).
+    #[arg(long)]
+    schema: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct PipelineArgs {
+    /// The pipeline file (TOML; see pipelines/).
+    #[arg(long)]
+    pipeline: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// PostgreSQL to load into.
+    #[arg(long, env = "DATABASE_URL", default_value = tracktable::demo::DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// How many events to generate.
+    #[arg(long, default_value_t = 300_000)]
+    events: u64,
+    /// Worker threads.
+    #[arg(long, short = 'w', default_value_t = 2)]
+    workers: usize,
+    /// Scratch directory for generated objects (default: a directory under the system temp dir).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The pipeline file (TOML; see pipelines/).
+    #[arg(long)]
+    pipeline: PathBuf,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    #[command(flatten)]
+    batch: BatchArgs,
+    /// Load the objects present at start, then exit (instead of running until a signal).
+    #[arg(long)]
+    once: bool,
+}
+
+/// Cluster flags: the same `--processes`, `--workers` and hostfile on every process.
+#[derive(Debug, clap::Args)]
+struct ClusterArgs {
+    /// Worker threads in this process.
+    #[arg(long, short = 'w', default_value_t = 1)]
+    workers: usize,
+    /// Processes in the cluster.
+    #[arg(long, short = 'n', default_value_t = 1)]
+    processes: usize,
+    /// This process's index in the hostfile, from 0.
+    #[arg(long, short = 'p', default_value_t = 0)]
+    process: usize,
+    /// One `host:port` line per process, in process order.
+    #[arg(long)]
+    hostfile: Option<PathBuf>,
+}
+
+/// Batch flags; each overrides the pipeline file's `[batch]` value.
+#[derive(Debug, clap::Args)]
+struct BatchArgs {
+    /// Close batches on multiples of this interval (500ms, 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    batch_interval: Option<std::time::Duration>,
+    /// Close a worker's batch early at this many messages.
+    #[arg(long)]
+    max_batch_rows: Option<u64>,
+    /// Close a worker's batch early at this many input bytes.
+    #[arg(long)]
+    max_batch_bytes: Option<u64>,
+    /// Stop admitting input while this many batches await their commit.
+    #[arg(long)]
+    max_batches_in_flight: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct GenArgs {
+    /// Directory to write objects into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of lines (events, including malformed ones) to write.
+    #[arg(long)]
+    events: u64,
+    /// Seed; the same seed and flags always produce the same files.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Lines per object.
+    #[arg(long, default_value_t = 10_000)]
+    per_object: u64,
+    /// Probability that a property value arrives with a different JSON type (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    drift_rate: f64,
+    /// Probability that a line is malformed (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    bad_rate: f64,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExplainArgs {
+    /// File to explain (gzip or plain; NDJSON, JSON array or batch envelope); `-` or
+    /// nothing reads standard input.
+    file: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRACKTABLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn pipeline(path: &std::path::Path) -> anyhow::Result<tracktable::config::Pipeline> {
+    Ok(tracktable::config::PipelineFile::read(path)?.validate(path)?)
+}
+
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(future))
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::SetupSql(args) => {
+            print!(
+                "{}",
+                tracktable::admin::setup_sql(&args.user, &args.database, args.schema.as_deref())?
+            );
+            Ok(())
+        }
+        Command::Check(args) => {
+            let pipeline = pipeline(&args.pipeline)?;
+            let checks = block_on(tracktable::admin::check(&pipeline))?;
+            let mut failed = 0;
+            for check in &checks {
+                match &check.fix {
+                    None => println!("pass  {}", check.what),
+                    Some(fix) => {
+                        failed += 1;
+                        println!("FAIL  {}\n      fix: {fix}", check.what);
+                    }
+                }
+            }
+            anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
+            Ok(())
+        }
+        Command::Schema(args) => {
+            let pipeline = pipeline(&args.pipeline)?;
+            let (schema, tables) = block_on(tracktable::admin::schema_report(&pipeline))??;
+            print!("{}", tracktable::admin::format_schema(&schema, &tables));
+            Ok(())
+        }
+        Command::Demo(args) => {
+            let options = tracktable::demo::DemoOptions {
+                database_url: args.database_url,
+                events: args.events,
+                workers: args.workers,
+                scratch: args
+                    .scratch
+                    .unwrap_or_else(|| std::env::temp_dir().join("tracktable-demo")),
+            };
+            tracktable::demo::demo(&options)?;
+            Ok(())
+        }
+        Command::Run(args) => {
+            let mut file = tracktable::config::PipelineFile::read(&args.pipeline)?;
+            if let Some(interval) = args.batch.batch_interval {
+                file.batch.interval = interval;
+            }
+            if let Some(rows) = args.batch.max_batch_rows {
+                file.batch.max_rows = rows;
+            }
+            if let Some(bytes) = args.batch.max_batch_bytes {
+                file.batch.max_bytes = bytes;
+            }
+            if let Some(in_flight) = args.batch.max_batches_in_flight {
+                file.batch.max_in_flight = in_flight;
+            }
+            let pipeline = file.validate(&args.pipeline)?;
+            let options = tracktable::run::RunOptions {
+                cluster: tracktable::run::Cluster {
+                    workers: args.cluster.workers,
+                    processes: args.cluster.processes,
+                    process: args.cluster.process,
+                    hostfile: args.cluster.hostfile,
+                },
+                once: args.once,
+                stats: Default::default(),
+            };
+            let summary = tracktable::run::run(&pipeline, &options)?;
+            let stats = summary.stats;
+            eprintln!(
+                "{}: {} objects, {} messages, {} rejected; {} rows loaded, {} duplicates skipped, {} values discarded, {} schema changes, in {:.1}s",
+                pipeline.name,
+                stats.objects,
+                stats.messages,
+                stats.rejections,
+                stats.rows_loaded,
+                stats.duplicates,
+                stats.discards,
+                stats.schema_changes,
+                summary.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Gen(args) => {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&args.drift_rate),
+                "--drift-rate must be between 0 and 1"
+            );
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&args.bad_rate),
+                "--bad-rate must be between 0 and 1"
+            );
+            anyhow::ensure!(args.per_object > 0, "--per-object must be at least 1");
+            let config = tracktable::generate::GenConfig {
+                events: args.events,
+                seed: args.seed,
+                drift_rate: args.drift_rate,
+                bad_rate: args.bad_rate,
+            };
+            let summary = tracktable::generate::write_dir(&config, &args.out, args.per_object)
+                .with_context(|| format!("generating into {}", args.out.display()))?;
+            eprintln!(
+                "wrote {} lines ({} malformed) in {} objects, {} bytes compressed, to {}",
+                summary.lines,
+                summary.bad_lines,
+                summary.objects,
+                summary.bytes,
+                args.out.display()
+            );
+            Ok(())
+        }
+        Command::Explain(args) => {
+            let limits = tracktable::decode::Limits::default();
+            let stdout = std::io::stdout().lock();
+            let summary = match args.file.as_deref() {
+                None => tracktable::explain::explain(std::io::stdin().lock(), "-", &limits, stdout),
+                Some(path) if path.as_os_str() == "-" => {
+                    tracktable::explain::explain(std::io::stdin().lock(), "-", &limits, stdout)
+                }
+                Some(path) => {
+                    let file = std::fs::File::open(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    tracktable::explain::explain(file, &path.to_string_lossy(), &limits, stdout)
+                }
+            };
+            let summary = match summary {
+                Ok(summary) => summary,
+                // `tracktable explain big.gz | head` closes the pipe early: not an error.
+                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(error) => return Err(error).context("writing the explanation"),
+            };
+            eprintln!(
+                "{} messages became {} rows; {} items rejected",
+                summary.messages, summary.rows, summary.rejections
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! route: a decoded message → the rows it becomes, with names and types settled.
+//!
+//! This is the only place raw names become [`TableName`]s and [`ColumnName`]s, and the
+//! only place JSON values become typed [`Value`]s. It is pure and deterministic: the
+//! same message gives the same rows on every worker, process and run, whatever was
+//! routed before it (the [`Router`]'s caches never change a result).
+//!
+//! | message  | rows                                                              |
+//! |----------|-------------------------------------------------------------------|
+//! | track    | `tracks` (common + `event`, `event_text`) and the event's own table (the same + properties) |
+//! | identify | `identifies` (common + traits)                                   |
+//! | page     | `pages` (common + `name`, `category` + properties)               |
+//! | screen   | `screens` (common + `name` + properties)                         |
+//! | group    | `groups` (common + `group_id` + traits)                          |
+//! | alias    | `aliases` (common + `previous_id`)                               |
+//!
+//! Common columns: `anonymous_id`, `user_id`, `timestamp`, `original_timestamp`,
+//! `sent_at`, `received_at`, and `context` flattened as `context_*`. The message id is
+//! [`Row::message_id`]; the warehouse stores it as the `message_id` column.
+
+pub mod naming;
+pub mod value;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::{
+    self, DecodeSummary, Decoded, Json, JsonObject, Limits, Message, MessageKind, Position,
+    Rejection,
+};
+
+pub use naming::{ColumnName, TableName};
+pub use value::{ColumnType, Timestamp, Value};
+
+/// One row for one table. Owned and serializable: rows cross workers and processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub table: TableName,
+    pub message_id: String,
+    /// Where the message came from, for `_discards` and `_rejections` pointers.
+    pub object: Arc<str>,
+    pub position: Position,
+    /// Non-null columns only, each name at most once; absent columns load as NULL.
+    pub columns: Vec<(ColumnName, Value)>,
+}
+
+/// Table names tracktable fills itself; an event whose name normalises to one of these
+/// (or to any name starting with `_`, which tracktable keeps for its own tables) gets
+/// its table prefixed with `track_`.
+const OWN_TABLES: [&str; 8] = [
+    "accounts",
+    "aliases",
+    "groups",
+    "identifies",
+    "pages",
+    "screens",
+    "tracks",
+    "users",
+];
+
+/// Column names tracktable fills itself. A property or trait normalising to one of
+/// these is prefixed (`properties_user_id`, `traits_name`) so it never overwrites them.
+const FIXED_COLUMNS: [&str; 14] = [
+    "anonymous_id",
+    "category",
+    "event",
+    "event_text",
+    "group_id",
+    "id",
+    "loaded_at",
+    "message_id",
+    "name",
+    "original_timestamp",
+    "previous_id",
+    "received_at",
+    "sent_at",
+    "user_id",
+];
+
+/// Caches are cleared when they grow past this, so hostile input cannot grow memory.
+const CACHE_LIMIT: usize = 100_000;
+
+/// Routes messages to rows. Holds caches only: results never depend on what it saw
+/// before.
+#[derive(Debug, Default)]
+pub struct Router {
+    tables: HashMap<String, TableName>,
+    /// Raw `.`-joined path → normalised name, for properties/traits and for context
+    /// (keyed with a `context.` prefix).
+    columns: HashMap<Arc<str>, ColumnName>,
+    path: String,
+}
+
+/// A column of a row before collisions are resolved.
+struct Candidate {
+    name: ColumnName,
+    /// The raw path it came from; decides collisions. `None` for fixed columns.
+    raw: Option<Arc<str>>,
+    /// Who wins a collision first: fixed columns (0), then context (1), then
+    /// properties and traits (2).
+    origin: u8,
+    value: Value,
+}
+
+impl Router {
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Appends the rows for `message` to `out`.
+    pub fn rows_for(
+        &mut self,
+        message: &Message<'_>,
+        object: &Arc<str>,
+        position: Position,
+        out: &mut Vec<Row>,
+    ) {
+        let mut common = Vec::with_capacity(8 + message.context.len() * 2);
+        push_text(
+            &mut common,
+            "anonymous_id",
+            message.anonymous_id.as_deref(),
+            false,
+        );
+        push_text(&mut common, "user_id", message.user_id.as_deref(), false);
+        push_text(&mut common, "timestamp", message.timestamp.as_deref(), true);
+        push_text(
+            &mut common,
+            "original_timestamp",
+            message.original_timestamp.as_deref(),
+            true,
+        );
+        push_text(&mut common, "sent_at", message.sent_at.as_deref(), true);
+        push_text(
+            &mut common,
+            "received_at",
+            message.received_at.as_deref(),
+            true,
+        );
+        self.flatten(&message.context, "context", &mut common);
+
+        let row = |table: TableName, candidates: Vec<Candidate>| Row {
+            table,
+            message_id: message.message_id.as_ref().to_owned(),
+            object: Arc::clone(object),
+            position,
+            columns: resolve(candidates),
+        };
+        match message.kind {
+            MessageKind::Track => {
+                let raw_event = message.event.as_deref().unwrap_or_default();
+                let table = self.event_table(raw_event);
+                let mut fixed = common;
+                fixed.push(fixed_text("event", table.as_str()));
+                fixed.push(fixed_text("event_text", raw_event));
+                let mut own = Vec::with_capacity(fixed.len() + message.properties.len());
+                own.extend(fixed.iter().map(Candidate::clone_fixed));
+                self.properties(&message.properties, "properties", &mut own);
+                out.push(row(TableName::fixed("tracks"), fixed));
+                out.push(row(table, own));
+            }
+            MessageKind::Identify => {
+                self.properties(&message.properties, "traits", &mut common);
+                out.push(row(TableName::fixed("identifies"), common));
+            }
+            MessageKind::Page => {
+                push_text(&mut common, "name", message.name.as_deref(), false);
+                push_text(&mut common, "category", message.category.as_deref(), false);
+                self.properties(&message.properties, "properties", &mut common);
+                out.push(row(TableName::fixed("pages"), common));
+            }
+            MessageKind::Screen => {
+                push_text(&mut common, "name", message.name.as_deref(), false);
+                self.properties(&message.properties, "properties", &mut common);
+                out.push(row(TableName::fixed("screens"), common));
+            }
+            MessageKind::Group => {
+                push_text(&mut common, "group_id", message.group_id.as_deref(), false);
+                self.properties(&message.properties, "traits", &mut common);
+                out.push(row(TableName::fixed("groups"), common));
+            }
+            MessageKind::Alias => {
+                push_text(
+                    &mut common,
+                    "previous_id",
+                    message.previous_id.as_deref(),
+                    false,
+                );
+                out.push(row(TableName::fixed("aliases"), common));
+            }
+        }
+    }
+
+    fn event_table(&mut self, raw_event: &str) -> TableName {
+        if let Some(table) = self.tables.get(raw_event) {
+            return table.clone();
+        }
+        let name = naming::normalise(raw_event);
+        let table = if name.starts_with('_') || OWN_TABLES.contains(&name.as_str()) {
+            naming::table_name(&format!("track_{name}"))
+        } else {
+            naming::table_name(&name)
+        };
+        if self.tables.len() >= CACHE_LIMIT {
+            self.tables.clear();
+        }
+        self.tables.insert(raw_event.to_owned(), table.clone());
+        table
+    }
+
+    /// Flattens properties or traits: names that would shadow a fixed column get
+    /// `prefix` (`properties_user_id`).
+    fn properties(&mut self, object: &JsonObject<'_>, prefix: &str, out: &mut Vec<Candidate>) {
+        let start = out.len();
+        self.flatten(object, "", out);
+        for candidate in &mut out[start..] {
+            candidate.origin = 2;
+            // (`timestamp` itself normalises to `timestamp_`, a reserved word made safe.)
+            if FIXED_COLUMNS.contains(&candidate.name.as_str()) {
+                candidate.name = naming::column_name(&format!("{prefix}_{}", candidate.name));
+                let raw = candidate.raw.as_deref().unwrap_or_default();
+                candidate.raw = Some(Arc::from(format!("{prefix}.{raw}")));
+            }
+        }
+    }
+
+    /// Flattens `object` under the raw path `root` (empty for top-level properties).
+    fn flatten(&mut self, object: &JsonObject<'_>, root: &str, out: &mut Vec<Candidate>) {
+        self.path.clear();
+        self.path.push_str(root);
+        self.flatten_into(object, out);
+    }
+
+    fn flatten_into(&mut self, object: &JsonObject<'_>, out: &mut Vec<Candidate>) {
+        for (key, json) in object.iter() {
+            let base = self.path.len();
+            // `.` joins raw paths (the normaliser turns it into `_`), so a nested
+            // `a.b` and a literal `a_b` stay distinguishable when they collide.
+            if base > 0 {
+                self.path.push('.');
+            }
+            self.path.push_str(key);
+            match json {
+                Json::Null => {}
+                Json::Object(inner) if !inner.is_empty() => self.flatten_into(inner, out),
+                leaf => {
+                    if let Some(value) = value::value_of(leaf) {
+                        let (raw, name) = self.column();
+                        out.push(Candidate {
+                            name,
+                            raw: Some(raw),
+                            value,
+                            origin: 1,
+                        });
+                    }
+                }
+            }
+            self.path.truncate(base);
+        }
+    }
+
+    /// The raw path being flattened (shared, so candidates need not copy it) and its
+    /// column name.
+    fn column(&mut self) -> (Arc<str>, ColumnName) {
+        if let Some((raw, name)) = self.columns.get_key_value(self.path.as_str()) {
+            return (Arc::clone(raw), name.clone());
+        }
+        let raw: Arc<str> = Arc::from(self.path.as_str());
+        let name = ColumnName::from_normal(naming::normalise(&raw));
+        if self.columns.len() >= CACHE_LIMIT {
+            self.columns.clear();
+        }
+        self.columns.insert(Arc::clone(&raw), name.clone());
+        (raw, name)
+    }
+}
+
+impl Candidate {
+    fn clone_fixed(&self) -> Candidate {
+        Candidate {
+            name: self.name.clone(),
+            raw: self.raw.clone(),
+            value: self.value.clone(),
+            origin: self.origin,
+        }
+    }
+}
+
+fn fixed_text(column: &'static str, text: &str) -> Candidate {
+    Candidate {
+        name: ColumnName::fixed(column),
+        raw: None,
+        value: Value::Varchar(text.to_owned()),
+        origin: 0,
+    }
+}
+
+fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>, timestamp: bool) {
+    if let Some(text) = text {
+        let value = if timestamp {
+            value::text_value(text)
+        } else {
+            Value::Varchar(text.to_owned())
+        };
+        out.push(Candidate {
+            name: ColumnName::fixed(column),
+            raw: None,
+            value,
+            origin: 0,
+        });
+    }
+}
+
+/// Makes column names unique within a row, deterministically. Of candidates sharing a
+/// name, fixed columns win, then context, then properties; within those, a raw path
+/// already equal to the name, then the smallest raw path. Every other one gets a hash
+/// suffix of its raw path.
+fn resolve(candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
+    let mut seen = HashSet::with_capacity(candidates.len());
+    let clash = candidates
+        .iter()
+        .any(|candidate| !seen.insert(candidate.name.as_str()));
+    if !clash {
+        return candidates
+            .into_iter()
+            .map(|candidate| (candidate.name, candidate.value))
+            .collect();
+    }
+    let mut order: Vec<usize> = (0..candidates.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&candidates[a], &candidates[b]);
+        let rank = |c: &Candidate| (c.origin, c.raw.as_deref() != Some(c.name.as_str()));
+        a.name
+            .cmp(&b.name)
+            .then(rank(a).cmp(&rank(b)))
+            .then(a.raw.cmp(&b.raw))
+    });
+    let mut taken: HashSet<String> = HashSet::with_capacity(candidates.len());
+    let mut names: Vec<Option<ColumnName>> = vec![None; candidates.len()];
+    // Winners first, so a suffixed name can never take a name a winner needs.
+    let mut losers = Vec::new();
+    for &index in &order {
+        let name = &candidates[index].name;
+        if taken.insert(name.as_str().to_owned()) {
+            names[index] = Some(name.clone());
+        } else {
+            losers.push(index);
+        }
+    }
+    for index in losers {
+        let candidate = &candidates[index];
+        let mut salt = candidate.raw.as_deref().unwrap_or_default().to_owned();
+        loop {
+            let name = naming::with_suffix(candidate.name.as_str(), &salt);
+            if taken.insert(name.clone()) {
+                names[index] = Some(ColumnName::from_normal(name));
+                break;
+            }
+            salt.push('#');
+        }
+    }
+    candidates
+        .into_iter()
+        .zip(names)
+        .filter_map(|(candidate, name)| name.map(|name| (name, candidate.value)))
+        .collect()
+}
+
+/// The `_rejections` row that keeps a rejected item. Its message id is derived from
+/// the item's position, so a replayed object does not keep it twice.
+pub fn rejection_row(rejection: &Rejection) -> Row {
+    let position = rejection.position;
+    let mut columns = vec![
+        (
+            ColumnName::fixed("object"),
+            Value::Varchar(rejection.object.to_string()),
+        ),
+        (
+            ColumnName::fixed("line"),
+            Value::BigInt(position.line as i64),
+        ),
+        (
+            ColumnName::fixed("element"),
+            Value::BigInt(i64::from(position.element)),
+        ),
+        (
+            ColumnName::fixed("code"),
+            Value::Varchar(rejection.reason.code().to_owned()),
+        ),
+        (
+            ColumnName::fixed("reason"),
+            Value::Varchar(rejection.reason.to_string()),
+        ),
+    ];
+    if !rejection.raw.is_empty() {
+        columns.push((
+            ColumnName::fixed("raw"),
+            Value::Varchar(rejection.raw.clone()),
+        ));
+    }
+    Row {
+        table: TableName::fixed("_rejections"),
+        message_id: decode::derived_message_id(&rejection.object, position),
+        object: Arc::clone(&rejection.object),
+        position,
+        columns,
+    }
+}
+
+/// Decodes one object and routes every item: messages to their rows, rejections to
+/// `_rejections` rows.
+pub fn rows_for_object<R: Read>(
+    reader: R,
+    object: &Arc<str>,
+    limits: &Limits,
+    router: &mut Router,
+    out: &mut Vec<Row>,
+) -> DecodeSummary {
+    decode::decode_object(reader, object, limits, |item| match item {
+        Decoded::Message { position, message } => router.rows_for(&message, object, position, out),
+        Decoded::Rejected(rejection) => out.push(rejection_row(&rejection)),
+    })
+}
+
+#[cfg(test)]
+mod tests;

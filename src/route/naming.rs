@@ -1,0 +1,440 @@
+//! naming: raw event and property names → safe, deterministic SQL identifiers.
+//!
+//! The rules, in order: camelCase → snake_case; lowercase ASCII; anything outside
+//! `[a-z0-9]` → `_`, runs collapsed, trailing `_` trimmed; a name that had non-ASCII
+//! characters (or nothing left) gets a hash suffix so distinct names stay distinct; a
+//! leading digit gets `_`; a reserved word gets a trailing `_`; over 63 bytes it is cut
+//! with a hash suffix. The result always matches `^[a-z_][a-z0-9_]{0,62}$`, is never a reserved word, and normalising it again
+//! changes nothing.
+//!
+//! [`TableName`] and [`ColumnName`] can only be made here, so an unnormalised name
+//! cannot reach SQL.
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stable_hash;
+
+/// The identifier limit, in bytes: PostgreSQL's (NAMEDATALEN - 1 = 63), the smaller of
+/// the two warehouses' (Redshift allows 127). One limit for both keeps routing independent
+/// of the warehouse, so moving a pipeline from PostgreSQL to Redshift renames nothing;
+/// PostgreSQL would otherwise truncate longer names silently and two could collide.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// A normalised table name; only this module makes one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct TableName(Arc<str>);
+
+/// A normalised column name; only this module makes one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ColumnName(Arc<str>);
+
+impl TableName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// One of tracktable's own fixed table names (already normal, never user input).
+    pub(crate) fn fixed(name: &'static str) -> TableName {
+        debug_assert!(is_normal(name), "{name}");
+        TableName(Arc::from(name))
+    }
+}
+
+impl ColumnName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// One of tracktable's own fixed column names. These may be reserved words
+    /// (`timestamp`): SQL always quotes identifiers, and they never come from input.
+    pub(crate) fn fixed(name: &'static str) -> ColumnName {
+        ColumnName(Arc::from(name))
+    }
+
+    /// A column name from an already-normalised string (used by the router's cache).
+    pub(crate) fn from_normal(name: String) -> ColumnName {
+        debug_assert!(is_normal(&name), "{name}");
+        ColumnName(Arc::from(name))
+    }
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for ColumnName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The table for a raw event name.
+pub fn table_name(raw: &str) -> TableName {
+    TableName(Arc::from(normalise(raw)))
+}
+
+/// The column for a raw property name (or a `_`-joined path of names).
+pub fn column_name(raw: &str) -> ColumnName {
+    ColumnName(Arc::from(normalise(raw)))
+}
+
+/// Applies every naming rule to `raw`.
+pub fn normalise(raw: &str) -> String {
+    let mut name = snake_case(raw);
+    if !raw.is_ascii() || name.is_empty() {
+        name.push('_');
+        name.push_str(&stable_hash::short_hex(&[raw.as_bytes()]));
+    }
+    if name.as_bytes()[0].is_ascii_digit() {
+        name.insert(0, '_');
+    }
+    if is_reserved(&name) {
+        name.push('_');
+    }
+    cut(name)
+}
+
+/// Cuts a name over [`MAX_NAME_BYTES`] to fit, with a hash of the whole name, so two
+/// long names sharing a prefix stay distinct. Shorter names are returned unchanged.
+pub fn cut(name: String) -> String {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    // Names here are ASCII, so any byte index is a char boundary.
+    let suffix = stable_hash::short_hex(&[name.as_bytes()]);
+    let mut short = name[..MAX_NAME_BYTES - 1 - suffix.len()]
+        .trim_end_matches('_')
+        .to_owned();
+    short.push('_');
+    short.push_str(&suffix);
+    short
+}
+
+/// A name with a hash suffix of `salt`, cut to fit: how a name that lost a collision is
+/// told apart.
+pub fn with_suffix(name: &str, salt: &str) -> String {
+    let suffix = stable_hash::short_hex(&[salt.as_bytes()]);
+    let room = MAX_NAME_BYTES - 1 - suffix.len();
+    let base = if name.len() > room {
+        name[..room].trim_end_matches('_')
+    } else {
+        name
+    };
+    format!("{base}_{suffix}")
+}
+
+/// camelCase → snake_case, lowercase, non-`[a-z0-9]` → `_`, runs of `_` collapsed,
+/// trailing `_` trimmed.
+fn snake_case(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().collect();
+    let mut out = String::with_capacity(raw.len() + 4);
+    for (index, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let previous = index.checked_sub(1).map(|i| chars[i]);
+            let next = chars.get(index + 1).copied();
+            let after_lower_or_digit =
+                previous.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit());
+            let acronym_end = previous.is_some_and(|p| p.is_ascii_uppercase())
+                && next.is_some_and(|n| n.is_ascii_lowercase());
+            if after_lower_or_digit || acronym_end {
+                push_underscore(&mut out);
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            out.push(c);
+        } else {
+            push_underscore(&mut out);
+        }
+    }
+    while out.ends_with('_') {
+        out.pop();
+    }
+    out
+}
+
+fn push_underscore(out: &mut String) {
+    if !out.ends_with('_') {
+        out.push('_');
+    }
+}
+
+/// Whether `name` already follows every rule (`normalise(name) == name`).
+pub fn is_normal(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_NAME_BYTES
+        && (bytes[0].is_ascii_lowercase() || bytes[0] == b'_')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+        && !is_reserved(name)
+}
+
+/// Whether `name` is a reserved word in Redshift or PostgreSQL.
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED.binary_search(&name).is_ok()
+}
+
+/// Redshift's reserved words (AWS "Reserved words" list) plus PostgreSQL's that are not
+/// in it; lowercase, sorted for binary search.
+const RESERVED: &[&str] = &[
+    "aes128",
+    "aes256",
+    "all",
+    "allowoverwrite",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "az64",
+    "backup",
+    "between",
+    "binary",
+    "blanksasnull",
+    "both",
+    "bytedict",
+    "bzip2",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "credentials",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "current_user_id",
+    "default",
+    "deferrable",
+    "deflate",
+    "defrag",
+    "delta",
+    "delta32k",
+    "desc",
+    "disable",
+    "distinct",
+    "do",
+    "else",
+    "emptyasnull",
+    "enable",
+    "encode",
+    "encrypt",
+    "encryption",
+    "end",
+    "except",
+    "explicit",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "globaldict256",
+    "globaldict64k",
+    "grant",
+    "group",
+    "gzip",
+    "having",
+    "identity",
+    "ignore",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "interval",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "language",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "lun",
+    "luns",
+    "lzo",
+    "lzop",
+    "minus",
+    "mostly16",
+    "mostly32",
+    "mostly8",
+    "natural",
+    "new",
+    "not",
+    "notnull",
+    "null",
+    "nulls",
+    "off",
+    "offline",
+    "offset",
+    "oid",
+    "old",
+    "on",
+    "only",
+    "open",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "parallel",
+    "partition",
+    "percent",
+    "permissions",
+    "pivot",
+    "placing",
+    "primary",
+    "raw",
+    "readratio",
+    "recover",
+    "references",
+    "rejectlog",
+    "resort",
+    "respect",
+    "restore",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "snapshot",
+    "some",
+    "symmetric",
+    "sysdate",
+    "system",
+    "table",
+    "tablesample",
+    "tag",
+    "tdes",
+    "text255",
+    "text32k",
+    "then",
+    "timestamp",
+    "to",
+    "top",
+    "trailing",
+    "true",
+    "truncatecolumns",
+    "type",
+    "union",
+    "unique",
+    "unnest",
+    "unpivot",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "wallet",
+    "when",
+    "where",
+    "window",
+    "with",
+    "without",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reserved_list_is_sorted() {
+        assert!(
+            RESERVED.windows(2).all(|pair| pair[0] < pair[1]),
+            "RESERVED must be sorted and unique"
+        );
+    }
+
+    #[test]
+    fn examples() {
+        let cases = [
+            ("Order Completed", "order_completed"),
+            ("messageId", "message_id"),
+            ("HTTPServer", "http_server"),
+            ("page2View", "page2_view"),
+            ("product_id", "product_id"),
+            ("context.page.url", "context_page_url"),
+            ("1st place", "_1st_place"),
+            ("select", "select_"),
+            ("user", "user_"),
+            ("FROM", "from_"),
+            ("\"; DROP TABLE users; --", "_drop_table_users"),
+            ("__private", "_private"),
+            ("a  b--c", "a_b_c"),
+            ("Ends!!", "ends"),
+            ("trailing", "trailing_"),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalise(raw), expected, "normalise({raw:?})");
+        }
+    }
+
+    #[test]
+    fn non_ascii_names_stay_distinct() {
+        let a = normalise("名前");
+        let b = normalise("価格");
+        assert_ne!(a, b);
+        assert!(a.starts_with('_') && a.len() == 9, "{a}");
+        let cafe = normalise("café");
+        assert!(cafe.starts_with("caf_"), "{cafe}");
+        assert_ne!(normalise("🎉 Party"), normalise("🎈 Party"));
+        assert!(normalise("🎉 Party").starts_with("_party_"));
+    }
+
+    #[test]
+    fn long_names_are_cut_with_a_hash() {
+        let long_a = "a".repeat(300);
+        let long_b = format!("{}b", "a".repeat(299));
+        let cut_a = normalise(&long_a);
+        assert_eq!(cut_a.len(), MAX_NAME_BYTES);
+        assert_ne!(cut_a, normalise(&long_b));
+        assert_eq!(normalise(&cut_a), cut_a);
+    }
+
+    fn check(raw: &str) {
+        let name = normalise(raw);
+        assert!(is_normal(&name), "{raw:?} → {name:?}");
+        assert_eq!(normalise(&name), name, "not idempotent for {raw:?}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_normalises_to_a_safe_fixed_point(raw in "\\PC*") {
+            check(&raw);
+        }
+
+        #[test]
+        fn ascii_identifiers_normalise_to_a_safe_fixed_point(raw in "[a-zA-Z0-9_ .$-]{0,200}") {
+            check(&raw);
+        }
+
+        #[test]
+        fn reserved_words_in_any_case(index in 0..RESERVED.len(), upper in any::<bool>()) {
+            let word = if upper { RESERVED[index].to_ascii_uppercase() } else { RESERVED[index].to_owned() };
+            check(&word);
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Routing tests: each message kind, flattening, collisions; property tests for
+//! uniqueness and completeness.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::decode::json::parse;
+
+fn route(text: &str) -> Vec<Row> {
+    let message = Message::from_json(parse(text, 32).unwrap(), || "derived".into()).unwrap();
+    let mut rows = Vec::new();
+    Router::new().rows_for(&message, &Arc::from("obj"), Position::line(1), &mut rows);
+    rows
+}
+
+fn columns(row: &Row) -> BTreeMap<&str, &Value> {
+    row.columns
+        .iter()
+        .map(|(name, value)| (name.as_str(), value))
+        .collect()
+}
+
+#[test]
+fn track_becomes_tracks_and_event_table_rows() {
+    let rows = route(
+        r#"{"type":"track","event":"Order Completed","messageId":"m1","userId":"u1","anonymousId":"a1",
+            "timestamp":"2024-01-01T00:00:00Z","receivedAt":"not a time",
+            "context":{"ip":"1.2.3.4","page":{"url":"https://x"},"userAgent":"UA"},
+            "properties":{"orderId":"o1","revenue":25.5,"products":[{"sku":"s"}],"coupon":null,"meta":{},"qty":2,"gift":false}}"#,
+    );
+    assert_eq!(rows.len(), 2);
+    let (tracks, event) = (&rows[0], &rows[1]);
+    assert_eq!(tracks.table.as_str(), "tracks");
+    assert_eq!(event.table.as_str(), "order_completed");
+    assert!(rows.iter().all(|row| row.message_id == "m1"));
+    let tracks = columns(tracks);
+    assert_eq!(tracks["event"], &Value::Varchar("order_completed".into()));
+    assert_eq!(
+        tracks["event_text"],
+        &Value::Varchar("Order Completed".into())
+    );
+    assert_eq!(tracks["user_id"], &Value::Varchar("u1".into()));
+    assert_eq!(
+        tracks["timestamp"],
+        &Value::Timestamp(Timestamp(1_704_067_200_000_000))
+    );
+    // A common timestamp that does not parse stays as text (the warehouse discards it).
+    assert_eq!(tracks["received_at"], &Value::Varchar("not a time".into()));
+    assert_eq!(
+        tracks["context_page_url"],
+        &Value::Varchar("https://x".into())
+    );
+    assert_eq!(tracks["context_user_agent"], &Value::Varchar("UA".into()));
+    assert!(
+        !tracks.contains_key("revenue"),
+        "properties only in the event table"
+    );
+    let event = columns(event);
+    assert_eq!(event["order_id"], &Value::Varchar("o1".into()));
+    assert_eq!(event["revenue"], &Value::Double(25.5));
+    assert_eq!(event["qty"], &Value::BigInt(2));
+    assert_eq!(event["gift"], &Value::Boolean(false));
+    assert_eq!(
+        event["products"],
+        &Value::Varchar(r#"[{"sku":"s"}]"#.into())
+    );
+    assert_eq!(event["meta"], &Value::Varchar("{}".into()));
+    assert!(!event.contains_key("coupon"), "null values are absent");
+    assert_eq!(event["context_ip"], &Value::Varchar("1.2.3.4".into()));
+}
+
+#[test]
+fn every_kind_routes_to_its_table() {
+    let cases = [
+        (
+            r#"{"type":"identify","userId":"u","traits":{"email":"e@x","plan":"pro"}}"#,
+            "identifies",
+            vec!["email", "plan", "user_id"],
+        ),
+        (
+            r#"{"type":"page","name":"Home","category":"Docs","properties":{"path":"/"}}"#,
+            "pages",
+            vec!["category", "name", "path"],
+        ),
+        (
+            r#"{"type":"screen","name":"Cart","properties":{"items":3}}"#,
+            "screens",
+            vec!["items", "name"],
+        ),
+        (
+            r#"{"type":"group","groupId":"g","traits":{"industry":"x"}}"#,
+            "groups",
+            vec!["group_id", "industry"],
+        ),
+        (
+            r#"{"type":"alias","previousId":"old","userId":"new"}"#,
+            "aliases",
+            vec!["previous_id", "user_id"],
+        ),
+    ];
+    for (text, table, expected) in cases {
+        let rows = route(text);
+        assert_eq!(rows.len(), 1, "{text}");
+        assert_eq!(rows[0].table.as_str(), table);
+        let names: Vec<&str> = columns(&rows[0]).keys().copied().collect();
+        assert_eq!(names, expected, "{text}");
+    }
+}
+
+#[test]
+fn events_named_like_our_tables_are_prefixed() {
+    assert_eq!(
+        route(r#"{"type":"track","event":"Pages"}"#)[1]
+            .table
+            .as_str(),
+        "track_pages"
+    );
+    assert_eq!(
+        route(r#"{"type":"track","event":"_rejections"}"#)[1]
+            .table
+            .as_str(),
+        "track_rejections"
+    );
+    assert_eq!(
+        route(r#"{"type":"track","event":"select"}"#)[1]
+            .table
+            .as_str(),
+        "select_"
+    );
+}
+
+#[test]
+fn properties_shadowing_fixed_columns_are_prefixed() {
+    let rows = route(
+        r#"{"type":"track","event":"e","userId":"real","properties":{"userId":"prop","received_at":"x","name":"n"}}"#,
+    );
+    let event = columns(&rows[1]);
+    assert_eq!(event["user_id"], &Value::Varchar("real".into()));
+    assert_eq!(event["properties_user_id"], &Value::Varchar("prop".into()));
+    assert_eq!(event["properties_received_at"], &Value::Varchar("x".into()));
+    assert_eq!(event["properties_name"], &Value::Varchar("n".into()));
+    let identify = route(r#"{"type":"identify","traits":{"timestamp":"t"}}"#);
+    assert_eq!(
+        columns(&identify[0])["timestamp_"],
+        &Value::Varchar("t".into())
+    );
+}
+
+#[test]
+fn collisions_in_one_row_resolve_deterministically() {
+    let rows = route(
+        r#"{"type":"track","event":"e","properties":{"userName":"camel","user_name":"snake","a":{"b":1},"a_b":2}}"#,
+    );
+    let event = columns(&rows[1]);
+    // The raw name already in normal form keeps the plain name.
+    assert_eq!(event["user_name"], &Value::Varchar("snake".into()));
+    let suffixed: Vec<&&str> = event
+        .keys()
+        .filter(|k| k.starts_with("user_name_"))
+        .collect();
+    assert_eq!(suffixed.len(), 1);
+    assert_eq!(event[*suffixed[0]], &Value::Varchar("camel".into()));
+    assert_eq!(event["a_b"], &Value::BigInt(2));
+    // Same input, same names: order of keys does not matter.
+    let swapped = route(
+        r#"{"type":"track","event":"e","properties":{"user_name":"snake","a_b":2,"a":{"b":1},"userName":"camel"}}"#,
+    );
+    let mut first: Vec<_> = rows[1].columns.clone();
+    let mut second: Vec<_> = swapped[1].columns.clone();
+    first.sort_by(|a, b| a.0.cmp(&b.0));
+    second.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(first, second);
+    // A property colliding with a flattened context column.
+    let context = route(
+        r#"{"type":"track","event":"e","context":{"ip":"1.1.1.1"},"properties":{"context_ip":"2.2.2.2"}}"#,
+    );
+    let event = columns(&context[1]);
+    assert_eq!(event["context_ip"], &Value::Varchar("1.1.1.1".into()));
+    assert_eq!(
+        event
+            .values()
+            .filter(|v| **v == &Value::Varchar("2.2.2.2".into()))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn hostile_names_become_safe_identifiers() {
+    let rows = route(
+        r#"{"type":"track","event":"\"; DROP TABLE users; --","properties":{"select":1,"🎉":2,"from":3,"x\"y":4}}"#,
+    );
+    let event = &rows[1];
+    assert!(naming::is_normal(event.table.as_str()), "{}", event.table);
+    for (name, _) in &event.columns {
+        assert!(
+            name.as_str()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "{name}"
+        );
+    }
+    let names: HashSet<&str> = event.columns.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains("select_") && names.contains("from_") && names.contains("x_y"));
+}
+
+#[test]
+fn rejections_become_rows_with_stable_ids() {
+    let rejection = Rejection::new(
+        &Arc::from("o.json"),
+        Position::line(7),
+        decode::RejectReason::MissingType,
+        b"{\"a\":1}",
+    );
+    let row = rejection_row(&rejection);
+    assert_eq!(row.table.as_str(), "_rejections");
+    assert_eq!(
+        row.message_id,
+        decode::derived_message_id("o.json", Position::line(7))
+    );
+    let columns = columns(&row);
+    assert_eq!(columns["code"], &Value::Varchar("missing_type".into()));
+    assert_eq!(columns["line"], &Value::BigInt(7));
+    assert_eq!(columns["raw"], &Value::Varchar("{\"a\":1}".into()));
+}
+
+/// Raw keys that often collide after normalising.
+fn colliding_key() -> impl Strategy<Value = String> {
+    "[aAbB_ .-]{1,4}"
+}
+
+proptest! {
+    #[test]
+    fn distinct_raw_names_never_share_a_column(keys in proptest::collection::btree_set(colliding_key(), 1..12)) {
+        let properties: serde_json::Map<String, serde_json::Value> =
+            keys.iter().enumerate().map(|(i, k)| (k.clone(), serde_json::Value::from(i))).collect();
+        let text = serde_json::json!({"type": "track", "event": "e", "userId": "u", "properties": properties}).to_string();
+        let rows = route(&text);
+        let names: Vec<&str> = rows[1].columns.iter().map(|(n, _)| n.as_str()).collect();
+        let unique: HashSet<&&str> = names.iter().collect();
+        prop_assert_eq!(unique.len(), names.len(), "{:?}", names);
+        for name in &names {
+            prop_assert!(name.len() <= crate::route::naming::MAX_NAME_BYTES && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+        }
+    }
+
+    #[test]
+    fn every_scalar_leaf_lands_exactly_once(value in nested_object()) {
+        let text = serde_json::json!({"type": "track", "event": "e", "properties": value}).to_string();
+        let rows = route(&text);
+        let leaves: usize = value.as_object().map_or(0, |map| map.values().map(count_leaves).sum());
+        // Event table columns: event, event_text, then one per non-null leaf.
+        prop_assert_eq!(rows[1].columns.len(), 2 + leaves);
+    }
+}
+
+fn nested_object() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        "[a-z]{0,5}".prop_map(serde_json::Value::from),
+        Just(serde_json::Value::Null),
+        Just(serde_json::json!([1, 2])),
+    ];
+    let tree = leaf.prop_recursive(3, 24, 4, |inner| {
+        proptest::collection::btree_map("[a-z]{1,3}", inner, 0..4)
+            .prop_map(|map| serde_json::Value::Object(map.into_iter().collect()))
+    });
+    proptest::collection::btree_map("[a-z]{1,3}", tree, 0..5)
+        .prop_map(|map| serde_json::Value::Object(map.into_iter().collect()))
+}
+
+/// Non-null scalars, arrays and empty objects: what becomes a column.
+fn count_leaves(value: &serde_json::Value) -> usize {
+    match value {
+        serde_json::Value::Object(map) if map.is_empty() => 1,
+        serde_json::Value::Object(map) => map.values().map(count_leaves).sum(),
+        serde_json::Value::Null => 0,
+        _ => 1,
+    }
+}

@@ -1,0 +1,358 @@
+//! value: typed values, column types, and the rules between them.
+//!
+//! JSON gives tracktable booleans, numbers and strings; the warehouse wants boolean,
+//! bigint, double precision, timestamp and varchar(n). [`value_of`] makes that choice
+//! for one value (an ISO-8601 string is a timestamp, any other string is varchar), and
+//! [`ColumnType`] knows how columns relate: what a column accepts and how varchar widens.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::decode::Json;
+
+/// Microseconds since 1970-01-01T00:00:00Z.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Timestamp(pub i64);
+
+/// A warehouse column type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ColumnType {
+    Boolean,
+    BigInt,
+    Double,
+    Timestamp,
+    /// `varchar(n)`, n in bytes.
+    Varchar(u32),
+}
+
+/// One typed, non-null value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Value {
+    Boolean(bool),
+    BigInt(i64),
+    Double(f64),
+    Timestamp(Timestamp),
+    Varchar(String),
+}
+
+impl ColumnType {
+    /// The SQL type, e.g. `varchar(256)`.
+    pub fn sql_name(&self) -> String {
+        match self {
+            ColumnType::Varchar(width) => format!("varchar({width})"),
+            other => other.kind_name().to_owned(),
+        }
+    }
+
+    /// The type without its width: what `explain` reports.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            ColumnType::Boolean => "boolean",
+            ColumnType::BigInt => "bigint",
+            ColumnType::Double => "double precision",
+            ColumnType::Timestamp => "timestamp",
+            ColumnType::Varchar(_) => "varchar",
+        }
+    }
+}
+
+impl Value {
+    /// The narrowest column type that holds this value.
+    pub fn column_type(&self) -> ColumnType {
+        match self {
+            Value::Boolean(_) => ColumnType::Boolean,
+            Value::BigInt(_) => ColumnType::BigInt,
+            Value::Double(_) => ColumnType::Double,
+            Value::Timestamp(_) => ColumnType::Timestamp,
+            Value::Varchar(text) => {
+                ColumnType::Varchar(u32::try_from(text.len()).unwrap_or(u32::MAX).max(1))
+            }
+        }
+    }
+
+    /// The value as text: how it is stored in a varchar column, and in `_discards`.
+    pub fn to_text(&self) -> String {
+        match self {
+            Value::Boolean(b) => b.to_string(),
+            Value::BigInt(i) => i.to_string(),
+            Value::Double(f) => f.to_string(),
+            Value::Timestamp(t) => t.to_string(),
+            Value::Varchar(text) => text.clone(),
+        }
+    }
+}
+
+/// The typed value of a JSON scalar; `None` for null. Arrays and objects are the
+/// flattener's business, but are given here as JSON text for completeness.
+pub fn value_of(json: &Json<'_>) -> Option<Value> {
+    Some(match json {
+        Json::Null => return None,
+        Json::Bool(b) => Value::Boolean(*b),
+        Json::Int(i) => Value::BigInt(*i),
+        Json::Float(f) => Value::Double(*f),
+        Json::Str(text) => match Timestamp::parse(text) {
+            Some(timestamp) => Value::Timestamp(timestamp),
+            None => Value::Varchar(text.as_ref().to_owned()),
+        },
+        Json::Array(_) | Json::Object(_) => Value::Varchar(json.to_json_text()),
+    })
+}
+
+/// A string as a timestamp when it is one, else as varchar.
+pub fn text_value(text: &str) -> Value {
+    match Timestamp::parse(text) {
+        Some(timestamp) => Value::Timestamp(timestamp),
+        None => Value::Varchar(text.to_owned()),
+    }
+}
+
+impl Timestamp {
+    /// Parses strict ISO-8601 / RFC 3339 date-times:
+    /// `YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z|±HH:MM|±HHMM|±HH]`, no zone meaning UTC.
+    /// Digits beyond microseconds are truncated. Anything else is not a timestamp.
+    pub fn parse(text: &str) -> Option<Timestamp> {
+        let b = text.as_bytes();
+        if b.len() < 19 || b.len() > 40 {
+            return None;
+        }
+        let year = digits(b, 0, 4)?;
+        let month = digits(b, 5, 2)?;
+        let day = digits(b, 8, 2)?;
+        let hour = digits(b, 11, 2)?;
+        let minute = digits(b, 14, 2)?;
+        let second = digits(b, 17, 2)?;
+        if b[4] != b'-'
+            || b[7] != b'-'
+            || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return None;
+        }
+        if year == 0
+            || !(1..=12).contains(&month)
+            || day == 0
+            || day > days_in_month(year, month)
+            || hour > 23
+            || minute > 59
+            || second > 59
+        {
+            return None;
+        }
+        let mut index = 19;
+        let mut micros: i64 = 0;
+        if b.get(index) == Some(&b'.') {
+            index += 1;
+            let start = index;
+            while index < b.len() && b[index].is_ascii_digit() {
+                if index - start < 6 {
+                    micros = micros * 10 + i64::from(b[index] - b'0');
+                }
+                index += 1;
+            }
+            let fraction_digits = index - start;
+            if fraction_digits == 0 || fraction_digits > 9 {
+                return None;
+            }
+            for _ in fraction_digits..6 {
+                micros *= 10;
+            }
+        }
+        let offset_seconds: i64 = match b.get(index) {
+            None => 0,
+            Some(b'Z' | b'z') if index + 1 == b.len() => 0,
+            Some(&sign @ (b'+' | b'-')) => {
+                let rest = &b[index + 1..];
+                let (hours, minutes) = match rest.len() {
+                    2 => (digits(rest, 0, 2)?, 0),
+                    4 => (digits(rest, 0, 2)?, digits(rest, 2, 2)?),
+                    5 if rest[2] == b':' => (digits(rest, 0, 2)?, digits(rest, 3, 2)?),
+                    _ => return None,
+                };
+                if hours > 23 || minutes > 59 {
+                    return None;
+                }
+                let seconds = i64::from(hours * 3600 + minutes * 60);
+                if sign == b'+' { seconds } else { -seconds }
+            }
+            _ => return None,
+        };
+        let days = days_from_civil(i64::from(year), month, day);
+        let seconds =
+            days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
+        Some(Timestamp(seconds * 1_000_000 + micros))
+    }
+}
+
+/// `2024-01-02T03:04:05.123456Z`: always UTC, always six fraction digits.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seconds = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let days = seconds.div_euclid(86_400);
+        let of_day = seconds.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(days);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            of_day / 3600,
+            of_day % 3600 / 60,
+            of_day % 60
+        )
+    }
+}
+
+fn digits(bytes: &[u8], start: usize, count: usize) -> Option<u32> {
+    let slice = bytes.get(start..start + count)?;
+    slice.iter().try_fold(0u32, |value, &byte| {
+        byte.is_ascii_digit()
+            .then(|| value * 10 + u32::from(byte - b'0'))
+    })
+}
+
+fn is_leap(year: u32) -> bool {
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if is_leap(year) => 29,
+        _ => 28,
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month = i64::from(month);
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ts(text: &str) -> Option<String> {
+        Timestamp::parse(text).map(|t| t.to_string())
+    }
+
+    #[test]
+    fn parses_iso_8601_forms() {
+        assert_eq!(
+            ts("2024-01-02T03:04:05Z").as_deref(),
+            Some("2024-01-02T03:04:05.000000Z")
+        );
+        assert_eq!(
+            ts("2024-01-02T03:04:05.123Z").as_deref(),
+            Some("2024-01-02T03:04:05.123000Z")
+        );
+        assert_eq!(
+            ts("2024-01-02 03:04:05.123456789").as_deref(),
+            Some("2024-01-02T03:04:05.123456Z")
+        );
+        assert_eq!(
+            ts("2024-01-02T03:04:05+02:00").as_deref(),
+            Some("2024-01-02T01:04:05.000000Z")
+        );
+        assert_eq!(
+            ts("2024-01-02T03:04:05-0130").as_deref(),
+            Some("2024-01-02T04:34:05.000000Z")
+        );
+        assert_eq!(
+            ts("2024-01-02T23:30:00-01").as_deref(),
+            Some("2024-01-03T00:30:00.000000Z")
+        );
+        assert_eq!(
+            ts("1969-12-31T23:59:59.5Z").as_deref(),
+            Some("1969-12-31T23:59:59.500000Z")
+        );
+        assert_eq!(Timestamp::parse("1970-01-01T00:00:00Z"), Some(Timestamp(0)));
+        assert_eq!(
+            ts("2024-02-29T00:00:00Z").as_deref(),
+            Some("2024-02-29T00:00:00.000000Z")
+        );
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_timestamp() {
+        for text in [
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-32T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:60:00Z",
+            "2024-01-01",
+            "2024-01-01T00:00",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00Zx",
+            "2024-01-01T00:00:00+5",
+            "0000-01-01T00:00:00Z",
+            "USD 5",
+            "2024/01/01 00:00:00",
+        ] {
+            assert_eq!(Timestamp::parse(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn values_get_their_types() {
+        use crate::decode::json::parse;
+        let cases = [
+            ("true", Some(Value::Boolean(true))),
+            ("42", Some(Value::BigInt(42))),
+            ("4.5", Some(Value::Double(4.5))),
+            ("\"hello\"", Some(Value::Varchar("hello".into()))),
+            (
+                "\"2024-01-01T00:00:00Z\"",
+                Some(Value::Timestamp(Timestamp(1_704_067_200_000_000))),
+            ),
+            ("[1,\"a\"]", Some(Value::Varchar("[1,\"a\"]".into()))),
+            ("null", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(value_of(&parse(text, 8).unwrap()), expected, "{text}");
+        }
+        assert_eq!(
+            Value::Varchar("héllo".into()).column_type(),
+            ColumnType::Varchar(6)
+        );
+        assert_eq!(
+            Value::Varchar(String::new()).column_type(),
+            ColumnType::Varchar(1)
+        );
+        assert_eq!(ColumnType::Varchar(256).sql_name(), "varchar(256)");
+        assert_eq!(ColumnType::Double.sql_name(), "double precision");
+    }
+
+    proptest! {
+        #[test]
+        fn timestamps_round_trip(micros in -62_135_596_800_000_000i64..253_402_300_799_999_999i64) {
+            let text = Timestamp(micros).to_string();
+            prop_assert_eq!(Timestamp::parse(&text), Some(Timestamp(micros)), "{}", text);
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! run: one process of a tracktable cluster, from start-up to exit.
+//!
+//! Builds the process's tokio runtime (sources and warehouse I/O), prepares the
+//! warehouse, starts the source's lister and the signal watcher, then runs the timely
+//! workers: each builds the dataflow (`dataflow::build`) and loops
+//! `step_or_park` → acknowledge batches the probe has passed, until the dataflow ends
+//! (input exhausted in `--once` mode, or a graceful shutdown).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::config::{Pipeline, SourceFile, WarehouseFile};
+use crate::dataflow::{self, Context};
+use crate::shutdown::{self, Shutdown};
+use crate::source::{self, ObjectRef, dir};
+use crate::telemetry::{RunStats, StatsSnapshot};
+use crate::warehouse::Warehouse;
+use crate::warehouse::postgres::PostgresWarehouse;
+
+/// How this process joins its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Worker threads in this process.
+    pub workers: usize,
+    /// Processes in the cluster.
+    pub processes: usize,
+    /// This process's index, 0-based.
+    pub process: usize,
+    /// One `host:port` per process, in index order (required when `processes > 1`).
+    pub hostfile: Option<PathBuf>,
+}
+
+impl Default for Cluster {
+    fn default() -> Cluster {
+        Cluster {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
+    }
+}
+
+/// Options of one run beyond the pipeline file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub cluster: Cluster,
+    /// Load what is present at start and exit, instead of running until a signal.
+    pub once: bool,
+    /// Where the run counts what it does (shared so a caller can show progress).
+    pub stats: Arc<RunStats>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cluster: {0}")]
+    Cluster(String),
+    #[error("cannot read hostfile {path}: {source}")]
+    Hostfile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Dir(#[from] dir::DirError),
+    #[error("warehouse: {0}")]
+    Warehouse(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("a worker failed: {0}")]
+    Worker(String),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSummary {
+    pub stats: StatsSnapshot,
+    pub elapsed: Duration,
+}
+
+/// Runs one process of the pipeline to completion.
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunError> {
+    match &pipeline.warehouse {
+        WarehouseFile::Postgres(config) => {
+            let warehouse = PostgresWarehouse::new(config)
+                .map_err(|error| RunError::Warehouse(error.to_string()))?;
+            run_with(pipeline, options, Arc::new(warehouse))
+        }
+    }
+}
+
+/// Runs one process of the pipeline against any warehouse (benches use a counting one).
+pub fn run_with<W: Warehouse>(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    warehouse: Arc<W>,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let timely_config = timely_config(&options.cluster)?;
+    let SourceFile::Dir {
+        path: root,
+        state_dir,
+        poll_interval,
+    } = &pipeline.source;
+    let state_dir = state_dir
+        .clone()
+        .unwrap_or_else(|| root.join(dir::STATE_DIR_NAME));
+    let done = dir::read_done(&state_dir)?;
+
+    // Few threads: the timely workers need the cores.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tracktable-io")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    prepare(&runtime, warehouse.as_ref())?;
+
+    let shutdown = Arc::new(Shutdown::default());
+    let stats = Arc::clone(&options.stats);
+    runtime.spawn(shutdown::watch_signals(Arc::clone(&shutdown)));
+
+    let local_workers = options.cluster.workers;
+    let first_worker = options.cluster.process * local_workers;
+    let peers = options.cluster.processes * local_workers;
+    let mut senders = Vec::with_capacity(local_workers);
+    let mut receivers = Vec::with_capacity(local_workers);
+    for _ in 0..local_workers {
+        // Small bound: objects wait in the lister (and in the queue) rather than in memory.
+        let (sender, receiver) = mpsc::channel::<ObjectRef>(64);
+        senders.push(sender);
+        receivers.push(Some(receiver));
+    }
+    let receivers = Arc::new(Mutex::new(receivers));
+    runtime.spawn(list_forever(ListerConfig {
+        root: root.clone(),
+        done,
+        poll_interval: *poll_interval,
+        first_worker,
+        peers,
+        once: options.once,
+        senders,
+        shutdown: Arc::clone(&shutdown),
+    }));
+
+    let context = Arc::new(Context {
+        runtime: runtime.handle().clone(),
+        warehouse,
+        policy: pipeline.batch,
+        max_in_flight: pipeline.max_in_flight,
+        limits: pipeline.limits,
+        root: root.clone(),
+        shutdown: Arc::clone(&shutdown),
+        stats: Arc::clone(&stats),
+    });
+    let worker_state_dir = state_dir.clone();
+    let worker_stats = Arc::clone(&stats);
+    let guards = timely::execute(timely_config, move |worker| {
+        let local = worker.index() % local_workers;
+        let objects = match receivers.lock() {
+            Ok(mut receivers) => receivers[local].take(),
+            Err(_) => None,
+        };
+        let Some(objects) = objects else {
+            return Err(format!("worker {} has no object channel", worker.index()));
+        };
+        let mut done_log = dir::DoneLog::open(&worker_state_dir, worker.index())
+            .map_err(|error| error.to_string())?;
+        let shutdown = Arc::clone(&context.shutdown);
+        let handles = dataflow::build(worker, &context, objects, |activator| {
+            shutdown.register(activator)
+        });
+        loop {
+            let running = worker.step_or_park(Some(Duration::from_secs(1)));
+            if let Some(failure) = shutdown.failure() {
+                return Err(failure.to_owned());
+            }
+            acknowledge(&handles, &mut done_log, &worker_stats)?;
+            if !running {
+                return Ok(());
+            }
+        }
+    })
+    .map_err(RunError::Cluster)?;
+
+    let mut failure = None;
+    for result in guards.join() {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) | Err(message) => failure = Some(message),
+        }
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    if let Some(message) = failure {
+        return Err(RunError::Worker(message));
+    }
+    Ok(RunSummary {
+        stats: stats.snapshot(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Marks every batch the probe has passed as done: its objects are durable everywhere.
+fn acknowledge(
+    handles: &dataflow::Handles,
+    done_log: &mut dir::DoneLog,
+    stats: &RunStats,
+) -> Result<(), String> {
+    let mut acknowledged_any = false;
+    loop {
+        let mut pending = handles.pending.borrow_mut();
+        let Some((&batch, _)) = pending.first_key_value() else {
+            break;
+        };
+        if handles.probe.less_equal(&batch) {
+            break;
+        }
+        let Some((_, objects)) = pending.pop_first() else {
+            break;
+        };
+        drop(pending);
+        done_log
+            .append(objects.iter().map(|object| object.name.as_ref()))
+            .map_err(|error| error.to_string())?;
+        stats.objects_acknowledged(batch, objects.len() as u64);
+        acknowledged_any = true;
+    }
+    if acknowledged_any && let Some(activator) = handles.admit.borrow().as_ref() {
+        activator.activate();
+    }
+    Ok(())
+}
+
+fn prepare<W: Warehouse>(runtime: &tokio::runtime::Runtime, warehouse: &W) -> Result<(), RunError> {
+    // Start-up waits for the warehouse like a load does, but gives up after a while
+    // so a wrong URL is reported instead of retried forever.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut attempt = 0;
+    loop {
+        match runtime.block_on(warehouse.prepare()) {
+            Ok(()) => return Ok(()),
+            Err(error) if Instant::now() >= deadline => {
+                return Err(RunError::Warehouse(error.to_string()));
+            }
+            Err(error) => {
+                attempt += 1;
+                let wait = crate::load::backoff::delay(attempt, rand::random());
+                tracing::warn!(attempt, error = %error, retry_in = ?wait, "cannot prepare the warehouse");
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+fn timely_config(cluster: &Cluster) -> Result<timely::Config, RunError> {
+    if cluster.workers == 0 {
+        return Err(RunError::Cluster("--workers must be at least 1".into()));
+    }
+    if cluster.process >= cluster.processes {
+        return Err(RunError::Cluster(format!(
+            "--process {} is not below --processes {}",
+            cluster.process, cluster.processes
+        )));
+    }
+    let communication = if cluster.processes > 1 {
+        let Some(path) = &cluster.hostfile else {
+            return Err(RunError::Cluster(
+                "--processes > 1 needs --hostfile (one host:port line per process)".into(),
+            ));
+        };
+        let addresses = read_hostfile(path)?;
+        if addresses.len() < cluster.processes {
+            return Err(RunError::Cluster(format!(
+                "hostfile {} has {} addresses for {} processes",
+                path.display(),
+                addresses.len(),
+                cluster.processes
+            )));
+        }
+        timely::CommunicationConfig::Cluster {
+            threads: cluster.workers,
+            process: cluster.process,
+            addresses: addresses.into_iter().take(cluster.processes).collect(),
+            report: false,
+            zerocopy: false,
+        }
+    } else if cluster.workers > 1 {
+        timely::CommunicationConfig::Process(cluster.workers)
+    } else {
+        timely::CommunicationConfig::Thread
+    };
+    Ok(timely::Config {
+        communication,
+        worker: timely::WorkerConfig::default(),
+    })
+}
+
+fn read_hostfile(path: &Path) -> Result<Vec<String>, RunError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RunError::Hostfile {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+        .collect())
+}
+
+struct ListerConfig {
+    root: PathBuf,
+    done: HashSet<Arc<str>>,
+    poll_interval: Duration,
+    first_worker: usize,
+    peers: usize,
+    once: bool,
+    senders: Vec<mpsc::Sender<ObjectRef>>,
+    shutdown: Arc<Shutdown>,
+}
+
+/// Lists the directory every poll interval and sends each new object this process owns
+/// to its worker. In `once` mode it lists once and then closes the channels, which ends
+/// the dataflow after everything listed is loaded.
+async fn list_forever(mut lister: ListerConfig) {
+    let settle = if lister.once {
+        Duration::ZERO
+    } else {
+        lister.poll_interval
+    };
+    loop {
+        match dir::list(&lister.root, &lister.done, settle) {
+            Ok(objects) => {
+                for object in objects {
+                    let owner = source::owner(&object.name, lister.peers);
+                    // Remember it as seen whether it is ours or another process's.
+                    lister.done.insert(Arc::clone(&object.name));
+                    let Some(local) = owner
+                        .checked_sub(lister.first_worker)
+                        .filter(|&local| local < lister.senders.len())
+                    else {
+                        continue;
+                    };
+                    if lister.senders[local].send(object).await.is_err() {
+                        return;
+                    }
+                    lister.shutdown.wake_all();
+                }
+            }
+            Err(error) => tracing::error!(error = %error, "cannot list the source directory"),
+        }
+        if lister.once || lister.shutdown.is_requested() {
+            // Dropping the senders closes every worker's input; then wake them to see it.
+            drop(std::mem::take(&mut lister.senders));
+            lister.shutdown.wake_all();
+            return;
+        }
+        tokio::time::sleep(lister.poll_interval).await;
+    }
+}

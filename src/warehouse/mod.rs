@@ -1,0 +1,93 @@
+//! warehouse: where a table's batch of rows ends up.
+//!
+//! The load stage hands each (batch, table) to a [`Loader`] as one [`TableBatch`]: the
+//! column observations that are new in this batch (the output of the `columns` stage)
+//! and the rows. A loader must make the batch durable *idempotently*: loading the same
+//! batch again, or rows an earlier batch already loaded, must not duplicate anything,
+//! because acknowledgement happens after the commit and a crash in between replays the
+//! inputs.
+
+use std::future::Future;
+
+use crate::batch::BatchId;
+use crate::route::{ColumnName, ColumnType, Row, TableName};
+
+/// One table's share of one batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableBatch {
+    pub batch: BatchId,
+    pub table: TableName,
+    /// (column, type) pairs first observed for this table in this batch, varchar
+    /// lengths rounded up to their width class (`columns::width_class`). Columns the
+    /// warehouse already has may appear again (after a restart, say): harmless.
+    pub observed: Vec<(ColumnName, ColumnType)>,
+    pub rows: Vec<Row>,
+}
+
+/// What one load did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Rows inserted (new message ids).
+    pub rows_loaded: u64,
+    /// Rows skipped because their message id was already in the table or repeated in
+    /// the batch.
+    pub duplicates: u64,
+    /// Values that did not fit their column and went to `_discards`.
+    pub discards: u64,
+    /// DDL statements applied (tables created, columns added or widened).
+    pub schema_changes: u64,
+}
+
+impl std::ops::AddAssign for LoadReport {
+    fn add_assign(&mut self, other: LoadReport) {
+        self.rows_loaded += other.rows_loaded;
+        self.duplicates += other.duplicates;
+        self.discards += other.discards;
+        self.schema_changes += other.schema_changes;
+    }
+}
+
+/// An error a warehouse reports, and whether retrying can help.
+pub trait WarehouseError: std::error::Error + Send + Sync + 'static {
+    /// True when the same statement will fail the same way however often it is retried
+    /// (a syntax or naming error, a privilege the loader lacks, a bad configuration):
+    /// the loader then stops the run with the error instead of retrying forever.
+    /// Lost connections, timeouts, lock conflicts and the like are transient.
+    fn is_permanent(&self) -> bool;
+}
+
+impl WarehouseError for std::convert::Infallible {
+    fn is_permanent(&self) -> bool {
+        match *self {}
+    }
+}
+
+/// A destination. One per process, shared by its workers.
+pub trait Warehouse: Send + Sync + 'static {
+    type Error: WarehouseError;
+    type Loader: Loader<Error = Self::Error>;
+
+    /// Creates the schema and bookkeeping tables if needed. Called once per process
+    /// before any load; safe to call from several processes at once.
+    fn prepare(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// A loader with its own connection, for one worker.
+    fn loader(&self) -> impl Future<Output = Result<Self::Loader, Self::Error>> + Send;
+}
+
+/// Loads table batches, one at a time, over one connection.
+pub trait Loader: Send + 'static {
+    type Error: WarehouseError;
+
+    /// Applies the schema changes for, and loads, one table's batch in one transaction.
+    /// On error nothing of the batch is visible and the call may be retried.
+    fn load(
+        &mut self,
+        batch: &TableBatch,
+    ) -> impl Future<Output = Result<LoadReport, Self::Error>> + Send;
+}
+
+pub mod counting;
+pub mod plan;
+pub mod postgres;
+pub mod sql;

@@ -1,0 +1,688 @@
+//! PostgreSQL: binary COPY into a temporary staging table, then one merge that skips
+//! message ids already present, in one transaction with the load record.
+//!
+//! DDL (creating tables, adding and widening columns) runs in the same transaction as
+//! the load it serves, under a transaction-scoped advisory lock per schema, so workers
+//! and processes that grow the same table at once serialise instead of failing. A
+//! failed load rolls back everything, including its DDL, and is retried by the loader
+//! task with a fresh connection.
+
+use std::collections::{BTreeSet, HashMap};
+use std::pin::pin;
+
+use bytes::{BufMut, BytesMut};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, NoTls};
+
+use super::plan::{self, Cell, SchemaChange, TableSchema};
+use super::sql;
+use super::{LoadReport, Loader, TableBatch, Warehouse};
+use crate::config::{PostgresFile, SslMode};
+use crate::route::{ColumnType, Value};
+use crate::stable_hash;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("warehouse.url {url:?} is not a PostgreSQL URL: {source}")]
+    Url {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("environment variable {name} (named by warehouse.password_env) is not set")]
+    MissingPassword { name: String },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot connect to PostgreSQL at {target}: {}", server_error(source))]
+    Connect {
+        target: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("{context}: {}", server_error(source))]
+    Query {
+        context: String,
+        source: tokio_postgres::Error,
+    },
+}
+
+/// tokio-postgres prints a server error as just "db error"; this adds what the server
+/// said: severity, SQLSTATE, message, detail and hint.
+fn server_error(error: &tokio_postgres::Error) -> String {
+    let Some(db) = error.as_db_error() else {
+        return error.to_string();
+    };
+    let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+    if let Some(detail) = db.detail() {
+        text.push_str(&format!(" (detail: {detail})"));
+    }
+    if let Some(hint) = db.hint() {
+        text.push_str(&format!(" (hint: {hint})"));
+    }
+    text
+}
+
+/// SQLSTATEs that retrying cannot fix: syntax and naming errors, missing privileges,
+/// data exceptions, unsupported features. Duplicate-object errors (a concurrent creator
+/// won a race) are not among them: the retry sees the object and goes on.
+fn is_permanent_state(code: &str) -> bool {
+    const RACES: [&str; 4] = ["42P07", "42701", "42P06", "42710"];
+    let class = code.get(..2).unwrap_or("");
+    matches!(class, "42" | "22" | "0A" | "28") && !RACES.contains(&code)
+}
+
+impl super::WarehouseError for PostgresError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            PostgresError::Url { .. } | PostgresError::MissingPassword { .. } => true,
+            PostgresError::Tls(_) => true,
+            PostgresError::Connect { source, .. } | PostgresError::Query { source, .. } => source
+                .as_db_error()
+                .is_some_and(|db| is_permanent_state(db.code().code())),
+        }
+    }
+}
+
+fn query_error(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PostgresError {
+    let context = context.into();
+    move |source| PostgresError::Query { context, source }
+}
+
+/// A PostgreSQL warehouse: one schema in one database.
+#[derive(Clone)]
+pub struct PostgresWarehouse {
+    config: tokio_postgres::Config,
+    /// `None`: plain connections (loopback, or `sslmode = "disable"`).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    /// `host:port/db` for messages: never the password.
+    target: String,
+    schema: String,
+}
+
+impl PostgresWarehouse {
+    pub fn new(file: &PostgresFile) -> Result<PostgresWarehouse, PostgresError> {
+        let mut config: tokio_postgres::Config =
+            file.url.parse().map_err(|source| PostgresError::Url {
+                url: file.url.clone(),
+                source,
+            })?;
+        if let Some(name) = &file.password_env {
+            let password = std::env::var(name)
+                .map_err(|_| PostgresError::MissingPassword { name: name.clone() })?;
+            config.password(password);
+        }
+        config.application_name("tracktable");
+        let tls = match file.sslmode {
+            SslMode::Disable => None,
+            SslMode::Auto if only_loopback(&config) => None,
+            SslMode::Auto | SslMode::Require => Some(tls_connector(file.sslrootcert.as_deref())?),
+        };
+        config.ssl_mode(if tls.is_some() {
+            tokio_postgres::config::SslMode::Require
+        } else {
+            tokio_postgres::config::SslMode::Disable
+        });
+        let target = describe(&config);
+        Ok(PostgresWarehouse {
+            config,
+            tls,
+            target,
+            schema: file.schema.clone(),
+        })
+    }
+
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// A new connection, its driver running on the current tokio runtime.
+    pub async fn connect(&self) -> Result<Client, PostgresError> {
+        let connect_error = |source| PostgresError::Connect {
+            target: self.target.clone(),
+            source,
+        };
+        match &self.tls {
+            None => {
+                let (client, connection) =
+                    self.config.connect(NoTls).await.map_err(connect_error)?;
+                tokio::spawn(drive(connection));
+                Ok(client)
+            }
+            Some(tls) => {
+                let (client, connection) = self
+                    .config
+                    .connect(tls.clone())
+                    .await
+                    .map_err(connect_error)?;
+                tokio::spawn(drive(connection));
+                Ok(client)
+            }
+        }
+    }
+
+    fn ddl_lock_key(&self) -> i64 {
+        stable_hash::fnv1a64(&[b"tracktable ddl ", self.schema.as_bytes()]) as i64
+    }
+}
+
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(error) = connection.await {
+        tracing::debug!(error = %error, "postgres connection ended");
+    }
+}
+
+/// Whether every host of the URL is a loopback address or a Unix socket.
+fn only_loopback(config: &tokio_postgres::Config) -> bool {
+    config.get_hosts().iter().all(|host| match host {
+        tokio_postgres::config::Host::Unix(_) => true,
+        tokio_postgres::config::Host::Tcp(name) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+    })
+}
+
+/// A verifying rustls connector: the system's roots plus `extra_roots` (PEM).
+fn tls_connector(
+    extra_roots: Option<&std::path::Path>,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PostgresError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for certificate in native.certs {
+        // A malformed system certificate is skipped, as every TLS client does.
+        let _ = roots.add(certificate);
+    }
+    if let Some(path) = extra_roots {
+        let certificates = CertificateDer::pem_file_iter(path).map_err(|error| {
+            PostgresError::Tls(format!(
+                "cannot read sslrootcert {}: {error}",
+                path.display()
+            ))
+        })?;
+        for certificate in certificates {
+            let certificate = certificate.map_err(|error| {
+                PostgresError::Tls(format!("sslrootcert {}: {error}", path.display()))
+            })?;
+            roots.add(certificate).map_err(|error| {
+                PostgresError::Tls(format!("sslrootcert {}: {error}", path.display()))
+            })?;
+        }
+    }
+    if roots.is_empty() {
+        return Err(PostgresError::Tls(
+            "no trusted root certificates found: install ca-certificates or set sslrootcert".into(),
+        ));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| PostgresError::Tls(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+impl std::fmt::Debug for PostgresWarehouse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the config: it holds the password.
+        f.debug_struct("PostgresWarehouse")
+            .field("target", &self.target)
+            .field("schema", &self.schema)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "{host}:{port}/{}",
+        config.get_dbname().unwrap_or("postgres")
+    )
+}
+
+impl Warehouse for PostgresWarehouse {
+    type Error = PostgresError;
+    type Loader = PostgresLoader;
+
+    async fn prepare(&self) -> Result<(), PostgresError> {
+        let mut client = self.connect().await?;
+        let transaction = client.transaction().await.map_err(query_error("begin"))?;
+        transaction
+            .execute(sql::DDL_LOCK, &[&self.ddl_lock_key()])
+            .await
+            .map_err(query_error("take the DDL lock"))?;
+        transaction
+            .batch_execute(&sql::create_schema(&self.schema))
+            .await
+            .map_err(query_error(format!("create schema {}", self.schema)))?;
+        for statement in sql::create_bookkeeping(&self.schema) {
+            transaction
+                .batch_execute(&statement)
+                .await
+                .map_err(query_error("create bookkeeping tables"))?;
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(query_error("commit schema"))
+    }
+
+    async fn loader(&self) -> Result<PostgresLoader, PostgresError> {
+        Ok(PostgresLoader {
+            client: self.connect().await?,
+            warehouse: self.clone(),
+            tables: HashMap::new(),
+        })
+    }
+}
+
+/// One worker's connection and its cache of the tables it owns.
+pub struct PostgresLoader {
+    client: Client,
+    warehouse: PostgresWarehouse,
+    tables: HashMap<String, TableSchema>,
+}
+
+impl Loader for PostgresLoader {
+    type Error = PostgresError;
+
+    async fn load(&mut self, batch: &TableBatch) -> Result<LoadReport, PostgresError> {
+        let result = self.load_once(batch).await;
+        if result.is_err() {
+            // The transaction rolled back its DDL too: forget what we thought we knew.
+            self.tables.remove(batch.table.as_str());
+        }
+        result
+    }
+}
+
+impl PostgresLoader {
+    async fn load_once(&mut self, batch: &TableBatch) -> Result<LoadReport, PostgresError> {
+        let schema = self.warehouse.schema.clone();
+        let table = batch.table.as_str();
+        let lock_key = self.warehouse.ddl_lock_key();
+        let mut report = LoadReport::default();
+
+        let cached = self.tables.remove(table);
+        let transaction = self
+            .client
+            .transaction()
+            .await
+            .map_err(query_error("begin"))?;
+
+        // Schema: create the table and apply this batch's column changes.
+        let mut columns = match cached {
+            Some(columns) => columns,
+            None => read_columns(&transaction, &schema, table).await?,
+        };
+        let changes = plan::plan_schema(&columns, &batch.observed);
+        if columns.is_empty() || !changes.is_empty() {
+            transaction
+                .execute(sql::DDL_LOCK, &[&lock_key])
+                .await
+                .map_err(query_error("take the DDL lock"))?;
+            if columns.is_empty() {
+                transaction
+                    .batch_execute(&sql::create_table(&schema, table))
+                    .await
+                    .map_err(query_error(format!("create table {table}")))?;
+                report.schema_changes += 1;
+            }
+            // Another process may have changed the table while we waited for the lock.
+            columns = read_columns(&transaction, &schema, table).await?;
+            let mut added = Vec::new();
+            let mut widened = Vec::new();
+            for change in plan::plan_schema(&columns, &batch.observed) {
+                let statement = match &change {
+                    SchemaChange::AddColumn {
+                        column,
+                        column_type,
+                    } => sql::add_column(&schema, table, column.as_str(), *column_type),
+                    SchemaChange::Widen { column, width } => {
+                        sql::widen_varchar(&schema, table, column.as_str(), *width)
+                    }
+                };
+                transaction
+                    .batch_execute(&statement)
+                    .await
+                    .map_err(query_error(format!("change table {table}")))?;
+                report.schema_changes += 1;
+                match change {
+                    SchemaChange::AddColumn {
+                        column,
+                        column_type,
+                    } => {
+                        added.push(column.as_str().to_owned());
+                        columns.insert(column.as_str().to_owned(), column_type);
+                    }
+                    SchemaChange::Widen { column, width } => {
+                        widened.push(format!("{column} to varchar({width})"));
+                        columns.insert(column.as_str().to_owned(), ColumnType::Varchar(width));
+                    }
+                }
+            }
+            if !added.is_empty() || !widened.is_empty() {
+                tracing::info!(table, batch = batch.batch.0, added = ?added, widened = ?widened, "schema changed");
+            }
+        }
+
+        // Rows: the columns this batch uses, in a fixed order.
+        let used: BTreeSet<&str> = batch
+            .rows
+            .iter()
+            .flat_map(|row| row.columns.iter().map(|(column, _)| column.as_str()))
+            .filter(|column| columns.contains_key(*column))
+            .collect();
+        let mut names: Vec<&str> = vec![sql::MESSAGE_ID];
+        names.extend(used.iter().copied());
+        let positions: HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(index, name)| (*name, index))
+            .collect();
+        let types: Vec<Type> = names
+            .iter()
+            .map(|name| {
+                if *name == sql::MESSAGE_ID {
+                    Type::TEXT
+                } else {
+                    pg_type(columns[*name])
+                }
+            })
+            .collect();
+
+        let stage = "tracktable_stage";
+        transaction
+            .batch_execute(&sql::create_stage(&schema, table, stage))
+            .await
+            .map_err(query_error(format!("create staging table for {table}")))?;
+        let sink = transaction
+            .copy_in(&sql::copy_into_stage(stage, &names))
+            .await
+            .map_err(query_error(format!("start COPY into {table}")))?;
+        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+        let mut discards = Vec::new();
+        let mut cells: Vec<Option<Cell>> = vec![None; names.len()];
+        for row in &batch.rows {
+            cells.iter_mut().for_each(|cell| *cell = None);
+            cells[0] = Some(Cell::Text(row.message_id.clone()));
+            for (column, value) in &row.columns {
+                let column_type = columns.get(column.as_str()).copied();
+                match plan::cell_for(value, column_type) {
+                    Ok(cell) => {
+                        if let Some(&index) = positions.get(column.as_str()) {
+                            cells[index] = Some(cell);
+                        }
+                    }
+                    Err(reason) => discards.push(Discard::new(
+                        table,
+                        column.as_str(),
+                        row,
+                        value,
+                        reason.to_string(),
+                    )),
+                }
+            }
+            let values: Vec<PgCell<'_>> = cells.iter().map(|cell| PgCell(cell.as_ref())).collect();
+            let params: Vec<&(dyn ToSql + Sync)> = values
+                .iter()
+                .map(|value| value as &(dyn ToSql + Sync))
+                .collect();
+            writer
+                .as_mut()
+                .write(&params)
+                .await
+                .map_err(query_error(format!("COPY into {table}")))?;
+        }
+        let staged = writer
+            .finish()
+            .await
+            .map_err(query_error(format!("finish COPY into {table}")))?;
+        let inserted = transaction
+            .execute(&sql::merge_from_stage(&schema, table, stage, &names), &[])
+            .await
+            .map_err(query_error(format!("merge into {table}")))?;
+        transaction
+            .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
+            .await
+            .map_err(query_error("drop staging table"))?;
+        report.rows_loaded = inserted;
+        report.duplicates = staged.saturating_sub(inserted);
+
+        if !discards.is_empty() {
+            report.discards = write_discards(&transaction, &schema, &discards).await?;
+        }
+        transaction
+            .execute(
+                &sql::record_load(&schema),
+                &[
+                    &(batch.batch.0 as i64),
+                    &table,
+                    &(report.rows_loaded as i64),
+                    &(report.duplicates as i64),
+                    &(report.discards as i64),
+                ],
+            )
+            .await
+            .map_err(query_error("record the load"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(query_error(format!("commit {table}")))?;
+        self.tables.insert(table.to_owned(), columns);
+        Ok(report)
+    }
+}
+
+/// The table's columns (other than the message id), or none if it does not exist.
+async fn read_columns(
+    transaction: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    table: &str,
+) -> Result<TableSchema, PostgresError> {
+    let rows = transaction
+        .query(sql::SELECT_COLUMNS, &[&schema, &table])
+        .await
+        .map_err(query_error(format!("read the columns of {table}")))?;
+    let mut columns = TableSchema::new();
+    for row in rows {
+        let name: String = row.get(0);
+        let data_type: String = row.get(1);
+        let length: Option<i32> = row.get(2);
+        if name == sql::MESSAGE_ID {
+            // Present in every table we create; marks the table as existing.
+            columns.insert(name, ColumnType::Varchar(u32::MAX));
+            continue;
+        }
+        let column_type = match data_type.as_str() {
+            "boolean" => ColumnType::Boolean,
+            "bigint" => ColumnType::BigInt,
+            "double precision" => ColumnType::Double,
+            "timestamp without time zone" => ColumnType::Timestamp,
+            "character varying" => ColumnType::Varchar(length.map_or(65535, |l| l.max(1) as u32)),
+            other => {
+                tracing::warn!(
+                    table,
+                    column = name,
+                    data_type = other,
+                    "column has a type tracktable does not write; its values go to _discards"
+                );
+                continue;
+            }
+        };
+        columns.insert(name, column_type);
+    }
+    Ok(columns)
+}
+
+fn pg_type(column_type: ColumnType) -> Type {
+    match column_type {
+        ColumnType::Boolean => Type::BOOL,
+        ColumnType::BigInt => Type::INT8,
+        ColumnType::Double => Type::FLOAT8,
+        ColumnType::Timestamp => Type::TIMESTAMP,
+        ColumnType::Varchar(_) => Type::VARCHAR,
+    }
+}
+
+/// A value that went to `_discards` instead of its column.
+struct Discard {
+    table: String,
+    column: String,
+    message_id: String,
+    value: String,
+    reason: String,
+    object: String,
+    line: i64,
+    received_at: Option<i64>,
+}
+
+impl Discard {
+    fn new(
+        table: &str,
+        column: &str,
+        row: &crate::route::Row,
+        value: &Value,
+        reason: String,
+    ) -> Discard {
+        let received_at =
+            row.columns
+                .iter()
+                .find_map(|(name, value)| match (name.as_str(), value) {
+                    ("received_at", Value::Timestamp(t)) => Some(t.0),
+                    _ => None,
+                });
+        Discard {
+            table: table.to_owned(),
+            column: column.to_owned(),
+            message_id: row.message_id.clone(),
+            value: value.to_text(),
+            reason,
+            object: row.object.to_string(),
+            line: row.position.line as i64,
+            received_at,
+        }
+    }
+}
+
+async fn write_discards(
+    transaction: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    discards: &[Discard],
+) -> Result<u64, PostgresError> {
+    let stage = "tracktable_discard_stage";
+    transaction
+        .batch_execute(&sql::create_discard_stage(schema, stage))
+        .await
+        .map_err(query_error("create discard staging table"))?;
+    let sink = transaction
+        .copy_in(&sql::copy_into_stage(stage, &sql::DISCARD_COLUMNS))
+        .await
+        .map_err(query_error("start COPY of discards"))?;
+    let types = [
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::TEXT,
+        Type::INT8,
+        Type::TIMESTAMP,
+    ];
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    for discard in discards {
+        let received_at = discard.received_at.map(Cell::Timestamp);
+        let received_at = PgCell(received_at.as_ref());
+        writer
+            .as_mut()
+            .write(&[
+                &discard.table,
+                &discard.column,
+                &discard.message_id,
+                &discard.value,
+                &discard.reason,
+                &discard.object,
+                &discard.line,
+                &received_at,
+            ])
+            .await
+            .map_err(query_error("COPY discards"))?;
+    }
+    writer
+        .finish()
+        .await
+        .map_err(query_error("finish COPY of discards"))?;
+    let inserted = transaction
+        .execute(&sql::merge_discards(schema, stage), &[])
+        .await
+        .map_err(query_error("merge discards"))?;
+    transaction
+        .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
+        .await
+        .map_err(query_error("drop discard staging table"))?;
+    Ok(inserted)
+}
+
+/// A cell in PostgreSQL's binary format; `None` is NULL.
+#[derive(Debug)]
+struct PgCell<'a>(Option<&'a Cell>);
+
+/// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl ToSql for PgCell<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            None => Ok(IsNull::Yes),
+            Some(Cell::Boolean(value)) => value.to_sql(ty, out),
+            Some(Cell::BigInt(value)) => value.to_sql(ty, out),
+            Some(Cell::Double(value)) => value.to_sql(ty, out),
+            Some(Cell::Text(value)) => value.as_str().to_sql(ty, out),
+            Some(Cell::Timestamp(micros)) => {
+                out.put_i64(micros - POSTGRES_EPOCH_MICROS);
+                Ok(IsNull::No)
+            }
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        // The staging table's types are chosen from the same column types that chose
+        // each cell (plan::cell_for), so they always match.
+        true
+    }
+
+    to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_permanent_state;
+
+    #[test]
+    fn naming_privilege_and_data_errors_are_permanent_and_races_and_outages_are_not() {
+        for code in ["42601", "42P01", "42501", "42622", "22P02", "0A000", "28P01"] {
+            assert!(is_permanent_state(code), "{code}");
+        }
+        // Duplicate objects (a concurrent creator), serialization failures, deadlocks,
+        // shutdowns, connection failures, disk full: a retry may succeed.
+        for code in ["42P07", "42701", "40001", "40P01", "57P01", "08006", "53100", ""] {
+            assert!(!is_permanent_state(code), "{code}");
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! sql: every SQL statement tracktable sends, in one place.
+//!
+//! Identifiers are always double-quoted (our names are already `[a-z0-9_]`, so quoting
+//! only protects against reserved words); values never enter SQL text — they travel by
+//! COPY or as bound parameters. PostgreSQL-only statements are marked; the Redshift
+//! dialect will sit beside them here.
+
+use crate::route::ColumnType;
+
+/// `"name"`, with embedded quotes doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."table"`.
+pub fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", ident(schema), ident(table))
+}
+
+/// The message id column every table has; also the merge key.
+pub const MESSAGE_ID: &str = "message_id";
+/// Bookkeeping tables.
+pub const LOADS_TABLE: &str = "_tracktable_loads";
+pub const DISCARDS_TABLE: &str = "_discards";
+
+pub fn create_schema(schema: &str) -> String {
+    format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema))
+}
+
+/// Bookkeeping tables (PostgreSQL).
+pub fn create_bookkeeping(schema: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (batch bigint NOT NULL, table_name text NOT NULL, rows_loaded bigint NOT NULL, \
+             duplicates bigint NOT NULL, discards bigint NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(), \
+             PRIMARY KEY (batch, table_name))",
+            qualified(schema, LOADS_TABLE)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (table_name text NOT NULL, column_name text NOT NULL, message_id text NOT NULL, \
+             value text, reason text NOT NULL, object text, line bigint, received_at timestamp, \
+             discarded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, column_name, message_id))",
+            qualified(schema, DISCARDS_TABLE)
+        ),
+    ]
+}
+
+/// The SQL type of a column.
+pub fn column_type(column_type: ColumnType) -> String {
+    column_type.sql_name()
+}
+
+/// A new table with its message id key (PostgreSQL: enforced primary key).
+pub fn create_table(schema: &str, table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({} text NOT NULL PRIMARY KEY)",
+        qualified(schema, table),
+        ident(MESSAGE_ID)
+    )
+}
+
+/// PostgreSQL: `IF NOT EXISTS` makes a concurrent add harmless.
+pub fn add_column(schema: &str, table: &str, column: &str, column_type: ColumnType) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+        qualified(schema, table),
+        ident(column),
+        self::column_type(column_type)
+    )
+}
+
+pub fn widen_varchar(schema: &str, table: &str, column: &str, width: u32) -> String {
+    format!(
+        "ALTER TABLE {} ALTER COLUMN {} TYPE varchar({width})",
+        qualified(schema, table),
+        ident(column)
+    )
+}
+
+/// The columns of a table, for the catalogue cache.
+pub const SELECT_COLUMNS: &str = "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns \
+     WHERE table_schema = $1 AND table_name = $2";
+
+/// A temporary staging table shaped like the target, dropped at commit.
+pub fn create_stage(schema: &str, table: &str, stage: &str) -> String {
+    format!(
+        "CREATE TEMPORARY TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+        ident(stage),
+        qualified(schema, table)
+    )
+}
+
+/// `(a, b, c)` for a column list.
+fn column_list(columns: &[&str]) -> String {
+    let quoted: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    format!("({})", quoted.join(", "))
+}
+
+/// PostgreSQL binary COPY into the staging table.
+pub fn copy_into_stage(stage: &str, columns: &[&str]) -> String {
+    format!(
+        "COPY {} {} FROM STDIN (FORMAT binary)",
+        ident(stage),
+        column_list(columns)
+    )
+}
+
+/// Inserts staged rows whose message id is new: one row per message id within the
+/// batch, none already in the table (PostgreSQL: `ON CONFLICT DO NOTHING`).
+pub fn merge_from_stage(schema: &str, table: &str, stage: &str, columns: &[&str]) -> String {
+    let list = column_list(columns);
+    format!(
+        "INSERT INTO {target} {list} SELECT DISTINCT ON ({id}) {select} FROM {stage} ORDER BY {id} \
+         ON CONFLICT ({id}) DO NOTHING",
+        target = qualified(schema, table),
+        id = ident(MESSAGE_ID),
+        select = list.trim_start_matches('(').trim_end_matches(')'),
+        stage = ident(stage),
+    )
+}
+
+/// Discards go through their own staging table so a replayed batch adds none twice.
+pub fn create_discard_stage(schema: &str, stage: &str) -> String {
+    format!(
+        "CREATE TEMPORARY TABLE {} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DROP",
+        ident(stage),
+        qualified(schema, DISCARDS_TABLE)
+    )
+}
+
+pub const DISCARD_COLUMNS: [&str; 8] = [
+    "table_name",
+    "column_name",
+    "message_id",
+    "value",
+    "reason",
+    "object",
+    "line",
+    "received_at",
+];
+
+pub fn merge_discards(schema: &str, stage: &str) -> String {
+    let list = column_list(&DISCARD_COLUMNS);
+    format!(
+        "INSERT INTO {} {list} SELECT DISTINCT ON (table_name, column_name, message_id) {} FROM {} \
+         ORDER BY table_name, column_name, message_id ON CONFLICT DO NOTHING",
+        qualified(schema, DISCARDS_TABLE),
+        list.trim_start_matches('(').trim_end_matches(')'),
+        ident(stage)
+    )
+}
+
+pub fn record_load(schema: &str) -> String {
+    format!(
+        "INSERT INTO {} (batch, table_name, rows_loaded, duplicates, discards) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (batch, table_name) DO UPDATE SET rows_loaded = {t}.rows_loaded + EXCLUDED.rows_loaded, \
+         duplicates = {t}.duplicates + EXCLUDED.duplicates, discards = {t}.discards + EXCLUDED.discards, loaded_at = now()",
+        qualified(schema, LOADS_TABLE),
+        t = ident(LOADS_TABLE),
+    )
+}
+
+/// Serialises DDL on one schema across workers and processes for the transaction.
+pub const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted() {
+        assert_eq!(ident("select"), "\"select\"");
+        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(qualified("s", "t"), "\"s\".\"t\"");
+    }
+
+    #[test]
+    fn merge_statement() {
+        assert_eq!(
+            merge_from_stage("s", "order_completed", "stage", &["message_id", "revenue"]),
+            "INSERT INTO \"s\".\"order_completed\" (\"message_id\", \"revenue\") SELECT DISTINCT ON (\"message_id\") \
+             \"message_id\", \"revenue\" FROM \"stage\" ORDER BY \"message_id\" ON CONFLICT (\"message_id\") DO NOTHING"
+        );
+    }
+
+    #[test]
+    fn ddl_statements() {
+        assert_eq!(
+            add_column("s", "t", "price", ColumnType::Double),
+            "ALTER TABLE \"s\".\"t\" ADD COLUMN IF NOT EXISTS \"price\" double precision"
+        );
+        assert_eq!(
+            widen_varchar("s", "t", "name", 1024),
+            "ALTER TABLE \"s\".\"t\" ALTER COLUMN \"name\" TYPE varchar(1024)"
+        );
+        assert_eq!(
+            copy_into_stage("st", &["message_id", "a"]),
+            "COPY \"st\" (\"message_id\", \"a\") FROM STDIN (FORMAT binary)"
+        );
+    }
+}

@@ -1,0 +1,1 @@
+//! The `tracktable` binary as a user runs it.

@@ -1,0 +1,209 @@
+//! The PostgreSQL warehouse through the real binary: exactly-once reloads, type
+//! conflicts to `_discards`, hostile names, and connections killed mid-run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support;
+
+fn track(id: &str, event: &str, properties: &str) -> String {
+    format!(r#"{{"type":"track","event":{event},"messageId":"{id}","receivedAt":"2024-03-01T12:00:00Z","properties":{properties}}}"#)
+}
+
+/// Runs the pipeline once over `source` with a fresh state directory (so every file
+/// is loaded again) and returns stderr.
+fn load(work: &Path, source: &Path, schema: &str, run: &str) -> String {
+    let state = work.join(format!("state-{run}"));
+    let pipeline = support::pipeline_file(work, source, &state, schema, "1h");
+    let stderr_path = work.join(format!("stderr-{run}.log"));
+    let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr log");
+    let mut child = Command::new(support::binary())
+        .args(["run", "--once", "--pipeline"])
+        .arg(&pipeline)
+        .stdout(Stdio::null())
+        .stderr(stderr_file)
+        .spawn()
+        .expect("run tracktable");
+    let status = support::wait_within(&mut child, Duration::from_secs(120), run);
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "tracktable failed:\n{stderr}");
+    stderr
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}")).get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn loading_twice_keeps_one_row_per_message_id() {
+    let Some(client) = support::postgres().await else { return };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    let mut lines: Vec<String> = (0..200).map(|i| track(&format!("m{i}"), "\"Video Played\"", &format!("{{\"n\":{i}}}"))).collect();
+    // Duplicates inside one batch: the same message twice in one file and across files.
+    lines.push(track("m7", "\"Video Played\"", "{\"n\":7}"));
+    std::fs::write(source.join("a.json"), lines[..120].join("\n")).unwrap();
+    std::fs::write(source.join("b.json"), lines[100..].join("\n")).unwrap();
+    let schema = support::schema("twice");
+    load(work.path(), &source, &schema, "first");
+    load(work.path(), &source, &schema, "second");
+    let table = format!("\"{schema}\".video_played");
+    assert_eq!(count(&client, &format!("SELECT count(*) FROM {table}")).await, 200);
+    assert_eq!(count(&client, &format!("SELECT count(DISTINCT message_id) FROM {table}")).await, 200);
+    assert_eq!(count(&client, &format!("SELECT count(*) FROM \"{schema}\".tracks")).await, 200);
+    let loaded = count(&client, &format!("SELECT sum(rows_loaded)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
+    let skipped = count(&client, &format!("SELECT sum(duplicates)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
+    assert_eq!((loaded, skipped), (200, 21 + 221), "first run: 21 in-batch duplicates; second: all 221 rows");
+    support::drop_schema(&client, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
+    let Some(client) = support::postgres().await else { return };
+    let work = tempfile::tempdir().unwrap();
+    let first = work.path().join("first");
+    let second = work.path().join("second");
+    std::fs::create_dir_all(&first).unwrap();
+    std::fs::create_dir_all(&second).unwrap();
+    std::fs::write(first.join("a.json"), track("p1", "\"Product Viewed\"", r#"{"price":5,"sku":"a"}"#)).unwrap();
+    std::fs::write(second.join("b.json"), track("p2", "\"Product Viewed\"", r#"{"price":"USD 5","sku":"b"}"#)).unwrap();
+    let schema = support::schema("conflict");
+    load(work.path(), &first, &schema, "first");
+    load(work.path(), &second, &schema, "second");
+
+    let rows = client
+        .query(&format!("SELECT message_id, price, sku FROM \"{schema}\".product_viewed ORDER BY message_id"), &[])
+        .await
+        .unwrap();
+    let rows: Vec<(String, Option<i64>, String)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(rows, [("p1".into(), Some(5), "a".into()), ("p2".into(), None, "b".into())]);
+    let discards = client
+        .query(&format!("SELECT table_name, column_name, message_id, value, reason, object, line FROM \"{schema}\"._discards"), &[])
+        .await
+        .unwrap();
+    assert_eq!(discards.len(), 1);
+    let discard = &discards[0];
+    assert_eq!(discard.get::<_, String>(0), "product_viewed");
+    assert_eq!(discard.get::<_, String>(1), "price");
+    assert_eq!(discard.get::<_, String>(2), "p2");
+    assert_eq!(discard.get::<_, String>(3), "USD 5");
+    assert!(discard.get::<_, String>(4).contains("bigint"));
+    assert_eq!((discard.get::<_, String>(5), discard.get::<_, i64>(6)), ("b.json".into(), 1));
+    // Loading the conflicting file again adds no second discard.
+    load(work.path(), &second, &schema, "third");
+    assert_eq!(count(&client, &format!("SELECT count(*) FROM \"{schema}\"._discards")).await, 1);
+    support::drop_schema(&client, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_names_create_safe_tables_and_nothing_else() {
+    let Some(client) = support::postgres().await else { return };
+    // A sentinel: a `users` table elsewhere that an injection would try to drop.
+    let sentinel = support::schema("sentinel");
+    client.batch_execute(&format!("CREATE SCHEMA \"{sentinel}\"; CREATE TABLE \"{sentinel}\".users (id int)")).await.unwrap();
+    let catalogue = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('public', 'pg_catalog', 'information_schema')";
+    let before = count(&client, catalogue).await;
+
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    let long = "n".repeat(300);
+    let events = [
+        track("h1", &format!("\"\\\"; DROP TABLE {sentinel}.users; --\""), r#"{"a":1}"#),
+        track("h2", "\"🎉 Party 🎈\"", r#"{"名前":"x","价格":2}"#),
+        track("h3", &format!("\"{long}\""), &format!(r#"{{"{long}":1,"{long}x":2}}"#)),
+        track("h4", "\"select\"", r#"{"user":1,"from":2,"select":3,"\"; DROP TABLE x; --":4}"#),
+        track("h5", "\"user\"", r#"{"ok":true}"#),
+        track("h6", "\"from\"", r#"{"ok":true}"#),
+    ];
+    std::fs::write(source.join("hostile.json"), events.join("\n")).unwrap();
+    let schema = support::schema("hostile");
+    load(work.path(), &source, &schema, "only");
+
+    assert_eq!(count(&client, catalogue).await, before, "nothing outside the pipeline's schema changed");
+    assert_eq!(count(&client, &format!("SELECT count(*) FROM \"{sentinel}\".users")).await, 0, "sentinel table intact");
+    let tables: Vec<String> = client
+        .query("SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1", &[&schema])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(tables.len(), 6 + 3, "six event tables plus tracks, _tracktable_loads, _discards: {tables:?}");
+    for table in &tables {
+        assert!(table.len() <= 63 && table.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{table}");
+    }
+    for expected in ["select_", "user_", "from_", "tracks"] {
+        assert!(tables.contains(&expected.to_owned()), "{expected} in {tables:?}");
+    }
+    let columns: Vec<String> = client
+        .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1", &[&schema])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for column in &columns {
+        assert!(column.len() <= 63 && column.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{column}");
+    }
+    for expected in ["user_", "from_", "select_"] {
+        assert!(columns.contains(&expected.to_owned()), "{expected}");
+    }
+    // Every message landed exactly once in tracks.
+    assert_eq!(count(&client, &format!("SELECT count(*) FROM \"{schema}\".tracks")).await, 6);
+    support::drop_schema(&client, &schema).await;
+    support::drop_schema(&client, &sentinel).await;
+}
+
+/// Connections killed while loading: the loader reconnects and retries, and every
+/// message is in the warehouse exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_connections_are_retried_until_everything_loads() {
+    let Some(client) = support::postgres().await else { return };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    for file in 0..20 {
+        let lines: Vec<String> =
+            (0..500).map(|i| track(&format!("k{file}-{i}"), "\"Page Scrolled\"", &format!("{{\"depth\":{i},\"file\":{file}}}"))).collect();
+        std::fs::write(source.join(format!("f{file:02}.json")), lines.join("\n")).unwrap();
+    }
+    let schema = support::schema("killed");
+    let pipeline = support::pipeline_file(work.path(), &source, &work.path().join("state"), &schema, "100ms");
+    let mut child = support::KillOnDrop(
+        Command::new(support::binary())
+            .args(["run", "--once", "--max-batch-rows", "500", "--pipeline"])
+            .arg(&pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tracktable"),
+    );
+    // Kill tracktable's sessions (never our own) over and over while it runs.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut kills = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the run did not finish within 120 s");
+        kills += count(
+            &client,
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'tracktable' AND pid <> pg_backend_pid() AND query ILIKE '%tracktable_stage%') t",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "tracktable failed:\n{stderr}");
+    eprintln!("terminated {kills} loader sessions");
+    let table = format!("\"{schema}\".page_scrolled");
+    assert_eq!(count(&client, &format!("SELECT count(*) FROM {table}")).await, 10_000);
+    assert_eq!(count(&client, &format!("SELECT count(DISTINCT message_id) FROM {table}")).await, 10_000);
+    assert_eq!(count(&client, &format!("SELECT count(*) FROM \"{schema}\".tracks")).await, 10_000);
+    support::drop_schema(&client, &schema).await;
+}
