@@ -176,6 +176,12 @@ pub fn run_with<W: Warehouse>(
         loop {
             let running = worker.step_or_park(Some(Duration::from_secs(1)));
             if let Some(failure) = shutdown.failure() {
+                // timely keeps stepping a worker until its dataflows complete, which a
+                // failed load never lets happen: drop them. (Other processes of the
+                // cluster then lose this one and stop too; nothing was acknowledged.)
+                for dataflow in worker.installed_dataflows() {
+                    worker.drop_dataflow(dataflow);
+                }
                 return Err(failure.to_owned());
             }
             acknowledge(&handles, &mut done_log, &worker_stats)?;

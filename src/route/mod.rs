@@ -8,15 +8,17 @@
 //! | message  | rows                                                              |
 //! |----------|-------------------------------------------------------------------|
 //! | track    | `tracks` (common + `event`, `event_text`) and the event's own table (the same + properties) |
-//! | identify | `identifies` (common + traits)                                   |
+//! | identify | `identifies` (common + traits); with a user id, also `users` (latest traits per user) |
 //! | page     | `pages` (common + `name`, `category` + properties)               |
 //! | screen   | `screens` (common + `name` + properties)                         |
-//! | group    | `groups` (common + `group_id` + traits)                          |
+//! | group    | `groups` (common + `group_id` + traits); also `accounts` (latest traits per group) |
 //! | alias    | `aliases` (common + `previous_id`)                               |
 //!
 //! Common columns: `anonymous_id`, `user_id`, `timestamp`, `original_timestamp`,
 //! `sent_at`, `received_at`, and `context` flattened as `context_*`. The message id is
-//! [`Row::message_id`]; the warehouse stores it as the `message_id` column.
+//! [`Row::message_id`]; the warehouse stores it as the `message_id` column. `users` and
+//! `accounts` rows are keyed by the user or group id instead (stored as `id`), carry
+//! `message_id`, `received_at`, `timestamp` and the traits, and are merged newest-wins.
 
 pub mod naming;
 pub mod value;
@@ -39,6 +41,7 @@ pub use value::{ColumnType, Timestamp, Value};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row {
     pub table: TableName,
+    /// The row's key: the message id, or for `users` and `accounts` the user or group id.
     pub message_id: String,
     /// Where the message came from, for `_discards` and `_rejections` pointers.
     pub object: Arc<str>,
@@ -163,8 +166,19 @@ impl Router {
                 out.push(row(table, own));
             }
             MessageKind::Identify => {
+                let start = common.len();
                 self.properties(&message.properties, "traits", &mut common);
+                let latest = message
+                    .user_id
+                    .as_deref()
+                    .map(|user_id| (user_id, latest_row(message, &common[start..])));
                 out.push(row(TableName::fixed("identifies"), common));
+                if let Some((user_id, latest)) = latest {
+                    out.push(Row {
+                        message_id: user_id.to_owned(),
+                        ..row(TableName::fixed("users"), latest)
+                    });
+                }
             }
             MessageKind::Page => {
                 push_text(&mut common, "name", message.name.as_deref(), false);
@@ -179,8 +193,19 @@ impl Router {
             }
             MessageKind::Group => {
                 push_text(&mut common, "group_id", message.group_id.as_deref(), false);
+                let start = common.len();
                 self.properties(&message.properties, "traits", &mut common);
+                let latest = message
+                    .group_id
+                    .as_deref()
+                    .map(|group_id| (group_id, latest_row(message, &common[start..])));
                 out.push(row(TableName::fixed("groups"), common));
+                if let Some((group_id, latest)) = latest {
+                    out.push(Row {
+                        message_id: group_id.to_owned(),
+                        ..row(TableName::fixed("accounts"), latest)
+                    });
+                }
             }
             MessageKind::Alias => {
                 push_text(
@@ -296,6 +321,29 @@ fn fixed_text(column: &'static str, text: &str) -> Candidate {
         value: Value::Varchar(text.to_owned()),
         origin: 0,
     }
+}
+
+/// The candidates of a `users` or `accounts` row: the traits, plus what decides which
+/// call is newest (`timestamp`, else `received_at`) and the message that set them. The
+/// row's key ([`Row::message_id`]) is the user or group id; the warehouse stores it as
+/// `id` and keeps, per id, the traits of the newest call (see `warehouse::sql::LATEST`).
+fn latest_row(message: &Message<'_>, traits: &[Candidate]) -> Vec<Candidate> {
+    let mut latest = Vec::with_capacity(traits.len() + 3);
+    latest.push(fixed_text("message_id", message.message_id.as_ref()));
+    push_text(
+        &mut latest,
+        "received_at",
+        message.received_at.as_deref(),
+        true,
+    );
+    let newest = message
+        .timestamp
+        .as_deref()
+        .or(message.original_timestamp.as_deref())
+        .or(message.received_at.as_deref());
+    push_text(&mut latest, "timestamp", newest, true);
+    latest.extend(traits.iter().map(Candidate::clone_fixed));
+    latest
 }
 
 fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>, timestamp: bool) {

@@ -103,7 +103,8 @@ fn every_kind_routes_to_its_table() {
     ];
     for (text, table, expected) in cases {
         let rows = route(text);
-        assert_eq!(rows.len(), 1, "{text}");
+        let latest = usize::from(table == "identifies" || table == "groups");
+        assert_eq!(rows.len(), 1 + latest, "{text}");
         assert_eq!(rows[0].table.as_str(), table);
         let names: Vec<&str> = columns(&rows[0]).keys().copied().collect();
         assert_eq!(names, expected, "{text}");
@@ -281,4 +282,35 @@ fn count_leaves(value: &serde_json::Value) -> usize {
         serde_json::Value::Null => 0,
         _ => 1,
     }
+}
+
+#[test]
+fn identify_and_group_also_keep_the_latest_traits_per_user_and_group() {
+    let rows = route(
+        r#"{"type":"identify","messageId":"m1","userId":"u1","timestamp":"2024-01-02T03:04:05Z","traits":{"plan":"pro","id":7}}"#,
+    );
+    let users = &rows[1];
+    assert_eq!(users.table.as_str(), "users");
+    assert_eq!(users.message_id, "u1", "keyed by the user id");
+    let names: Vec<&str> = columns(users).keys().copied().collect();
+    assert_eq!(names, ["message_id", "plan", "timestamp", "traits_id"]);
+    assert_eq!(columns(users)["message_id"], &Value::Varchar("m1".into()));
+
+    let rows = route(
+        r#"{"type":"group","messageId":"m2","groupId":"g1","receivedAt":"2024-01-02T03:04:05Z","traits":{"seats":5}}"#,
+    );
+    let accounts = &rows[1];
+    assert_eq!(
+        (accounts.table.as_str(), accounts.message_id.as_str()),
+        ("accounts", "g1")
+    );
+    assert_eq!(
+        columns(accounts)["timestamp"],
+        columns(accounts)["received_at"],
+        "received_at stands in for a missing timestamp"
+    );
+
+    // Without a user id there is no user to keep traits for.
+    let anonymous = route(r#"{"type":"identify","anonymousId":"a","traits":{"plan":"free"}}"#);
+    assert_eq!(anonymous.len(), 1);
 }

@@ -385,7 +385,8 @@ impl PostgresLoader {
             .flat_map(|row| row.columns.iter().map(|(column, _)| column.as_str()))
             .filter(|column| columns.contains_key(*column))
             .collect();
-        let mut names: Vec<&str> = vec![sql::MESSAGE_ID];
+        let key = sql::key_column(table);
+        let mut names: Vec<&str> = vec![key];
         names.extend(used.iter().copied());
         let positions: HashMap<&str, usize> = names
             .iter()
@@ -395,7 +396,7 @@ impl PostgresLoader {
         let types: Vec<Type> = names
             .iter()
             .map(|name| {
-                if *name == sql::MESSAGE_ID {
+                if *name == key {
                     Type::TEXT
                 } else {
                     pg_type(columns[*name])
@@ -450,8 +451,17 @@ impl PostgresLoader {
             .finish()
             .await
             .map_err(query_error(format!("finish COPY into {table}")))?;
+        let merge = if sql::is_latest(table) {
+            // Every column: the newest call replaces the stored row whole.
+            let all: Vec<&str> = std::iter::once(key)
+                .chain(columns.keys().map(String::as_str).filter(|c| *c != key))
+                .collect();
+            sql::merge_latest(&schema, table, stage, &all)
+        } else {
+            sql::merge_from_stage(&schema, table, stage, &names)
+        };
         let inserted = transaction
-            .execute(&sql::merge_from_stage(&schema, table, stage, &names), &[])
+            .execute(&merge, &[])
             .await
             .map_err(query_error(format!("merge into {table}")))?;
         transaction
@@ -501,7 +511,7 @@ async fn read_columns(
         let name: String = row.get(0);
         let data_type: String = row.get(1);
         let length: Option<i32> = row.get(2);
-        if name == sql::MESSAGE_ID {
+        if name == sql::key_column(table) {
             // Present in every table we create; marks the table as existing.
             columns.insert(name, ColumnType::Varchar(u32::MAX));
             continue;
@@ -676,12 +686,16 @@ mod tests {
 
     #[test]
     fn naming_privilege_and_data_errors_are_permanent_and_races_and_outages_are_not() {
-        for code in ["42601", "42P01", "42501", "42622", "22P02", "0A000", "28P01"] {
+        for code in [
+            "42601", "42P01", "42501", "42622", "22P02", "0A000", "28P01",
+        ] {
             assert!(is_permanent_state(code), "{code}");
         }
         // Duplicate objects (a concurrent creator), serialization failures, deadlocks,
         // shutdowns, connection failures, disk full: a retry may succeed.
-        for code in ["42P07", "42701", "40001", "40P01", "57P01", "08006", "53100", ""] {
+        for code in [
+            "42P07", "42701", "40001", "40P01", "57P01", "08006", "53100", "",
+        ] {
             assert!(!is_permanent_state(code), "{code}");
         }
     }

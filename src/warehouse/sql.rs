@@ -17,8 +17,22 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", ident(schema), ident(table))
 }
 
-/// The message id column every table has; also the merge key.
+/// The message id column every event table has; also its merge key.
 pub const MESSAGE_ID: &str = "message_id";
+
+/// Tables that keep the newest traits per user or group id rather than every message:
+/// keyed by `id`, merged newest-`timestamp`-wins.
+pub const LATEST: [&str; 2] = ["users", "accounts"];
+
+/// Whether `table` is one of [`LATEST`].
+pub fn is_latest(table: &str) -> bool {
+    LATEST.contains(&table)
+}
+
+/// A table's key column: `id` for [`LATEST`] tables, `message_id` otherwise.
+pub fn key_column(table: &str) -> &'static str {
+    if is_latest(table) { "id" } else { MESSAGE_ID }
+}
 /// Bookkeeping tables.
 pub const LOADS_TABLE: &str = "_tracktable_loads";
 pub const DISCARDS_TABLE: &str = "_discards";
@@ -50,12 +64,18 @@ pub fn column_type(column_type: ColumnType) -> String {
     column_type.sql_name()
 }
 
-/// A new table with its message id key (PostgreSQL: enforced primary key).
+/// A new table with its key (PostgreSQL: enforced primary key).
+/// [`LATEST`] tables always have `timestamp`, which their merge orders by.
 pub fn create_table(schema: &str, table: &str) -> String {
+    let newest = if is_latest(table) {
+        ", \"timestamp\" timestamp"
+    } else {
+        ""
+    };
     format!(
-        "CREATE TABLE IF NOT EXISTS {} ({} text NOT NULL PRIMARY KEY)",
+        "CREATE TABLE IF NOT EXISTS {} ({} text NOT NULL PRIMARY KEY{newest})",
         qualified(schema, table),
-        ident(MESSAGE_ID)
+        ident(key_column(table))
     )
 }
 
@@ -106,7 +126,8 @@ pub fn copy_into_stage(stage: &str, columns: &[&str]) -> String {
 }
 
 /// Inserts staged rows whose message id is new: one row per message id within the
-/// batch, none already in the table (PostgreSQL: `ON CONFLICT DO NOTHING`).
+/// batch, none already in the table (PostgreSQL: `ON CONFLICT DO NOTHING`). Not for
+/// [`LATEST`] tables: see [`merge_latest`].
 pub fn merge_from_stage(schema: &str, table: &str, stage: &str, columns: &[&str]) -> String {
     let list = column_list(columns);
     format!(
@@ -116,6 +137,43 @@ pub fn merge_from_stage(schema: &str, table: &str, stage: &str, columns: &[&str]
         id = ident(MESSAGE_ID),
         select = list.trim_start_matches('(').trim_end_matches(')'),
         stage = ident(stage),
+    )
+}
+
+/// Upserts a [`LATEST`] table: per id, the newest row wins whole, newest by
+/// (`timestamp`, `message_id`), a missing timestamp counting as oldest. `columns` must
+/// be every column of the table: the winner's absent traits become NULL, so the result
+/// is the newest call's traits however the calls were split into batches, and replaying
+/// a batch (or an older call arriving late) changes nothing.
+pub fn merge_latest(schema: &str, table: &str, stage: &str, columns: &[&str]) -> String {
+    let list = column_list(columns);
+    let target = qualified(schema, table);
+    let alias = ident(table);
+    let key = ident(key_column(table));
+    let updates: Vec<String> = columns
+        .iter()
+        .filter(|column| **column != key_column(table))
+        .map(|column| {
+            let column = ident(column);
+            format!("{column} = EXCLUDED.{column}")
+        })
+        .collect();
+    let newest = |row: &str| {
+        format!(
+            "(COALESCE({row}.\"timestamp\", '-infinity'), {row}.{id})",
+            id = ident(MESSAGE_ID)
+        )
+    };
+    format!(
+        "INSERT INTO {target} AS {alias} {list} SELECT DISTINCT ON ({key}) {select} FROM {stage} \
+         ORDER BY {key}, \"timestamp\" DESC NULLS LAST, {id} DESC ON CONFLICT ({key}) DO UPDATE SET {updates} \
+         WHERE {excluded} >= {stored}",
+        select = list.trim_start_matches('(').trim_end_matches(')'),
+        stage = ident(stage),
+        id = ident(MESSAGE_ID),
+        updates = updates.join(", "),
+        excluded = newest("EXCLUDED"),
+        stored = newest(&alias),
     )
 }
 
@@ -180,6 +238,27 @@ mod tests {
             merge_from_stage("s", "order_completed", "stage", &["message_id", "revenue"]),
             "INSERT INTO \"s\".\"order_completed\" (\"message_id\", \"revenue\") SELECT DISTINCT ON (\"message_id\") \
              \"message_id\", \"revenue\" FROM \"stage\" ORDER BY \"message_id\" ON CONFLICT (\"message_id\") DO NOTHING"
+        );
+    }
+
+    #[test]
+    fn latest_tables_upsert_newest_wins() {
+        assert_eq!(
+            create_table("s", "users"),
+            "CREATE TABLE IF NOT EXISTS \"s\".\"users\" (\"id\" text NOT NULL PRIMARY KEY, \"timestamp\" timestamp)"
+        );
+        assert_eq!(
+            merge_latest(
+                "s",
+                "users",
+                "stage",
+                &["id", "message_id", "timestamp", "plan"]
+            ),
+            "INSERT INTO \"s\".\"users\" AS \"users\" (\"id\", \"message_id\", \"timestamp\", \"plan\") SELECT DISTINCT ON (\"id\") \
+             \"id\", \"message_id\", \"timestamp\", \"plan\" FROM \"stage\" ORDER BY \"id\", \"timestamp\" DESC NULLS LAST, \"message_id\" DESC \
+             ON CONFLICT (\"id\") DO UPDATE SET \"message_id\" = EXCLUDED.\"message_id\", \"timestamp\" = EXCLUDED.\"timestamp\", \
+             \"plan\" = EXCLUDED.\"plan\" WHERE (COALESCE(EXCLUDED.\"timestamp\", '-infinity'), EXCLUDED.\"message_id\") \
+             >= (COALESCE(\"users\".\"timestamp\", '-infinity'), \"users\".\"message_id\")"
         );
     }
 

@@ -183,6 +183,8 @@ pub async fn dump(client: &tokio_postgres::Client, schema: &str) -> Dump {
             .collect();
         let key = if name == "_discards" {
             "table_name || '/' || column_name || '/' || message_id"
+        } else if name == "users" || name == "accounts" {
+            "id"
         } else {
             "message_id"
         };
