@@ -8,9 +8,10 @@
 //!    │ ObjectRef @ batch                batches on the clock or when full, stops
 //!    ▼                                  admitting when too many batches are unacked
 //!  DecodeRoute (unary, pipeline)        decode::decode_object → route::Router → rows;
-//!    │ Row @ batch                      rejections become `_rejections` rows
-//!    ├──────────────► Observe (unary, pipeline)   distinct (table, column, type) per batch
-//!    │                  │ Observation @ batch
+//!    │ Row | Observation @ batch        rejections become `_rejections` rows; each
+//!    │                                  object's distinct (table, column, type) too
+//!  ok_err ───────────► Observe (unary, pipeline)   distinct observations per batch
+//!    │ Row @ batch      │ Observation @ batch
 //!    │                  ▼
 //!    │                distinct_total (differential)   observations never seen before
 //!    │                  │ (Observation, batch, +1)     = the batch's schema changes
@@ -35,7 +36,7 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::{Operator, source};
-use timely::dataflow::operators::{Capability, Probe};
+use timely::dataflow::operators::{Capability, OkErr, Probe};
 use timely::worker::Worker;
 use tokio::sync::mpsc;
 
@@ -181,45 +182,57 @@ pub fn build<W: Warehouse>(
         };
 
         // ---------------------------------------------------------------- DecodeRoute
-        let rows = {
+        // One output carrying both rows (Ok) and each object's distinct observations
+        // (Err), split by `ok_err` without copying: a stream with two consumers would
+        // clone every row for the first of them.
+        let (rows, observations) = {
             let root = context.root.clone();
             let limits = context.limits;
             let stats = Arc::clone(&context.stats);
             let decoded_rows = Rc::clone(&decoded_rows);
-            admitted.unary::<CapacityContainerBuilder<Vec<Row>>, _, _, _>(
-                Pipeline,
-                "DecodeRoute",
-                move |_, _| {
-                    let mut router = Router::new();
-                    let mut rows = Vec::new();
-                    move |input, output| {
-                        input.for_each_stamp(|stamp, objects| {
-                            let mut session = output.session(&stamp);
-                            for object in objects.flat_map(|batch| batch.drain(..)) {
-                                let summary =
-                                    dir::rows_of(&root, &object, &limits, &mut router, &mut rows);
-                                stats.object_decoded(&object.name, &summary);
-                                decoded_rows.set(decoded_rows.get() + summary.messages);
-                                session.give_iterator(rows.drain(..));
-                            }
-                        });
-                    }
-                },
-            )
+            admitted
+                .unary::<CapacityContainerBuilder<Vec<Result<Row, Observation>>>, _, _, _>(
+                    Pipeline,
+                    "DecodeRoute",
+                    move |_, _| {
+                        let mut router = Router::new();
+                        let mut rows = Vec::new();
+                        let mut seen = columns::Observer::default();
+                        move |input, output| {
+                            input.for_each_stamp(|stamp, objects| {
+                                let mut session = output.session(&stamp);
+                                for object in objects.flat_map(|batch| batch.drain(..)) {
+                                    let summary = dir::rows_of(
+                                        &root,
+                                        &object,
+                                        &limits,
+                                        &mut router,
+                                        &mut rows,
+                                    );
+                                    stats.object_decoded(&object.name, &summary);
+                                    decoded_rows.set(decoded_rows.get() + summary.messages);
+                                    seen.observe(&rows);
+                                    session.give_iterator(seen.drain().map(Err));
+                                    session.give_iterator(rows.drain(..).map(Ok));
+                                }
+                            });
+                        }
+                    },
+                )
+                .ok_err::<Vec<Row>, _, Vec<Observation>, _, _>(|item| item)
         };
 
         // ---------------------------------------------------------------- Observe + columns
-        let schema_changes = rows
-            .clone()
+        let schema_changes = observations
             .unary::<CapacityContainerBuilder<Vec<(Observation, Time, isize)>>, _, _, _>(
                 Pipeline,
                 "Observe",
                 |_, _| {
                     move |input, output| {
-                        input.for_each_stamp(|stamp, rows| {
+                        input.for_each_stamp(|stamp, observations| {
                             let Some(&time) = stamp.least() else { return };
-                            let mut seen = HashSet::new();
-                            columns::observe(rows.flat_map(|batch| batch.iter()), &mut seen);
+                            let seen: HashSet<Observation> =
+                                observations.flat_map(|batch| batch.drain(..)).collect();
                             output.session(&stamp).give_iterator(
                                 seen.into_iter().map(|observation| (observation, time, 1)),
                             );

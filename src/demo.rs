@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile};
 use crate::generate::{self, GenConfig};
+use crate::local_postgres;
 use crate::run::{self, Cluster, RunOptions};
 use crate::telemetry::RunStats;
 
@@ -28,12 +29,15 @@ pub struct DemoOptions {
     pub workers: usize,
     /// Scratch directory for the generated objects (emptied first).
     pub scratch: PathBuf,
+    /// Where to keep a throwaway PostgreSQL cluster if none answers on loopback.
+    pub local_postgres_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error(
         "no PostgreSQL answers at {url}: {source}\n\
+         (and no PostgreSQL server binaries are installed here to start a throwaway one)\n\
          Start one, or point DATABASE_URL at one, e.g.:\n  \
          sudo apt-get install postgresql && sudo pg_ctlcluster $(ls /etc/postgresql) main start\n  \
          docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n  \
@@ -58,6 +62,23 @@ pub enum DemoError {
     Report(tokio_postgres::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("no PostgreSQL answered, and starting a throwaway one failed: {0}")]
+    LocalPostgres(#[from] local_postgres::LocalPostgresError),
+}
+
+/// Whether a PostgreSQL URL points at this machine (only then may the demo start its own).
+fn is_loopback(url: &str) -> bool {
+    url.parse::<tokio_postgres::Config>().is_ok_and(|config| {
+        config.get_hosts().iter().all(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            tokio_postgres::config::Host::Unix(_) => true,
+        })
+    })
 }
 
 /// Runs the demo and prints its report to stdout.
@@ -66,7 +87,29 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
         .enable_all()
         .build()
         .map_err(DemoError::Runtime)?;
-    let client = runtime.block_on(connect(&options.database_url))?;
+    let (client, database_url) = match runtime.block_on(connect(&options.database_url)) {
+        Ok(client) => (client, options.database_url.clone()),
+        Err(DemoError::NoDatabase { url, source }) => {
+            if !is_loopback(&url) || local_postgres::find_binaries().is_none() {
+                return Err(DemoError::NoDatabase { url, source });
+            }
+            println!("no PostgreSQL answers at {url} ({source}); starting a throwaway one");
+            let local = local_postgres::start(&options.local_postgres_dir)?;
+            println!(
+                "{} a throwaway PostgreSQL at {} (data in {}; stop it with: {})",
+                if local.started { "started" } else { "using" },
+                local.url,
+                local.dir.display(),
+                local.stop_command()
+            );
+            (runtime.block_on(connect(&local.url))?, local.url)
+        }
+        Err(other) => return Err(other),
+    };
+    let options = &DemoOptions {
+        database_url,
+        ..options.clone()
+    };
     runtime
         .block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE")))
         .map_err(DemoError::Report)?;

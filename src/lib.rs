@@ -9,9 +9,13 @@
 //! - [`route`]: a message → typed rows for its tables (naming, flattening, typing).
 //! - [`generate`]: deterministic sample Segment traffic, for demos, tests and benches.
 //! - [`explain`]: what each input line becomes, as JSON, for people and tests.
+//! - [`dataflow`], [`run`], [`load`], [`source`]: the timely/differential pipeline.
+//! - [`warehouse`]: where rows land (PostgreSQL; Redshift next).
+//! - [`demo`], [`local_postgres`], [`admin`]: the operator-facing commands.
 
 pub mod admin;
 pub mod batch;
+pub mod benchmark;
 pub mod columns;
 pub mod config;
 pub mod dataflow;
@@ -20,6 +24,7 @@ pub mod demo;
 pub mod explain;
 pub mod generate;
 pub mod load;
+pub mod local_postgres;
 pub mod route;
 pub mod run;
 pub mod shutdown;

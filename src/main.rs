@@ -25,6 +25,9 @@ enum Command {
     /// The whole job locally: sample events into PostgreSQL at DATABASE_URL (default
     /// postgres://postgres@127.0.0.1:5432/postgres, schema tracktable_demo), then a report.
     Demo(DemoArgs),
+    /// End-to-end benchmark: sample events through the pipeline into PostgreSQL, beside a
+    /// plain binary COPY of the same rows into the same tables (the warehouse's own limit).
+    Bench(BenchArgs),
     /// Print the SQL that creates a dedicated loader user (run it as a superuser).
     SetupSql(SetupSqlArgs),
     /// Check that a pipeline can reach and use its source and warehouse, one line per requirement.
@@ -64,6 +67,29 @@ struct DemoArgs {
     /// Worker threads.
     #[arg(long, short = 'w', default_value_t = 2)]
     workers: usize,
+    /// Scratch directory for generated objects (default: a directory under the system temp dir).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Where to keep a throwaway PostgreSQL cluster, started when none answers on loopback
+    /// and the server binaries are installed (default: beside the binary, in the target dir).
+    #[arg(long)]
+    local_postgres_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// PostgreSQL to load into (schemas tracktable_bench and tracktable_bench_copy are replaced).
+    #[arg(long, env = "DATABASE_URL", default_value = tracktable::demo::DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// How many events to generate.
+    #[arg(long, default_value_t = 300_000)]
+    events: u64,
+    /// Worker threads (and baseline COPY connections).
+    #[arg(long, short = 'w', default_value_t = 2)]
+    workers: usize,
+    /// The pipeline's batch interval.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    batch_interval: std::time::Duration,
     /// Scratch directory for generated objects (default: a directory under the system temp dir).
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -207,6 +233,41 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", tracktable::admin::format_schema(&schema, &tables));
             Ok(())
         }
+        Command::Bench(args) => {
+            anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
+            let report = tracktable::benchmark::bench(&tracktable::benchmark::BenchOptions {
+                database_url: args.database_url,
+                events: args.events,
+                workers: args.workers,
+                batch_interval: args.batch_interval,
+                scratch: args
+                    .scratch
+                    .unwrap_or_else(|| std::env::temp_dir().join("tracktable-bench")),
+            })?;
+            println!(
+                "events: {}  workers: {}  batch interval: {}",
+                report.events,
+                args.workers,
+                humantime::format_duration(args.batch_interval)
+            );
+            println!(
+                "tracktable pipeline: {:>10.0} events/s  ({} rows in {:.2}s, decode to commit)",
+                report.pipeline_rate(),
+                report.pipeline_rows,
+                report.pipeline.as_secs_f64()
+            );
+            println!(
+                "raw binary COPY:     {:>10.0} events/s  ({} rows in {:.2}s, rows prepared in memory)",
+                report.copy_rate(),
+                report.copy_rows,
+                report.copy.as_secs_f64()
+            );
+            println!(
+                "ratio pipeline / COPY: {:.2}",
+                report.pipeline_rate() / report.copy_rate()
+            );
+            Ok(())
+        }
         Command::Demo(args) => {
             let options = tracktable::demo::DemoOptions {
                 database_url: args.database_url,
@@ -215,6 +276,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 scratch: args
                     .scratch
                     .unwrap_or_else(|| std::env::temp_dir().join("tracktable-demo")),
+                local_postgres_dir: args
+                    .local_postgres_dir
+                    .unwrap_or_else(tracktable::local_postgres::default_dir),
             };
             tracktable::demo::demo(&options)?;
             Ok(())

@@ -19,6 +19,7 @@ use crate::shutdown::{self, Shutdown};
 use crate::source::{self, ObjectRef, dir};
 use crate::telemetry::{RunStats, StatsSnapshot};
 use crate::warehouse::Warehouse;
+use crate::warehouse::WarehouseError;
 use crate::warehouse::postgres::PostgresWarehouse;
 
 /// How this process joins its cluster.
@@ -248,7 +249,7 @@ fn prepare<W: Warehouse>(runtime: &tokio::runtime::Runtime, warehouse: &W) -> Re
     loop {
         match runtime.block_on(warehouse.prepare()) {
             Ok(()) => return Ok(()),
-            Err(error) if Instant::now() >= deadline => {
+            Err(error) if Instant::now() >= deadline || error.is_permanent() => {
                 return Err(RunError::Warehouse(error.to_string()));
             }
             Err(error) => {

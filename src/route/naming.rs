@@ -39,7 +39,13 @@ impl TableName {
     /// One of tracktable's own fixed table names (already normal, never user input).
     pub(crate) fn fixed(name: &'static str) -> TableName {
         debug_assert!(is_normal(name), "{name}");
-        TableName(Arc::from(name))
+        TableName(intern(name))
+    }
+
+    /// The address of the shared name: equal addresses mean equal names (not the
+    /// reverse). A cheap identity for per-row hot loops (`columns::Observer`).
+    pub fn address(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const u8 as usize
     }
 }
 
@@ -51,7 +57,12 @@ impl ColumnName {
     /// One of tracktable's own fixed column names. These may be reserved words
     /// (`timestamp`): SQL always quotes identifiers, and they never come from input.
     pub(crate) fn fixed(name: &'static str) -> ColumnName {
-        ColumnName(Arc::from(name))
+        ColumnName(intern(name))
+    }
+
+    /// See [`TableName::address`].
+    pub fn address(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const u8 as usize
     }
 
     /// A column name from an already-normalised string (used by the router's cache).
@@ -81,6 +92,23 @@ pub fn table_name(raw: &str) -> TableName {
 /// The column for a raw property name (or a `_`-joined path of names).
 pub fn column_name(raw: &str) -> ColumnName {
     ColumnName(Arc::from(normalise(raw)))
+}
+
+/// One shared allocation per fixed name and thread: rows then share their fixed
+/// columns' names instead of allocating them per row.
+fn intern(name: &'static str) -> Arc<str> {
+    thread_local! {
+        static FIXED: std::cell::RefCell<std::collections::HashMap<&'static str, Arc<str>>> =
+            std::cell::RefCell::default();
+    }
+    FIXED.with(|cache| {
+        Arc::clone(
+            cache
+                .borrow_mut()
+                .entry(name)
+                .or_insert_with(|| Arc::from(name)),
+        )
+    })
 }
 
 /// Applies every naming rule to `raw`.

@@ -263,10 +263,19 @@ impl Warehouse for PostgresWarehouse {
             .execute(sql::DDL_LOCK, &[&self.ddl_lock_key()])
             .await
             .map_err(query_error("take the DDL lock"))?;
-        transaction
-            .batch_execute(&sql::create_schema(&self.schema))
+        // Only when missing: CREATE SCHEMA IF NOT EXISTS still needs CREATE on the
+        // database, which a loader given its own schema (setup-sql --schema) lacks.
+        let exists = transaction
+            .query_opt(sql::SCHEMA_EXISTS, &[&self.schema])
             .await
-            .map_err(query_error(format!("create schema {}", self.schema)))?;
+            .map_err(query_error(format!("look up schema {}", self.schema)))?
+            .is_some();
+        if !exists {
+            transaction
+                .batch_execute(&sql::create_schema(&self.schema))
+                .await
+                .map_err(query_error(format!("create schema {}", self.schema)))?;
+        }
         for statement in sql::create_bookkeeping(&self.schema) {
             transaction
                 .batch_execute(&statement)
@@ -333,7 +342,8 @@ impl PostgresLoader {
                 .execute(sql::DDL_LOCK, &[&lock_key])
                 .await
                 .map_err(query_error("take the DDL lock"))?;
-            if columns.is_empty() {
+            let created = columns.is_empty();
+            if created {
                 transaction
                     .batch_execute(&sql::create_table(&schema, table))
                     .await
@@ -373,7 +383,14 @@ impl PostgresLoader {
                     }
                 }
             }
-            if !added.is_empty() || !widened.is_empty() {
+            if created {
+                tracing::info!(
+                    table,
+                    batch = batch.batch.0,
+                    columns = added.len(),
+                    "table created"
+                );
+            } else if !added.is_empty() || !widened.is_empty() {
                 tracing::info!(table, batch = batch.batch.0, added = ?added, widened = ?widened, "schema changed");
             }
         }
@@ -535,6 +552,80 @@ async fn read_columns(
         columns.insert(name, column_type);
     }
     Ok(columns)
+}
+
+/// The warehouse's own limit, for the end-to-end benchmark: one binary COPY of `rows`
+/// straight into the existing `schema.table`, in one transaction, with no staging,
+/// merge, discards or bookkeeping. Values that do not fit their column are left NULL.
+/// The rows must not repeat a key.
+pub async fn raw_copy(
+    client: &mut Client,
+    schema: &str,
+    table: &str,
+    rows: &[crate::route::Row],
+) -> Result<u64, PostgresError> {
+    let transaction = client.transaction().await.map_err(query_error("begin"))?;
+    let columns = read_columns(&transaction, schema, table).await?;
+    let key = sql::key_column(table);
+    let mut names: Vec<&str> = vec![key];
+    names.extend(
+        columns
+            .keys()
+            .map(String::as_str)
+            .filter(|name| *name != key),
+    );
+    let positions: HashMap<&str, usize> = names
+        .iter()
+        .enumerate()
+        .map(|(index, name)| (*name, index))
+        .collect();
+    let types: Vec<Type> = names
+        .iter()
+        .map(|name| {
+            if *name == key {
+                Type::TEXT
+            } else {
+                pg_type(columns[*name])
+            }
+        })
+        .collect();
+    let sink = transaction
+        .copy_in(&sql::copy_into_table(schema, table, &names))
+        .await
+        .map_err(query_error(format!("start COPY into {table}")))?;
+    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+    let mut cells: Vec<Option<Cell>> = vec![None; names.len()];
+    for row in rows {
+        cells.iter_mut().for_each(|cell| *cell = None);
+        cells[0] = Some(Cell::Text(row.message_id.clone()));
+        for (column, value) in &row.columns {
+            if let (Some(&index), Ok(cell)) = (
+                positions.get(column.as_str()),
+                plan::cell_for(value, columns.get(column.as_str()).copied()),
+            ) {
+                cells[index] = Some(cell);
+            }
+        }
+        let values: Vec<PgCell<'_>> = cells.iter().map(|cell| PgCell(cell.as_ref())).collect();
+        let params: Vec<&(dyn ToSql + Sync)> = values
+            .iter()
+            .map(|value| value as &(dyn ToSql + Sync))
+            .collect();
+        writer
+            .as_mut()
+            .write(&params)
+            .await
+            .map_err(query_error(format!("COPY into {table}")))?;
+    }
+    let copied = writer
+        .finish()
+        .await
+        .map_err(query_error(format!("finish COPY into {table}")))?;
+    transaction
+        .commit()
+        .await
+        .map_err(query_error(format!("commit {table}")))?;
+    Ok(copied)
 }
 
 fn pg_type(column_type: ColumnType) -> Type {

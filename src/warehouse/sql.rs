@@ -37,6 +37,9 @@ pub fn key_column(table: &str) -> &'static str {
 pub const LOADS_TABLE: &str = "_tracktable_loads";
 pub const DISCARDS_TABLE: &str = "_discards";
 
+/// Whether a schema exists (one row if it does).
+pub const SCHEMA_EXISTS: &str = "SELECT 1 FROM pg_namespace WHERE nspname = $1";
+
 pub fn create_schema(schema: &str) -> String {
     format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema))
 }
@@ -121,6 +124,15 @@ pub fn copy_into_stage(stage: &str, columns: &[&str]) -> String {
     format!(
         "COPY {} {} FROM STDIN (FORMAT binary)",
         ident(stage),
+        column_list(columns)
+    )
+}
+
+/// Binary COPY straight into a table (the benchmark's baseline; loads use a stage).
+pub fn copy_into_table(schema: &str, table: &str, columns: &[&str]) -> String {
+    format!(
+        "COPY {} {} FROM STDIN (FORMAT binary)",
+        qualified(schema, table),
         column_list(columns)
     )
 }

@@ -1,1 +1,346 @@
-//! The `tracktable` binary as a user runs it.
+//! The `tracktable` binary as a user runs it: `explain`, `gen`, `setup-sql` + `check` +
+//! `run` + `schema` with a dedicated loader user, and `demo` with a throwaway server.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support;
+
+fn tracktable(args: &[&str]) -> Command {
+    let mut command = Command::new(support::binary());
+    command.args(args);
+    command
+}
+
+fn output(command: &mut Command, what: &str) -> Output {
+    command.output().unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn explain_prints_rows_for_good_lines_and_reasons_for_bad_ones() {
+    let mut child = tracktable(&["explain"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start explain");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            b"{\"type\":\"track\",\"event\":\"Order Completed\",\"messageId\":\"m1\",\"properties\":{\"revenue\":25.5}}\n\
+              {not json\n\
+              {\"type\":\"identify\",\"userId\":\"u1\",\"traits\":{\"plan\":\"pro\"}}\n",
+        )
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("explain output");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("explain prints JSON lines"))
+        .collect();
+    assert_eq!(lines.len(), 3, "one line per input item");
+    let tables = |line: &serde_json::Value| -> Vec<String> {
+        line["rows"]
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .map(|row| row["table"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(tables(&lines[0]), ["tracks", "order_completed"]);
+    assert_eq!(
+        lines[0]["rows"][1]["columns"]["revenue"]["type"],
+        "double precision"
+    );
+    assert!(
+        lines[1].get("rows").is_none(),
+        "the bad line has no rows: {}",
+        lines[1]
+    );
+    assert!(
+        lines[1].to_string().contains("not_json"),
+        "the bad line says why: {}",
+        lines[1]
+    );
+    assert_eq!(tables(&lines[2]), ["identifies", "users"]);
+}
+
+#[test]
+fn gen_writes_the_requested_events_as_gzip_objects() {
+    let work = tempfile::tempdir().unwrap();
+    let out_dir = work.path().join("gen");
+    let out = output(
+        tracktable(&[
+            "gen",
+            "--events",
+            "2500",
+            "--per-object",
+            "1000",
+            "--bad-rate",
+            "0.01",
+            "--out",
+        ])
+        .arg(&out_dir),
+        "gen",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut files: Vec<_> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let mut lines = 0;
+    for file in &files {
+        let bytes = std::fs::read(file).unwrap();
+        assert_eq!(&bytes[..2], &[0x1f, 0x8b], "gzip");
+        // Bytes, not text: some malformed lines are invalid UTF-8 on purpose.
+        let mut decoded = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::MultiGzDecoder::new(&bytes[..]),
+            &mut decoded,
+        )
+        .unwrap();
+        lines += decoded
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.is_empty())
+            .count();
+    }
+    assert_eq!(lines, 2500);
+}
+
+/// The loader-user story end to end: `setup-sql` prints SQL a superuser runs; `check`
+/// as that user passes every line; `run` loads as that user; `schema` shows the result.
+/// A user without those grants fails `check` with the GRANT that fixes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn setup_sql_makes_a_loader_user_that_check_run_and_schema_accept() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let user = support::schema("loader");
+    let schema = support::schema("loaded");
+    let database: String = client
+        .query_one("SELECT current_database()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let out = output(
+        &mut tracktable(&[
+            "setup-sql",
+            "--user",
+            &user,
+            "--database",
+            &database,
+            "--schema",
+            &schema,
+        ]),
+        "setup-sql",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let setup = text(&out.stdout);
+    assert!(
+        setup.contains("CREATE ROLE") && setup.contains("GRANT"),
+        "{setup}"
+    );
+    client
+        .batch_execute(&setup)
+        .await
+        .expect("the printed SQL runs");
+
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("a.json"),
+        r#"{"type":"track","event":"Plan Chosen","messageId":"c1","properties":{"plan":"pro"}}"#,
+    )
+    .unwrap();
+    let url =
+        support::database_url().replacen("postgres://postgres@", &format!("postgres://{user}@"), 1);
+    assert!(
+        url.contains(&user),
+        "DATABASE_URL must name the user postgres for this test: {url}"
+    );
+    let pipeline = work.path().join("loader.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"loader\"\n[source]\ntype = \"dir\"\npath = \"{}\"\n\
+             [warehouse]\ntype = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\npassword_env = \"TT_TEST_LOADER_PASSWORD\"\n",
+            source.display()
+        ),
+    )
+    .unwrap();
+    let with_password = |command: &mut Command| {
+        command.env("TT_TEST_LOADER_PASSWORD", "change-me");
+    };
+
+    let mut check = tracktable(&["check", "--pipeline"]);
+    check.arg(&pipeline);
+    with_password(&mut check);
+    let out = output(&mut check, "check");
+    let report = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "check failed:\n{report}{}",
+        text(&out.stderr)
+    );
+    assert!(
+        report.lines().count() >= 5 && report.lines().all(|line| line.starts_with("pass")),
+        "{report}"
+    );
+    assert!(
+        !report.contains("change-me") && !text(&out.stderr).contains("change-me"),
+        "no password in output"
+    );
+
+    let mut run = tracktable(&["run", "--once", "--pipeline"]);
+    run.arg(&pipeline)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    with_password(&mut run);
+    let mut child = support::KillOnDrop(run.spawn().expect("start run"));
+    let status = support::wait_within(
+        &mut child,
+        Duration::from_secs(60),
+        "run as the loader user",
+    );
+    assert!(status.success());
+
+    let mut schema_command = tracktable(&["schema", "--pipeline"]);
+    schema_command.arg(&pipeline);
+    with_password(&mut schema_command);
+    let out = output(&mut schema_command, "schema");
+    let listing = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(listing.contains("plan_chosen — 1 rows"), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|line| line.trim_start().starts_with("plan ")),
+        "{listing}"
+    );
+
+    // A user with no grants: check fails, naming the fix.
+    let stranger = support::schema("stranger");
+    client
+        .batch_execute(&format!("CREATE ROLE \"{stranger}\" LOGIN"))
+        .await
+        .unwrap();
+    let stranger_pipeline = work.path().join("stranger.toml");
+    let stranger_schema = support::schema("strangers");
+    std::fs::write(
+        &stranger_pipeline,
+        std::fs::read_to_string(&pipeline)
+            .unwrap()
+            .replace(
+                &format!("postgres://{user}@"),
+                &format!("postgres://{stranger}@"),
+            )
+            .replace(&schema, &stranger_schema),
+    )
+    .unwrap();
+    let mut check = tracktable(&["check", "--pipeline"]);
+    check.arg(&stranger_pipeline);
+    with_password(&mut check);
+    let out = output(&mut check, "check as stranger");
+    let report = text(&out.stdout);
+    assert!(!out.status.success(), "check must fail:\n{report}");
+    assert!(
+        report.contains("FAIL  create schema") && report.contains("GRANT CREATE ON DATABASE"),
+        "{report}"
+    );
+
+    support::drop_schema(&client, &schema).await;
+    client
+        .batch_execute(&format!(
+            "DROP OWNED BY \"{user}\"; DROP ROLE \"{user}\"; DROP ROLE \"{stranger}\""
+        ))
+        .await
+        .expect("drop the test roles");
+}
+
+/// With nothing listening at a loopback DATABASE_URL and the server binaries installed,
+/// `demo` starts its own throwaway PostgreSQL and runs the whole job against it.
+#[test]
+fn demo_starts_a_throwaway_postgres_when_none_answers() {
+    if tracktable::local_postgres::find_binaries().is_none() {
+        assert!(
+            !support::in_ci(),
+            "CI=true but no PostgreSQL server binaries (initdb, pg_ctl) are installed"
+        );
+        eprintln!("skipping: no PostgreSQL server binaries");
+        return;
+    }
+    // Under /tmp directly: as root the server runs as `postgres`, which must reach it.
+    let cluster = std::env::temp_dir().join(support::unique("tt-demo-pg"));
+    let scratch = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        support::free_port()
+    );
+    let mut demo = tracktable(&["demo", "--events", "3000", "--scratch"]);
+    demo.arg(scratch.path())
+        .arg("--local-postgres-dir")
+        .arg(&cluster)
+        .env("DATABASE_URL", &url)
+        // Files, not pipes: a pipe nobody reads until exit fills up and blocks the child.
+        .stdout(std::fs::File::create(logs.path().join("stdout")).unwrap())
+        .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap());
+    let mut child = support::KillOnDrop(demo.spawn().expect("start demo"));
+    let status = support::wait_within(&mut child, Duration::from_secs(180), "demo");
+    let stdout = std::fs::read_to_string(logs.path().join("stdout")).unwrap_or_default();
+    let stderr = std::fs::read_to_string(logs.path().join("stderr")).unwrap_or_default();
+
+    // Stop the throwaway server whatever happened.
+    let stop = stdout
+        .lines()
+        .find_map(|line| line.split("stop it with: ").nth(1))
+        .map(|command| command.trim_end_matches(')').to_owned());
+    if let Some(stop) = &stop {
+        let _ = Command::new("sh").args(["-c", stop]).output();
+    }
+    let _ = std::fs::remove_dir_all(&cluster);
+
+    assert!(
+        status.success(),
+        "demo failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stop.is_some(),
+        "demo says how to stop its server:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("started a throwaway PostgreSQL"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tables created"), "{stdout}");
+    let loaded: u64 = stdout
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("loaded ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no 'loaded N events' line:\n{stdout}"));
+    assert!(
+        (2900..=3000).contains(&loaded),
+        "loaded {loaded} of 3000 events (a few are malformed)"
+    );
+    assert!(
+        stdout.contains("psql postgres://postgres@127.0.0.1:"),
+        "the psql hint names the throwaway server:\n{stdout}"
+    );
+}

@@ -1,0 +1,299 @@
+//! benchmark: the end-to-end benchmark behind `tracktable bench`.
+//!
+//! Generates a directory of sample events, loads it through the real pipeline into
+//! PostgreSQL (schema `tracktable_bench`), then copies the very same rows (decoded and
+//! routed beforehand, outside the timing) with one plain binary COPY per table into
+//! identical empty tables (schema `tracktable_bench_copy`), over as many connections as
+//! the pipeline has workers. The COPY rate is the warehouse's own limit; the ratio says
+//! what tracktable's guarantees (staging, merge on message id, discards, bookkeeping,
+//! batching, acknowledgement) cost on top of it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::{BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile};
+use crate::decode::Limits;
+use crate::generate::{self, GenConfig};
+use crate::route::{Router, Row};
+use crate::run::{self, Cluster, RunOptions};
+use crate::telemetry::RunStats;
+use crate::warehouse::{postgres, sql};
+
+/// The pipeline's schema; the COPY baseline's is this with `_copy`.
+pub const SCHEMA: &str = "tracktable_bench";
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub database_url: String,
+    pub events: u64,
+    pub workers: usize,
+    pub batch_interval: Duration,
+    /// Scratch directory for the generated objects (emptied first).
+    pub scratch: PathBuf,
+}
+
+/// What one benchmark run measured.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchReport {
+    pub events: u64,
+    /// Rows the pipeline stored (all tables, bookkeeping excluded).
+    pub pipeline_rows: i64,
+    pub pipeline: Duration,
+    /// Rows the baseline copied.
+    pub copy_rows: u64,
+    pub copy: Duration,
+}
+
+impl BenchReport {
+    pub fn pipeline_rate(&self) -> f64 {
+        self.events as f64 / self.pipeline.as_secs_f64().max(1e-9)
+    }
+
+    pub fn copy_rate(&self) -> f64 {
+        self.events as f64 / self.copy.as_secs_f64().max(1e-9)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot prepare the scratch directory {path}: {source}")]
+    Scratch {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Generate(#[from] generate::GenError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Run(#[from] run::RunError),
+    #[error("PostgreSQL at {url}: {source}")]
+    Database {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Copy(#[from] postgres::PostgresError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error(
+        "the baseline copied {copied} rows but the pipeline stored {stored}: not the same rows"
+    )]
+    Mismatch { copied: u64, stored: i64 },
+}
+
+/// Runs the benchmark, printing progress lines to stderr.
+pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.workers.max(1))
+        .enable_all()
+        .build()
+        .map_err(BenchError::Runtime)?;
+    let url = options.database_url.clone();
+    let database = |source| BenchError::Database {
+        url: url.clone(),
+        source,
+    };
+    let client = runtime
+        .block_on(connect(&options.database_url))
+        .map_err(database)?;
+    let copy_schema = format!("{SCHEMA}_copy");
+    runtime
+        .block_on(client.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE",
+            sql::ident(SCHEMA),
+            sql::ident(&copy_schema)
+        )))
+        .map_err(database)?;
+
+    // 1. Sample traffic (no type drift: both sides must agree on every column).
+    let scratch = &options.scratch;
+    if scratch.exists() {
+        std::fs::remove_dir_all(scratch).map_err(|source| BenchError::Scratch {
+            path: scratch.clone(),
+            source,
+        })?;
+    }
+    let events_dir = scratch.join("events");
+    let config = GenConfig {
+        events: options.events,
+        seed: 7,
+        drift_rate: 0.0,
+        bad_rate: 0.001,
+    };
+    let generated = generate::write_dir(&config, &events_dir, 5_000)?;
+    eprintln!(
+        "bench: generated {} events in {} objects",
+        generated.lines, generated.objects
+    );
+
+    // 2. The pipeline.
+    let file = PipelineFile {
+        name: "bench".into(),
+        source: SourceFile::Dir {
+            path: events_dir.clone(),
+            state_dir: Some(scratch.join("state")),
+            poll_interval: Duration::from_secs(1),
+        },
+        warehouse: WarehouseFile::Postgres(PostgresFile {
+            url: options.database_url.clone(),
+            password_env: None,
+            schema: SCHEMA.into(),
+            sslmode: SslMode::Auto,
+            sslrootcert: None,
+        }),
+        batch: BatchFile {
+            interval: options.batch_interval,
+            ..BatchFile::default()
+        },
+        limits: Default::default(),
+    };
+    let pipeline = file.validate(&scratch.join("bench.toml"))?;
+    let stats = Arc::new(RunStats::default());
+    let summary = run::run(
+        &pipeline,
+        &RunOptions {
+            cluster: Cluster {
+                workers: options.workers,
+                ..Cluster::default()
+            },
+            once: true,
+            stats,
+        },
+    )?;
+    let events = summary.stats.messages;
+    eprintln!(
+        "bench: pipeline loaded {events} events in {:.2}s",
+        summary.elapsed.as_secs_f64()
+    );
+
+    // 3. The same rows, routed outside the timing, one entry per key.
+    let by_table = route_dir(&events_dir);
+    let tables: Vec<String> = runtime
+        .block_on(client.query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+             AND table_name NOT IN ('_tracktable_loads', '_discards') ORDER BY 1",
+            &[&SCHEMA],
+        ))
+        .map_err(database)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let mut ddl = vec![format!("CREATE SCHEMA {}", sql::ident(&copy_schema))];
+    for table in &tables {
+        ddl.push(format!(
+            "CREATE TABLE {} (LIKE {} INCLUDING ALL)",
+            sql::qualified(&copy_schema, table),
+            sql::qualified(SCHEMA, table)
+        ));
+    }
+    runtime
+        .block_on(client.batch_execute(&ddl.join("; ")))
+        .map_err(database)?;
+    let pipeline_rows: i64 = {
+        let mut total = 0;
+        for table in &tables {
+            let row = runtime
+                .block_on(client.query_one(
+                    &format!("SELECT count(*) FROM {}", sql::qualified(SCHEMA, table)),
+                    &[],
+                ))
+                .map_err(database)?;
+            total += row.get::<_, i64>(0);
+        }
+        total
+    };
+
+    // 4. The baseline: plain binary COPY, tables spread over `workers` connections.
+    let mut shares: Vec<Vec<(String, Vec<Row>)>> = vec![Vec::new(); options.workers.max(1)];
+    let connections = shares.len();
+    for (index, table) in tables.iter().enumerate() {
+        if let Some(rows) = by_table.get(table.as_str()) {
+            shares[index % connections].push((table.clone(), rows.clone()));
+        }
+    }
+    let started = Instant::now();
+    let copied = runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for share in shares {
+            let url = options.database_url.clone();
+            let schema = copy_schema.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut client = connect(&url).await.map_err(|source| BenchError::Database {
+                    url: url.clone(),
+                    source,
+                })?;
+                let mut copied = 0;
+                for (table, rows) in &share {
+                    copied += postgres::raw_copy(&mut client, &schema, table, rows).await?;
+                }
+                Ok::<u64, BenchError>(copied)
+            }));
+        }
+        let mut total = 0;
+        for task in tasks {
+            total += task
+                .await
+                .map_err(|error| BenchError::Runtime(std::io::Error::other(error)))??;
+        }
+        Ok::<u64, BenchError>(total)
+    })?;
+    let copy = started.elapsed();
+    eprintln!(
+        "bench: raw COPY of the same {copied} rows in {:.2}s",
+        copy.as_secs_f64()
+    );
+    if copied as i64 != pipeline_rows {
+        return Err(BenchError::Mismatch {
+            copied,
+            stored: pipeline_rows,
+        });
+    }
+    Ok(BenchReport {
+        events,
+        pipeline_rows,
+        pipeline: summary.elapsed,
+        copy_rows: copied,
+        copy,
+    })
+}
+
+/// Every row of every object, grouped by table, one per key (the baseline only needs
+/// the same number of rows per table as the pipeline stores).
+fn route_dir(dir: &Path) -> HashMap<String, Vec<Row>> {
+    let mut router = Router::new();
+    let mut rows = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    for path in files.iter().filter(|path| path.is_file()) {
+        let name: Arc<str> = Arc::from(
+            path.file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        if let Ok(file) = std::fs::File::open(path) {
+            crate::route::rows_for_object(file, &name, &Limits::default(), &mut router, &mut rows);
+        }
+    }
+    let mut keyed: HashMap<String, HashMap<String, Row>> = HashMap::new();
+    for row in rows {
+        let table = keyed.entry(row.table.as_str().to_owned()).or_default();
+        if sql::is_latest(row.table.as_str()) || !table.contains_key(&row.message_id) {
+            table.insert(row.message_id.clone(), row);
+        }
+    }
+    keyed
+        .into_iter()
+        .map(|(table, rows)| (table, rows.into_values().collect()))
+        .collect()
+}
+
+async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
