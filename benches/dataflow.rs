@@ -9,6 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The binary's allocator, so the bench measures what `tracktable` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 use tracktable::config::{
@@ -68,8 +72,11 @@ fn run_dataflow(dir: &Path, state: &Path, workers: usize) -> u64 {
             sslmode: SslMode::Disable,
             sslrootcert: None,
         }),
+        // Batches close by size, as a busy pipeline's do: 10k messages per worker, so a
+        // run is several batches and memory holds one or two of them, not the whole input.
         batch: BatchFile {
             interval: Duration::from_secs(3600),
+            max_rows: 10_000,
             ..BatchFile::default()
         },
         limits: Default::default(),

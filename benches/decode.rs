@@ -6,6 +6,10 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
+/// The binary's allocator, so the bench measures what `tracktable` runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 use tracktable::decode::{self, Decoded, Limits};

@@ -109,6 +109,9 @@ pub struct BatchFile {
     /// Stop admitting input while this many closed batches await their commit.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Warehouse connections each worker loads a batch's tables over, concurrently.
+    #[serde(default = "default_load_connections")]
+    pub load_connections: usize,
 }
 
 impl Default for BatchFile {
@@ -118,6 +121,7 @@ impl Default for BatchFile {
             max_rows: default_max_rows(),
             max_bytes: default_max_bytes(),
             max_in_flight: default_max_in_flight(),
+            load_connections: default_load_connections(),
         }
     }
 }
@@ -130,6 +134,9 @@ fn default_max_rows() -> u64 {
 }
 fn default_max_bytes() -> u64 {
     512 * 1024 * 1024
+}
+fn default_load_connections() -> usize {
+    4
 }
 fn default_max_in_flight() -> usize {
     4
@@ -171,6 +178,7 @@ pub struct Pipeline {
     pub warehouse: WarehouseFile,
     pub batch: BatchPolicy,
     pub max_in_flight: usize,
+    pub load_connections: usize,
     pub limits: Limits,
 }
 
@@ -236,6 +244,12 @@ impl PipelineFile {
         if self.batch.max_in_flight == 0 {
             return Err(invalid("batch.max_in_flight", "must be at least 1".into()));
         }
+        if !(1..=64).contains(&self.batch.load_connections) {
+            return Err(invalid(
+                "batch.load_connections",
+                "must be between 1 and 64".into(),
+            ));
+        }
         if self.limits.max_message_bytes < 64 {
             return Err(invalid(
                 "limits.max_message_bytes",
@@ -293,6 +307,7 @@ impl PipelineFile {
                 max_bytes: self.batch.max_bytes,
             },
             max_in_flight: self.batch.max_in_flight,
+            load_connections: self.batch.load_connections,
             limits: Limits {
                 max_message_bytes: self.limits.max_message_bytes,
                 max_depth: self.limits.max_depth,

@@ -63,6 +63,8 @@ pub struct Context<W: Warehouse> {
     pub policy: BatchPolicy,
     /// Stop admitting while this many of the worker's batches await acknowledgement.
     pub max_in_flight: usize,
+    /// Warehouse connections per worker's loader.
+    pub load_connections: usize,
     pub limits: Limits,
     /// Root of the `dir` source.
     pub root: PathBuf,
@@ -249,6 +251,7 @@ pub fn build<W: Warehouse>(
         let warehouse = Arc::clone(&context.warehouse);
         let stats = Arc::clone(&context.stats);
         let shutdown = Arc::clone(&context.shutdown);
+        let load_connections = context.load_connections;
         let loaded = rows
             .binary_frontier::<_, CapacityContainerBuilder<Vec<LoadDone>>, _, _, _, _>(
                 schema_changes,
@@ -266,6 +269,7 @@ pub fn build<W: Warehouse>(
                         activator,
                         stats,
                         shutdown,
+                        load_connections,
                     ));
 
                     let mut stash: BTreeMap<Time, (Capability<Time>, Stash)> = BTreeMap::new();

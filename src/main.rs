@@ -3,6 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc, not glibc's malloc: rows are allocated on timely workers and freed on the
+/// loader's tokio threads, a pattern glibc handles with arena locks and consolidation
+/// (see BENCHMARKS.md for the difference it makes).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 

@@ -152,6 +152,7 @@ pub fn run_with<W: Warehouse>(
         warehouse,
         policy: pipeline.batch,
         max_in_flight: pipeline.max_in_flight,
+        load_connections: pipeline.load_connections,
         limits: pipeline.limits,
         root: root.clone(),
         shutdown: Arc::clone(&shutdown),

@@ -52,7 +52,9 @@ pub struct LoadDone {
     pub report: LoadReport,
 }
 
-/// Runs until the job channel closes (the dataflow finished).
+/// Runs until the job channel closes (the dataflow finished). A job's tables are spread
+/// over `connections` loaders (each its own connection) that load concurrently: a load
+/// is mostly round trips and server work, so one connection leaves the server idle.
 pub async fn run_loader<W: Warehouse>(
     warehouse: Arc<W>,
     mut jobs: mpsc::UnboundedReceiver<LoadJob>,
@@ -60,58 +62,23 @@ pub async fn run_loader<W: Warehouse>(
     activator: SyncActivator,
     stats: Arc<RunStats>,
     shutdown: Arc<Shutdown>,
+    connections: usize,
 ) {
-    let mut loader: Option<W::Loader> = None;
+    let mut loaders: Vec<Option<W::Loader>> = (0..connections.max(1)).map(|_| None).collect();
     while let Some(job) = jobs.recv().await {
+        let lanes = assign_lanes(&job.tables, loaders.len());
+        let results =
+            futures_util::future::join_all(loaders.iter_mut().zip(&lanes).map(|(loader, lane)| {
+                let tables = lane.iter().map(|&index| &job.tables[index]);
+                load_lane(&*warehouse, loader, job.batch, tables, &stats, &shutdown)
+            }))
+            .await;
         let mut report = LoadReport::default();
-        for table in &job.tables {
-            let mut attempt: u32 = 0;
-            let mut permanent: u32 = 0;
-            loop {
-                let current = match loader.as_mut() {
-                    Some(current) => current,
-                    None => match warehouse.loader().await {
-                        Ok(connected) => loader.insert(connected),
-                        Err(error) => {
-                            attempt += 1;
-                            if error.is_permanent() {
-                                give_up(&shutdown, job.batch, &table.table, &error);
-                                return;
-                            }
-                            stats.warehouse_retry();
-                            let wait = backoff::delay(attempt, rand::random());
-                            tracing::warn!(batch = job.batch.0, table = %table.table, attempt, error = %error, retry_in = ?wait, "cannot connect to the warehouse");
-                            tokio::time::sleep(wait).await;
-                            continue;
-                        }
-                    },
-                };
-                match current.load(table).await {
-                    Ok(table_report) => {
-                        tracing::debug!(batch = job.batch.0, table = %table.table, rows = table_report.rows_loaded, "table batch committed");
-                        report += table_report;
-                        break;
-                    }
-                    Err(error) => {
-                        // Drop the connection: it may be broken, and a fresh one costs little
-                        // next to a failed load.
-                        loader = None;
-                        attempt += 1;
-                        // A permanent error is tried a few times (it might have been a
-                        // concurrent schema change), then stops the run loudly.
-                        if error.is_permanent() {
-                            permanent += 1;
-                            if permanent >= PERMANENT_ATTEMPTS {
-                                give_up(&shutdown, job.batch, &table.table, &error);
-                                return;
-                            }
-                        }
-                        stats.warehouse_retry();
-                        let wait = backoff::delay(attempt, rand::random());
-                        tracing::warn!(batch = job.batch.0, table = %table.table, attempt, error = %error, retry_in = ?wait, "load failed; retrying");
-                        tokio::time::sleep(wait).await;
-                    }
-                }
+        for result in results {
+            match result {
+                Some(lane_report) => report += lane_report,
+                // Gave up: the run is stopping; this batch is never acknowledged.
+                None => return,
             }
         }
         stats.batch_loaded(&report);
@@ -126,5 +93,133 @@ pub async fn run_loader<W: Warehouse>(
         }
         // The operator may have been dropped already (shutdown); nothing to wake then.
         let _ = activator.activate();
+    }
+}
+
+/// Spreads a job's tables over `lanes` connections, largest first onto the least loaded
+/// lane (longest-processing-time scheduling): the biggest table (`tracks`, usually)
+/// then shares its lane with as little as possible, so it alone sets the batch's
+/// load time. Returns table indices per lane.
+pub fn assign_lanes(tables: &[TableBatch], lanes: usize) -> Vec<Vec<usize>> {
+    let lanes = lanes.max(1);
+    let mut order: Vec<usize> = (0..tables.len()).collect();
+    order.sort_by_key(|&index| std::cmp::Reverse(tables[index].rows.len()));
+    let mut assigned: Vec<Vec<usize>> = vec![Vec::new(); lanes];
+    let mut load = vec![0usize; lanes];
+    for index in order {
+        let lane = (0..lanes).min_by_key(|&lane| load[lane]).unwrap_or(0);
+        // A table with no rows still costs a round trip or two.
+        load[lane] += tables[index].rows.len() + 1;
+        assigned[lane].push(index);
+    }
+    assigned
+}
+
+/// Loads `tables` one after another over one loader slot, retrying each until it
+/// commits. `None` when a permanent error made it give up (the run is stopping).
+async fn load_lane<'a, W: Warehouse>(
+    warehouse: &W,
+    loader: &mut Option<W::Loader>,
+    batch: BatchId,
+    tables: impl Iterator<Item = &'a TableBatch>,
+    stats: &RunStats,
+    shutdown: &Shutdown,
+) -> Option<LoadReport> {
+    let mut report = LoadReport::default();
+    for table in tables {
+        let mut attempt: u32 = 0;
+        let mut permanent: u32 = 0;
+        loop {
+            let current = match loader.as_mut() {
+                Some(current) => current,
+                None => match warehouse.loader().await {
+                    Ok(connected) => loader.insert(connected),
+                    Err(error) => {
+                        attempt += 1;
+                        if error.is_permanent() {
+                            give_up(shutdown, batch, &table.table, &error);
+                            return None;
+                        }
+                        stats.warehouse_retry();
+                        let wait = backoff::delay(attempt, rand::random());
+                        tracing::warn!(batch = batch.0, table = %table.table, attempt, error = %error, retry_in = ?wait, "cannot connect to the warehouse");
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                },
+            };
+            match current.load(table).await {
+                Ok(table_report) => {
+                    tracing::debug!(batch = batch.0, table = %table.table, rows = table_report.rows_loaded, "table batch committed");
+                    report += table_report;
+                    break;
+                }
+                Err(error) => {
+                    // Drop the connection: it may be broken, and a fresh one costs little
+                    // next to a failed load.
+                    *loader = None;
+                    attempt += 1;
+                    // A permanent error is tried a few times (it might have been a
+                    // concurrent schema change), then stops the run loudly.
+                    if error.is_permanent() {
+                        permanent += 1;
+                        if permanent >= PERMANENT_ATTEMPTS {
+                            give_up(shutdown, batch, &table.table, &error);
+                            return None;
+                        }
+                    }
+                    stats.warehouse_retry();
+                    let wait = backoff::delay(attempt, rand::random());
+                    tracing::warn!(batch = batch.0, table = %table.table, attempt, error = %error, retry_in = ?wait, "load failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    Some(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::Row;
+
+    fn table(name: &str, rows: usize) -> TableBatch {
+        let table = crate::route::naming::table_name(name);
+        TableBatch {
+            batch: BatchId(1),
+            table: table.clone(),
+            observed: Vec::new(),
+            rows: (0..rows)
+                .map(|i| Row {
+                    table: table.clone(),
+                    message_id: format!("m{i}"),
+                    object: "o".into(),
+                    position: crate::decode::Position::line(1),
+                    columns: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_largest_table_gets_a_lane_to_itself_and_every_table_one_lane() {
+        let tables = vec![
+            table("a", 5),
+            table("tracks", 100),
+            table("b", 30),
+            table("c", 40),
+            table("d", 1),
+        ];
+        let lanes = assign_lanes(&tables, 3);
+        let tracks_lane = lanes
+            .iter()
+            .find(|lane| lane.contains(&1))
+            .expect("tracks assigned");
+        assert_eq!(tracks_lane, &vec![1], "{lanes:?}");
+        let mut all: Vec<usize> = lanes.concat();
+        all.sort();
+        assert_eq!(all, [0, 1, 2, 3, 4]);
+        assert_eq!(assign_lanes(&tables, 0).len(), 1, "at least one lane");
     }
 }

@@ -7,7 +7,7 @@
 //! failed load rolls back everything, including its DDL, and is retried by the loader
 //! task with a fresh connection.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::pin;
 
 use bytes::{BufMut, BytesMut};
@@ -325,84 +325,127 @@ impl PostgresLoader {
         let mut report = LoadReport::default();
 
         let cached = self.tables.remove(table);
+
+        // Schema, in its own short transaction: the DDL lock (one per schema, across
+        // workers and processes) is held only while tables are created and altered, not
+        // while rows are copied, so loads of different tables run in parallel. Committed
+        // DDL that outlives a failed data load is harmless: it is what the retry needs.
+        let mut created = false;
+        let settled = cached.as_ref().is_some_and(|known| {
+            !known.is_empty() && plan::plan_schema(known, &batch.observed).is_empty()
+        });
+        let mut columns = cached.unwrap_or_default();
+        if !settled {
+            let ddl = self
+                .client
+                .transaction()
+                .await
+                .map_err(query_error("begin"))?;
+            if columns.is_empty() {
+                columns = read_columns(&ddl, &schema, table).await?;
+            }
+            let changes = plan::plan_schema(&columns, &batch.observed);
+            if columns.is_empty() || !changes.is_empty() {
+                ddl.execute(sql::DDL_LOCK, &[&lock_key])
+                    .await
+                    .map_err(query_error("take the DDL lock"))?;
+                // Another worker or process may have changed the table meanwhile.
+                columns = read_columns(&ddl, &schema, table).await?;
+                created = columns.is_empty();
+                if created {
+                    ddl.batch_execute(&sql::create_table(&schema, table))
+                        .await
+                        .map_err(query_error(format!("create table {table}")))?;
+                    report.schema_changes += 1;
+                    columns = read_columns(&ddl, &schema, table).await?;
+                }
+                let mut added = Vec::new();
+                let mut widened = Vec::new();
+                let mut clauses = Vec::new();
+                for change in plan::plan_schema(&columns, &batch.observed) {
+                    report.schema_changes += 1;
+                    match change {
+                        SchemaChange::AddColumn {
+                            column,
+                            column_type,
+                        } => {
+                            clauses.push(sql::add_column_clause(column.as_str(), column_type));
+                            added.push(column.as_str().to_owned());
+                            columns.insert(column.as_str().to_owned(), column_type);
+                        }
+                        SchemaChange::Widen { column, width } => {
+                            clauses.push(sql::widen_clause(column.as_str(), width));
+                            widened.push(format!("{column} to varchar({width})"));
+                            columns.insert(column.as_str().to_owned(), ColumnType::Varchar(width));
+                        }
+                    }
+                }
+                // One statement for all of them: a new event table brings dozens of
+                // columns, and one ALTER per column made first loads DDL-bound.
+                if !clauses.is_empty() {
+                    ddl.batch_execute(&sql::alter_table(&schema, table, &clauses))
+                        .await
+                        .map_err(query_error(format!("change table {table}")))?;
+                }
+                if created {
+                    tracing::info!(
+                        table,
+                        batch = batch.batch.0,
+                        columns = added.len(),
+                        "table created"
+                    );
+                } else if !added.is_empty() || !widened.is_empty() {
+                    tracing::info!(table, batch = batch.batch.0, added = ?added, widened = ?widened, "schema changed");
+                }
+            }
+            ddl.commit()
+                .await
+                .map_err(query_error(format!("commit schema changes of {table}")))?;
+        }
+
         let transaction = self
             .client
             .transaction()
             .await
             .map_err(query_error("begin"))?;
 
-        // Schema: create the table and apply this batch's column changes.
-        let mut columns = match cached {
-            Some(columns) => columns,
-            None => read_columns(&transaction, &schema, table).await?,
+        // Rows. Event tables: one row per message id (the first in the batch), none
+        // already stored, COPYed straight into the table; the primary key still forbids
+        // duplicates (a concurrent writer would make the COPY fail and the load retry).
+        // `users`/`accounts`: staged and merged newest-wins.
+        let latest = sql::is_latest(table);
+        let key = sql::key_column(table);
+        let rows: Vec<&crate::route::Row> = if latest {
+            batch.rows.iter().collect()
+        } else {
+            let mut ids = HashSet::with_capacity(batch.rows.len());
+            let mut fresh: Vec<&crate::route::Row> = batch
+                .rows
+                .iter()
+                .filter(|row| ids.insert(row.message_id.as_str()))
+                .collect();
+            if !created && !fresh.is_empty() {
+                let candidates: Vec<&str> =
+                    fresh.iter().map(|row| row.message_id.as_str()).collect();
+                let stored: HashSet<String> = transaction
+                    .query(&sql::select_stored_keys(&schema, table), &[&candidates])
+                    .await
+                    .map_err(query_error(format!(
+                        "look up stored message ids of {table}"
+                    )))?
+                    .iter()
+                    .map(|row| row.get(0))
+                    .collect();
+                fresh.retain(|row| !stored.contains(&row.message_id));
+            }
+            fresh
         };
-        let changes = plan::plan_schema(&columns, &batch.observed);
-        if columns.is_empty() || !changes.is_empty() {
-            transaction
-                .execute(sql::DDL_LOCK, &[&lock_key])
-                .await
-                .map_err(query_error("take the DDL lock"))?;
-            let created = columns.is_empty();
-            if created {
-                transaction
-                    .batch_execute(&sql::create_table(&schema, table))
-                    .await
-                    .map_err(query_error(format!("create table {table}")))?;
-                report.schema_changes += 1;
-            }
-            // Another process may have changed the table while we waited for the lock.
-            columns = read_columns(&transaction, &schema, table).await?;
-            let mut added = Vec::new();
-            let mut widened = Vec::new();
-            for change in plan::plan_schema(&columns, &batch.observed) {
-                let statement = match &change {
-                    SchemaChange::AddColumn {
-                        column,
-                        column_type,
-                    } => sql::add_column(&schema, table, column.as_str(), *column_type),
-                    SchemaChange::Widen { column, width } => {
-                        sql::widen_varchar(&schema, table, column.as_str(), *width)
-                    }
-                };
-                transaction
-                    .batch_execute(&statement)
-                    .await
-                    .map_err(query_error(format!("change table {table}")))?;
-                report.schema_changes += 1;
-                match change {
-                    SchemaChange::AddColumn {
-                        column,
-                        column_type,
-                    } => {
-                        added.push(column.as_str().to_owned());
-                        columns.insert(column.as_str().to_owned(), column_type);
-                    }
-                    SchemaChange::Widen { column, width } => {
-                        widened.push(format!("{column} to varchar({width})"));
-                        columns.insert(column.as_str().to_owned(), ColumnType::Varchar(width));
-                    }
-                }
-            }
-            if created {
-                tracing::info!(
-                    table,
-                    batch = batch.batch.0,
-                    columns = added.len(),
-                    "table created"
-                );
-            } else if !added.is_empty() || !widened.is_empty() {
-                tracing::info!(table, batch = batch.batch.0, added = ?added, widened = ?widened, "schema changed");
-            }
-        }
-
-        // Rows: the columns this batch uses, in a fixed order.
-        let used: BTreeSet<&str> = batch
-            .rows
+        // The columns these rows use, in a fixed order.
+        let used: BTreeSet<&str> = rows
             .iter()
             .flat_map(|row| row.columns.iter().map(|(column, _)| column.as_str()))
             .filter(|column| columns.contains_key(*column))
             .collect();
-        let key = sql::key_column(table);
         let mut names: Vec<&str> = vec![key];
         names.extend(used.iter().copied());
         let positions: HashMap<&str, usize> = names
@@ -422,71 +465,78 @@ impl PostgresLoader {
             .collect();
 
         let stage = "tracktable_stage";
-        transaction
-            .batch_execute(&sql::create_stage(&schema, table, stage))
-            .await
-            .map_err(query_error(format!("create staging table for {table}")))?;
-        let sink = transaction
-            .copy_in(&sql::copy_into_stage(stage, &names))
-            .await
-            .map_err(query_error(format!("start COPY into {table}")))?;
-        let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
         let mut discards = Vec::new();
-        let mut cells: Vec<Option<Cell>> = vec![None; names.len()];
-        for row in &batch.rows {
-            cells.iter_mut().for_each(|cell| *cell = None);
-            cells[0] = Some(Cell::Text(row.message_id.clone()));
-            for (column, value) in &row.columns {
-                let column_type = columns.get(column.as_str()).copied();
-                match plan::cell_for(value, column_type) {
-                    Ok(cell) => {
-                        if let Some(&index) = positions.get(column.as_str()) {
-                            cells[index] = Some(cell);
-                        }
-                    }
-                    Err(reason) => discards.push(Discard::new(
-                        table,
-                        column.as_str(),
-                        row,
-                        value,
-                        reason.to_string(),
-                    )),
-                }
-            }
-            let values: Vec<PgCell<'_>> = cells.iter().map(|cell| PgCell(cell.as_ref())).collect();
-            let params: Vec<&(dyn ToSql + Sync)> = values
-                .iter()
-                .map(|value| value as &(dyn ToSql + Sync))
-                .collect();
-            writer
-                .as_mut()
-                .write(&params)
+        let mut inserted = 0;
+        if !rows.is_empty() {
+            let copy = if latest {
+                transaction
+                    .batch_execute(&sql::create_stage(&schema, table, stage))
+                    .await
+                    .map_err(query_error(format!("create staging table for {table}")))?;
+                sql::copy_into_stage(stage, &names)
+            } else {
+                sql::copy_into_table(&schema, table, &names)
+            };
+            let sink = transaction
+                .copy_in(&copy)
                 .await
-                .map_err(query_error(format!("COPY into {table}")))?;
+                .map_err(query_error(format!("start COPY into {table}")))?;
+            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
+            let mut cells: Vec<Option<Cell>> = vec![None; names.len()];
+            for row in &rows {
+                cells.iter_mut().for_each(|cell| *cell = None);
+                cells[0] = Some(Cell::Text(row.message_id.clone()));
+                for (column, value) in &row.columns {
+                    let column_type = columns.get(column.as_str()).copied();
+                    match plan::cell_for(value, column_type) {
+                        Ok(cell) => {
+                            if let Some(&index) = positions.get(column.as_str()) {
+                                cells[index] = Some(cell);
+                            }
+                        }
+                        Err(reason) => discards.push(Discard::new(
+                            table,
+                            column.as_str(),
+                            row,
+                            value,
+                            reason.to_string(),
+                        )),
+                    }
+                }
+                let values: Vec<PgCell<'_>> =
+                    cells.iter().map(|cell| PgCell(cell.as_ref())).collect();
+                let params: Vec<&(dyn ToSql + Sync)> = values
+                    .iter()
+                    .map(|value| value as &(dyn ToSql + Sync))
+                    .collect();
+                writer
+                    .as_mut()
+                    .write(&params)
+                    .await
+                    .map_err(query_error(format!("COPY into {table}")))?;
+            }
+            let copied = writer
+                .finish()
+                .await
+                .map_err(query_error(format!("finish COPY into {table}")))?;
+            inserted = copied;
+            if latest {
+                // Every column: the newest call replaces the stored row whole.
+                let all: Vec<&str> = std::iter::once(key)
+                    .chain(columns.keys().map(String::as_str).filter(|c| *c != key))
+                    .collect();
+                inserted = transaction
+                    .execute(&sql::merge_latest(&schema, table, stage, &all), &[])
+                    .await
+                    .map_err(query_error(format!("merge into {table}")))?;
+                transaction
+                    .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
+                    .await
+                    .map_err(query_error("drop staging table"))?;
+            }
         }
-        let staged = writer
-            .finish()
-            .await
-            .map_err(query_error(format!("finish COPY into {table}")))?;
-        let merge = if sql::is_latest(table) {
-            // Every column: the newest call replaces the stored row whole.
-            let all: Vec<&str> = std::iter::once(key)
-                .chain(columns.keys().map(String::as_str).filter(|c| *c != key))
-                .collect();
-            sql::merge_latest(&schema, table, stage, &all)
-        } else {
-            sql::merge_from_stage(&schema, table, stage, &names)
-        };
-        let inserted = transaction
-            .execute(&merge, &[])
-            .await
-            .map_err(query_error(format!("merge into {table}")))?;
-        transaction
-            .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
-            .await
-            .map_err(query_error("drop staging table"))?;
         report.rows_loaded = inserted;
-        report.duplicates = staged.saturating_sub(inserted);
+        report.duplicates = (batch.rows.len() as u64).saturating_sub(inserted);
 
         if !discards.is_empty() {
             report.discards = write_discards(&transaction, &schema, &discards).await?;

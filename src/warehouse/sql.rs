@@ -83,21 +83,33 @@ pub fn create_table(schema: &str, table: &str) -> String {
 }
 
 /// PostgreSQL: `IF NOT EXISTS` makes a concurrent add harmless.
-pub fn add_column(schema: &str, table: &str, column: &str, column_type: ColumnType) -> String {
+pub fn add_column_clause(column: &str, column_type: ColumnType) -> String {
     format!(
-        "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
-        qualified(schema, table),
+        "ADD COLUMN IF NOT EXISTS {} {}",
         ident(column),
         self::column_type(column_type)
     )
 }
 
-pub fn widen_varchar(schema: &str, table: &str, column: &str, width: u32) -> String {
+pub fn widen_clause(column: &str, width: u32) -> String {
+    format!("ALTER COLUMN {} TYPE varchar({width})", ident(column))
+}
+
+/// Several column changes in one statement (PostgreSQL; Redshift allows one per ALTER).
+pub fn alter_table(schema: &str, table: &str, clauses: &[String]) -> String {
     format!(
-        "ALTER TABLE {} ALTER COLUMN {} TYPE varchar({width})",
+        "ALTER TABLE {} {}",
         qualified(schema, table),
-        ident(column)
+        clauses.join(", ")
     )
+}
+
+pub fn add_column(schema: &str, table: &str, column: &str, column_type: ColumnType) -> String {
+    alter_table(schema, table, &[add_column_clause(column, column_type)])
+}
+
+pub fn widen_varchar(schema: &str, table: &str, column: &str, width: u32) -> String {
+    alter_table(schema, table, &[widen_clause(column, width)])
 }
 
 /// The columns of a table, for the catalogue cache.
@@ -128,7 +140,16 @@ pub fn copy_into_stage(stage: &str, columns: &[&str]) -> String {
     )
 }
 
-/// Binary COPY straight into a table (the benchmark's baseline; loads use a stage).
+/// Which of the keys in `$1` (a text array) a table already holds.
+pub fn select_stored_keys(schema: &str, table: &str) -> String {
+    format!(
+        "SELECT {key} FROM {} WHERE {key} = ANY($1)",
+        qualified(schema, table),
+        key = ident(key_column(table))
+    )
+}
+
+/// Binary COPY straight into a table (event tables' loads, and the benchmark's baseline).
 pub fn copy_into_table(schema: &str, table: &str, columns: &[&str]) -> String {
     format!(
         "COPY {} {} FROM STDIN (FORMAT binary)",
@@ -271,6 +292,21 @@ mod tests {
              ON CONFLICT (\"id\") DO UPDATE SET \"message_id\" = EXCLUDED.\"message_id\", \"timestamp\" = EXCLUDED.\"timestamp\", \
              \"plan\" = EXCLUDED.\"plan\" WHERE (COALESCE(EXCLUDED.\"timestamp\", '-infinity'), EXCLUDED.\"message_id\") \
              >= (COALESCE(\"users\".\"timestamp\", '-infinity'), \"users\".\"message_id\")"
+        );
+    }
+
+    #[test]
+    fn column_changes_share_one_statement() {
+        assert_eq!(
+            alter_table(
+                "s",
+                "t",
+                &[
+                    add_column_clause("a", ColumnType::BigInt),
+                    widen_clause("b", 256)
+                ]
+            ),
+            "ALTER TABLE \"s\".\"t\" ADD COLUMN IF NOT EXISTS \"a\" bigint, ALTER COLUMN \"b\" TYPE varchar(256)"
         );
     }
 

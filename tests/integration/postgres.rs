@@ -328,7 +328,7 @@ async fn killed_connections_are_retried_until_everything_loads() {
             .spawn()
             .expect("start tracktable"),
     );
-    // Kill tracktable's sessions (never our own) while they stage rows, a few times: each
+    // Kill tracktable's sessions (never our own) while they COPY rows, a few times: each
     // kill is like a server restart under that load. Killing every load forever would
     // only prove that nothing can load.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -345,7 +345,7 @@ async fn killed_connections_are_retried_until_everything_loads() {
             kills += count(
                 &client,
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE application_name = 'tracktable' AND pid <> pg_backend_pid() AND query ILIKE '%tracktable_stage%') t",
+                 WHERE application_name = 'tracktable' AND pid <> pg_backend_pid() AND query ILIKE 'COPY %FROM STDIN%') t",
             )
             .await;
         }
@@ -355,7 +355,7 @@ async fn killed_connections_are_retried_until_everything_loads() {
     assert!(status.success(), "tracktable failed:\n{stderr}");
     assert!(
         kills >= 1,
-        "no loader session was caught staging rows, so nothing was tested"
+        "no loader session was caught copying rows, so nothing was tested"
     );
     assert!(
         stderr.contains("retrying"),
@@ -386,8 +386,8 @@ async fn killed_connections_are_retried_until_everything_loads() {
     support::drop_schema(&client, &schema).await;
 }
 
-/// A load that fails the same way every time (here: a table someone else created
-/// without the primary key tracktable merges on) stops the run with the server's
+/// A load that fails the same way every time (here: a trigger someone put on the table
+/// refuses every insert with `insufficient_privilege`) stops the run with the server's
 /// error instead of retrying forever, and acknowledges nothing: once the table is
 /// fixed, the same state directory loads everything.
 #[tokio::test(flavor = "multi_thread")]
@@ -410,7 +410,12 @@ async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
     std::fs::write(source.join("a.json"), lines.join("\n")).unwrap();
     let schema = support::schema("permanent");
     client
-        .batch_execute(&format!("CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".cart_viewed (message_id text NOT NULL)"))
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".cart_viewed (message_id text PRIMARY KEY); \
+             CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'loading refused' USING ERRCODE = 'insufficient_privilege'; END $$; \
+             CREATE TRIGGER refuse BEFORE INSERT ON \"{schema}\".cart_viewed FOR EACH ROW EXECUTE FUNCTION \"{schema}\".refuse()"
+        ))
         .await
         .unwrap();
     let state = work.path().join("state");
@@ -429,7 +434,7 @@ async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(!status.success(), "the run must fail:\n{stderr}");
     assert!(
-        stderr.contains("retrying cannot help") && stderr.contains("42P10"),
+        stderr.contains("retrying cannot help") && stderr.contains("ERROR 42501: loading refused"),
         "the server's error is reported:\n{stderr}"
     );
     assert_eq!(
@@ -442,9 +447,7 @@ async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
     );
 
     client
-        .batch_execute(&format!(
-            "ALTER TABLE \"{schema}\".cart_viewed ADD PRIMARY KEY (message_id)"
-        ))
+        .batch_execute(&format!("DROP TRIGGER refuse ON \"{schema}\".cart_viewed"))
         .await
         .unwrap();
     let mut child = support::KillOnDrop(
