@@ -6,7 +6,7 @@
 //! as `tracktable run`) into the schema `tracktable_demo`, and prints the tables,
 //! columns, discards and rejections it produced.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,7 +172,28 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
         once: true,
         stats: Arc::clone(&stats),
     };
-    let summary = run::run(&pipeline, &run_options);
+    // Two rounds, like a pipeline that has been running a while: a fifth of the objects,
+    // then the rest. Column types settle in the first round, so drifted values in the
+    // second go to _discards (as in production) instead of widening the new column.
+    let held_back = scratch.join("later");
+    let moved = hold_back(&events_dir, &held_back, generated.objects / 5)?;
+    let first = run::run(&pipeline, &run_options);
+    let summary = match first {
+        Ok(first) => {
+            for (from, to) in &moved {
+                std::fs::rename(to, from).map_err(|source| DemoError::Scratch {
+                    path: from.clone(),
+                    source,
+                })?;
+            }
+            run::run(&pipeline, &run_options).map(|second| run::RunSummary {
+                // `stats` is shared by both rounds, so the second snapshot holds both.
+                stats: second.stats,
+                elapsed: first.elapsed + second.elapsed,
+            })
+        }
+        Err(error) => Err(error),
+    };
     progress.finish();
     let summary = summary?;
 
@@ -219,6 +240,32 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
         options.database_url
     );
     Ok(())
+}
+
+/// Moves every object after the first `keep` (by name) from `dir` into `held`; returns
+/// (original, moved) paths.
+fn hold_back(dir: &Path, held: &Path, keep: u64) -> Result<Vec<(PathBuf, PathBuf)>, DemoError> {
+    let scratch = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| DemoError::Scratch { path, source }
+    };
+    std::fs::create_dir_all(held).map_err(scratch(held))?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(scratch(dir))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.is_file())
+        .collect();
+    files.sort();
+    let mut moved = Vec::new();
+    for file in files.into_iter().skip(keep.max(1) as usize) {
+        let Some(name) = file.file_name() else {
+            continue;
+        };
+        let target = held.join(name);
+        std::fs::rename(&file, &target).map_err(scratch(&file))?;
+        moved.push((file, target));
+    }
+    Ok(moved)
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, DemoError> {
