@@ -14,6 +14,7 @@
 //! - [`demo`], [`local_postgres`], [`admin`]: the operator-facing commands.
 
 pub mod admin;
+pub mod allocator;
 pub mod batch;
 pub mod benchmark;
 pub mod columns;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 /// mimalloc, not glibc's malloc: rows are allocated on timely workers and freed on the
 /// loader's tokio threads, a pattern glibc handles with arena locks and consolidation
-/// (see BENCHMARKS.md for the difference it makes).
+/// (see BENCHMARKS.md for the difference it makes). Tuned in `tracktable::allocator`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -179,6 +179,7 @@ struct ExplainArgs {
 }
 
 fn main() -> ExitCode {
+    tracktable::allocator::keep_freed_pages();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
