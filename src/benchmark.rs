@@ -30,6 +30,9 @@ pub struct BenchOptions {
     pub events: u64,
     pub workers: usize,
     pub batch_interval: Duration,
+    /// Close a worker's batch once it holds this many input bytes (`None`: the
+    /// pipeline default).
+    pub max_batch_bytes: Option<u64>,
     /// Scratch directory for the generated objects (emptied first).
     pub scratch: PathBuf,
 }
@@ -146,6 +149,9 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         }),
         batch: BatchFile {
             interval: options.batch_interval,
+            max_bytes: options
+                .max_batch_bytes
+                .unwrap_or_else(|| BatchFile::default().max_bytes),
             ..BatchFile::default()
         },
         limits: Default::default(),

@@ -24,7 +24,7 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -49,6 +49,10 @@ use crate::shutdown::Shutdown;
 use crate::source::{ObjectRef, dir};
 use crate::telemetry::RunStats;
 use crate::warehouse::{TableBatch, Warehouse};
+
+/// How long DecodeRoute decodes before it yields to the rest of the worker (and lets
+/// finished batches' frontier move on to Load).
+const DECODE_SLICE: Duration = Duration::from_millis(20);
 
 /// The dataflow's timestamp: a [`BatchId`]'s number.
 pub type Time = u64;
@@ -196,28 +200,61 @@ pub fn build<W: Warehouse>(
                 .unary::<CapacityContainerBuilder<Vec<Result<Row, Observation>>>, _, _, _>(
                     Pipeline,
                     "DecodeRoute",
-                    move |_, _| {
+                    move |_, info| {
+                        let activator = scope.activator_for(Rc::clone(&info.address));
                         let mut router = Router::new();
                         let mut rows = Vec::new();
                         let mut seen = columns::Observer::default();
+                        // Admitted objects not yet decoded, oldest batch first, each
+                        // batch holding its capability until its last object is done.
+                        let mut queue: BTreeMap<Time, (Capability<Time>, VecDeque<ObjectRef>)> =
+                            BTreeMap::new();
                         move |input, output| {
+                            let port = output.output_index();
                             input.for_each_stamp(|stamp, objects| {
-                                let mut session = output.session(&stamp);
-                                for object in objects.flat_map(|batch| batch.drain(..)) {
-                                    let summary = dir::rows_of(
-                                        &root,
-                                        &object,
-                                        &limits,
-                                        &mut router,
-                                        &mut rows,
-                                    );
-                                    stats.object_decoded(&object.name, &summary);
-                                    decoded_rows.set(decoded_rows.get() + summary.messages);
-                                    seen.observe(&rows);
-                                    session.give_iterator(seen.drain().map(Err));
-                                    session.give_iterator(rows.drain(..).map(Ok));
-                                }
+                                let Some(capability) = stamp.retain_least(port) else {
+                                    return;
+                                };
+                                queue
+                                    .entry(*capability.time())
+                                    .or_insert_with(|| (capability, VecDeque::new()))
+                                    .1
+                                    .extend(objects.flat_map(|batch| batch.drain(..)));
                             });
+                            // Decode for a slice of time, then yield: the frontier can
+                            // only move between activations, so a backlog decoded in one
+                            // go would hold every batch's load back until all of it was
+                            // decoded.
+                            let started = std::time::Instant::now();
+                            while started.elapsed() < DECODE_SLICE {
+                                let Some(mut entry) = queue.first_entry() else {
+                                    break;
+                                };
+                                let Some(object) = entry.get_mut().1.pop_front() else {
+                                    // The batch's last object is done: release it.
+                                    entry.remove();
+                                    continue;
+                                };
+                                let summary =
+                                    dir::rows_of(&root, &object, &limits, &mut router, &mut rows);
+                                stats.object_decoded(&object.name, &summary);
+                                decoded_rows.set(decoded_rows.get() + summary.messages);
+                                seen.observe(&rows);
+                                let mut session = output.session(&entry.get().0);
+                                session.give_iterator(seen.drain().map(Err));
+                                session.give_iterator(rows.drain(..).map(Ok));
+                            }
+                            // Batches whose objects are all done release their capability
+                            // now, not at the next activation.
+                            while let Some(entry) = queue.first_entry() {
+                                if !entry.get().1.is_empty() {
+                                    break;
+                                }
+                                entry.remove();
+                            }
+                            if !queue.is_empty() {
+                                activator.activate();
+                            }
                         }
                     },
                 )

@@ -48,6 +48,26 @@ pub struct LocalPostgres {
 }
 
 impl LocalPostgres {
+    /// Restarts the server (`pg_ctl restart -m fast`: every session is disconnected, as
+    /// in a real restart), waiting until it accepts connections again.
+    pub fn restart(&self) -> Result<(), LocalPostgresError> {
+        self.pg_ctl_command("restart")
+    }
+
+    /// Stops the server (fast shutdown), waiting until it is down.
+    pub fn stop(&self) -> Result<(), LocalPostgresError> {
+        self.pg_ctl_command("stop")
+    }
+
+    fn pg_ctl_command(&self, action: &str) -> Result<(), LocalPostgresError> {
+        run(as_server_user(&self.pg_ctl, is_root())
+            .arg(action)
+            .args(["-w", "-m", "fast", "-D"])
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log")))
+    }
+
     /// The command that stops it.
     pub fn stop_command(&self) -> String {
         let stop = format!(

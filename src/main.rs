@@ -96,6 +96,10 @@ struct BenchArgs {
     /// The pipeline's batch interval.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     batch_interval: std::time::Duration,
+    /// Close a worker's batch once it holds this many input bytes (default: the
+    /// pipeline default, so the whole sample is one batch).
+    #[arg(long)]
+    max_batch_bytes: Option<u64>,
     /// Scratch directory for generated objects (default: a directory under the system temp dir).
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -247,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 events: args.events,
                 workers: args.workers,
                 batch_interval: args.batch_interval,
+                max_batch_bytes: args.max_batch_bytes,
                 scratch: args
                     .scratch
                     .unwrap_or_else(|| std::env::temp_dir().join("tracktable-bench")),

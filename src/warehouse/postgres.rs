@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::pin::pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::{BufMut, BytesMut};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -96,6 +97,12 @@ pub struct PostgresWarehouse {
     /// `host:port/db` for messages: never the password.
     target: String,
     schema: String,
+    /// What this process knows of its tables' columns, shared by every loader
+    /// connection: a table's batches go to whichever of its worker's connections is
+    /// free, so a per-connection cache went stale when another connection added a
+    /// column (and that column's values were discarded). One worker owns each table,
+    /// and loads it on one connection at a time, so the entry is never contended.
+    tables: Arc<Mutex<HashMap<String, TableSchema>>>,
 }
 
 impl PostgresWarehouse {
@@ -127,7 +134,30 @@ impl PostgresWarehouse {
             tls,
             target,
             schema: file.schema.clone(),
+            tables: Arc::default(),
         })
+    }
+
+    fn cached(&self, table: &str) -> Option<TableSchema> {
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(table)
+            .cloned()
+    }
+
+    fn remember(&self, table: &str, columns: TableSchema) {
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(table.to_owned(), columns);
+    }
+
+    fn forget(&self, table: &str) {
+        self.tables
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(table);
     }
 
     pub fn schema(&self) -> &str {
@@ -159,8 +189,22 @@ impl PostgresWarehouse {
         }
     }
 
-    fn ddl_lock_key(&self) -> i64 {
+    /// The advisory lock that serialises schema set-up (`prepare`) across workers and
+    /// processes.
+    fn schema_lock_key(&self) -> i64 {
         stable_hash::fnv1a64(&[b"tracktable ddl ", self.schema.as_bytes()]) as i64
+    }
+
+    /// The advisory lock that serialises one table's DDL. Per table, not per schema:
+    /// different tables' DDL does not conflict, and a schema-wide lock made a first
+    /// batch's dozens of CREATE TABLEs wait on each other.
+    fn table_lock_key(&self, table: &str) -> i64 {
+        stable_hash::fnv1a64(&[
+            b"tracktable ddl ",
+            self.schema.as_bytes(),
+            b"\0",
+            table.as_bytes(),
+        ]) as i64
     }
 }
 
@@ -260,7 +304,7 @@ impl Warehouse for PostgresWarehouse {
         let mut client = self.connect().await?;
         let transaction = client.transaction().await.map_err(query_error("begin"))?;
         transaction
-            .execute(sql::DDL_LOCK, &[&self.ddl_lock_key()])
+            .execute(sql::DDL_LOCK, &[&self.schema_lock_key()])
             .await
             .map_err(query_error("take the DDL lock"))?;
         // Only when missing: CREATE SCHEMA IF NOT EXISTS still needs CREATE on the
@@ -292,7 +336,6 @@ impl Warehouse for PostgresWarehouse {
         Ok(PostgresLoader {
             client: self.connect().await?,
             warehouse: self.clone(),
-            tables: HashMap::new(),
         })
     }
 }
@@ -301,7 +344,6 @@ impl Warehouse for PostgresWarehouse {
 pub struct PostgresLoader {
     client: Client,
     warehouse: PostgresWarehouse,
-    tables: HashMap<String, TableSchema>,
 }
 
 impl Loader for PostgresLoader {
@@ -311,7 +353,7 @@ impl Loader for PostgresLoader {
         let result = self.load_once(batch).await;
         if result.is_err() {
             // The transaction rolled back its DDL too: forget what we thought we knew.
-            self.tables.remove(batch.table.as_str());
+            self.warehouse.forget(batch.table.as_str());
         }
         result
     }
@@ -321,10 +363,10 @@ impl PostgresLoader {
     async fn load_once(&mut self, batch: &TableBatch) -> Result<LoadReport, PostgresError> {
         let schema = self.warehouse.schema.clone();
         let table = batch.table.as_str();
-        let lock_key = self.warehouse.ddl_lock_key();
+        let lock_key = self.warehouse.table_lock_key(table);
         let mut report = LoadReport::default();
 
-        let cached = self.tables.remove(table);
+        let cached = self.warehouse.cached(table);
 
         // Schema, in its own short transaction: the DDL lock (one per schema, across
         // workers and processes) is held only while tables are created and altered, not
@@ -353,11 +395,35 @@ impl PostgresLoader {
                 columns = read_columns(&ddl, &schema, table).await?;
                 created = columns.is_empty();
                 if created {
-                    ddl.batch_execute(&sql::create_table(&schema, table))
+                    // One statement with every column the batch needs: the table and its
+                    // columns appear together.
+                    let key = sql::key_column(table);
+                    columns.insert(key.to_owned(), ColumnType::Varchar(u32::MAX));
+                    let planned: Vec<(String, ColumnType)> =
+                        plan::plan_schema(&columns, &batch.observed)
+                            .into_iter()
+                            .filter_map(|change| match change {
+                                SchemaChange::AddColumn {
+                                    column,
+                                    column_type,
+                                } => Some((column.as_str().to_owned(), column_type)),
+                                SchemaChange::Widen { .. } => None,
+                            })
+                            .collect();
+                    ddl.batch_execute(&sql::create_table(&schema, table, &planned))
                         .await
                         .map_err(query_error(format!("create table {table}")))?;
-                    report.schema_changes += 1;
-                    columns = read_columns(&ddl, &schema, table).await?;
+                    report.schema_changes += 1 + planned.len() as u64;
+                    columns.extend(planned.iter().cloned());
+                    if sql::is_latest(table) {
+                        columns.insert("timestamp".to_owned(), ColumnType::Timestamp);
+                    }
+                    tracing::info!(
+                        table,
+                        batch = batch.batch.0,
+                        columns = planned.len(),
+                        "table created"
+                    );
                 }
                 let mut added = Vec::new();
                 let mut widened = Vec::new();
@@ -387,14 +453,7 @@ impl PostgresLoader {
                         .await
                         .map_err(query_error(format!("change table {table}")))?;
                 }
-                if created {
-                    tracing::info!(
-                        table,
-                        batch = batch.batch.0,
-                        columns = added.len(),
-                        "table created"
-                    );
-                } else if !added.is_empty() || !widened.is_empty() {
+                if !added.is_empty() || !widened.is_empty() {
                     tracing::info!(table, batch = batch.batch.0, added = ?added, widened = ?widened, "schema changed");
                 }
             }
@@ -558,7 +617,7 @@ impl PostgresLoader {
             .commit()
             .await
             .map_err(query_error(format!("commit {table}")))?;
-        self.tables.insert(table.to_owned(), columns);
+        self.warehouse.remember(table, columns);
         Ok(report)
     }
 }

@@ -69,14 +69,19 @@ pub fn column_type(column_type: ColumnType) -> String {
 
 /// A new table with its key (PostgreSQL: enforced primary key).
 /// [`LATEST`] tables always have `timestamp`, which their merge orders by.
-pub fn create_table(schema: &str, table: &str) -> String {
+pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)]) -> String {
     let newest = if is_latest(table) {
         ", \"timestamp\" timestamp"
     } else {
         ""
     };
+    let columns: String = columns
+        .iter()
+        .filter(|(name, _)| !(is_latest(table) && name == "timestamp"))
+        .map(|(name, column_type)| format!(", {} {}", ident(name), self::column_type(*column_type)))
+        .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {} ({} text NOT NULL PRIMARY KEY{newest})",
+        "CREATE TABLE IF NOT EXISTS {} ({} text NOT NULL PRIMARY KEY{newest}{columns})",
         qualified(schema, table),
         ident(key_column(table))
     )
@@ -113,8 +118,17 @@ pub fn widen_varchar(schema: &str, table: &str, column: &str, width: u32) -> Str
 }
 
 /// The columns of a table, for the catalogue cache.
-pub const SELECT_COLUMNS: &str = "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns \
-     WHERE table_schema = $1 AND table_name = $2";
+/// Straight from the catalogue: `information_schema.columns` costs ten times as much.
+/// Same shape as information_schema's (name, data_type, character_maximum_length).
+pub const SELECT_COLUMNS: &str = "SELECT a.attname::text, \
+     CASE a.atttypid WHEN 'boolean'::regtype THEN 'boolean' WHEN 'bigint'::regtype THEN 'bigint' \
+     WHEN 'double precision'::regtype THEN 'double precision' \
+     WHEN 'timestamp without time zone'::regtype THEN 'timestamp without time zone' \
+     WHEN 'character varying'::regtype THEN 'character varying' \
+     ELSE format_type(a.atttypid, a.atttypmod) END, \
+     CASE WHEN a.atttypid = 'character varying'::regtype AND a.atttypmod > 4 THEN a.atttypmod - 4 END \
+     FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped";
 
 /// A temporary staging table shaped like the target, dropped at commit.
 pub fn create_stage(schema: &str, table: &str, stage: &str) -> String {
@@ -277,8 +291,19 @@ mod tests {
     #[test]
     fn latest_tables_upsert_newest_wins() {
         assert_eq!(
-            create_table("s", "users"),
+            create_table("s", "users", &[]),
             "CREATE TABLE IF NOT EXISTS \"s\".\"users\" (\"id\" text NOT NULL PRIMARY KEY, \"timestamp\" timestamp)"
+        );
+        assert_eq!(
+            create_table(
+                "s",
+                "users",
+                &[
+                    ("timestamp".into(), ColumnType::Timestamp),
+                    ("plan".into(), ColumnType::Varchar(64))
+                ]
+            ),
+            "CREATE TABLE IF NOT EXISTS \"s\".\"users\" (\"id\" text NOT NULL PRIMARY KEY, \"timestamp\" timestamp, \"plan\" varchar(64))"
         );
         assert_eq!(
             merge_latest(

@@ -578,3 +578,216 @@ async fn users_and_accounts_keep_the_newest_traits() {
     );
     support::drop_schema(&client, &schema).await;
 }
+
+/// A throwaway PostgreSQL cluster of this test's own, stopped when the test ends.
+struct OwnServer(tracktable::local_postgres::LocalPostgres);
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.stop() {
+            eprintln!("could not stop the throwaway server: {error}");
+        }
+    }
+}
+
+/// PostgreSQL restarted in the middle of a run (a real `pg_ctl restart` of a server
+/// of the test's own, so no other test's sessions die): the loaders reconnect and
+/// retry, the run completes, and every message id is stored exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
+    if tracktable::local_postgres::find_binaries().is_none() {
+        assert!(
+            !support::in_ci(),
+            "PostgreSQL's server binaries (initdb, pg_ctl) are required under CI=true"
+        );
+        eprintln!("skipping: no PostgreSQL server binaries to start a server of our own");
+        return;
+    }
+    let cluster_dir = tempfile::tempdir().unwrap();
+    let server = OwnServer(
+        tracktable::local_postgres::start(cluster_dir.path()).expect("start a throwaway server"),
+    );
+    let (client, connection) = tokio_postgres::connect(&server.0.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the throwaway server");
+    let connection = tokio::spawn(connection);
+
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    let (files, per_file) = (60, 1500);
+    for file in 0..files {
+        let lines: Vec<String> = (0..per_file)
+            .map(|i| {
+                track(
+                    &format!("r{file}-{i}"),
+                    "\"Video Played\"",
+                    &format!("{{\"position\":{i},\"file\":{file}}}"),
+                )
+            })
+            .collect();
+        std::fs::write(source.join(format!("f{file:02}.json")), lines.join("\n")).unwrap();
+    }
+    let schema = "restarted";
+    let pipeline = support::pipeline_file_at(
+        &server.0.url,
+        work.path(),
+        &source,
+        &work.path().join("state"),
+        schema,
+        "100ms",
+    );
+    let stderr_path = work.path().join("stderr.log");
+    // About two files per batch, so batches keep committing while the server restarts.
+    let mut child = support::KillOnDrop(
+        Command::new(support::binary())
+            .args(["run", "--once", "--max-batch-bytes", "400000", "--pipeline"])
+            .arg(&pipeline)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start tracktable"),
+    );
+
+    // Restart as soon as the first batch has committed.
+    let loads = format!("SELECT count(DISTINCT batch) FROM \"{schema}\"._tracktable_loads");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed_before = loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run finished before the restart; nothing was tested"
+        );
+        assert!(Instant::now() < deadline, "no batch committed within 60 s");
+        if let Ok(row) = client.query_one(&loads, &[]).await {
+            let batches: i64 = row.get(0);
+            if batches > 0 {
+                break batches;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    server.0.restart().expect("restart the server");
+    connection.abort();
+
+    let status = support::wait_within(&mut child, Duration::from_secs(120), "restart");
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "tracktable failed:\n{stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "the loads the restart broke were retried:\n{stderr}"
+    );
+
+    let (client, connection) = tokio_postgres::connect(&server.0.url, tokio_postgres::NoTls)
+        .await
+        .expect("reconnect after the restart");
+    tokio::spawn(connection);
+    let committed = count(&client, &loads).await;
+    assert!(
+        committed > committed_before,
+        "batches committed after the restart ({committed} in all, {committed_before} before)"
+    );
+    let expected = i64::from(files * per_file);
+    for table in ["video_played", "tracks"] {
+        let table = format!("\"{schema}\".{table}");
+        assert_eq!(
+            count(&client, &format!("SELECT count(*) FROM {table}")).await,
+            expected,
+            "{table}"
+        );
+        assert_eq!(
+            count(
+                &client,
+                &format!("SELECT count(DISTINCT message_id) FROM {table}")
+            )
+            .await,
+            expected,
+            "{table}"
+        );
+    }
+    eprintln!("restarted after {committed_before} of {committed} batches had committed");
+}
+
+/// A table whose rows move between a worker's load connections from batch to batch (its
+/// size relative to the others changes, so the largest-first lane assignment changes)
+/// still sees columns another connection added: a column added in batch 2 on one
+/// connection takes batch 3's values on another, none of them discarded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_column_added_on_one_load_connection_is_known_to_the_others() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    // (file, rows of "X Done", rows of "Y Done", whether X rows carry `colour`)
+    let files = [("a", 20, 5, false), ("b", 5, 20, true), ("c", 20, 5, true)];
+    let mut expected_colours = 0;
+    for (file, xs, ys, colour) in files {
+        let mut lines = Vec::new();
+        for i in 0..xs {
+            let properties = if colour {
+                expected_colours += 1;
+                format!("{{\"size\":{i},\"colour\":\"red\"}}")
+            } else {
+                format!("{{\"size\":{i}}}")
+            };
+            lines.push(track(&format!("{file}-x{i}"), "\"X Done\"", &properties));
+        }
+        for i in 0..ys {
+            lines.push(track(&format!("{file}-y{i}"), "\"Y Done\"", "{\"n\":1}"));
+        }
+        std::fs::write(source.join(format!("{file}.json")), lines.join("\n")).unwrap();
+    }
+    let schema = support::schema("lanes");
+    let pipeline = support::pipeline_file(
+        work.path(),
+        &source,
+        &work.path().join("state"),
+        &schema,
+        "1h",
+    );
+    // Three connections: `tracks` on one, the bigger of X and Y on the next, the
+    // smaller on the third.
+    let mut text = std::fs::read_to_string(&pipeline).unwrap();
+    text.push_str("load_connections = 3\n");
+    std::fs::write(&pipeline, text).unwrap();
+    let stderr_path = work.path().join("stderr.log");
+    // One byte per batch: every file is a batch of its own, in name order.
+    let mut child = Command::new(support::binary())
+        .args(["run", "--once", "--max-batch-bytes", "1", "--pipeline"])
+        .arg(&pipeline)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start tracktable");
+    let status = support::wait_within(&mut child, Duration::from_secs(120), "lanes");
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "tracktable failed:\n{stderr}");
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(DISTINCT batch) FROM \"{schema}\"._tracktable_loads")
+        )
+        .await,
+        3,
+        "one batch per file"
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\"._discards")
+        )
+        .await,
+        0,
+        "no value discarded"
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(colour) FROM \"{schema}\".x_done")
+        )
+        .await,
+        expected_colours
+    );
+    support::drop_schema(&client, &schema).await;
+}

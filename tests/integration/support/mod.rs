@@ -126,6 +126,18 @@ pub fn pipeline_file(
     schema: &str,
     interval: &str,
 ) -> std::path::PathBuf {
+    pipeline_file_at(&database_url(), dir, source, state, schema, interval)
+}
+
+/// [`pipeline_file`] into the PostgreSQL at `url`.
+pub fn pipeline_file_at(
+    url: &str,
+    dir: &std::path::Path,
+    source: &std::path::Path,
+    state: &std::path::Path,
+    schema: &str,
+    interval: &str,
+) -> std::path::PathBuf {
     let path = dir.join(format!("{schema}.toml"));
     let text = format!(
         "name = \"{schema}\"\n\
@@ -134,7 +146,7 @@ pub fn pipeline_file(
          [batch]\ninterval = \"{interval}\"\n",
         source.display(),
         state.display(),
-        database_url()
+        url
     );
     std::fs::write(&path, text).expect("write pipeline file");
     path
