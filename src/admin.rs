@@ -98,12 +98,11 @@ pub struct Check {
     pub fix: Option<String>,
 }
 
-/// Checks everything the pipeline needs, without changing anything.
-pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
-    let mut checks = Vec::new();
-    let SourceFile::Dir {
-        path, state_dir, ..
-    } = &pipeline.source;
+fn check_dir_source(
+    checks: &mut Vec<Check>,
+    path: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
+) {
     checks.push(match std::fs::read_dir(path) {
         Ok(_) => Check {
             what: format!("source directory {} is readable", path.display()),
@@ -115,9 +114,20 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
         },
     });
     let state = state_dir
-        .clone()
+        .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| path.join(crate::source::dir::STATE_DIR_NAME));
     checks.push(writable(&state));
+}
+
+/// Checks everything the pipeline needs, without changing anything.
+pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if let SourceFile::Dir {
+        path, state_dir, ..
+    } = &pipeline.source
+    {
+        check_dir_source(&mut checks, path, state_dir.as_deref());
+    }
 
     let WarehouseFile::Postgres(config) = &pipeline.warehouse;
     let warehouse = match PostgresWarehouse::new(config) {

@@ -49,6 +49,41 @@ pub enum SourceFile {
         #[serde(default = "default_poll_interval", with = "humantime_serde_compat")]
         poll_interval: Duration,
     },
+    /// An SQS queue receiving S3 "object created" notifications (S3's own, wrapped by
+    /// SNS, or EventBridge's). Messages are deleted only after every row of their
+    /// objects has committed.
+    Sqs {
+        /// The queue's URL, e.g. `https://sqs.us-east-1.amazonaws.com/123456789012/events`.
+        queue_url: String,
+        /// AWS region (default: the AWS default chain: `AWS_REGION`, profile, ...).
+        region: Option<String>,
+        /// Endpoint for both S3 and SQS, for MinIO, LocalStack or moto (path-style S3
+        /// addressing is used then). Default: AWS.
+        endpoint_url: Option<String>,
+        /// Receive calls in flight at once per process (1 to 16, default 2).
+        #[serde(default = "default_receives_in_flight")]
+        receives_in_flight: usize,
+        /// How long a received message stays hidden from other consumers; extended
+        /// while its batch loads (humantime, 10s to 12h, default `5m`).
+        #[serde(
+            default = "default_visibility_timeout",
+            with = "humantime_serde_compat"
+        )]
+        visibility_timeout: Duration,
+        /// Long-poll wait per receive (humantime, 0s to 20s, default `20s`).
+        #[serde(default = "default_wait_time", with = "humantime_serde_compat")]
+        wait_time: Duration,
+    },
+}
+
+fn default_receives_in_flight() -> usize {
+    2
+}
+fn default_visibility_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_wait_time() -> Duration {
+    Duration::from_secs(20)
 }
 
 fn default_poll_interval() -> Duration {
@@ -250,6 +285,41 @@ impl PipelineFile {
                 "must be between 1 and 64".into(),
             ));
         }
+        if let SourceFile::Sqs {
+            queue_url,
+            receives_in_flight,
+            visibility_timeout,
+            wait_time,
+            ..
+        } = &self.source
+        {
+            if !queue_url.starts_with("http://") && !queue_url.starts_with("https://") {
+                return Err(invalid(
+                    "source.queue_url",
+                    format!("is {queue_url:?}; it must be the queue's http(s) URL"),
+                ));
+            }
+            if !(1..=16).contains(receives_in_flight) {
+                return Err(invalid(
+                    "source.receives_in_flight",
+                    "must be between 1 and 16".into(),
+                ));
+            }
+            if *visibility_timeout < Duration::from_secs(10)
+                || *visibility_timeout > Duration::from_secs(12 * 3600)
+            {
+                return Err(invalid(
+                    "source.visibility_timeout",
+                    "must be between 10s and 12h".into(),
+                ));
+            }
+            if *wait_time > Duration::from_secs(20) {
+                return Err(invalid(
+                    "source.wait_time",
+                    "must be at most 20s (SQS's limit)".into(),
+                ));
+            }
+        }
         if self.limits.max_message_bytes < 64 {
             return Err(invalid(
                 "limits.max_message_bytes",
@@ -370,8 +440,60 @@ mod tests {
             .unwrap();
         assert_eq!(pipeline.batch.interval, Duration::from_secs(30));
         assert_eq!(pipeline.limits.max_message_bytes, 32 * 1024);
-        let SourceFile::Dir { poll_interval, .. } = pipeline.source;
+        let SourceFile::Dir { poll_interval, .. } = pipeline.source else {
+            panic!("a dir source: {:?}", pipeline.source);
+        };
         assert_eq!(poll_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn sqs_source_gets_defaults_and_is_validated() {
+        let text = MINIMAL.replace(
+            &MINIMAL[MINIMAL.find("[source]").unwrap()..MINIMAL.find("[warehouse]").unwrap()],
+            "[source]\ntype = \"sqs\"\nqueue_url = \"https://sqs.us-east-1.amazonaws.com/1/events\"\n",
+        );
+        let pipeline = PipelineFile::parse(&text, Path::new("p.toml"))
+            .unwrap()
+            .validate(Path::new("p.toml"))
+            .unwrap();
+        let SourceFile::Sqs {
+            receives_in_flight,
+            visibility_timeout,
+            wait_time,
+            endpoint_url,
+            ..
+        } = pipeline.source
+        else {
+            panic!("an sqs source: {:?}", pipeline.source);
+        };
+        assert_eq!(receives_in_flight, 2);
+        assert_eq!(visibility_timeout, Duration::from_secs(300));
+        assert_eq!(wait_time, Duration::from_secs(20));
+        assert_eq!(endpoint_url, None);
+
+        for (bad, key) in [
+            ("queue_url = \"events\"", "source.queue_url"),
+            ("wait_time = \"30s\"", "source.wait_time"),
+            ("visibility_timeout = \"1s\"", "source.visibility_timeout"),
+            ("receives_in_flight = 0", "source.receives_in_flight"),
+        ] {
+            let text = text.replace("[warehouse]", &format!("{bad}\n[warehouse]"));
+            let text = if bad.starts_with("queue_url") {
+                text.replacen(
+                    "queue_url = \"https://sqs.us-east-1.amazonaws.com/1/events\"\n",
+                    "",
+                    1,
+                )
+            } else {
+                text
+            };
+            let error = PipelineFile::parse(&text, Path::new("p.toml"))
+                .unwrap()
+                .validate(Path::new("p.toml"))
+                .expect_err(bad)
+                .to_string();
+            assert!(error.contains(key), "{bad}: {error}");
+        }
     }
 
     #[test]

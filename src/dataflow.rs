@@ -46,7 +46,7 @@ use crate::decode::Limits;
 use crate::load::{self, LoadDone, LoadJob};
 use crate::route::{ColumnName, ColumnType, Router, Row, TableName};
 use crate::shutdown::Shutdown;
-use crate::source::{ObjectRef, dir};
+use crate::source::{self, ObjectRef};
 use crate::telemetry::RunStats;
 use crate::warehouse::{TableBatch, Warehouse};
 
@@ -235,8 +235,13 @@ pub fn build<W: Warehouse>(
                                     entry.remove();
                                     continue;
                                 };
-                                let summary =
-                                    dir::rows_of(&root, &object, &limits, &mut router, &mut rows);
+                                let summary = source::rows_of(
+                                    &root,
+                                    &object,
+                                    &limits,
+                                    &mut router,
+                                    &mut rows,
+                                );
                                 stats.object_decoded(&object.name, &summary);
                                 decoded_rows.set(decoded_rows.get() + summary.messages);
                                 seen.observe(&rows);

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::config::{Pipeline, SourceFile, WarehouseFile};
 use crate::dataflow::{self, Context};
 use crate::shutdown::{self, Shutdown};
-use crate::source::{self, ObjectRef, dir};
+use crate::source::{self, ObjectRef, dir, sqs};
 use crate::telemetry::{RunStats, StatsSnapshot};
 use crate::warehouse::Warehouse;
 use crate::warehouse::WarehouseError;
@@ -101,15 +101,6 @@ pub fn run_with<W: Warehouse>(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let timely_config = timely_config(&options.cluster)?;
-    let SourceFile::Dir {
-        path: root,
-        state_dir,
-        poll_interval,
-    } = &pipeline.source;
-    let state_dir = state_dir
-        .clone()
-        .unwrap_or_else(|| root.join(dir::STATE_DIR_NAME));
-    let done = dir::read_done(&state_dir)?;
 
     // Few threads: the timely workers need the cores.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -136,16 +127,55 @@ pub fn run_with<W: Warehouse>(
         receivers.push(Some(receiver));
     }
     let receivers = Arc::new(Mutex::new(receivers));
-    runtime.spawn(list_forever(ListerConfig {
-        root: root.clone(),
-        done,
-        poll_interval: *poll_interval,
-        first_worker,
-        peers,
-        once: options.once,
-        senders,
-        shutdown: Arc::clone(&shutdown),
-    }));
+
+    // The source: a directory lister, or the SQS poller with its acker.
+    let (root, acks, sqs_source) = match &pipeline.source {
+        SourceFile::Dir {
+            path: root,
+            state_dir,
+            poll_interval,
+        } => {
+            let state_dir = state_dir
+                .clone()
+                .unwrap_or_else(|| root.join(dir::STATE_DIR_NAME));
+            let done = dir::read_done(&state_dir)?;
+            runtime.spawn(list_forever(ListerConfig {
+                root: root.clone(),
+                done,
+                poll_interval: *poll_interval,
+                first_worker,
+                peers,
+                once: options.once,
+                senders,
+                shutdown: Arc::clone(&shutdown),
+            }));
+            (root.clone(), Acks::Dir(state_dir), None)
+        }
+        SourceFile::Sqs {
+            queue_url,
+            region,
+            endpoint_url,
+            receives_in_flight,
+            visibility_timeout,
+            wait_time,
+        } => {
+            let source = runtime.block_on(sqs::SqsSource::new(sqs::SqsSettings {
+                queue_url: queue_url.clone(),
+                region: region.clone(),
+                endpoint_url: endpoint_url.clone(),
+                receives_in_flight: *receives_in_flight,
+                visibility_timeout: *visibility_timeout,
+                wait_time: *wait_time,
+            }));
+            let (acks, acker) = source.start(
+                runtime.handle(),
+                senders,
+                Arc::clone(&shutdown),
+                options.once,
+            );
+            (PathBuf::new(), Acks::Sqs(acks), Some((source, acker)))
+        }
+    };
 
     let context = Arc::new(Context {
         runtime: runtime.handle().clone(),
@@ -154,11 +184,10 @@ pub fn run_with<W: Warehouse>(
         max_in_flight: pipeline.max_in_flight,
         load_connections: pipeline.load_connections,
         limits: pipeline.limits,
-        root: root.clone(),
+        root,
         shutdown: Arc::clone(&shutdown),
         stats: Arc::clone(&stats),
     });
-    let worker_state_dir = state_dir.clone();
     let worker_stats = Arc::clone(&stats);
     let guards = timely::execute(timely_config, move |worker| {
         let local = worker.index() % local_workers;
@@ -169,8 +198,12 @@ pub fn run_with<W: Warehouse>(
         let Some(objects) = objects else {
             return Err(format!("worker {} has no object channel", worker.index()));
         };
-        let mut done_log = dir::DoneLog::open(&worker_state_dir, worker.index())
-            .map_err(|error| error.to_string())?;
+        let mut acker = match &acks {
+            Acks::Dir(state_dir) => Acker::Dir(
+                dir::DoneLog::open(state_dir, worker.index()).map_err(|error| error.to_string())?,
+            ),
+            Acks::Sqs(acks) => Acker::Sqs(acks.clone()),
+        };
         let shutdown = Arc::clone(&context.shutdown);
         let handles = dataflow::build(worker, &context, objects, |activator| {
             shutdown.register(activator)
@@ -186,7 +219,7 @@ pub fn run_with<W: Warehouse>(
                 }
                 return Err(failure.to_owned());
             }
-            acknowledge(&handles, &mut done_log, &worker_stats)?;
+            acknowledge(&handles, &mut acker, &worker_stats)?;
             if !running {
                 return Ok(());
             }
@@ -201,6 +234,27 @@ pub fn run_with<W: Warehouse>(
             Ok(Err(message)) | Err(message) => failure = Some(message),
         }
     }
+    if let Some((source, acker)) = sqs_source {
+        // Every worker is gone, so every acknowledgement is sent: let the acker delete
+        // the last messages and release the rest.
+        if runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), acker).await })
+            .is_err()
+        {
+            tracing::warn!("SQS acknowledgements did not finish within 60 s");
+        }
+        let counted = &source.stats;
+        tracing::info!(
+            received = counted.received.load(std::sync::atomic::Ordering::Relaxed),
+            deleted = counted.deleted.load(std::sync::atomic::Ordering::Relaxed),
+            ignored = counted.ignored.load(std::sync::atomic::Ordering::Relaxed),
+            unparseable = counted
+                .unparseable
+                .load(std::sync::atomic::Ordering::Relaxed),
+            released = counted.released.load(std::sync::atomic::Ordering::Relaxed),
+            "SQS source finished"
+        );
+    }
     runtime.shutdown_timeout(Duration::from_secs(5));
     if let Some(message) = failure {
         return Err(RunError::Worker(message));
@@ -211,10 +265,24 @@ pub fn run_with<W: Warehouse>(
     })
 }
 
+/// How a source's objects are acknowledged, as the worker closure captures it.
+enum Acks {
+    /// `dir`: each worker appends to its done log in this state directory.
+    Dir(PathBuf),
+    /// SQS: committed objects go to the source's acker, which deletes their messages.
+    Sqs(sqs::SqsAcks),
+}
+
+/// One worker's acknowledger.
+enum Acker {
+    Dir(dir::DoneLog),
+    Sqs(sqs::SqsAcks),
+}
+
 /// Marks every batch the probe has passed as done: its objects are durable everywhere.
 fn acknowledge(
     handles: &dataflow::Handles,
-    done_log: &mut dir::DoneLog,
+    acker: &mut Acker,
     stats: &RunStats,
 ) -> Result<(), String> {
     let mut acknowledged_any = false;
@@ -230,10 +298,18 @@ fn acknowledge(
             break;
         };
         drop(pending);
-        done_log
-            .append(objects.iter().map(|object| object.name.as_ref()))
-            .map_err(|error| error.to_string())?;
-        stats.objects_acknowledged(batch, objects.len() as u64);
+        let count = objects.len() as u64;
+        match acker {
+            Acker::Dir(done_log) => done_log
+                .append(objects.iter().map(|object| object.name.as_ref()))
+                .map_err(|error| error.to_string())?,
+            Acker::Sqs(acks) => {
+                if !acks.acknowledge(objects) {
+                    return Err("the SQS acknowledger stopped".into());
+                }
+            }
+        }
+        stats.objects_acknowledged(batch, count);
         acknowledged_any = true;
     }
     if acknowledged_any && let Some(activator) = handles.admit.borrow().as_ref() {

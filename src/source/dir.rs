@@ -80,10 +80,7 @@ pub fn list(
             if skip.contains(name.as_str()) {
                 continue;
             }
-            found.push(ObjectRef {
-                name: Arc::from(name),
-                bytes: metadata.len(),
-            });
+            found.push(ObjectRef::file(Arc::from(name), metadata.len()));
         }
     }
     found.sort();
@@ -199,19 +196,7 @@ pub fn rows_of(
 ) -> crate::decode::DecodeSummary {
     match File::open(path_of(root, object)) {
         Ok(file) => crate::route::rows_for_object(file, &object.name, limits, router, out),
-        Err(error) => {
-            let rejection = crate::decode::Rejection::new(
-                &object.name,
-                crate::decode::Position::line(0),
-                crate::decode::RejectReason::Unreadable(error.to_string()),
-                b"",
-            );
-            out.push(crate::route::rejection_row(&rejection));
-            crate::decode::DecodeSummary {
-                rejections: 1,
-                ..Default::default()
-            }
-        }
+        Err(error) => super::unreadable(object, error.to_string(), out),
     }
 }
 

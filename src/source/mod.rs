@@ -8,6 +8,8 @@
 //! the object's batch has committed everywhere: see `ack`.
 
 pub mod dir;
+pub mod notification;
+pub mod sqs;
 
 use std::sync::Arc;
 
@@ -15,14 +17,84 @@ use serde::{Deserialize, Serialize};
 
 use crate::stable_hash;
 
-/// One input object: a file under a `dir` source (later, an S3 object).
+/// One input object: a file under a `dir` source, or an S3 object an SQS notification
+/// announced. Objects stay in the process that admitted them (Admit → DecodeRoute is a
+/// pipeline edge), so a fetched body never crosses processes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectRef {
-    /// The object's name: its path relative to the source root, `/`-separated. It names
-    /// the object in rejections and derived message ids, so it must be stable.
+    /// The object's name: its path relative to the source root, `/`-separated, or
+    /// `s3://bucket/key`. It names the object in rejections and derived message ids, so
+    /// it must be stable.
     pub name: Arc<str>,
-    /// Size in bytes as listed.
+    /// Size in bytes as listed or announced.
     pub bytes: u64,
+    /// Where its bytes are.
+    #[serde(skip)]
+    pub body: Body,
+    /// The source's handle for acknowledging it (the SQS source: which message
+    /// announced it; the `dir` source: unused, 0).
+    #[serde(skip)]
+    pub token: u64,
+}
+
+impl ObjectRef {
+    /// A file under the `dir` source's root.
+    pub fn file(name: Arc<str>, bytes: u64) -> ObjectRef {
+        ObjectRef {
+            name,
+            bytes,
+            body: Body::File,
+            token: 0,
+        }
+    }
+}
+
+/// Where an object's bytes are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Body {
+    /// A file under the `dir` source's root, read when it is decoded.
+    #[default]
+    File,
+    /// Fetched already, as stored (gzip stays gzip: decode detects it).
+    Fetched(bytes::Bytes),
+    /// Could not be fetched (deleted before it was): one `_rejections` row says why.
+    Missing(String),
+}
+
+/// Decodes and routes one object into `out`, whatever its source.
+pub fn rows_of(
+    root: &std::path::Path,
+    object: &ObjectRef,
+    limits: &crate::decode::Limits,
+    router: &mut crate::route::Router,
+    out: &mut Vec<crate::route::Row>,
+) -> crate::decode::DecodeSummary {
+    match &object.body {
+        Body::File => dir::rows_of(root, object, limits, router, out),
+        Body::Fetched(bytes) => {
+            crate::route::rows_for_object(&bytes[..], &object.name, limits, router, out)
+        }
+        Body::Missing(reason) => unreadable(object, reason.clone(), out),
+    }
+}
+
+/// One `_rejections` row for an object that cannot be read at all.
+pub fn unreadable(
+    object: &ObjectRef,
+    reason: String,
+    out: &mut Vec<crate::route::Row>,
+) -> crate::decode::DecodeSummary {
+    let rejection = crate::decode::Rejection::new(
+        &object.name,
+        crate::decode::Position::line(0),
+        crate::decode::RejectReason::Unreadable(reason),
+        b"",
+    );
+    out.push(crate::route::rejection_row(&rejection));
+    crate::decode::DecodeSummary {
+        rejections: 1,
+        ..Default::default()
+    }
 }
 
 /// The global worker index that owns an object.

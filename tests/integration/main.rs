@@ -11,5 +11,6 @@ mod cli;
 mod dataflow;
 mod postgres;
 mod smoke;
+mod sqs;
 mod support;
 mod tls;

@@ -1,0 +1,624 @@
+//! The SQS source: S3 "object created" notifications in, objects fetched, messages
+//! deleted only after everything derived from them has committed.
+//!
+//! One instance per process, on the process's tokio runtime:
+//!
+//! - `receives_in_flight` receive loops long-poll the queue (10 messages, `wait_time`).
+//!   Each body is parsed ([`notification::parse`]): test events and unrelated bodies are
+//!   deleted at once with a log line; a body that cannot be understood is left alone
+//!   (its visibility runs out, and the queue's redrive policy moves it aside after
+//!   `maxReceiveCount` tries), logged once; an object announcement is *held*.
+//! - Each announced object is fetched (`GetObject`, retried on transient errors) and
+//!   handed to one of this process's workers over its bounded channel, which wakes the
+//!   worker's Admit operator. A 404 (the object was deleted before it was fetched)
+//!   becomes a `_rejections` row, so its message is deleted like any other once that
+//!   row committed. Any other fetch failure (AccessDenied, say) is logged loudly and
+//!   the message is let go, not deleted: it comes back after its visibility timeout.
+//! - While a message is held, a keeper task extends its visibility every third of the
+//!   timeout, so a slow load never lets it reappear to another consumer.
+//! - Workers send the objects of every committed batch to the acker
+//!   ([`SqsAcks`]); a message is deleted (`DeleteMessageBatch`, failures retried) when
+//!   all its objects have been acknowledged.
+//! - When the run ends, messages still held (received but not committed) are released
+//!   with visibility 0, so another process takes them at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry,
+};
+use tokio::sync::mpsc;
+
+use super::notification::{self, Notification, S3Object};
+use super::{Body, ObjectRef};
+use crate::shutdown::Shutdown;
+
+/// How often a failed fetch is tried before its message is let go.
+const FETCH_ATTEMPTS: u32 = 4;
+/// How often a failed delete is tried before it is left to a redelivery (harmless:
+/// the objects load again and the idempotent merge keeps one row per message).
+const DELETE_ATTEMPTS: u32 = 5;
+
+/// Settings from the pipeline file's `[source]` (`type = "sqs"`).
+#[derive(Debug, Clone)]
+pub struct SqsSettings {
+    pub queue_url: String,
+    pub region: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub receives_in_flight: usize,
+    pub visibility_timeout: Duration,
+    pub wait_time: Duration,
+}
+
+/// S3 and SQS clients configured from the default AWS chain, with an optional endpoint
+/// (path-style S3 addressing then, as MinIO, LocalStack and moto need).
+pub async fn clients(
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    if let Some(endpoint) = endpoint_url {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let shared = loader.load().await;
+    let s3 = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(endpoint_url.is_some())
+        .build();
+    (
+        aws_sdk_s3::Client::from_conf(s3),
+        aws_sdk_sqs::Client::new(&shared),
+    )
+}
+
+/// What the source counts (also logged where it happens).
+#[derive(Debug, Default)]
+pub struct SqsStats {
+    pub received: AtomicU64,
+    pub objects: AtomicU64,
+    pub deleted: AtomicU64,
+    pub ignored: AtomicU64,
+    pub unparseable: AtomicU64,
+    pub missing_objects: AtomicU64,
+    pub fetch_failures: AtomicU64,
+    pub visibility_extensions: AtomicU64,
+    pub released: AtomicU64,
+}
+
+/// A received message whose objects are not all committed yet.
+#[derive(Debug)]
+struct Held {
+    receipt: String,
+    /// Objects handed to workers and not yet acknowledged.
+    outstanding: usize,
+    /// Whether every object of the message has been handed over (until then a
+    /// message with an early-committed object must not be deleted).
+    complete: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_token: u64,
+    held: HashMap<u64, Held>,
+    /// Objects (bucket, key, version or etag) committed in this process: announced
+    /// again, their message is deleted without loading them twice.
+    loaded: HashSet<(String, String, String)>,
+    /// Identity of each object in flight, by token, to fill `loaded` on commit.
+    identities: HashMap<u64, Vec<(String, String, String)>>,
+    /// Message ids of bodies already reported as unparseable (logged once each).
+    reported: HashSet<String>,
+}
+
+/// The running source, shared by its tasks.
+pub struct SqsSource {
+    settings: SqsSettings,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    state: Mutex<State>,
+    pub stats: SqsStats,
+}
+
+/// The workers' side of acknowledgement: objects of committed batches go here.
+#[derive(Debug, Clone)]
+pub struct SqsAcks(mpsc::UnboundedSender<Vec<ObjectRef>>);
+
+impl SqsAcks {
+    /// Hands a committed batch's objects to the acker. `false` when it is gone.
+    pub fn acknowledge(&self, objects: Vec<ObjectRef>) -> bool {
+        self.0.send(objects).is_ok()
+    }
+}
+
+impl SqsSource {
+    pub async fn new(settings: SqsSettings) -> Arc<SqsSource> {
+        let (s3, sqs) = clients(settings.region.as_deref(), settings.endpoint_url.as_deref()).await;
+        Arc::new(SqsSource {
+            settings,
+            s3,
+            sqs,
+            state: Mutex::default(),
+            stats: SqsStats::default(),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the receive loops, the visibility keeper and the acker. Objects go to
+    /// `senders` (this process's workers). In `once` mode the receive loops stop at the
+    /// first empty receive, which closes the workers' channels and so ends the run.
+    /// Returns the acknowledgement handle for the workers and the acker's task, which
+    /// finishes (deleting, then releasing what is left) once every `SqsAcks` is dropped.
+    pub fn start(
+        self: &Arc<Self>,
+        runtime: &tokio::runtime::Handle,
+        senders: Vec<mpsc::Sender<ObjectRef>>,
+        shutdown: Arc<Shutdown>,
+        once: bool,
+    ) -> (SqsAcks, tokio::task::JoinHandle<()>) {
+        let senders = Arc::new(senders);
+        let next_worker = Arc::new(AtomicUsize::new(0));
+        let loops = Arc::new(AtomicUsize::new(self.settings.receives_in_flight));
+        for _ in 0..self.settings.receives_in_flight {
+            let source = Arc::clone(self);
+            let senders = Arc::clone(&senders);
+            let shutdown = Arc::clone(&shutdown);
+            let next_worker = Arc::clone(&next_worker);
+            let loops = Arc::clone(&loops);
+            runtime.spawn(async move {
+                source
+                    .receive_loop(&senders, &next_worker, &shutdown, once)
+                    .await;
+                // The last loop to end closes the workers' channels (dropping its
+                // `senders`) and wakes them to see it.
+                drop(senders);
+                if loops.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    shutdown.wake_all();
+                }
+            });
+        }
+        let keeper = Arc::clone(self);
+        runtime.spawn(async move { keeper.keep_visible().await });
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let acker = Arc::clone(self);
+        let task = runtime.spawn(async move { acker.acknowledge_loop(receiver).await });
+        (SqsAcks(sender), task)
+    }
+
+    async fn receive_loop(
+        &self,
+        senders: &[mpsc::Sender<ObjectRef>],
+        next_worker: &AtomicUsize,
+        shutdown: &Shutdown,
+        once: bool,
+    ) {
+        let mut failures: u32 = 0;
+        while !shutdown.is_requested() {
+            let received = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.settings.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(self.settings.wait_time.as_secs() as i32)
+                .visibility_timeout(self.settings.visibility_timeout.as_secs() as i32)
+                .send()
+                .await;
+            let messages = match received {
+                Ok(output) => {
+                    failures = 0;
+                    output.messages.unwrap_or_default()
+                }
+                Err(error) => {
+                    failures += 1;
+                    let wait = crate::load::backoff::delay(failures, rand::random());
+                    tracing::warn!(queue = %self.settings.queue_url, error = %aws_error(&error), retry_in = ?wait, "cannot receive from SQS");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                if once {
+                    return;
+                }
+                continue;
+            }
+            if shutdown.is_requested() {
+                // Received while stopping: give them straight back.
+                let receipts: Vec<String> = messages
+                    .iter()
+                    .filter_map(|message| message.receipt_handle.clone())
+                    .collect();
+                let released = self.change_visibility(&receipts, Duration::ZERO).await;
+                self.stats
+                    .released
+                    .fetch_add(released as u64, Ordering::Relaxed);
+                return;
+            }
+            self.stats
+                .received
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            for message in messages {
+                if !self.handle(message, senders, next_worker, shutdown).await {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Handles one received message. `false` when the workers are gone.
+    async fn handle(
+        &self,
+        message: aws_sdk_sqs::types::Message,
+        senders: &[mpsc::Sender<ObjectRef>],
+        next_worker: &AtomicUsize,
+        shutdown: &Shutdown,
+    ) -> bool {
+        let id = message.message_id.clone().unwrap_or_default();
+        let Some(receipt) = message.receipt_handle.clone() else {
+            return true;
+        };
+        let body = message.body.as_deref().unwrap_or_default();
+        let objects = match notification::parse(body) {
+            Ok(Notification::Created(objects)) => objects,
+            Ok(Notification::Test) => {
+                self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(message = %id, "S3 test event; deleting it");
+                self.delete(vec![receipt]).await;
+                return true;
+            }
+            Ok(Notification::Unrelated(what)) => {
+                self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(message = %id, what = %what, "notification announces nothing to load; deleting it");
+                self.delete(vec![receipt]).await;
+                return true;
+            }
+            Err(problem) => {
+                self.stats.unparseable.fetch_add(1, Ordering::Relaxed);
+                if self.state().reported.insert(id.clone()) {
+                    let prefix: String = body.chars().take(200).collect();
+                    tracing::warn!(message = %id, problem = %problem, body = %prefix, "cannot understand an SQS message; leaving it to the queue's redrive policy");
+                }
+                return true;
+            }
+        };
+
+        // Objects already committed in this process (a duplicate announcement) are
+        // not loaded again.
+        let (token, fresh): (u64, Vec<S3Object>) = {
+            let mut state = self.state();
+            let fresh: Vec<S3Object> = objects
+                .into_iter()
+                .filter(|object| !state.loaded.contains(&object.identity()))
+                .collect();
+            state.next_token += 1;
+            let token = state.next_token;
+            if !fresh.is_empty() {
+                state.held.insert(
+                    token,
+                    Held {
+                        receipt: receipt.clone(),
+                        outstanding: 0,
+                        complete: false,
+                    },
+                );
+                state
+                    .identities
+                    .insert(token, fresh.iter().map(S3Object::identity).collect());
+            }
+            (token, fresh)
+        };
+        if fresh.is_empty() {
+            self.stats.ignored.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(message = %id, "objects already loaded; deleting the repeated notification");
+            self.delete(vec![receipt]).await;
+            return true;
+        }
+
+        for object in fresh {
+            let body = match self.fetch(&object).await {
+                Ok(body) => body,
+                Err(error) => {
+                    // Let the message go: it reappears after its visibility timeout.
+                    self.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(message = %id, object = %object.name(), error = %error, "cannot fetch an announced object; its message is not deleted and will be received again");
+                    let mut state = self.state();
+                    state.held.remove(&token);
+                    state.identities.remove(&token);
+                    return true;
+                }
+            };
+            let object_ref = ObjectRef {
+                name: Arc::from(object.name()),
+                bytes: object.size,
+                body,
+                token,
+            };
+            {
+                let mut state = self.state();
+                match state.held.get_mut(&token) {
+                    Some(held) => held.outstanding += 1,
+                    None => return true,
+                }
+            }
+            self.stats.objects.fetch_add(1, Ordering::Relaxed);
+            let worker = next_worker.fetch_add(1, Ordering::Relaxed) % senders.len().max(1);
+            if senders[worker].send(object_ref).await.is_err() {
+                return false;
+            }
+            shutdown.wake_all();
+        }
+        let finished = {
+            let mut state = self.state();
+            match state.held.get_mut(&token) {
+                Some(held) => {
+                    held.complete = true;
+                    held.outstanding == 0
+                }
+                None => false,
+            }
+        };
+        if finished {
+            // Every object committed before the last was handed over.
+            self.finish(vec![token]).await;
+        }
+        true
+    }
+
+    /// The object's bytes, a `Missing` body when it no longer exists, or an error to
+    /// leave its message for a redelivery.
+    async fn fetch(&self, object: &S3Object) -> Result<Body, String> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.s3.get_object().bucket(&object.bucket).key(&object.key);
+            if let Some(version) = &object.version {
+                request = request.version_id(version);
+            }
+            let error = match request.send().await {
+                Ok(output) => match output.body.collect().await {
+                    Ok(bytes) => return Ok(Body::Fetched(bytes.into_bytes())),
+                    Err(error) => format!("reading the body: {error}"),
+                },
+                Err(error) => {
+                    let status = error.raw_response().map(|r| r.status().as_u16());
+                    let code =
+                        aws_sdk_s3::error::ProvideErrorMetadata::code(&error).map(str::to_owned);
+                    if status == Some(404)
+                        || matches!(code.as_deref(), Some("NoSuchKey" | "NoSuchVersion"))
+                    {
+                        self.stats.missing_objects.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(object = %object.name(), "announced object no longer exists; recording it in _rejections");
+                        return Ok(Body::Missing(
+                            "the announced object does not exist (deleted before it was fetched)"
+                                .into(),
+                        ));
+                    }
+                    let text = aws_error(&error);
+                    if status == Some(403) || code.as_deref() == Some("AccessDenied") {
+                        return Err(format!("access denied: {text}"));
+                    }
+                    text
+                }
+            };
+            if attempt >= FETCH_ATTEMPTS {
+                return Err(error);
+            }
+            let wait = crate::load::backoff::delay(attempt, rand::random());
+            tracing::warn!(object = %object.name(), attempt, error = %error, retry_in = ?wait, "cannot fetch an object; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Extends the visibility of every held message, every third of the timeout.
+    async fn keep_visible(&self) {
+        let period = (self.settings.visibility_timeout / 3).max(Duration::from_secs(1));
+        let mut last = Instant::now();
+        loop {
+            tokio::time::sleep_until((last + period).into()).await;
+            last = Instant::now();
+            let receipts: Vec<String> = self
+                .state()
+                .held
+                .values()
+                .map(|held| held.receipt.clone())
+                .collect();
+            if receipts.is_empty() {
+                continue;
+            }
+            let extended = self
+                .change_visibility(&receipts, self.settings.visibility_timeout)
+                .await;
+            self.stats
+                .visibility_extensions
+                .fetch_add(extended as u64, Ordering::Relaxed);
+            tracing::debug!(
+                messages = extended,
+                "visibility extended for messages still loading"
+            );
+        }
+    }
+
+    /// Sets the visibility of messages, 10 per call; returns how many succeeded.
+    async fn change_visibility(&self, receipts: &[String], timeout: Duration) -> usize {
+        let mut changed = 0;
+        for chunk in receipts.chunks(10) {
+            let entries: Vec<ChangeMessageVisibilityBatchRequestEntry> = chunk
+                .iter()
+                .enumerate()
+                .filter_map(|(index, receipt)| {
+                    ChangeMessageVisibilityBatchRequestEntry::builder()
+                        .id(index.to_string())
+                        .receipt_handle(receipt)
+                        .visibility_timeout(timeout.as_secs() as i32)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            match self
+                .sqs
+                .change_message_visibility_batch()
+                .queue_url(&self.settings.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(output) => {
+                    changed += output.successful.len();
+                    for failure in output.failed {
+                        tracing::warn!(code = %failure.code, message = ?failure.message, "cannot change a message's visibility");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(error = %aws_error(&error), "cannot change message visibility")
+                }
+            }
+        }
+        changed
+    }
+
+    /// Receives committed objects from the workers and deletes every message whose
+    /// objects are all committed. When every worker is done, releases what is left.
+    async fn acknowledge_loop(&self, mut acks: mpsc::UnboundedReceiver<Vec<ObjectRef>>) {
+        while let Some(objects) = acks.recv().await {
+            let mut finished = Vec::new();
+            {
+                let mut state = self.state();
+                for object in objects {
+                    let Some(held) = state.held.get_mut(&object.token) else {
+                        continue;
+                    };
+                    held.outstanding = held.outstanding.saturating_sub(1);
+                    if held.outstanding == 0 && held.complete {
+                        finished.push(object.token);
+                    }
+                }
+            }
+            if !finished.is_empty() {
+                self.finish(finished).await;
+            }
+        }
+        self.release().await;
+    }
+
+    /// Deletes the messages of `tokens`, whose objects have all committed.
+    async fn finish(&self, tokens: Vec<u64>) {
+        let receipts: Vec<String> = {
+            let mut state = self.state();
+            let mut receipts = Vec::new();
+            for token in tokens {
+                if let Some(held) = state.held.remove(&token) {
+                    receipts.push(held.receipt);
+                }
+                if let Some(identities) = state.identities.remove(&token) {
+                    state.loaded.extend(identities);
+                }
+            }
+            receipts
+        };
+        self.delete(receipts).await;
+    }
+
+    /// `DeleteMessageBatch`, 10 per call, failed entries retried with backoff.
+    async fn delete(&self, receipts: Vec<String>) {
+        for chunk in receipts.chunks(10) {
+            let mut pending: Vec<String> = chunk.to_vec();
+            let mut attempt = 0;
+            while !pending.is_empty() {
+                attempt += 1;
+                let entries: Vec<DeleteMessageBatchRequestEntry> = pending
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(index, receipt)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(index.to_string())
+                            .receipt_handle(receipt)
+                            .build()
+                            .ok()
+                    })
+                    .collect();
+                let result = self
+                    .sqs
+                    .delete_message_batch()
+                    .queue_url(&self.settings.queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await;
+                let failed: Vec<String> = match result {
+                    Ok(output) => {
+                        self.stats
+                            .deleted
+                            .fetch_add(output.successful.len() as u64, Ordering::Relaxed);
+                        output
+                            .failed
+                            .iter()
+                            .filter_map(|failure| failure.id.parse::<usize>().ok())
+                            .filter_map(|index| pending.get(index).cloned())
+                            .collect()
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %aws_error(&error), "cannot delete SQS messages");
+                        pending.clone()
+                    }
+                };
+                if failed.is_empty() {
+                    break;
+                }
+                if attempt >= DELETE_ATTEMPTS {
+                    tracing::error!(
+                        messages = failed.len(),
+                        "giving up deleting SQS messages; they will be received again and load as no-ops"
+                    );
+                    break;
+                }
+                tokio::time::sleep(crate::load::backoff::delay(attempt, rand::random())).await;
+                pending = failed;
+            }
+        }
+    }
+
+    /// Makes every held message visible again at once, for another consumer.
+    async fn release(&self) {
+        let receipts: Vec<String> = self
+            .state()
+            .held
+            .drain()
+            .map(|(_, held)| held.receipt)
+            .collect();
+        if receipts.is_empty() {
+            return;
+        }
+        let released = self.change_visibility(&receipts, Duration::ZERO).await;
+        self.stats
+            .released
+            .fetch_add(released as u64, Ordering::Relaxed);
+        tracing::info!(
+            messages = released,
+            "released unfinished SQS messages for another consumer"
+        );
+    }
+}
+
+/// An SDK error with its service code and message, not just "service error".
+fn aws_error<E, R>(error: &aws_sdk_sqs::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match error {
+        aws_sdk_sqs::error::SdkError::ServiceError(service) => {
+            let inner = service.err();
+            format!(
+                "{}: {}",
+                inner.code().unwrap_or("error"),
+                inner.message().unwrap_or("no message")
+            )
+        }
+        other => format!("{}", aws_sdk_sqs::error::DisplayErrorContext(other)),
+    }
+}
