@@ -276,3 +276,365 @@ async fn notifications_load_every_object_once_and_empty_the_queue() {
     );
     support::drop_schema(&client, &schema).await;
 }
+
+/// A bucket with objects and a queue, announced by hand-sent S3 notifications (no
+/// bucket notification configuration, so no test event races the test's own polling).
+struct Setup {
+    aws: support::Aws,
+    endpoint: String,
+    bucket: String,
+    queue_url: String,
+    /// Message ids written into the objects.
+    expected: i64,
+}
+
+async fn setup(endpoint: String, prefix: &str, objects: usize, per_object: usize) -> Setup {
+    let aws = support::aws(&endpoint).await;
+    let bucket = support::unique(prefix);
+    aws.s3
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .expect("create bucket");
+    let queue_url = aws
+        .sqs
+        .create_queue()
+        .queue_name(support::unique(prefix))
+        .send()
+        .await
+        .expect("create queue")
+        .queue_url
+        .expect("queue url");
+    for object in 0..objects {
+        let lines: Vec<String> = (0..per_object)
+            .map(|i| track(&format!("{prefix}-{object}-{i}"), &format!("{{\"n\":{i}}}")))
+            .collect();
+        let key = format!("raw/{object:03}.json");
+        aws.s3
+            .put_object()
+            .bucket(&bucket)
+            .key(&key)
+            .body(ByteStream::from(lines.join("\n").into_bytes()))
+            .send()
+            .await
+            .expect("put object");
+    }
+    Setup {
+        aws,
+        endpoint,
+        bucket,
+        queue_url,
+        expected: (objects * per_object) as i64,
+    }
+}
+
+impl Setup {
+    /// Sends one S3 notification per object.
+    async fn announce(&self, objects: std::ops::Range<usize>) {
+        for object in objects {
+            let body = serde_json::json!({"Records": [{
+                "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": self.bucket},
+                       "object": {"key": format!("raw/{object:03}.json"), "size": 1}}
+            }]})
+            .to_string();
+            self.aws
+                .sqs
+                .send_message()
+                .queue_url(&self.queue_url)
+                .message_body(body)
+                .send()
+                .await
+                .expect("send message");
+        }
+    }
+
+    fn pipeline(
+        &self,
+        dir: &std::path::Path,
+        schema: &str,
+        visibility: &str,
+    ) -> std::path::PathBuf {
+        let path = dir.join(format!("{schema}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"sqs\"\n\
+                 [source]\ntype = \"sqs\"\nqueue_url = \"{}\"\nregion = \"us-east-1\"\n\
+                 endpoint_url = \"{}\"\nwait_time = \"1s\"\nvisibility_timeout = \"{visibility}\"\n\
+                 [warehouse]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\n\
+                 [batch]\ninterval = \"500ms\"\n",
+                self.queue_url,
+                self.endpoint,
+                support::database_url()
+            ),
+        )
+        .expect("write pipeline");
+        path
+    }
+
+    /// Messages visible plus in flight.
+    async fn messages_left(&self) -> i64 {
+        let attributes = self
+            .aws
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .unwrap_or_default();
+        attributes
+            .values()
+            .map(|value| value.parse::<i64>().unwrap_or(0))
+            .sum()
+    }
+}
+
+fn start(pipeline: &std::path::Path, stderr: &std::path::Path) -> support::KillOnDrop {
+    support::KillOnDrop(
+        Command::new(support::binary())
+            .args(["run", "--pipeline"])
+            .arg(pipeline)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("TRACKTABLE_LOG", "info,tracktable::source::sqs=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(stderr).expect("stderr file"))
+            .spawn()
+            .expect("start tracktable"),
+    )
+}
+
+/// Polls until `done` holds, failing with `what` and the log after `limit`.
+async fn eventually<F, Fut>(limit: Duration, what: &str, log: &std::path::Path, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {limit:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A session of the test's own holding `_tracktable_loads` locked, so every load
+/// blocks at its last statement until the lock is released.
+async fn lock_loads(schema: &str) -> tokio_postgres::Client {
+    let client = support::postgres().await.expect("postgres");
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{schema}\"._tracktable_loads IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .expect("lock _tracktable_loads");
+    client
+}
+
+async fn loads_are_waiting(client: &tokio_postgres::Client, schema: &str) -> bool {
+    count(
+        client,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tracktable' \
+             AND wait_event_type = 'Lock' AND query ILIKE '%{schema}%_tracktable_loads%'"
+        ),
+    )
+    .await
+        > 0
+}
+
+/// A load slower than the visibility timeout: tracktable keeps extending the
+/// message's visibility, so a second consumer polling all along never sees it; once
+/// the load commits, the message is deleted and the queue is empty.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_load_keeps_its_messages_invisible_until_they_are_deleted() {
+    let Some(endpoint) = support::moto_url().await else {
+        return;
+    };
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let setup = setup(endpoint, "slow", 2, 30).await;
+    let schema = support::schema("slow");
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = setup.pipeline(work.path(), &schema, "10s");
+    let log = work.path().join("stderr.log");
+    let mut child = start(&pipeline, &log);
+    let loads = format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '_tracktable_loads'"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the schema is prepared",
+        &log,
+        || async { count(&client, &loads).await == 1 },
+    )
+    .await;
+    let locker = lock_loads(&schema).await;
+    setup.announce(0..2).await;
+    eventually(
+        Duration::from_secs(60),
+        "a load waits on the lock",
+        &log,
+        || async { loads_are_waiting(&client, &schema).await },
+    )
+    .await;
+
+    // Past the 10 s visibility timeout, a second consumer must see nothing.
+    let until = std::time::Instant::now() + Duration::from_secs(16);
+    while std::time::Instant::now() < until {
+        let stolen = setup
+            .aws
+            .sqs
+            .receive_message()
+            .queue_url(&setup.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default();
+        assert!(
+            stolen.is_empty(),
+            "a message became visible while its batch was loading: {stolen:?}\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "tracktable is still running"
+    );
+    locker.batch_execute("COMMIT").await.expect("unlock");
+
+    let table = format!("SELECT count(*) FROM \"{schema}\".file_uploaded");
+    eventually(Duration::from_secs(60), "every row loads", &log, || async {
+        client
+            .query_one(&table, &[])
+            .await
+            .map(|row| row.get::<_, i64>(0) == setup.expected)
+            .unwrap_or(false)
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the queue empties",
+        &log,
+        || async { setup.messages_left().await == 0 },
+    )
+    .await;
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        stderr.contains("visibility extended"),
+        "visibility was extended:\n{stderr}"
+    );
+    drop(child);
+    support::drop_schema(&client, &schema).await;
+}
+
+/// tracktable killed with SIGKILL while a batch is loading, then started again: the
+/// messages it held reappear after their visibility timeout, and every message id is
+/// in the warehouse exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
+    let Some(endpoint) = support::moto_url().await else {
+        return;
+    };
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let setup = setup(endpoint, "kill", 6, 40).await;
+    let schema = support::schema("kill");
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = setup.pipeline(work.path(), &schema, "10s");
+    let first_log = work.path().join("first.log");
+    let mut first = start(&pipeline, &first_log);
+    let loads = format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '_tracktable_loads'"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the schema is prepared",
+        &first_log,
+        || async { count(&client, &loads).await == 1 },
+    )
+    .await;
+    // Half the objects load and are acknowledged; the rest are caught mid-load.
+    setup.announce(0..3).await;
+    let table = format!("SELECT count(*) FROM \"{schema}\".file_uploaded");
+    eventually(
+        Duration::from_secs(60),
+        "the first half loads",
+        &first_log,
+        || async {
+            client
+                .query_one(&table, &[])
+                .await
+                .map(|row| row.get::<_, i64>(0) == setup.expected / 2)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    let locker = lock_loads(&schema).await;
+    setup.announce(3..6).await;
+    eventually(
+        Duration::from_secs(60),
+        "a load waits on the lock",
+        &first_log,
+        || async { loads_are_waiting(&client, &schema).await },
+    )
+    .await;
+    first.kill().expect("SIGKILL");
+    first.wait().expect("reap");
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+
+    let second_log = work.path().join("second.log");
+    let second = start(&pipeline, &second_log);
+    eventually(
+        Duration::from_secs(90),
+        "every row loads after the restart",
+        &second_log,
+        || async {
+            client
+                .query_one(&table, &[])
+                .await
+                .map(|row| row.get::<_, i64>(0) == setup.expected)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the queue empties",
+        &second_log,
+        || async { setup.messages_left().await == 0 },
+    )
+    .await;
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(DISTINCT message_id) FROM \"{schema}\".file_uploaded")
+        )
+        .await,
+        setup.expected
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".tracks")
+        )
+        .await,
+        setup.expected
+    );
+    drop(second);
+    support::drop_schema(&client, &schema).await;
+}
