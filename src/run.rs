@@ -159,14 +159,17 @@ pub fn run_with<W: Warehouse>(
             visibility_timeout,
             wait_time,
         } => {
-            let source = runtime.block_on(sqs::SqsSource::new(sqs::SqsSettings {
-                queue_url: queue_url.clone(),
-                region: region.clone(),
-                endpoint_url: endpoint_url.clone(),
-                receives_in_flight: *receives_in_flight,
-                visibility_timeout: *visibility_timeout,
-                wait_time: *wait_time,
-            }));
+            let source = runtime.block_on(sqs::SqsSource::new(
+                sqs::SqsSettings {
+                    queue_url: queue_url.clone(),
+                    region: region.clone(),
+                    endpoint_url: endpoint_url.clone(),
+                    receives_in_flight: *receives_in_flight,
+                    visibility_timeout: *visibility_timeout,
+                    wait_time: *wait_time,
+                },
+                Arc::clone(&warehouse) as Arc<dyn crate::warehouse::ObjectLog>,
+            ));
             let (acks, acker) = source.start(
                 runtime.handle(),
                 senders,

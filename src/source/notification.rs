@@ -25,15 +25,15 @@ impl S3Object {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 
-    /// What identifies this object's content: a second announcement with the same
-    /// identity is the same upload and loads once.
-    pub fn identity(&self) -> (String, String, String) {
+    /// What identifies this object's content, (name, version id or ETag): a second
+    /// announcement with the same identity is the same upload and loads once.
+    pub fn identity(&self) -> crate::warehouse::ObjectId {
         let content = self
             .version
             .clone()
             .or_else(|| self.etag.clone())
             .unwrap_or_default();
-        (self.bucket.clone(), self.key.clone(), content)
+        (self.name(), content)
     }
 }
 
@@ -302,8 +302,8 @@ mod tests {
     #[test]
     fn identity_prefers_the_version_then_the_etag() {
         let mut announced = object("k");
-        assert_eq!(announced.identity().2, "v1");
+        assert_eq!(announced.identity(), ("s3://events/k".into(), "v1".into()));
         announced.version = None;
-        assert_eq!(announced.identity().2, "abc");
+        assert_eq!(announced.identity().1, "abc");
     }
 }

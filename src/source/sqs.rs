@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use super::notification::{self, Notification, S3Object};
 use super::{Body, ObjectRef};
 use crate::shutdown::Shutdown;
+use crate::warehouse::{ObjectId, ObjectLog};
 
 /// How often a failed fetch is tried before its message is let go.
 const FETCH_ATTEMPTS: u32 = 4;
@@ -107,9 +108,9 @@ struct State {
     held: HashMap<u64, Held>,
     /// Objects (bucket, key, version or etag) committed in this process: announced
     /// again, their message is deleted without loading them twice.
-    loaded: HashSet<(String, String, String)>,
+    loaded: HashSet<ObjectId>,
     /// Identity of each object in flight, by token, to fill `loaded` on commit.
-    identities: HashMap<u64, Vec<(String, String, String)>>,
+    identities: HashMap<u64, Vec<ObjectId>>,
     /// Message ids of bodies already reported as unparseable (logged once each).
     reported: HashSet<String>,
 }
@@ -120,6 +121,8 @@ pub struct SqsSource {
     s3: aws_sdk_s3::Client,
     sqs: aws_sdk_sqs::Client,
     state: Mutex<State>,
+    /// Which objects have loaded, across restarts (the warehouse's object log).
+    log: Arc<dyn ObjectLog>,
     pub stats: SqsStats,
 }
 
@@ -135,13 +138,14 @@ impl SqsAcks {
 }
 
 impl SqsSource {
-    pub async fn new(settings: SqsSettings) -> Arc<SqsSource> {
+    pub async fn new(settings: SqsSettings, log: Arc<dyn ObjectLog>) -> Arc<SqsSource> {
         let (s3, sqs) = clients(settings.region.as_deref(), settings.endpoint_url.as_deref()).await;
         Arc::new(SqsSource {
             settings,
             s3,
             sqs,
             state: Mutex::default(),
+            log,
             stats: SqsStats::default(),
         })
     }
@@ -288,13 +292,25 @@ impl SqsSource {
             }
         };
 
-        // Objects already committed in this process (a duplicate announcement) are
-        // not loaded again.
+        // Objects already loaded (a repeated announcement, in this process or before a
+        // restart) are not loaded again. If the log cannot be read, load them: the
+        // merge on message id makes that harmless.
+        let identities: Vec<ObjectId> = objects.iter().map(S3Object::identity).collect();
+        let logged = match self.log.loaded(identities).await {
+            Ok(logged) => logged,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot read the object log; loading the objects again");
+                HashSet::new()
+            }
+        };
         let (token, fresh): (u64, Vec<S3Object>) = {
             let mut state = self.state();
             let fresh: Vec<S3Object> = objects
                 .into_iter()
-                .filter(|object| !state.loaded.contains(&object.identity()))
+                .filter(|object| {
+                    let identity = object.identity();
+                    !state.loaded.contains(&identity) && !logged.contains(&identity)
+                })
                 .collect();
             state.next_token += 1;
             let token = state.next_token;
@@ -508,19 +524,26 @@ impl SqsSource {
 
     /// Deletes the messages of `tokens`, whose objects have all committed.
     async fn finish(&self, tokens: Vec<u64>) {
-        let receipts: Vec<String> = {
+        let (receipts, loaded): (Vec<String>, Vec<ObjectId>) = {
             let mut state = self.state();
             let mut receipts = Vec::new();
+            let mut loaded = Vec::new();
             for token in tokens {
                 if let Some(held) = state.held.remove(&token) {
                     receipts.push(held.receipt);
                 }
                 if let Some(identities) = state.identities.remove(&token) {
+                    loaded.extend(identities.iter().cloned());
                     state.loaded.extend(identities);
                 }
             }
-            receipts
+            (receipts, loaded)
         };
+        // Recorded before the delete: a repeated announcement after a restart then
+        // finds them. A failure costs only a reload of a repeat (idempotent).
+        if let Err(error) = self.log.record(loaded).await {
+            tracing::warn!(error = %error, "cannot record loaded objects in the object log");
+        }
         self.delete(receipts).await;
     }
 

@@ -2,14 +2,16 @@
 //! Not a test double — benches use it to separate tracktable's own overhead from the
 //! warehouse's.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{LoadReport, Loader, TableBatch, Warehouse};
+use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 
 #[derive(Debug, Default, Clone)]
 pub struct CountingWarehouse {
     rows: Arc<AtomicU64>,
+    objects: Arc<Mutex<HashSet<ObjectId>>>,
 }
 
 impl CountingWarehouse {
@@ -28,6 +30,25 @@ impl Warehouse for CountingWarehouse {
 
     async fn loader(&self) -> Result<CountingWarehouse, Self::Error> {
         Ok(self.clone())
+    }
+
+    async fn loaded_objects(
+        &self,
+        objects: Vec<ObjectId>,
+    ) -> Result<HashSet<ObjectId>, Self::Error> {
+        let known = self.objects.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(objects
+            .into_iter()
+            .filter(|object| known.contains(object))
+            .collect())
+    }
+
+    async fn record_objects(&self, objects: Vec<ObjectId>) -> Result<(), Self::Error> {
+        self.objects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(objects);
+        Ok(())
     }
 }
 

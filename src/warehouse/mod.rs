@@ -7,7 +7,10 @@
 //! because acknowledgement happens after the commit and a crash in between replays the
 //! inputs.
 
+use std::collections::HashSet;
 use std::future::Future;
+
+use futures_util::future::BoxFuture;
 
 use crate::batch::BatchId;
 use crate::route::{ColumnName, ColumnType, Row, TableName};
@@ -73,6 +76,49 @@ pub trait Warehouse: Send + Sync + 'static {
 
     /// A loader with its own connection, for one worker.
     fn loader(&self) -> impl Future<Output = Result<Self::Loader, Self::Error>> + Send;
+
+    /// Of `objects` (name, content id), the ones recorded as loaded by
+    /// [`Warehouse::record_objects`].
+    fn loaded_objects(
+        &self,
+        objects: Vec<ObjectId>,
+    ) -> impl Future<Output = Result<HashSet<ObjectId>, Self::Error>> + Send;
+
+    /// Records objects as loaded. Called only after every row derived from them has
+    /// committed; recording twice is harmless.
+    fn record_objects(
+        &self,
+        objects: Vec<ObjectId>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// An input object's identity: its name (`s3://bucket/key`) and content (version id
+/// or ETag), so a re-uploaded object under the same key is new input.
+pub type ObjectId = (String, String);
+
+/// The object-safe view of a warehouse's object log, for the S3 sources (which are not
+/// generic over the warehouse).
+pub trait ObjectLog: Send + Sync {
+    fn loaded(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<HashSet<ObjectId>, String>>;
+    fn record(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<(), String>>;
+}
+
+impl<W: Warehouse> ObjectLog for W {
+    fn loaded(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<HashSet<ObjectId>, String>> {
+        Box::pin(async move {
+            self.loaded_objects(objects)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
+
+    fn record(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            self.record_objects(objects)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
 }
 
 /// Loads table batches, one at a time, over one connection.

@@ -18,7 +18,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::plan::{self, Cell, SchemaChange, TableSchema};
 use super::sql;
-use super::{LoadReport, Loader, TableBatch, Warehouse};
+use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 use crate::config::{PostgresFile, SslMode};
 use crate::route::{ColumnType, Value};
 use crate::stable_hash;
@@ -103,6 +103,8 @@ pub struct PostgresWarehouse {
     /// column (and that column's values were discarded). One worker owns each table,
     /// and loads it on one connection at a time, so the entry is never contended.
     tables: Arc<Mutex<HashMap<String, TableSchema>>>,
+    /// The object log's connection (S3 sources), made on first use.
+    objects: Arc<tokio::sync::Mutex<Option<Arc<Client>>>>,
 }
 
 impl PostgresWarehouse {
@@ -135,7 +137,29 @@ impl PostgresWarehouse {
             target,
             schema: file.schema.clone(),
             tables: Arc::default(),
+            objects: Arc::default(),
         })
+    }
+
+    /// The object log's connection, connecting (and creating the table) if needed.
+    async fn object_log_client(&self) -> Result<Arc<Client>, PostgresError> {
+        let mut slot = self.objects.lock().await;
+        if let Some(client) = slot.as_ref() {
+            return Ok(Arc::clone(client));
+        }
+        let client = self.connect().await?;
+        // Under the schema's lock: two processes creating it at once would collide.
+        client
+            .batch_execute(&format!(
+                "BEGIN; SELECT pg_advisory_xact_lock({}); {}; COMMIT",
+                self.schema_lock_key(),
+                sql::create_objects_table(&self.schema)
+            ))
+            .await
+            .map_err(query_error("create the object log"))?;
+        let client = Arc::new(client);
+        *slot = Some(Arc::clone(&client));
+        Ok(client)
     }
 
     fn cached(&self, table: &str) -> Option<TableSchema> {
@@ -330,6 +354,46 @@ impl Warehouse for PostgresWarehouse {
             .commit()
             .await
             .map_err(query_error("commit schema"))
+    }
+
+    async fn loaded_objects(
+        &self,
+        objects: Vec<ObjectId>,
+    ) -> Result<HashSet<ObjectId>, PostgresError> {
+        if objects.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let (names, contents): (Vec<String>, Vec<String>) = objects.into_iter().unzip();
+        let client = self.object_log_client().await?;
+        let result = client
+            .query(
+                &sql::select_loaded_objects(&self.schema),
+                &[&names, &contents],
+            )
+            .await;
+        match result {
+            Ok(rows) => Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect()),
+            Err(error) => {
+                *self.objects.lock().await = None;
+                Err(query_error("look up loaded objects")(error))
+            }
+        }
+    }
+
+    async fn record_objects(&self, objects: Vec<ObjectId>) -> Result<(), PostgresError> {
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let (names, contents): (Vec<String>, Vec<String>) = objects.into_iter().unzip();
+        let client = self.object_log_client().await?;
+        let result = client
+            .execute(&sql::record_objects(&self.schema), &[&names, &contents])
+            .await;
+        if let Err(error) = result {
+            *self.objects.lock().await = None;
+            return Err(query_error("record loaded objects")(error));
+        }
+        Ok(())
     }
 
     async fn loader(&self) -> Result<PostgresLoader, PostgresError> {

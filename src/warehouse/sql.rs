@@ -255,6 +255,35 @@ pub fn merge_discards(schema: &str, stage: &str) -> String {
     )
 }
 
+/// Objects whose rows have all committed (S3 sources): `(object, content)` where
+/// content is the object's version id or ETag. Created on first use.
+pub const OBJECTS_TABLE: &str = "_tracktable_objects";
+
+pub fn create_objects_table(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} (object text NOT NULL, content text NOT NULL, \
+         loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (object, content))",
+        qualified(schema, OBJECTS_TABLE)
+    )
+}
+
+/// Of the pairs in `$1` (objects) and `$2` (contents), those recorded as loaded.
+pub fn select_loaded_objects(schema: &str) -> String {
+    format!(
+        "SELECT o.object, o.content FROM {} o JOIN unnest($1::text[], $2::text[]) AS q(object, content) \
+         ON o.object = q.object AND o.content = q.content",
+        qualified(schema, OBJECTS_TABLE)
+    )
+}
+
+pub fn record_objects(schema: &str) -> String {
+    format!(
+        "INSERT INTO {} (object, content) SELECT * FROM unnest($1::text[], $2::text[]) \
+         ON CONFLICT DO NOTHING",
+        qualified(schema, OBJECTS_TABLE)
+    )
+}
+
 pub fn record_load(schema: &str) -> String {
     format!(
         "INSERT INTO {} (batch, table_name, rows_loaded, duplicates, discards) VALUES ($1, $2, $3, $4, $5) \

@@ -638,3 +638,70 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
     drop(second);
     support::drop_schema(&client, &schema).await;
 }
+
+fn run_once(pipeline: &std::path::Path, log: &std::path::Path) -> String {
+    let mut child = Command::new(support::binary())
+        .args(["run", "--once", "--pipeline"])
+        .arg(pipeline)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("stderr file"))
+        .spawn()
+        .expect("start tracktable");
+    let status = support::wait_within(&mut child, Duration::from_secs(120), "run --once");
+    let stderr = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(status.success(), "tracktable failed:\n{stderr}");
+    stderr
+}
+
+/// The same object announced again, after a restart: the object log in the warehouse
+/// says it is loaded, so the repeat is deleted without loading anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_object_announced_again_after_a_restart_loads_once() {
+    let Some(endpoint) = support::moto_url().await else {
+        return;
+    };
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let setup = setup(endpoint, "again", 2, 25).await;
+    let schema = support::schema("again");
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = setup.pipeline(work.path(), &schema, "30s");
+    setup.announce(0..2).await;
+    run_once(&pipeline, &work.path().join("first.log"));
+    let loads = format!("SELECT count(*) FROM \"{schema}\"._tracktable_loads");
+    let loads_after_first = count(&client, &loads).await;
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\"._tracktable_objects")
+        )
+        .await,
+        2,
+        "both objects are in the object log"
+    );
+
+    setup.announce(0..2).await;
+    let stderr = run_once(&pipeline, &work.path().join("second.log"));
+    assert!(
+        stderr.contains("objects already loaded"),
+        "the repeats were recognised:\n{stderr}"
+    );
+    assert_eq!(
+        count(&client, &loads).await,
+        loads_after_first,
+        "the second run loaded nothing:\n{stderr}"
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".file_uploaded")
+        )
+        .await,
+        setup.expected
+    );
+    assert_eq!(setup.messages_left().await, 0, "the repeats were deleted");
+    support::drop_schema(&client, &schema).await;
+}
