@@ -167,6 +167,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             },
             once: true,
             stats,
+            backfill: None,
         },
     )?;
     let events = summary.stats.messages;

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod allocator;
+pub mod backfill;
 pub mod batch;
 pub mod benchmark;
 pub mod columns;

@@ -28,6 +28,9 @@ enum Command {
     Explain(ExplainArgs),
     /// Run a pipeline: stream objects into the warehouse until stopped (SIGINT/SIGTERM).
     Run(RunArgs),
+    /// Load every object under an S3 prefix (optionally a time range) through the
+    /// pipeline's warehouse, once; objects already loaded are skipped.
+    Backfill(BackfillArgs),
     /// The whole job locally: sample events into PostgreSQL at DATABASE_URL (default
     /// postgres://postgres@127.0.0.1:5432/postgres, schema tracktable_demo), then a report.
     Demo(DemoArgs),
@@ -40,6 +43,45 @@ enum Command {
     Check(PipelineArgs),
     /// Show the tables and columns tracktable created, with types, row counts and column budget.
     Schema(PipelineArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BackfillArgs {
+    /// The pipeline file: its warehouse and batch settings are used (and, for an SQS
+    /// pipeline, its region and endpoint).
+    #[arg(long)]
+    pipeline: PathBuf,
+    /// The bucket to list.
+    #[arg(long)]
+    bucket: String,
+    /// Only keys starting with this.
+    #[arg(long, default_value = "")]
+    prefix: String,
+    /// Only objects last modified at or after this (RFC 3339: 2024-03-01T00:00:00Z, or 2024-03-01).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<std::time::SystemTime>,
+    /// Only objects last modified before this.
+    #[arg(long, value_parser = parse_time)]
+    until: Option<std::time::SystemTime>,
+    /// AWS region (default: the pipeline's, else the AWS default chain).
+    #[arg(long)]
+    region: Option<String>,
+    /// S3 endpoint for MinIO, LocalStack or moto (default: the pipeline's, else AWS).
+    #[arg(long)]
+    endpoint_url: Option<String>,
+    /// Worker threads.
+    #[arg(long, short = 'w', default_value_t = 1)]
+    workers: usize,
+}
+
+fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .map_err(|error| format!("{text:?} is not an RFC 3339 time or a date: {error}"))
 }
 
 #[derive(Debug, clap::Args)]
@@ -156,8 +198,17 @@ struct BatchArgs {
 #[derive(Debug, clap::Args)]
 struct GenArgs {
     /// Directory to write objects into (created if missing).
+    #[arg(long, required_unless_present = "s3", conflicts_with = "s3")]
+    out: Option<PathBuf>,
+    /// Upload the objects to this S3 prefix instead: s3://bucket/prefix.
     #[arg(long)]
-    out: PathBuf,
+    s3: Option<String>,
+    /// AWS region for --s3 (default: the AWS default chain).
+    #[arg(long, requires = "s3")]
+    region: Option<String>,
+    /// S3 endpoint for --s3 (MinIO, LocalStack, moto; default: AWS).
+    #[arg(long, requires = "s3")]
+    endpoint_url: Option<String>,
     /// Number of lines (events, including malformed ones) to write.
     #[arg(long)]
     events: u64,
@@ -319,6 +370,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 },
                 once: args.once,
                 stats: Default::default(),
+                backfill: None,
             };
             let summary = tracktable::run::run(&pipeline, &options)?;
             let stats = summary.stats;
@@ -333,6 +385,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 stats.discards,
                 stats.schema_changes,
                 summary.elapsed.as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::Backfill(args) => {
+            anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
+            let pipeline = pipeline(&args.pipeline)?;
+            let (pipeline_region, pipeline_endpoint) = match &pipeline.source {
+                tracktable::config::SourceFile::Sqs {
+                    region,
+                    endpoint_url,
+                    ..
+                } => (region.clone(), endpoint_url.clone()),
+                tracktable::config::SourceFile::Dir { .. } => (None, None),
+            };
+            let settings = tracktable::source::backfill::BackfillSettings {
+                bucket: args.bucket.clone(),
+                prefix: args.prefix.clone(),
+                since: args.since,
+                until: args.until,
+                region: args.region.or(pipeline_region),
+                endpoint_url: args.endpoint_url.or(pipeline_endpoint),
+            };
+            let summary = tracktable::backfill::backfill(&pipeline, settings, args.workers)?;
+            eprintln!(
+                "backfill of s3://{}/{}: {} objects listed, {} already loaded, {} loaded now ({} events, {} rejected, {} rows) in {:.1}s",
+                args.bucket,
+                args.prefix,
+                summary.listed,
+                summary.skipped,
+                summary.loaded,
+                summary.run.stats.messages,
+                summary.run.stats.rejections,
+                summary.run.stats.rows_loaded,
+                summary.run.elapsed.as_secs_f64()
             );
             Ok(())
         }
@@ -352,15 +438,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 drift_rate: args.drift_rate,
                 bad_rate: args.bad_rate,
             };
-            let summary = tracktable::generate::write_dir(&config, &args.out, args.per_object)
-                .with_context(|| format!("generating into {}", args.out.display()))?;
+            let (out, upload) = match (&args.out, &args.s3) {
+                (Some(out), _) => (out.clone(), None),
+                (None, Some(url)) => {
+                    let target = tracktable::generate::to_s3::parse_url(url)
+                        .map_err(|message| anyhow::anyhow!(message))?;
+                    let scratch =
+                        std::env::temp_dir().join(format!("tracktable-gen-{}", std::process::id()));
+                    (scratch, Some(target))
+                }
+                (None, None) => anyhow::bail!("give --out DIR or --s3 s3://bucket/prefix"),
+            };
+            let summary = tracktable::generate::write_dir(&config, &out, args.per_object)
+                .with_context(|| format!("generating into {}", out.display()))?;
+            let destination = match upload {
+                None => out.display().to_string(),
+                Some((bucket, prefix)) => {
+                    let uploaded = block_on(tracktable::generate::to_s3::upload_dir(
+                        &out,
+                        &bucket,
+                        &prefix,
+                        args.region.as_deref(),
+                        args.endpoint_url.as_deref(),
+                    ));
+                    let _ = std::fs::remove_dir_all(&out);
+                    let uploaded = uploaded?.map_err(|message| anyhow::anyhow!(message))?;
+                    format!("s3://{bucket}/{prefix} ({uploaded} objects uploaded)")
+                }
+            };
             eprintln!(
-                "wrote {} lines ({} malformed) in {} objects, {} bytes compressed, to {}",
-                summary.lines,
-                summary.bad_lines,
-                summary.objects,
-                summary.bytes,
-                args.out.display()
+                "wrote {} lines ({} malformed) in {} objects, {} bytes compressed, to {destination}",
+                summary.lines, summary.bad_lines, summary.objects, summary.bytes,
             );
             Ok(())
         }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::config::{Pipeline, SourceFile, WarehouseFile};
 use crate::dataflow::{self, Context};
 use crate::shutdown::{self, Shutdown};
-use crate::source::{self, ObjectRef, dir, sqs};
+use crate::source::{self, ObjectRef, backfill, dir, sqs};
 use crate::telemetry::{RunStats, StatsSnapshot};
 use crate::warehouse::Warehouse;
 use crate::warehouse::WarehouseError;
@@ -54,6 +54,9 @@ pub struct RunOptions {
     pub once: bool,
     /// Where the run counts what it does (shared so a caller can show progress).
     pub stats: Arc<RunStats>,
+    /// Load an S3 prefix once instead of the pipeline's own source
+    /// (`tracktable backfill`), counting its progress here.
+    pub backfill: Option<(backfill::BackfillSettings, Arc<backfill::BackfillProgress>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +74,8 @@ pub enum RunError {
     Warehouse(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Backfill(#[from] backfill::BackfillError),
     #[error("a worker failed: {0}")]
     Worker(String),
 }
@@ -128,55 +133,76 @@ pub fn run_with<W: Warehouse>(
     }
     let receivers = Arc::new(Mutex::new(receivers));
 
-    // The source: a directory lister, or the SQS poller with its acker.
-    let (root, acks, sqs_source) = match &pipeline.source {
-        SourceFile::Dir {
-            path: root,
-            state_dir,
-            poll_interval,
-        } => {
-            let state_dir = state_dir
-                .clone()
-                .unwrap_or_else(|| root.join(dir::STATE_DIR_NAME));
-            let done = dir::read_done(&state_dir)?;
-            runtime.spawn(list_forever(ListerConfig {
-                root: root.clone(),
-                done,
-                poll_interval: *poll_interval,
-                first_worker,
-                peers,
-                once: options.once,
-                senders,
-                shutdown: Arc::clone(&shutdown),
-            }));
-            (root.clone(), Acks::Dir(state_dir), None)
-        }
-        SourceFile::Sqs {
-            queue_url,
-            region,
-            endpoint_url,
-            receives_in_flight,
-            visibility_timeout,
-            wait_time,
-        } => {
-            let source = runtime.block_on(sqs::SqsSource::new(
-                sqs::SqsSettings {
-                    queue_url: queue_url.clone(),
-                    region: region.clone(),
-                    endpoint_url: endpoint_url.clone(),
-                    receives_in_flight: *receives_in_flight,
-                    visibility_timeout: *visibility_timeout,
-                    wait_time: *wait_time,
-                },
-                Arc::clone(&warehouse) as Arc<dyn crate::warehouse::ObjectLog>,
-            ));
-            let (acks, acker) = source.start(
-                runtime.handle(),
-                senders,
-                Arc::clone(&shutdown),
-                options.once,
-            );
-            (PathBuf::new(), Acks::Sqs(acks), Some((source, acker)))
+    // The source: a directory lister, the SQS poller with its acker, or a backfill.
+    let log = Arc::clone(&warehouse) as Arc<dyn crate::warehouse::ObjectLog>;
+    let mut recorder = None;
+    let (root, acks, sqs_source) = if let Some((settings, progress)) = &options.backfill {
+        let source = runtime.block_on(backfill::Backfill::new(
+            settings.clone(),
+            Arc::clone(&log),
+            Arc::clone(progress),
+        ));
+        let plan = runtime.block_on(source.plan())?;
+        tracing::info!(
+            bucket = %settings.bucket,
+            prefix = %settings.prefix,
+            objects = plan.len(),
+            already_loaded = progress.skipped.load(std::sync::atomic::Ordering::Relaxed),
+            "backfill planned"
+        );
+        let (acks, task) = source.start(runtime.handle(), plan, senders, Arc::clone(&shutdown));
+        recorder = Some(task);
+        (PathBuf::new(), Acks::Objects(acks), None)
+    } else {
+        match &pipeline.source {
+            SourceFile::Dir {
+                path: root,
+                state_dir,
+                poll_interval,
+            } => {
+                let state_dir = state_dir
+                    .clone()
+                    .unwrap_or_else(|| root.join(dir::STATE_DIR_NAME));
+                let done = dir::read_done(&state_dir)?;
+                runtime.spawn(list_forever(ListerConfig {
+                    root: root.clone(),
+                    done,
+                    poll_interval: *poll_interval,
+                    first_worker,
+                    peers,
+                    once: options.once,
+                    senders,
+                    shutdown: Arc::clone(&shutdown),
+                }));
+                (root.clone(), Acks::Dir(state_dir), None)
+            }
+            SourceFile::Sqs {
+                queue_url,
+                region,
+                endpoint_url,
+                receives_in_flight,
+                visibility_timeout,
+                wait_time,
+            } => {
+                let source = runtime.block_on(sqs::SqsSource::new(
+                    sqs::SqsSettings {
+                        queue_url: queue_url.clone(),
+                        region: region.clone(),
+                        endpoint_url: endpoint_url.clone(),
+                        receives_in_flight: *receives_in_flight,
+                        visibility_timeout: *visibility_timeout,
+                        wait_time: *wait_time,
+                    },
+                    Arc::clone(&warehouse) as Arc<dyn crate::warehouse::ObjectLog>,
+                ));
+                let (acks, acker) = source.start(
+                    runtime.handle(),
+                    senders,
+                    Arc::clone(&shutdown),
+                    options.once,
+                );
+                (PathBuf::new(), Acks::Sqs(acks), Some((source, acker)))
+            }
         }
     };
 
@@ -206,6 +232,7 @@ pub fn run_with<W: Warehouse>(
                 dir::DoneLog::open(state_dir, worker.index()).map_err(|error| error.to_string())?,
             ),
             Acks::Sqs(acks) => Acker::Sqs(acks.clone()),
+            Acks::Objects(acks) => Acker::Objects(acks.clone()),
         };
         let shutdown = Arc::clone(&context.shutdown);
         let handles = dataflow::build(worker, &context, objects, |activator| {
@@ -236,6 +263,13 @@ pub fn run_with<W: Warehouse>(
             Ok(Ok(())) => {}
             Ok(Err(message)) | Err(message) => failure = Some(message),
         }
+    }
+    if let Some(recorder) = recorder
+        && runtime
+            .block_on(async { tokio::time::timeout(Duration::from_secs(60), recorder).await })
+            .is_err()
+    {
+        tracing::warn!("recording loaded objects did not finish within 60 s");
     }
     if let Some((source, acker)) = sqs_source {
         // Every worker is gone, so every acknowledgement is sent: let the acker delete
@@ -274,12 +308,15 @@ enum Acks {
     Dir(PathBuf),
     /// SQS: committed objects go to the source's acker, which deletes their messages.
     Sqs(sqs::SqsAcks),
+    /// Backfill: committed objects are recorded in the warehouse's object log.
+    Objects(backfill::ObjectAcks),
 }
 
 /// One worker's acknowledger.
 enum Acker {
     Dir(dir::DoneLog),
     Sqs(sqs::SqsAcks),
+    Objects(backfill::ObjectAcks),
 }
 
 /// Marks every batch the probe has passed as done: its objects are durable everywhere.
@@ -309,6 +346,11 @@ fn acknowledge(
             Acker::Sqs(acks) => {
                 if !acks.acknowledge(objects) {
                     return Err("the SQS acknowledger stopped".into());
+                }
+            }
+            Acker::Objects(acks) => {
+                if !acks.acknowledge(objects) {
+                    return Err("the object recorder stopped".into());
                 }
             }
         }

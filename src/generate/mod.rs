@@ -18,6 +18,7 @@ mod malformed;
 mod population;
 #[cfg(test)]
 mod tests;
+pub mod to_s3;
 mod traffic;
 
 use std::fs::File;

@@ -7,6 +7,7 @@
 //! workers. Acknowledging (marking done, deleting the SQS message) happens only after
 //! the object's batch has committed everywhere: see `ack`.
 
+pub mod backfill;
 pub mod dir;
 pub mod notification;
 pub mod sqs;
