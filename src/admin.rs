@@ -119,6 +119,31 @@ fn check_dir_source(
     checks.push(writable(&state));
 }
 
+/// The queue answers and lets the loader read its attributes (which needs the same
+/// credentials and network path as receiving from it).
+async fn check_queue(queue_url: &str, region: Option<&str>, endpoint_url: Option<&str>) -> Check {
+    let (_, sqs) = crate::source::sqs::clients(region, endpoint_url).await;
+    let what = format!("SQS queue {queue_url} is reachable");
+    match sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
+        .send()
+        .await
+    {
+        Ok(_) => Check { what, fix: None },
+        Err(error) => Check {
+            what,
+            fix: Some(format!(
+                "{}: check source.queue_url, the region and the AWS credentials; the loader needs \
+                 sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility and \
+                 sqs:GetQueueAttributes on the queue and s3:GetObject on the bucket",
+                aws_sdk_sqs::error::DisplayErrorContext(&error)
+            )),
+        },
+    }
+}
+
 /// Checks everything the pipeline needs, without changing anything.
 pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
     let mut checks = Vec::new();
@@ -127,6 +152,15 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
     } = &pipeline.source
     {
         check_dir_source(&mut checks, path, state_dir.as_deref());
+    }
+    if let SourceFile::Sqs {
+        queue_url,
+        region,
+        endpoint_url,
+        ..
+    } = &pipeline.source
+    {
+        checks.push(check_queue(queue_url, region.as_deref(), endpoint_url.as_deref()).await);
     }
 
     let WarehouseFile::Postgres(config) = &pipeline.warehouse;

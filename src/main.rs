@@ -157,8 +157,12 @@ struct RunArgs {
     #[command(flatten)]
     batch: BatchArgs,
     /// Load the objects present at start, then exit (instead of running until a signal).
+    /// With SQS: until a receive finds the queue empty.
     #[arg(long)]
     once: bool,
+    /// S3 and SQS endpoint (MinIO, LocalStack, moto), overriding the pipeline's.
+    #[arg(long)]
+    endpoint_url: Option<String>,
 }
 
 /// Cluster flags: the same `--processes`, `--workers` and hostfile on every process.
@@ -359,6 +363,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             if let Some(in_flight) = args.batch.max_batches_in_flight {
                 file.batch.max_in_flight = in_flight;
+            }
+            if let Some(endpoint) = args.endpoint_url {
+                match &mut file.source {
+                    tracktable::config::SourceFile::Sqs { endpoint_url, .. } => {
+                        *endpoint_url = Some(endpoint)
+                    }
+                    tracktable::config::SourceFile::Dir { .. } => {
+                        anyhow::bail!(
+                            "--endpoint-url applies to an SQS source; this pipeline reads a directory"
+                        )
+                    }
+                }
             }
             let pipeline = file.validate(&args.pipeline)?;
             let options = tracktable::run::RunOptions {

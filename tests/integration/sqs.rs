@@ -228,6 +228,42 @@ async fn notifications_load_every_object_once_and_empty_the_queue() {
         .await,
         expected
     );
+    // `check` reaches the queue; with a wrong queue URL it fails and says what to fix.
+    let checked = Command::new(support::binary())
+        .args(["check", "--pipeline"])
+        .arg(&pipeline)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("run check");
+    // (The run as a whole fails here: the tests load as the superuser, which `check`
+    // rightly objects to.)
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        report.contains(&format!("pass  SQS queue {queue_url} is reachable")),
+        "{report}"
+    );
+    let wrong = work.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(&pipeline)
+            .unwrap()
+            .replace(&queue_name, "no-such-queue"),
+    )
+    .unwrap();
+    let checked = Command::new(support::binary())
+        .args(["check", "--pipeline"])
+        .arg(&wrong)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("run check");
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(!checked.status.success(), "{report}");
+    assert!(report.contains("FAIL  SQS queue"), "{report}");
+    assert!(!report.contains("pass  SQS queue"), "{report}");
+    assert!(report.contains("sqs:ReceiveMessage"), "{report}");
+
     let gone = format!("s3://{bucket}/raw/gone.json");
     assert_eq!(
         count(
