@@ -93,6 +93,7 @@ fn run_dataflow(dir: &Path, state: &Path, workers: usize) -> u64 {
         once: true,
         stats: Default::default(),
         backfill: None,
+        metrics_addr: None,
     };
     let summary = run_with(&pipeline, &options, Arc::clone(&warehouse)).expect("dataflow run");
     summary.stats.messages

@@ -46,6 +46,7 @@ pub fn backfill(
             once: true,
             stats,
             backfill: Some((settings, Arc::clone(&progress))),
+            metrics_addr: None,
         },
     );
     done.store(true, Ordering::Relaxed);

@@ -168,6 +168,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             once: true,
             stats,
             backfill: None,
+            metrics_addr: None,
         },
     )?;
     let events = summary.stats.messages;

@@ -109,6 +109,7 @@ pub fn build<W: Warehouse>(
             let policy = context.policy;
             let max_in_flight = context.max_in_flight;
             let admit_activator = Rc::clone(&admit_activator);
+            let stats = Arc::clone(&context.stats);
             source::<_, CapacityContainerBuilder<Vec<ObjectRef>>, _, _>(
                 scope,
                 "Admit",
@@ -155,6 +156,7 @@ pub fn build<W: Warehouse>(
                                         .or_default()
                                         .push(object.clone());
                                     output.session(&*held).give(object);
+                                    stats.object_admitted();
                                     if clock.is_full() && clock.close_early() {
                                         advance(held, &clock);
                                     }

@@ -172,6 +172,7 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
         once: true,
         stats: Arc::clone(&stats),
         backfill: None,
+        metrics_addr: None,
     };
     // Two rounds, like a pipeline that has been running a while: a fifth of the objects,
     // then the rest. Column types settle in the first round, so drifted values in the

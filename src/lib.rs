@@ -27,6 +27,7 @@ pub mod explain;
 pub mod generate;
 pub mod load;
 pub mod local_postgres;
+pub mod metrics;
 pub mod route;
 pub mod run;
 pub mod shutdown;

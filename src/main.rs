@@ -18,6 +18,16 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines as human-readable text (default) or one JSON object per line.
+    /// Verbosity: TRACKTABLE_LOG (e.g. `info`, `tracktable=debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +173,10 @@ struct RunArgs {
     /// S3 and SQS endpoint (MinIO, LocalStack, moto), overriding the pipeline's.
     #[arg(long)]
     endpoint_url: Option<String>,
+    /// Serve Prometheus metrics (/metrics), liveness (/health) and readiness (/ready)
+    /// on this address, e.g. 0.0.0.0:9464 (default: off).
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Cluster flags: the same `--processes`, `--workers` and hostfile on every process.
@@ -240,14 +254,18 @@ struct ExplainArgs {
 fn main() -> ExitCode {
     tracktable::allocator::keep_freed_pages();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRACKTABLE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -387,10 +405,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 once: args.once,
                 stats: Default::default(),
                 backfill: None,
+                metrics_addr: args.metrics_addr,
             };
             let summary = tracktable::run::run(&pipeline, &options)?;
             let stats = summary.stats;
-            eprintln!(
+            // A log event, so `--log-format json` keeps every line JSON.
+            tracing::info!(
                 "{}: {} objects, {} messages, {} rejected; {} rows loaded, {} duplicates skipped, {} values discarded, {} schema changes, in {:.1}s",
                 pipeline.name,
                 stats.objects,
@@ -424,7 +444,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 endpoint_url: args.endpoint_url.or(pipeline_endpoint),
             };
             let summary = tracktable::backfill::backfill(&pipeline, settings, args.workers)?;
-            eprintln!(
+            tracing::info!(
                 "backfill of s3://{}/{}: {} objects listed, {} already loaded, {} loaded now ({} events, {} rejected, {} rows) in {:.1}s",
                 args.bucket,
                 args.prefix,

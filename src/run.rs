@@ -57,6 +57,8 @@ pub struct RunOptions {
     /// Load an S3 prefix once instead of the pipeline's own source
     /// (`tracktable backfill`), counting its progress here.
     pub backfill: Option<(backfill::BackfillSettings, Arc<backfill::BackfillProgress>)>,
+    /// Serve `/metrics`, `/health` and `/ready` here.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,11 @@ pub enum RunError {
     Runtime(std::io::Error),
     #[error(transparent)]
     Backfill(#[from] backfill::BackfillError),
+    #[error("cannot serve metrics on {address}: {source}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("a worker failed: {0}")]
     Worker(String),
 }
@@ -193,7 +200,8 @@ pub fn run_with<W: Warehouse>(
                         visibility_timeout: *visibility_timeout,
                         wait_time: *wait_time,
                     },
-                    Arc::clone(&warehouse) as Arc<dyn crate::warehouse::ObjectLog>,
+                    Arc::clone(&log),
+                    Arc::clone(&stats),
                 ));
                 let (acks, acker) = source.start(
                     runtime.handle(),
@@ -205,6 +213,13 @@ pub fn run_with<W: Warehouse>(
             }
         }
     };
+
+    if let Some(address) = options.metrics_addr {
+        let probes = readiness_probes(pipeline, &warehouse, options.backfill.is_some());
+        runtime
+            .block_on(crate::metrics::serve(address, Arc::clone(&stats), probes))
+            .map_err(|source| RunError::Metrics { address, source })?;
+    }
 
     let context = Arc::new(Context {
         runtime: runtime.handle().clone(),
@@ -250,6 +265,14 @@ pub fn run_with<W: Warehouse>(
                 return Err(failure.to_owned());
             }
             acknowledge(&handles, &mut acker, &worker_stats)?;
+            worker_stats.oldest_unacknowledged(
+                worker.index(),
+                handles
+                    .pending
+                    .borrow()
+                    .first_key_value()
+                    .map(|(batch, _)| *batch),
+            );
             if !running {
                 return Ok(());
             }
@@ -280,17 +303,16 @@ pub fn run_with<W: Warehouse>(
         {
             tracing::warn!("SQS acknowledgements did not finish within 60 s");
         }
-        let counted = &source.stats;
+        let metrics = &stats.metrics;
         tracing::info!(
-            received = counted.received.load(std::sync::atomic::Ordering::Relaxed),
-            deleted = counted.deleted.load(std::sync::atomic::Ordering::Relaxed),
-            ignored = counted.ignored.load(std::sync::atomic::Ordering::Relaxed),
-            unparseable = counted
-                .unparseable
-                .load(std::sync::atomic::Ordering::Relaxed),
-            released = counted.released.load(std::sync::atomic::Ordering::Relaxed),
+            received = metrics.sqs_received.get(),
+            deleted = metrics.sqs_deleted.get(),
+            ignored = metrics.sqs_ignored.get(),
+            unparseable = metrics.sqs_unparseable.get(),
+            released = metrics.sqs_released.get(),
             "SQS source finished"
         );
+        drop(source);
     }
     runtime.shutdown_timeout(Duration::from_secs(5));
     if let Some(message) = failure {
@@ -300,6 +322,78 @@ pub fn run_with<W: Warehouse>(
         stats: stats.snapshot(),
         elapsed: started.elapsed(),
     })
+}
+
+/// What `/ready` checks: the warehouse accepts a connection, and the source (the
+/// directory, or the SQS queue) answers.
+fn readiness_probes<W: Warehouse>(
+    pipeline: &Pipeline,
+    warehouse: &Arc<W>,
+    backfill: bool,
+) -> Vec<(&'static str, crate::metrics::Probe)> {
+    let mut probes: Vec<(&'static str, crate::metrics::Probe)> = Vec::new();
+    let warehouse = Arc::clone(warehouse);
+    probes.push((
+        "warehouse",
+        Arc::new(move || {
+            let warehouse = Arc::clone(&warehouse);
+            Box::pin(async move {
+                warehouse
+                    .loader()
+                    .await
+                    .map(drop)
+                    .map_err(|error| error.to_string())
+            })
+        }),
+    ));
+    if backfill {
+        return probes;
+    }
+    match &pipeline.source {
+        SourceFile::Dir { path, .. } => {
+            let path = path.clone();
+            probes.push((
+                "source",
+                Arc::new(move || {
+                    let path = path.clone();
+                    Box::pin(async move {
+                        std::fs::read_dir(&path)
+                            .map(drop)
+                            .map_err(|error| format!("{}: {error}", path.display()))
+                    })
+                }),
+            ));
+        }
+        SourceFile::Sqs {
+            queue_url,
+            region,
+            endpoint_url,
+            ..
+        } => {
+            let (queue_url, region, endpoint_url) =
+                (queue_url.clone(), region.clone(), endpoint_url.clone());
+            probes.push((
+                "source",
+                Arc::new(move || {
+                    let (queue_url, region, endpoint_url) =
+                        (queue_url.clone(), region.clone(), endpoint_url.clone());
+                    Box::pin(async move {
+                        let (_, sqs) =
+                            sqs::clients(region.as_deref(), endpoint_url.as_deref()).await;
+                        sqs.get_queue_attributes()
+                            .queue_url(&queue_url)
+                            .send()
+                            .await
+                            .map(drop)
+                            .map_err(|error| {
+                                format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&error))
+                            })
+                    })
+                }),
+            ));
+        }
+    }
+    probes
 }
 
 /// How a source's objects are acknowledged, as the worker closure captures it.

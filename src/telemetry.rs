@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::decode::DecodeSummary;
+use crate::metrics::{Metrics, ReasonLabel, TableLabel};
 use crate::warehouse::LoadReport;
 
 #[derive(Debug, Default)]
@@ -23,6 +24,8 @@ pub struct RunStats {
     schema_changes: AtomicU64,
     warehouse_retries: AtomicU64,
     objects_acknowledged: AtomicU64,
+    /// The Prometheus view of the same facts (plus labels the snapshot does not keep).
+    pub metrics: Metrics,
 }
 
 /// A point-in-time copy of [`RunStats`].
@@ -49,6 +52,17 @@ impl RunStats {
         self.messages.fetch_add(summary.messages, Ordering::Relaxed);
         self.rejections
             .fetch_add(summary.rejections, Ordering::Relaxed);
+        self.metrics.objects.inc();
+        self.metrics.input_bytes.inc_by(summary.bytes);
+        self.metrics.events.inc_by(summary.messages);
+        for (reason, count) in summary.reasons() {
+            self.metrics
+                .rejections
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_owned(),
+                })
+                .inc_by(count);
+        }
         tracing::debug!(
             object,
             messages = summary.messages,
@@ -56,6 +70,78 @@ impl RunStats {
             bytes = summary.bytes,
             "object decoded"
         );
+    }
+
+    /// One table of a batch committed.
+    pub fn table_loaded(&self, table: &str, rows: u64) {
+        self.metrics
+            .rows_loaded
+            .get_or_create(&TableLabel {
+                table: table.to_owned(),
+            })
+            .inc_by(rows);
+    }
+
+    /// An object admitted into a batch.
+    pub fn object_admitted(&self) {
+        self.metrics.objects_admitted.inc();
+    }
+
+    /// A worker's oldest batch awaiting acknowledgement (`None`: none).
+    pub fn oldest_unacknowledged(&self, worker: usize, batch: Option<u64>) {
+        self.metrics.set_oldest_unacknowledged(worker, batch);
+    }
+
+    /// How long a worker's batch took from hand-off to commit.
+    pub fn batch_load_time(&self, seconds: f64) {
+        self.metrics.batch_load_seconds.observe(seconds);
+    }
+
+    pub fn sqs_received(&self, messages: u64) {
+        self.metrics.sqs_received.inc_by(messages);
+    }
+
+    pub fn sqs_deleted(&self, messages: u64) {
+        self.metrics.sqs_deleted.inc_by(messages);
+        tracing::debug!(messages, "SQS messages deleted");
+    }
+
+    pub fn sqs_ignored(&self, message: &str, why: &str) {
+        self.metrics.sqs_ignored.inc();
+        tracing::info!(
+            message,
+            why,
+            "SQS message announces nothing to load; deleting it"
+        );
+    }
+
+    pub fn sqs_unparseable(&self) {
+        self.metrics.sqs_unparseable.inc();
+    }
+
+    pub fn sqs_visibility_extended(&self, messages: u64) {
+        self.metrics.sqs_visibility_extensions.inc_by(messages);
+        tracing::debug!(messages, "visibility extended for messages still loading");
+    }
+
+    pub fn sqs_released(&self, messages: u64) {
+        self.metrics.sqs_released.inc_by(messages);
+        tracing::info!(
+            messages,
+            "released unfinished SQS messages for another consumer"
+        );
+    }
+
+    pub fn s3_missing_object(&self, object: &str) {
+        self.metrics.s3_missing_objects.inc();
+        tracing::warn!(
+            object,
+            "announced object no longer exists; recording it in _rejections"
+        );
+    }
+
+    pub fn s3_fetch_failed(&self) {
+        self.metrics.s3_fetch_failures.inc();
     }
 
     pub fn batch_loaded(&self, report: &LoadReport) {
@@ -67,6 +153,13 @@ impl RunStats {
         self.discards.fetch_add(report.discards, Ordering::Relaxed);
         self.schema_changes
             .fetch_add(report.schema_changes, Ordering::Relaxed);
+        self.metrics.batches.inc();
+        self.metrics.duplicates.inc_by(report.duplicates);
+        self.metrics.discards.inc_by(report.discards);
+        self.metrics.schema_changes.inc_by(report.schema_changes);
+        self.metrics
+            .batch_rows
+            .observe((report.rows_loaded + report.duplicates) as f64);
         tracing::debug!(
             rows = report.rows_loaded,
             duplicates = report.duplicates,
@@ -78,11 +171,13 @@ impl RunStats {
 
     pub fn warehouse_retry(&self) {
         self.warehouse_retries.fetch_add(1, Ordering::Relaxed);
+        self.metrics.warehouse_retries.inc();
     }
 
     pub fn objects_acknowledged(&self, batch: u64, count: u64) {
         self.objects_acknowledged
             .fetch_add(count, Ordering::Relaxed);
+        self.metrics.objects_acknowledged.inc_by(count);
         tracing::debug!(batch, objects = count, "objects acknowledged");
     }
 

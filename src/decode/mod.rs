@@ -62,8 +62,27 @@ pub enum Decoded<'a> {
 pub struct DecodeSummary {
     pub messages: u64,
     pub rejections: u64,
+    /// Rejections by reason, indexed like [`RejectReason::CODES`].
+    pub by_reason: [u64; RejectReason::CODES.len()],
     /// Bytes read after decompression.
     pub bytes: u64,
+}
+
+impl DecodeSummary {
+    /// Counts one rejection.
+    pub fn reject(&mut self, reason: &RejectReason) {
+        self.rejections += 1;
+        self.by_reason[reason.index()] += 1;
+    }
+
+    /// (reason code, count) for every reason that occurred.
+    pub fn reasons(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        RejectReason::CODES
+            .iter()
+            .zip(self.by_reason)
+            .filter(|(_, count)| *count > 0)
+            .map(|(code, count)| (*code, count))
+    }
 }
 
 /// The id given to a message that has no `messageId`: derived from where it sits, so
@@ -97,7 +116,7 @@ pub fn decode_object<R: Read>(
                     on_item(Decoded::Message { position, message });
                 }
                 Err(reason) => {
-                    summary.rejections += 1;
+                    summary.reject(&reason);
                     on_item(Decoded::Rejected(Rejection::new(
                         object,
                         position,
@@ -112,7 +131,7 @@ pub fn decode_object<R: Read>(
             reason,
             raw,
         } => {
-            summary.rejections += 1;
+            summary.reject(&reason);
             on_item(Decoded::Rejected(Rejection::new(
                 object, position, reason, raw,
             )));
@@ -122,8 +141,8 @@ pub fn decode_object<R: Read>(
         Ok(stats) => summary.bytes = stats.bytes,
         Err(failure) => {
             summary.bytes = failure.bytes;
-            summary.rejections += 1;
             let reason = RejectReason::Unreadable(failure.error.to_string());
+            summary.reject(&reason);
             on_item(Decoded::Rejected(Rejection::new(
                 object,
                 failure.position,

@@ -76,6 +76,29 @@ impl RejectReason {
     }
 
     /// Stable, low-cardinality name of the reason (metric label, `_rejections.reason`).
+    /// Every reason's code, in a fixed order (metrics label them by these).
+    pub const CODES: [&'static str; 10] = [
+        "not_json",
+        "not_an_object",
+        "missing_type",
+        "unknown_type",
+        "track_without_event",
+        "too_large",
+        "too_deep",
+        "invalid_utf8",
+        "invalid_field",
+        "unreadable",
+    ];
+
+    /// This reason's position in [`RejectReason::CODES`].
+    pub fn index(&self) -> usize {
+        let code = self.code();
+        Self::CODES
+            .iter()
+            .position(|candidate| *candidate == code)
+            .unwrap_or(Self::CODES.len() - 1)
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             RejectReason::NotJson(_) => "not_json",
@@ -127,5 +150,32 @@ impl Rejection {
 impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}: {}", self.object, self.position, self.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RejectReason;
+
+    #[test]
+    fn every_reason_has_its_own_slot_in_codes() {
+        let reasons = [
+            RejectReason::NotJson("x".into()),
+            RejectReason::NotAnObject,
+            RejectReason::MissingType,
+            RejectReason::UnknownType("x".into()),
+            RejectReason::TrackWithoutEvent,
+            RejectReason::TooLarge { bytes: 2, limit: 1 },
+            RejectReason::TooDeep { limit: 1 },
+            RejectReason::InvalidUtf8 { offset: 0 },
+            RejectReason::invalid_field("userId", "must be a string"),
+            RejectReason::Unreadable("x".into()),
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for reason in &reasons {
+            assert_eq!(RejectReason::CODES[reason.index()], reason.code());
+            assert!(seen.insert(reason.index()), "{reason:?}");
+        }
+        assert_eq!(seen.len(), RejectReason::CODES.len());
     }
 }

@@ -66,6 +66,7 @@ pub async fn run_loader<W: Warehouse>(
 ) {
     let mut loaders: Vec<Option<W::Loader>> = (0..connections.max(1)).map(|_| None).collect();
     while let Some(job) = jobs.recv().await {
+        let started = std::time::Instant::now();
         let lanes = assign_lanes(&job.tables, loaders.len());
         let results =
             futures_util::future::join_all(loaders.iter_mut().zip(&lanes).map(|(loader, lane)| {
@@ -82,6 +83,7 @@ pub async fn run_loader<W: Warehouse>(
             }
         }
         stats.batch_loaded(&report);
+        stats.batch_load_time(started.elapsed().as_secs_f64());
         if done
             .send(LoadDone {
                 batch: job.batch,
@@ -151,6 +153,7 @@ async fn load_lane<'a, W: Warehouse>(
             match current.load(table).await {
                 Ok(table_report) => {
                     tracing::debug!(batch = batch.0, table = %table.table, rows = table_report.rows_loaded, "table batch committed");
+                    stats.table_loaded(table.table.as_str(), table_report.rows_loaded);
                     report += table_report;
                     break;
                 }

@@ -85,17 +85,13 @@ pub fn unreadable(
     reason: String,
     out: &mut Vec<crate::route::Row>,
 ) -> crate::decode::DecodeSummary {
-    let rejection = crate::decode::Rejection::new(
-        &object.name,
-        crate::decode::Position::line(0),
-        crate::decode::RejectReason::Unreadable(reason),
-        b"",
-    );
+    let reason = crate::decode::RejectReason::Unreadable(reason);
+    let mut summary = crate::decode::DecodeSummary::default();
+    summary.reject(&reason);
+    let rejection =
+        crate::decode::Rejection::new(&object.name, crate::decode::Position::line(0), reason, b"");
     out.push(crate::route::rejection_row(&rejection));
-    crate::decode::DecodeSummary {
-        rejections: 1,
-        ..Default::default()
-    }
+    summary
 }
 
 /// The global worker index that owns an object.

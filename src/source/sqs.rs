@@ -23,7 +23,7 @@
 //!   with visibility 0, so another process takes them at once.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use super::notification::{self, Notification, S3Object};
 use super::{Body, ObjectRef};
 use crate::shutdown::Shutdown;
+use crate::telemetry::RunStats;
 use crate::warehouse::{ObjectId, ObjectLog};
 
 /// How often a failed fetch is tried before its message is let go.
@@ -77,20 +78,6 @@ pub async fn clients(
     )
 }
 
-/// What the source counts (also logged where it happens).
-#[derive(Debug, Default)]
-pub struct SqsStats {
-    pub received: AtomicU64,
-    pub objects: AtomicU64,
-    pub deleted: AtomicU64,
-    pub ignored: AtomicU64,
-    pub unparseable: AtomicU64,
-    pub missing_objects: AtomicU64,
-    pub fetch_failures: AtomicU64,
-    pub visibility_extensions: AtomicU64,
-    pub released: AtomicU64,
-}
-
 /// A received message whose objects are not all committed yet.
 #[derive(Debug)]
 struct Held {
@@ -123,7 +110,7 @@ pub struct SqsSource {
     state: Mutex<State>,
     /// Which objects have loaded, across restarts (the warehouse's object log).
     log: Arc<dyn ObjectLog>,
-    pub stats: SqsStats,
+    stats: Arc<RunStats>,
 }
 
 /// The workers' side of acknowledgement: objects of committed batches go here.
@@ -138,7 +125,11 @@ impl SqsAcks {
 }
 
 impl SqsSource {
-    pub async fn new(settings: SqsSettings, log: Arc<dyn ObjectLog>) -> Arc<SqsSource> {
+    pub async fn new(
+        settings: SqsSettings,
+        log: Arc<dyn ObjectLog>,
+        stats: Arc<RunStats>,
+    ) -> Arc<SqsSource> {
         let (s3, sqs) = clients(settings.region.as_deref(), settings.endpoint_url.as_deref()).await;
         Arc::new(SqsSource {
             settings,
@@ -146,7 +137,7 @@ impl SqsSource {
             sqs,
             state: Mutex::default(),
             log,
-            stats: SqsStats::default(),
+            stats,
         })
     }
 
@@ -239,14 +230,10 @@ impl SqsSource {
                     .filter_map(|message| message.receipt_handle.clone())
                     .collect();
                 let released = self.change_visibility(&receipts, Duration::ZERO).await;
-                self.stats
-                    .released
-                    .fetch_add(released as u64, Ordering::Relaxed);
+                self.stats.sqs_released(released as u64);
                 return;
             }
-            self.stats
-                .received
-                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            self.stats.sqs_received(messages.len() as u64);
             for message in messages {
                 if !self.handle(message, senders, next_worker, shutdown).await {
                     return;
@@ -271,19 +258,17 @@ impl SqsSource {
         let objects = match notification::parse(body) {
             Ok(Notification::Created(objects)) => objects,
             Ok(Notification::Test) => {
-                self.stats.ignored.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(message = %id, "S3 test event; deleting it");
+                self.stats.sqs_ignored(&id, "S3 test event");
                 self.delete(vec![receipt]).await;
                 return true;
             }
             Ok(Notification::Unrelated(what)) => {
-                self.stats.ignored.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(message = %id, what = %what, "notification announces nothing to load; deleting it");
+                self.stats.sqs_ignored(&id, &what);
                 self.delete(vec![receipt]).await;
                 return true;
             }
             Err(problem) => {
-                self.stats.unparseable.fetch_add(1, Ordering::Relaxed);
+                self.stats.sqs_unparseable();
                 if self.state().reported.insert(id.clone()) {
                     let prefix: String = body.chars().take(200).collect();
                     tracing::warn!(message = %id, problem = %problem, body = %prefix, "cannot understand an SQS message; leaving it to the queue's redrive policy");
@@ -330,8 +315,8 @@ impl SqsSource {
             (token, fresh)
         };
         if fresh.is_empty() {
-            self.stats.ignored.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(message = %id, "objects already loaded; deleting the repeated notification");
+            self.stats
+                .sqs_ignored(&id, "objects already loaded (a repeated notification)");
             self.delete(vec![receipt]).await;
             return true;
         }
@@ -341,7 +326,7 @@ impl SqsSource {
                 Ok(body) => body,
                 Err(error) => {
                     // Let the message go: it reappears after its visibility timeout.
-                    self.stats.fetch_failures.fetch_add(1, Ordering::Relaxed);
+                    self.stats.s3_fetch_failed();
                     tracing::error!(message = %id, object = %object.name(), error = %error, "cannot fetch an announced object; its message is not deleted and will be received again");
                     let mut state = self.state();
                     state.held.remove(&token);
@@ -362,7 +347,6 @@ impl SqsSource {
                     None => return true,
                 }
             }
-            self.stats.objects.fetch_add(1, Ordering::Relaxed);
             let worker = next_worker.fetch_add(1, Ordering::Relaxed) % senders.len().max(1);
             if senders[worker].send(object_ref).await.is_err() {
                 return false;
@@ -408,8 +392,7 @@ impl SqsSource {
                     if status == Some(404)
                         || matches!(code.as_deref(), Some("NoSuchKey" | "NoSuchVersion"))
                     {
-                        self.stats.missing_objects.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(object = %object.name(), "announced object no longer exists; recording it in _rejections");
+                        self.stats.s3_missing_object(&object.name());
                         return Ok(Body::Missing(
                             "the announced object does not exist (deleted before it was fetched)"
                                 .into(),
@@ -450,13 +433,7 @@ impl SqsSource {
             let extended = self
                 .change_visibility(&receipts, self.settings.visibility_timeout)
                 .await;
-            self.stats
-                .visibility_extensions
-                .fetch_add(extended as u64, Ordering::Relaxed);
-            tracing::debug!(
-                messages = extended,
-                "visibility extended for messages still loading"
-            );
+            self.stats.sqs_visibility_extended(extended as u64);
         }
     }
 
@@ -574,9 +551,7 @@ impl SqsSource {
                     .await;
                 let failed: Vec<String> = match result {
                     Ok(output) => {
-                        self.stats
-                            .deleted
-                            .fetch_add(output.successful.len() as u64, Ordering::Relaxed);
+                        self.stats.sqs_deleted(output.successful.len() as u64);
                         output
                             .failed
                             .iter()
@@ -617,13 +592,7 @@ impl SqsSource {
             return;
         }
         let released = self.change_visibility(&receipts, Duration::ZERO).await;
-        self.stats
-            .released
-            .fetch_add(released as u64, Ordering::Relaxed);
-        tracing::info!(
-            messages = released,
-            "released unfinished SQS messages for another consumer"
-        );
+        self.stats.sqs_released(released as u64);
     }
 }
 

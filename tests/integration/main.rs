@@ -10,6 +10,7 @@
 mod backfill;
 mod cli;
 mod dataflow;
+mod metrics;
 mod postgres;
 mod smoke;
 mod sqs;

@@ -438,7 +438,7 @@ fn start(pipeline: &std::path::Path, stderr: &std::path::Path) -> support::KillO
             .arg(pipeline)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("TRACKTABLE_LOG", "info,tracktable::source::sqs=debug")
+            .env("TRACKTABLE_LOG", "info,tracktable=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(stderr).expect("stderr file"))
             .spawn()
