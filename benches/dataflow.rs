@@ -80,6 +80,7 @@ fn run_dataflow(dir: &Path, state: &Path, workers: usize) -> u64 {
             ..BatchFile::default()
         },
         limits: Default::default(),
+        plan: Default::default(),
     };
     let pipeline = file
         .validate(Path::new("bench.toml"))

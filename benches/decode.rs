@@ -87,7 +87,10 @@ fn benches(c: &mut Criterion) {
             b.iter(|| {
                 let mut row_count = 0usize;
                 let summary = decode::decode_object(&ndjson[..], &object, &limits, |item| {
-                    if let Decoded::Message { position, message } = item {
+                    if let Decoded::Message {
+                        position, message, ..
+                    } = item
+                    {
                         rows.clear();
                         router.rows_for(&message, &object, position, &mut rows);
                         row_count += rows.len();

@@ -314,20 +314,53 @@ pub async fn schema_report(pipeline: &Pipeline) -> Result<(String, Vec<TableRepo
 }
 
 /// `schema` as text: one block per table, the column budget in the header.
-pub fn format_schema(schema: &str, tables: &[TableReport]) -> String {
+/// The schema report. `max_tables`/`max_columns`: the tracking plan's caps, which
+/// replace the warehouse's 1600-column limit as the budget when set.
+pub fn format_schema(
+    schema: &str,
+    tables: &[TableReport],
+    max_tables: Option<usize>,
+    max_columns: Option<usize>,
+) -> String {
     let mut text = String::new();
-    let _ = writeln!(text, "schema {schema}: {} tables", tables.len());
+    let counted = tables
+        .iter()
+        .filter(|table| !table.name.starts_with('_'))
+        .count();
+    match max_tables {
+        Some(cap) => {
+            let warning = if counted * 100 >= cap * 75 {
+                "  <- nearing the tracking plan's table cap"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                text,
+                "schema {schema}: {} tables ({counted} of the tracking plan's cap of {cap}; bookkeeping tables aside){warning}",
+                tables.len()
+            );
+        }
+        None => {
+            let _ = writeln!(text, "schema {schema}: {} tables", tables.len());
+        }
+    }
+    let budget = max_columns.map_or(MAX_COLUMNS, |cap| cap as i64);
+    let budget_name = if max_columns.is_some() {
+        "the tracking plan's cap"
+    } else {
+        "the limit"
+    };
     for table in tables {
         let used = table.columns.len() as i64;
-        let percent = used * 100 / MAX_COLUMNS;
+        let percent = used * 100 / budget.max(1);
         let warning = if percent >= 75 {
-            "  <- nearing the limit: consider a tracking plan"
+            format!("  <- nearing {budget_name}: consider a tracking plan")
         } else {
-            ""
+            String::new()
         };
         let _ = writeln!(
             text,
-            "\n{} — {} rows, {used}/{MAX_COLUMNS} columns ({percent}%){warning}",
+            "\n{} — {} rows, {used}/{budget} columns ({percent}%){warning}",
             table.name, table.rows
         );
         for (column, column_type) in &table.columns {
@@ -371,8 +404,24 @@ mod tests {
             rows: 1,
             columns: vec![("message_id".into(), "text".into())],
         };
-        let text = format_schema("s", &[wide, narrow]);
+        let text = format_schema("s", &[wide.clone(), narrow.clone()], None, None);
         assert!(text.contains("wide — 3 rows, 1300/1600 columns (81%)  <- nearing the limit"));
         assert!(text.contains("narrow — 1 rows, 1/1600 columns (0%)\n"));
+
+        let capped = format_schema("s", &[wide, narrow], Some(2), Some(1500));
+        assert!(
+            capped.contains("2 of the tracking plan's cap of 2;"),
+            "{capped}"
+        );
+        assert!(
+            capped.contains("<- nearing the tracking plan's table cap"),
+            "{capped}"
+        );
+        assert!(
+            capped.contains(
+                "wide — 3 rows, 1300/1500 columns (86%)  <- nearing the tracking plan's cap"
+            ),
+            "{capped}"
+        );
     }
 }

@@ -155,6 +155,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             ..BatchFile::default()
         },
         limits: Default::default(),
+        plan: Default::default(),
     };
     let pipeline = file.validate(&scratch.join("bench.toml"))?;
     let stats = Arc::new(RunStats::default());

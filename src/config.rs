@@ -31,6 +31,32 @@ pub struct PipelineFile {
     /// Protection against hostile input.
     #[serde(default)]
     pub limits: LimitsFile,
+    /// An optional tracking plan: which events and properties may become tables and
+    /// columns, and caps on both.
+    #[serde(default)]
+    pub plan: PlanFile,
+}
+
+/// `[plan]`: what the plan refuses goes to `_rejections` (events, properties) or
+/// `_discards` (over a cap), never silently away.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    /// Track events that may load, as globs on the raw event name (`Order *`); empty:
+    /// every event.
+    #[serde(default)]
+    pub allow_events: Vec<String>,
+    /// Track events that never load, as globs; wins over `allow_events`.
+    #[serde(default)]
+    pub block_events: Vec<String>,
+    /// Per event name, the top-level properties that may become columns; events not
+    /// listed keep every property.
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, Vec<String>>,
+    /// At most this many tables in the pipeline's schema (bookkeeping tables aside).
+    pub max_tables: Option<usize>,
+    /// At most this many columns per table.
+    pub max_columns: Option<usize>,
 }
 
 /// `[source]`
@@ -215,6 +241,11 @@ pub struct Pipeline {
     pub max_in_flight: usize,
     pub load_connections: usize,
     pub limits: Limits,
+    /// The compiled tracking plan, if the file has a `[plan]`.
+    pub plan: Option<std::sync::Arc<crate::route::plan::TrackingPlan>>,
+    /// Caps the warehouse enforces: (tables, columns per table).
+    pub max_tables: Option<usize>,
+    pub max_columns: Option<usize>,
 }
 
 /// A configuration problem, naming the file and key.
@@ -367,7 +398,32 @@ impl PipelineFile {
                 }
             }
         }
+        let has_plan = !self.plan.allow_events.is_empty()
+            || !self.plan.block_events.is_empty()
+            || !self.plan.properties.is_empty();
+        let plan = if has_plan {
+            Some(std::sync::Arc::new(
+                crate::route::plan::TrackingPlan::compile(&self.plan)
+                    .map_err(|error| invalid("plan", error.to_string()))?,
+            ))
+        } else {
+            None
+        };
+        if self.plan.max_tables == Some(0) {
+            return Err(invalid("plan.max_tables", "must be at least 1".into()));
+        }
+        if let Some(columns) = self.plan.max_columns
+            && !(4..=1600).contains(&columns)
+        {
+            return Err(invalid(
+                "plan.max_columns",
+                "must be between 4 and 1600 (the warehouses' own limit)".into(),
+            ));
+        }
         Ok(Pipeline {
+            plan,
+            max_tables: self.plan.max_tables,
+            max_columns: self.plan.max_columns,
             name: self.name,
             source: self.source,
             warehouse: self.warehouse,

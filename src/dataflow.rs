@@ -70,6 +70,8 @@ pub struct Context<W: Warehouse> {
     /// Warehouse connections per worker's loader.
     pub load_connections: usize,
     pub limits: Limits,
+    /// The tracking plan route applies, if any.
+    pub plan: Option<Arc<crate::route::plan::TrackingPlan>>,
     /// Root of the `dir` source.
     pub root: PathBuf,
     pub shutdown: Arc<Shutdown>,
@@ -196,6 +198,7 @@ pub fn build<W: Warehouse>(
         let (rows, observations) = {
             let root = context.root.clone();
             let limits = context.limits;
+            let plan = context.plan.clone();
             let stats = Arc::clone(&context.stats);
             let decoded_rows = Rc::clone(&decoded_rows);
             admitted
@@ -204,7 +207,7 @@ pub fn build<W: Warehouse>(
                     "DecodeRoute",
                     move |_, info| {
                         let activator = scope.activator_for(Rc::clone(&info.address));
-                        let mut router = Router::new();
+                        let mut router = Router::with_plan(plan);
                         let mut rows = Vec::new();
                         let mut seen = columns::Observer::default();
                         // Admitted objects not yet decoded, oldest batch first, each

@@ -160,6 +160,7 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
             ..Default::default()
         },
         limits: Default::default(),
+        plan: Default::default(),
     };
     let pipeline = file.validate(&scratch.join("demo.toml"))?;
     let stats = Arc::new(RunStats::default());

@@ -45,7 +45,9 @@ pub fn explain<R: Read, W: Write>(
             return;
         }
         let result = match item {
-            Decoded::Message { position, message } => {
+            Decoded::Message {
+                position, message, ..
+            } => {
                 rows.clear();
                 router.rows_for(&message, &object, position, &mut rows);
                 summary.messages += 1;

@@ -314,7 +314,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Schema(args) => {
             let pipeline = pipeline(&args.pipeline)?;
             let (schema, tables) = block_on(tracktable::admin::schema_report(&pipeline))??;
-            print!("{}", tracktable::admin::format_schema(&schema, &tables));
+            print!(
+                "{}",
+                tracktable::admin::format_schema(
+                    &schema,
+                    &tables,
+                    pipeline.max_tables,
+                    pipeline.max_columns
+                )
+            );
             Ok(())
         }
         Command::Bench(args) => {

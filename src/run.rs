@@ -99,7 +99,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
     match &pipeline.warehouse {
         WarehouseFile::Postgres(config) => {
             let warehouse = PostgresWarehouse::new(config)
-                .map_err(|error| RunError::Warehouse(error.to_string()))?;
+                .map_err(|error| RunError::Warehouse(error.to_string()))?
+                .with_caps(pipeline.max_tables, pipeline.max_columns);
             run_with(pipeline, options, Arc::new(warehouse))
         }
     }
@@ -228,6 +229,7 @@ pub fn run_with<W: Warehouse>(
         max_in_flight: pipeline.max_in_flight,
         load_connections: pipeline.load_connections,
         limits: pipeline.limits,
+        plan: pipeline.plan.clone(),
         root,
         shutdown: Arc::clone(&shutdown),
         stats: Arc::clone(&stats),

@@ -53,6 +53,8 @@ pub enum Decoded<'a> {
     Message {
         position: Position,
         message: Message<'a>,
+        /// The item's text, for the tracking plan's `_rejections` rows.
+        raw: &'a str,
     },
     Rejected(Rejection),
 }
@@ -113,7 +115,11 @@ pub fn decode_object<R: Read>(
             match decode_item(text, object, position, limits) {
                 Ok(message) => {
                     summary.messages += 1;
-                    on_item(Decoded::Message { position, message });
+                    on_item(Decoded::Message {
+                        position,
+                        message,
+                        raw: text,
+                    });
                 }
                 Err(reason) => {
                     summary.reject(&reason);

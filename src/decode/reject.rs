@@ -65,6 +65,15 @@ pub enum RejectReason {
     },
     #[error("object unreadable from here on: {0}")]
     Unreadable(String),
+    /// The tracking plan refuses the event (blocked, or not among the allowed).
+    #[error("{0}")]
+    NotInPlan(String),
+    /// The tracking plan does not allow these properties of the event; the message
+    /// loaded without them.
+    #[error(
+        "properties not in the tracking plan for {event:?} (loaded without them): {properties}"
+    )]
+    PropertiesNotInPlan { event: String, properties: String },
 }
 
 impl RejectReason {
@@ -77,7 +86,7 @@ impl RejectReason {
 
     /// Stable, low-cardinality name of the reason (metric label, `_rejections.reason`).
     /// Every reason's code, in a fixed order (metrics label them by these).
-    pub const CODES: [&'static str; 10] = [
+    pub const CODES: [&'static str; 12] = [
         "not_json",
         "not_an_object",
         "missing_type",
@@ -88,6 +97,8 @@ impl RejectReason {
         "invalid_utf8",
         "invalid_field",
         "unreadable",
+        "not_in_plan",
+        "properties_not_in_plan",
     ];
 
     /// This reason's position in [`RejectReason::CODES`].
@@ -111,6 +122,8 @@ impl RejectReason {
             RejectReason::InvalidUtf8 { .. } => "invalid_utf8",
             RejectReason::InvalidField { .. } => "invalid_field",
             RejectReason::Unreadable(_) => "unreadable",
+            RejectReason::NotInPlan(_) => "not_in_plan",
+            RejectReason::PropertiesNotInPlan { .. } => "properties_not_in_plan",
         }
     }
 }
@@ -170,6 +183,11 @@ mod tests {
             RejectReason::InvalidUtf8 { offset: 0 },
             RejectReason::invalid_field("userId", "must be a string"),
             RejectReason::Unreadable("x".into()),
+            RejectReason::NotInPlan("x".into()),
+            RejectReason::PropertiesNotInPlan {
+                event: "e".into(),
+                properties: "p".into(),
+            },
         ];
         let mut seen = std::collections::HashSet::new();
         for reason in &reasons {

@@ -21,6 +21,7 @@
 //! `message_id`, `received_at`, `timestamp` and the traits, and are merged newest-wins.
 
 pub mod naming;
+pub mod plan;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};
@@ -31,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::{
     self, DecodeSummary, Decoded, Json, JsonObject, Limits, Message, MessageKind, Position,
-    Rejection,
+    RejectReason, Rejection,
 };
 
 pub use naming::{ColumnName, TableName};
@@ -90,6 +91,8 @@ const CACHE_LIMIT: usize = 100_000;
 /// before.
 #[derive(Debug, Default)]
 pub struct Router {
+    /// The pipeline's tracking plan, if any.
+    plan: Option<Arc<plan::TrackingPlan>>,
     tables: HashMap<String, TableName>,
     /// Raw `.`-joined path → normalised name, for properties/traits and for context
     /// (keyed with a `context.` prefix).
@@ -113,7 +116,68 @@ impl Router {
         Router::default()
     }
 
-    /// Appends the rows for `message` to `out`.
+    /// A router that applies a tracking plan.
+    pub fn with_plan(plan: Option<Arc<plan::TrackingPlan>>) -> Router {
+        Router {
+            plan,
+            ..Router::default()
+        }
+    }
+
+    /// Appends the rows for `message` to `out`, or, where the tracking plan refuses the
+    /// event or some of its properties, a `_rejections` row keeping `raw`.
+    pub fn rows_for_item(
+        &mut self,
+        message: &Message<'_>,
+        raw: &str,
+        object: &Arc<str>,
+        position: Position,
+        out: &mut Vec<Row>,
+    ) {
+        let Some(plan) = self.plan.clone() else {
+            return self.rows_for(message, object, position, out);
+        };
+        if message.kind != MessageKind::Track {
+            return self.rows_for(message, object, position, out);
+        }
+        let event = message.event.as_deref().unwrap_or_default();
+        let reject = |reason: RejectReason, out: &mut Vec<Row>| {
+            out.push(rejection_row(&Rejection::new(
+                object,
+                position,
+                reason,
+                raw.as_bytes(),
+            )));
+        };
+        match plan.verdict(event) {
+            plan::Verdict::Load => self.rows_for(message, object, position, out),
+            plan::Verdict::Refuse(why) => reject(RejectReason::NotInPlan(why), out),
+            plan::Verdict::LoadOnly(allowed) => {
+                let (kept, extra): (Vec<_>, Vec<_>) = message
+                    .properties
+                    .0
+                    .iter()
+                    .cloned()
+                    .partition(|(key, _)| allowed.contains(key.as_ref()));
+                if extra.is_empty() {
+                    return self.rows_for(message, object, position, out);
+                }
+                let names: Vec<&str> = extra.iter().map(|(key, _)| key.as_ref()).collect();
+                reject(
+                    RejectReason::PropertiesNotInPlan {
+                        event: event.to_owned(),
+                        properties: names.join(", "),
+                    },
+                    out,
+                );
+                let mut trimmed = message.clone();
+                trimmed.properties = JsonObject(kept);
+                self.rows_for(&trimmed, object, position, out);
+            }
+        }
+    }
+
+    /// Appends the rows for `message` to `out` (no tracking plan applied).
     pub fn rows_for(
         &mut self,
         message: &Message<'_>,
@@ -468,7 +532,11 @@ pub fn rows_for_object<R: Read>(
     out: &mut Vec<Row>,
 ) -> DecodeSummary {
     decode::decode_object(reader, object, limits, |item| match item {
-        Decoded::Message { position, message } => router.rows_for(&message, object, position, out),
+        Decoded::Message {
+            position,
+            message,
+            raw,
+        } => router.rows_for_item(&message, raw, object, position, out),
         Decoded::Rejected(rejection) => out.push(rejection_row(&rejection)),
     })
 }

@@ -105,6 +105,9 @@ pub struct PostgresWarehouse {
     tables: Arc<Mutex<HashMap<String, TableSchema>>>,
     /// The object log's connection (S3 sources), made on first use.
     objects: Arc<tokio::sync::Mutex<Option<Arc<Client>>>>,
+    /// The tracking plan's caps: tables in the schema, columns per table.
+    max_tables: Option<usize>,
+    max_columns: Option<usize>,
 }
 
 impl PostgresWarehouse {
@@ -138,7 +141,18 @@ impl PostgresWarehouse {
             schema: file.schema.clone(),
             tables: Arc::default(),
             objects: Arc::default(),
+            max_tables: None,
+            max_columns: None,
         })
+    }
+
+    /// Applies the tracking plan's caps: at most `tables` tables in the schema
+    /// (bookkeeping tables, whose names start with `_`, aside) and `columns` columns
+    /// per table. What does not fit goes to `_discards` with the reason.
+    pub fn with_caps(mut self, tables: Option<usize>, columns: Option<usize>) -> Self {
+        self.max_tables = tables;
+        self.max_columns = columns;
+        self
     }
 
     /// The object log's connection, connecting (and creating the table) if needed.
@@ -458,12 +472,33 @@ impl PostgresLoader {
                 // Another worker or process may have changed the table meanwhile.
                 columns = read_columns(&ddl, &schema, table).await?;
                 created = columns.is_empty();
+                if created
+                    && let Some(cap) = self.warehouse.max_tables
+                    && !sql::is_fixed_table(table)
+                {
+                    // Counting and creating under the schema's lock, so workers
+                    // creating different tables at once cannot overshoot the cap.
+                    ddl.execute(sql::DDL_LOCK, &[&self.warehouse.schema_lock_key()])
+                        .await
+                        .map_err(query_error("take the schema lock"))?;
+                    let existing: i64 = ddl
+                        .query_one(sql::COUNT_TABLES, &[&schema])
+                        .await
+                        .map_err(query_error("count tables"))?
+                        .get(0);
+                    if existing as usize >= cap {
+                        ddl.commit()
+                            .await
+                            .map_err(query_error("end the schema transaction"))?;
+                        return self.refuse_table(batch, cap).await;
+                    }
+                }
                 if created {
                     // One statement with every column the batch needs: the table and its
                     // columns appear together.
                     let key = sql::key_column(table);
                     columns.insert(key.to_owned(), ColumnType::Varchar(u32::MAX));
-                    let planned: Vec<(String, ColumnType)> =
+                    let mut planned: Vec<(String, ColumnType)> =
                         plan::plan_schema(&columns, &batch.observed)
                             .into_iter()
                             .filter_map(|change| match change {
@@ -474,6 +509,11 @@ impl PostgresLoader {
                                 SchemaChange::Widen { .. } => None,
                             })
                             .collect();
+                    if let Some(cap) = self.warehouse.max_columns {
+                        // The key (and `timestamp` of users/accounts) count too.
+                        let fixed = if sql::is_latest(table) { 2 } else { 1 };
+                        planned.truncate(cap.saturating_sub(fixed));
+                    }
                     ddl.batch_execute(&sql::create_table(&schema, table, &planned))
                         .await
                         .map_err(query_error(format!("create table {table}")))?;
@@ -499,6 +539,15 @@ impl PostgresLoader {
                             column,
                             column_type,
                         } => {
+                            if self
+                                .warehouse
+                                .max_columns
+                                .is_some_and(|cap| columns.len() >= cap)
+                            {
+                                // Over the cap: not added; its values go to _discards.
+                                report.schema_changes -= 1;
+                                continue;
+                            }
                             clauses.push(sql::add_column_clause(column.as_str(), column_type));
                             added.push(column.as_str().to_owned());
                             columns.insert(column.as_str().to_owned(), column_type);
@@ -617,13 +666,17 @@ impl PostgresLoader {
                                 cells[index] = Some(cell);
                             }
                         }
-                        Err(reason) => discards.push(Discard::new(
-                            table,
-                            column.as_str(),
-                            row,
-                            value,
-                            reason.to_string(),
-                        )),
+                        Err(reason) => {
+                            let reason = match self.warehouse.max_columns {
+                                Some(cap) if column_type.is_none() && columns.len() >= cap => {
+                                    format!(
+                                        "over the tracking plan's cap of {cap} columns per table"
+                                    )
+                                }
+                                _ => reason.to_string(),
+                            };
+                            discards.push(Discard::new(table, column.as_str(), row, value, reason))
+                        }
                     }
                 }
                 let values: Vec<PgCell<'_>> =
@@ -682,6 +735,79 @@ impl PostgresLoader {
             .await
             .map_err(query_error(format!("commit {table}")))?;
         self.warehouse.remember(table, columns);
+        Ok(report)
+    }
+}
+
+impl PostgresLoader {
+    /// A table the tracking plan's table cap keeps out: every row of the batch goes to
+    /// `_discards` whole (column `*`, the row as JSON), and the load is recorded.
+    async fn refuse_table(
+        &mut self,
+        batch: &TableBatch,
+        cap: usize,
+    ) -> Result<LoadReport, PostgresError> {
+        let schema = self.warehouse.schema.clone();
+        let table = batch.table.as_str();
+        let reason = format!("table not created: over the tracking plan's cap of {cap} tables");
+        let mut seen = HashSet::new();
+        let discards: Vec<Discard> = batch
+            .rows
+            .iter()
+            .filter(|row| seen.insert(row.message_id.as_str()))
+            .map(|row| {
+                let object: serde_json::Map<String, serde_json::Value> = row
+                    .columns
+                    .iter()
+                    .map(|(column, value)| {
+                        (
+                            column.as_str().to_owned(),
+                            serde_json::Value::String(value.to_text()),
+                        )
+                    })
+                    .collect();
+                Discard::new(
+                    table,
+                    "*",
+                    row,
+                    &Value::Varchar(serde_json::Value::Object(object).to_string()),
+                    reason.clone(),
+                )
+            })
+            .collect();
+        let transaction = self
+            .client
+            .transaction()
+            .await
+            .map_err(query_error("begin"))?;
+        let mut report = LoadReport::default();
+        if !discards.is_empty() {
+            report.discards = write_discards(&transaction, &schema, &discards).await?;
+        }
+        transaction
+            .execute(
+                &sql::record_load(&schema),
+                &[
+                    &(batch.batch.0 as i64),
+                    &table,
+                    &0i64,
+                    &0i64,
+                    &(report.discards as i64),
+                ],
+            )
+            .await
+            .map_err(query_error("record the load"))?;
+        transaction
+            .commit()
+            .await
+            .map_err(query_error(format!("commit {table}")))?;
+        tracing::warn!(
+            table,
+            batch = batch.batch.0,
+            rows = batch.rows.len(),
+            cap,
+            "table over the tracking plan's table cap; its rows went to _discards"
+        );
         Ok(report)
     }
 }

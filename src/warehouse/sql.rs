@@ -255,6 +255,28 @@ pub fn merge_discards(schema: &str, stage: &str) -> String {
     )
 }
 
+/// Tables tracktable creates whatever the tracking plan says (a cap on tables never
+/// refuses them).
+pub fn is_fixed_table(table: &str) -> bool {
+    table.starts_with('_')
+        || matches!(
+            table,
+            "tracks"
+                | "identifies"
+                | "pages"
+                | "screens"
+                | "groups"
+                | "aliases"
+                | "users"
+                | "accounts"
+        )
+}
+
+/// Tables in schema `$1` that count against the tracking plan's cap (bookkeeping tables,
+/// named with a leading `_`, do not).
+pub const COUNT_TABLES: &str = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND left(c.relname, 1) <> '_'";
+
 /// Objects whose rows have all committed (S3 sources): `(object, content)` where
 /// content is the object's version id or ETag. Created on first use.
 pub const OBJECTS_TABLE: &str = "_tracktable_objects";

@@ -791,3 +791,182 @@ async fn a_column_added_on_one_load_connection_is_known_to_the_others() {
     );
     support::drop_schema(&client, &schema).await;
 }
+
+/// A tracking plan: blocked and unlisted events and unlisted properties end in
+/// `_rejections` (with the raw message), the rest loads; the table cap keeps further
+/// event tables out (their rows go to `_discards` whole) and the column cap keeps a wide
+/// event's extra columns out (their values go to `_discards`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    // Two files, one batch each (in name order): the first creates tracks,
+    // order_completed and wide_event; of the second's three new event tables only one
+    // fits under the cap of 4.
+    let (mut first, mut second) = (Vec::new(), Vec::new());
+    for i in 0..5 {
+        first.push(track(
+            &format!("oc{i}"),
+            "\"Order Completed\"",
+            "{\"revenue\":10,\"coupon\":\"X\",\"secret_field\":\"s\"}",
+        ));
+        first.push(track(&format!("dp{i}"), "\"Debug Ping\"", "{\"n\":1}"));
+        first.push(track(&format!("pv{i}"), "\"Page Scrolled\"", "{\"n\":1}"));
+        let wide: Vec<String> = (0..30).map(|p| format!("\"p{p:02}\":{p}")).collect();
+        first.push(track(
+            &format!("we{i}"),
+            "\"Wide Event\"",
+            &format!("{{{}}}", wide.join(",")),
+        ));
+        for extra in ["Extra One", "Extra Two", "Extra Three"] {
+            second.push(track(
+                &format!("{extra}{i}"),
+                &format!("\"{extra}\""),
+                "{\"n\":1}",
+            ));
+        }
+    }
+    std::fs::write(source.join("a.json"), first.join("\n")).unwrap();
+    std::fs::write(source.join("b.json"), second.join("\n")).unwrap();
+
+    let schema = support::schema("plan");
+    let pipeline = support::pipeline_file(
+        work.path(),
+        &source,
+        &work.path().join("state"),
+        &schema,
+        "1h",
+    );
+    let mut text = std::fs::read_to_string(&pipeline).unwrap();
+    text.push_str(
+        "[plan]\nallow_events = [\"Order *\", \"Extra *\", \"Wide Event\", \"Debug *\"]\n\
+         block_events = [\"Debug *\"]\nmax_tables = 4\nmax_columns = 12\n\
+         [plan.properties]\n\"Order Completed\" = [\"revenue\", \"coupon\"]\n",
+    );
+    std::fs::write(&pipeline, text).unwrap();
+    let stderr_path = work.path().join("stderr.log");
+    let mut child = Command::new(support::binary())
+        .args(["run", "--once", "--max-batch-bytes", "1", "--pipeline"])
+        .arg(&pipeline)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("start tracktable");
+    let status = support::wait_within(&mut child, Duration::from_secs(120), "plan");
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(status.success(), "tracktable failed:\n{stderr}");
+
+    let rejections =
+        |code: &str| format!("SELECT count(*) FROM \"{schema}\"._rejections WHERE code = '{code}'");
+    // Debug Ping (blocked) and Page Scrolled (not allowed): 5 each.
+    assert_eq!(
+        count(&client, &rejections("not_in_plan")).await,
+        10,
+        "{stderr}"
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!(
+                "SELECT count(*) FROM \"{schema}\"._rejections WHERE code = 'not_in_plan' \
+                 AND raw LIKE '%Debug Ping%' AND reason LIKE '%blocked%'"
+            )
+        )
+        .await,
+        5
+    );
+    // Order Completed's secret_field: rejected, the order itself loads without it.
+    assert_eq!(
+        count(&client, &rejections("properties_not_in_plan")).await,
+        5
+    );
+    let tracks = count(
+        &client,
+        &format!("SELECT count(*) FROM \"{schema}\".tracks"),
+    )
+    .await;
+    assert_eq!(
+        tracks, 25,
+        "5 each of the allowed events: Order, 3 Extras, Wide"
+    );
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+             AND left(table_name, 1) <> '_' ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(tables.len(), 4, "the table cap holds: {tables:?}\n{stderr}");
+    for table in ["tracks", "order_completed", "wide_event"] {
+        assert!(tables.contains(&table.to_owned()), "{table}: {tables:?}");
+    }
+    {
+        let columns = count(
+            &client,
+            &format!(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = '{schema}' \
+                 AND table_name = 'order_completed' AND column_name = 'secret_field'"
+            ),
+        )
+        .await;
+        assert_eq!(columns, 0, "secret_field never became a column");
+    }
+    // Every event table kept out by the cap has its rows in _discards, whole.
+    let event_tables = [
+        "order_completed",
+        "extra_one",
+        "extra_two",
+        "extra_three",
+        "wide_event",
+    ];
+    let refused = event_tables
+        .iter()
+        .filter(|table| !tables.contains(&table.to_string()))
+        .count() as i64;
+    assert_eq!(refused, 2, "{tables:?}");
+    assert_eq!(
+        count(
+            &client,
+            &format!(
+                "SELECT count(*) FROM \"{schema}\"._discards WHERE column_name = '*' \
+                 AND reason LIKE '%cap of 4 tables%'"
+            )
+        )
+        .await,
+        refused * 5
+    );
+    {
+        let columns = count(
+            &client,
+            &format!(
+                "SELECT count(*) FROM information_schema.columns WHERE table_schema = '{schema}' \
+                 AND table_name = 'wide_event'"
+            ),
+        )
+        .await;
+        assert_eq!(columns, 12, "the column cap holds");
+        let capped = count(
+            &client,
+            &format!(
+                "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = 'wide_event' \
+                 AND reason LIKE '%cap of 12 columns%'"
+            ),
+        )
+        .await;
+        // 30 properties and the common columns, 12 columns in all: most of each
+        // row's values are kept in _discards.
+        assert!(
+            capped >= 5 * 20,
+            "the wide event's extra values are kept: {capped}"
+        );
+    }
+    support::drop_schema(&client, &schema).await;
+}
