@@ -371,6 +371,42 @@ mod tests {
     }
 
     #[test]
+    fn the_dashboard_uses_only_metrics_that_exist() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dashboards/tracktable.json");
+        let dashboard = std::fs::read_to_string(&path).expect("dashboard");
+        serde_json::from_str::<serde_json::Value>(&dashboard).expect("dashboard is JSON");
+        // Families appear in the exposition once they have a sample.
+        let metrics = Metrics::default();
+        metrics
+            .rows_loaded
+            .get_or_create(&TableLabel { table: "t".into() })
+            .inc();
+        metrics
+            .rejections
+            .get_or_create(&ReasonLabel { reason: "r".into() })
+            .inc();
+        let exposition = metrics.encode();
+        let mut checked = 0;
+        for (start, _) in dashboard.match_indices("tracktable_") {
+            let name: String = dashboard[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            let base = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(&name);
+            assert!(
+                exposition.contains(&format!("# TYPE {base} ")),
+                "the dashboard queries {name}, which tracktable does not export"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "{checked}");
+    }
+
+    #[test]
     fn freshness_is_the_oldest_pending_batch_of_any_worker() {
         let metrics = Metrics::default();
         metrics.set_oldest_unacknowledged(0, Some(10_000));
