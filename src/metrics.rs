@@ -39,7 +39,7 @@ pub struct Metrics {
     pub input_bytes: Counter,
     pub events: Counter,
     pub rejections: Family<ReasonLabel, Counter>,
-    pub discards: Counter,
+    pub discards: Family<ReasonLabel, Counter>,
     pub rows_loaded: Family<TableLabel, Counter>,
     pub duplicates: Counter,
     pub batches: Counter,
@@ -60,6 +60,8 @@ pub struct Metrics {
     /// Oldest batch each worker admitted and has not acknowledged (its id is the
     /// wall-clock millisecond its window opened), by worker index.
     oldest_unacknowledged: Mutex<HashMap<usize, u64>>,
+    /// Batches each worker has admitted and not yet acknowledged, by worker index.
+    in_flight: Mutex<HashMap<usize, usize>>,
 }
 
 impl Default for Metrics {
@@ -69,7 +71,7 @@ impl Default for Metrics {
             input_bytes: Counter::default(),
             events: Counter::default(),
             rejections: Family::default(),
-            discards: Counter::default(),
+            discards: Family::default(),
             rows_loaded: Family::default(),
             duplicates: Counter::default(),
             batches: Counter::default(),
@@ -90,6 +92,7 @@ impl Default for Metrics {
             s3_missing_objects: Counter::default(),
             s3_fetch_failures: Counter::default(),
             oldest_unacknowledged: Mutex::default(),
+            in_flight: Mutex::default(),
         }
     }
 }
@@ -105,6 +108,23 @@ impl Metrics {
             Some(batch) => oldest.insert(worker, batch),
             None => oldest.remove(&worker),
         };
+    }
+
+    /// Records how many batches worker `worker` has awaiting acknowledgement.
+    pub fn set_in_flight(&self, worker: usize, batches: usize) {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(worker, batches);
+    }
+
+    /// Batches awaiting acknowledgement, summed over workers.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .sum()
     }
 
     /// Seconds since the oldest unacknowledged batch of any worker opened (0 when
@@ -123,7 +143,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut registry = Registry::with_prefix("tracktable");
-        let counters: [(&str, &str, &Counter); 18] = [
+        let counters: [(&str, &str, &Counter); 17] = [
             ("objects", "Objects decoded", &self.objects),
             (
                 "input_bytes",
@@ -131,11 +151,6 @@ impl Metrics {
                 &self.input_bytes,
             ),
             ("events", "Messages decoded", &self.events),
-            (
-                "discards",
-                "Values that did not fit their column, kept in _discards",
-                &self.discards,
-            ),
             (
                 "duplicates",
                 "Rows skipped because their message id was already loaded",
@@ -204,6 +219,11 @@ impl Metrics {
             self.rejections.clone(),
         );
         registry.register(
+            "discards",
+            "Values kept in _discards instead of their column, by reason",
+            self.discards.clone(),
+        );
+        registry.register(
             "rows_loaded",
             "Rows committed to the warehouse, by table",
             self.rows_loaded.clone(),
@@ -224,6 +244,13 @@ impl Metrics {
             "oldest_unacknowledged_seconds",
             "Age of the oldest batch not yet acknowledged (freshness)",
             age,
+        );
+        let in_flight: Gauge = Gauge::default();
+        in_flight.set(self.in_flight() as i64);
+        registry.register(
+            "batches_in_flight",
+            "Batches admitted and not yet acknowledged, summed over workers",
+            in_flight,
         );
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -384,6 +411,10 @@ mod tests {
             .inc();
         metrics
             .rejections
+            .get_or_create(&ReasonLabel { reason: "r".into() })
+            .inc();
+        metrics
+            .discards
             .get_or_create(&ReasonLabel { reason: "r".into() })
             .inc();
         let exposition = metrics.encode();

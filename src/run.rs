@@ -267,14 +267,14 @@ pub fn run_with<W: Warehouse>(
                 return Err(failure.to_owned());
             }
             acknowledge(&handles, &mut acker, &worker_stats)?;
-            worker_stats.oldest_unacknowledged(
-                worker.index(),
-                handles
-                    .pending
-                    .borrow()
-                    .first_key_value()
-                    .map(|(batch, _)| *batch),
-            );
+            {
+                let pending = handles.pending.borrow();
+                worker_stats.pending_batches(
+                    worker.index(),
+                    pending.first_key_value().map(|(batch, _)| *batch),
+                    pending.len(),
+                );
+            }
             if !running {
                 return Ok(());
             }

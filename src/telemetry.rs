@@ -87,9 +87,11 @@ impl RunStats {
         self.metrics.objects_admitted.inc();
     }
 
-    /// A worker's oldest batch awaiting acknowledgement (`None`: none).
-    pub fn oldest_unacknowledged(&self, worker: usize, batch: Option<u64>) {
-        self.metrics.set_oldest_unacknowledged(worker, batch);
+    /// A worker's batches awaiting acknowledgement: the oldest (`None`: none) and how
+    /// many.
+    pub fn pending_batches(&self, worker: usize, oldest: Option<u64>, batches: usize) {
+        self.metrics.set_oldest_unacknowledged(worker, oldest);
+        self.metrics.set_in_flight(worker, batches);
     }
 
     /// How long a worker's batch took from hand-off to commit.
@@ -155,7 +157,19 @@ impl RunStats {
             .fetch_add(report.schema_changes, Ordering::Relaxed);
         self.metrics.batches.inc();
         self.metrics.duplicates.inc_by(report.duplicates);
-        self.metrics.discards.inc_by(report.discards);
+        for (reason, count) in crate::warehouse::DISCARD_REASONS
+            .iter()
+            .zip(report.discards_by_reason)
+        {
+            if count > 0 {
+                self.metrics
+                    .discards
+                    .get_or_create(&ReasonLabel {
+                        reason: (*reason).to_owned(),
+                    })
+                    .inc_by(count);
+            }
+        }
         self.metrics.schema_changes.inc_by(report.schema_changes);
         self.metrics
             .batch_rows

@@ -39,6 +39,32 @@ pub struct LoadReport {
     pub discards: u64,
     /// DDL statements applied (tables created, columns added or widened).
     pub schema_changes: u64,
+    /// `discards` by reason, indexed like [`DISCARD_REASONS`].
+    pub discards_by_reason: [u64; DISCARD_REASONS.len()],
+}
+
+/// Why values go to `_discards`, as metric labels.
+pub const DISCARD_REASONS: [&str; 5] = [
+    "type_mismatch",
+    "too_long",
+    "no_column",
+    "column_cap",
+    "table_cap",
+];
+
+/// The [`DISCARD_REASONS`] index of a `_discards.reason` text (as the loaders write it).
+pub fn discard_reason_index(reason: &str) -> usize {
+    if reason.starts_with("value does not fit") {
+        0
+    } else if reason.starts_with("value is ") {
+        1
+    } else if reason.contains("cap of") && reason.contains("columns") {
+        3
+    } else if reason.contains("cap of") && reason.contains("tables") {
+        4
+    } else {
+        2
+    }
 }
 
 impl std::ops::AddAssign for LoadReport {
@@ -47,6 +73,13 @@ impl std::ops::AddAssign for LoadReport {
         self.duplicates += other.duplicates;
         self.discards += other.discards;
         self.schema_changes += other.schema_changes;
+        for (total, more) in self
+            .discards_by_reason
+            .iter_mut()
+            .zip(other.discards_by_reason)
+        {
+            *total += more;
+        }
     }
 }
 

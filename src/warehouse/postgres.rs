@@ -715,7 +715,8 @@ impl PostgresLoader {
         report.duplicates = (batch.rows.len() as u64).saturating_sub(inserted);
 
         if !discards.is_empty() {
-            report.discards = write_discards(&transaction, &schema, &discards).await?;
+            report.discards_by_reason = write_discards(&transaction, &schema, &discards).await?;
+            report.discards = report.discards_by_reason.iter().sum();
         }
         transaction
             .execute(
@@ -782,7 +783,8 @@ impl PostgresLoader {
             .map_err(query_error("begin"))?;
         let mut report = LoadReport::default();
         if !discards.is_empty() {
-            report.discards = write_discards(&transaction, &schema, &discards).await?;
+            report.discards_by_reason = write_discards(&transaction, &schema, &discards).await?;
+            report.discards = report.discards_by_reason.iter().sum();
         }
         transaction
             .execute(
@@ -981,7 +983,7 @@ async fn write_discards(
     transaction: &tokio_postgres::Transaction<'_>,
     schema: &str,
     discards: &[Discard],
-) -> Result<u64, PostgresError> {
+) -> Result<[u64; super::DISCARD_REASONS.len()], PostgresError> {
     let stage = "tracktable_discard_stage";
     transaction
         .batch_execute(&sql::create_discard_stage(schema, stage))
@@ -1024,10 +1026,16 @@ async fn write_discards(
         .finish()
         .await
         .map_err(query_error("finish COPY of discards"))?;
-    let inserted = transaction
-        .execute(&sql::merge_discards(schema, stage), &[])
+    // Counted by reason from what was actually inserted (a replay inserts nothing).
+    let mut inserted = [0u64; super::DISCARD_REASONS.len()];
+    for row in transaction
+        .query(&sql::merge_discards(schema, stage), &[])
         .await
-        .map_err(query_error("merge discards"))?;
+        .map_err(query_error("merge discards"))?
+    {
+        let reason: String = row.get(0);
+        inserted[super::discard_reason_index(&reason)] += 1;
+    }
     transaction
         .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
         .await

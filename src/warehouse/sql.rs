@@ -248,7 +248,7 @@ pub fn merge_discards(schema: &str, stage: &str) -> String {
     let list = column_list(&DISCARD_COLUMNS);
     format!(
         "INSERT INTO {} {list} SELECT DISTINCT ON (table_name, column_name, message_id) {} FROM {} \
-         ORDER BY table_name, column_name, message_id ON CONFLICT DO NOTHING",
+         ORDER BY table_name, column_name, message_id ON CONFLICT DO NOTHING RETURNING reason",
         qualified(schema, DISCARDS_TABLE),
         list.trim_start_matches('(').trim_end_matches(')'),
         ident(stage)

@@ -69,6 +69,8 @@ async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
             "500",
             "--bad-rate",
             "0.02",
+            "--drift-rate",
+            "0.05",
             "--out",
         ])
         .arg(&source)
@@ -94,7 +96,16 @@ async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
     let log = work.path().join("stderr.log");
     let mut child = support::KillOnDrop(
         Command::new(support::binary())
-            .args(["run", "--log-format", "json", "--metrics-addr"])
+            // One object per batch, so type drift in later batches meets columns the
+            // first batches created, and values go to _discards.
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                "--max-batch-bytes",
+                "1",
+                "--metrics-addr",
+            ])
             .arg(format!("127.0.0.1:{port}"))
             .arg("--pipeline")
             .arg(&pipeline)
@@ -165,6 +176,24 @@ async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
         .collect();
     assert!(!stored.is_empty());
     assert_eq!(rejected, stored);
+    // Discards per reason, as counted, are the rows in _discards.
+    let discarded = samples(&exposition, "tracktable_discards_total", "reason");
+    let stored_discards: BTreeMap<String, f64> = client
+        .query(
+            &format!(
+                "SELECT CASE WHEN reason LIKE 'value does not fit%' THEN 'type_mismatch' \
+                 WHEN reason LIKE 'value is %' THEN 'too_long' ELSE 'other' END, count(*) \
+                 FROM \"{schema}\"._discards GROUP BY 1"
+            ),
+            &[],
+        )
+        .await
+        .expect("discards by reason")
+        .iter()
+        .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1) as f64))
+        .collect();
+    assert!(!stored_discards.is_empty(), "the drift produced discards");
+    assert_eq!(discarded, stored_discards);
     assert_eq!(
         scalar(&exposition, "tracktable_events_total"),
         Some(6000.0 - stored.values().sum::<f64>())
