@@ -741,3 +741,129 @@ async fn an_object_announced_again_after_a_restart_loads_once() {
     assert_eq!(setup.messages_left().await, 0, "the repeats were deleted");
     support::drop_schema(&client, &schema).await;
 }
+
+/// SIGTERM while messages are held but not yet admitted (loading is behind, so
+/// backpressure keeps them waiting): the loading batch commits and its message is
+/// deleted, and the waiting messages are released (visibility 0), so another consumer
+/// gets them at once rather than after the visibility timeout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
+    let Some(endpoint) = support::moto_url().await else {
+        return;
+    };
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let setup = setup(endpoint, "release", 6, 10).await;
+    let schema = support::schema("release");
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = setup.pipeline(work.path(), &schema, "60s");
+    let log = work.path().join("stderr.log");
+    let mut child = support::KillOnDrop(
+        Command::new(support::binary())
+            .args(["run", "--max-batches-in-flight", "1", "--pipeline"])
+            .arg(&pipeline)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tracktable"),
+    );
+    let loads = format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '_tracktable_loads'"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the schema is prepared",
+        &log,
+        || async { count(&client, &loads).await == 1 },
+    )
+    .await;
+    let locker = lock_loads(&schema).await;
+    setup.announce(0..1).await;
+    eventually(
+        Duration::from_secs(60),
+        "the first batch waits on the lock",
+        &log,
+        || async { loads_are_waiting(&client, &schema).await },
+    )
+    .await;
+    setup.announce(1..6).await;
+    // All six received (none visible): one loading, five held behind backpressure.
+    eventually(
+        Duration::from_secs(30),
+        "tracktable receives the rest",
+        &log,
+        || async {
+            let attributes = setup
+                .aws
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&setup.queue_url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .send()
+                .await
+                .expect("attributes")
+                .attributes
+                .unwrap_or_default();
+            attributes
+                .get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .and_then(|value| value.parse::<i64>().ok())
+                == Some(6)
+        },
+    )
+    .await;
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    let status = support::wait_within(&mut child, Duration::from_secs(60), "SIGTERM");
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit after SIGTERM: {status}\n{stderr}");
+
+    // The first object committed; the five waiting messages are visible again at once
+    // (their visibility timeout is 60 s).
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".file_uploaded")
+        )
+        .await,
+        10,
+        "{stderr}"
+    );
+    let mut released = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while released < 5 && std::time::Instant::now() < deadline {
+        released += setup
+            .aws
+            .sqs
+            .receive_message()
+            .queue_url(&setup.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive")
+            .messages
+            .unwrap_or_default()
+            .len();
+    }
+    assert_eq!(
+        released, 5,
+        "the unloaded messages were released:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("released unfinished SQS messages"),
+        "{stderr}"
+    );
+    support::drop_schema(&client, &schema).await;
+}
