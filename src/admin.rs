@@ -37,12 +37,27 @@ fn check_name(name: &str) -> Result<(), AdminError> {
     }
 }
 
-/// The statements a superuser runs once to create tracktable's loader user (PostgreSQL).
-pub fn setup_sql(user: &str, database: &str, schema: Option<&str>) -> Result<String, AdminError> {
+/// Which warehouse `setup-sql` writes for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Dialect {
+    Postgres,
+    Redshift,
+}
+
+/// The statements a superuser runs once to create tracktable's loader user.
+pub fn setup_sql(
+    dialect: Dialect,
+    user: &str,
+    database: &str,
+    schema: Option<&str>,
+) -> Result<String, AdminError> {
     check_name(user)?;
     check_name(database)?;
     if let Some(schema) = schema {
         check_name(schema)?;
+    }
+    if dialect == Dialect::Redshift {
+        return Ok(redshift_setup_sql(user, database, schema));
     }
     let user_ident = sql::ident(user);
     let mut text = String::new();
@@ -88,6 +103,60 @@ pub fn setup_sql(user: &str, database: &str, schema: Option<&str>) -> Result<Str
         }
     }
     Ok(text)
+}
+
+/// Redshift: `CREATE USER` (Redshift has no `CREATE ROLE ... LOGIN`), the grants, and
+/// what the staging bucket and the cluster's IAM role need.
+fn redshift_setup_sql(user: &str, database: &str, schema: Option<&str>) -> String {
+    let user_ident = sql::ident(user);
+    let database_ident = sql::ident(database);
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "-- Run as the cluster's admin user. Replace the password (8 to 64 characters with an upper-case letter,\n\
+         -- a lower-case letter and a digit) and give it to tracktable through warehouse.password_env."
+    );
+    let _ = writeln!(text, "CREATE USER {user_ident} PASSWORD 'Change-me-1';");
+    let _ = writeln!(
+        text,
+        "GRANT TEMP ON DATABASE {database_ident} TO {user_ident};"
+    );
+    match schema {
+        Some(schema) => {
+            let _ = writeln!(
+                text,
+                "-- The pipeline's schema, owned by the loader so it can create and alter its tables:"
+            );
+            let _ = writeln!(
+                text,
+                "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {user_ident};",
+                sql::ident(schema)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                text,
+                "-- Lets the loader create each pipeline's schema itself:"
+            );
+            let _ = writeln!(
+                text,
+                "GRANT CREATE ON DATABASE {database_ident} TO {user_ident};"
+            );
+        }
+    }
+    let _ = write!(
+        text,
+        "-- Staging (warehouse.staging): tracktable writes each load's gzip CSV under the prefix and
+-- removes it after the commit, so the credentials tracktable runs with need, on
+-- arn:aws:s3:::BUCKET/PREFIX*: s3:PutObject, s3:GetObject, s3:DeleteObject.
+-- The cluster reads the same objects in COPY: attach an IAM role to the cluster
+-- (aws redshift modify-cluster-iam-roles --cluster-identifier CLUSTER --add-iam-roles ROLE_ARN)
+-- allowing s3:GetObject on arn:aws:s3:::BUCKET/PREFIX* and s3:ListBucket on arn:aws:s3:::BUCKET,
+-- and name it in warehouse.staging.iam_role. Keep the bucket in the cluster's region.
+-- Optional: a lifecycle rule expiring PREFIX after a few days sweeps what a crash left behind.
+"
+    );
+    text
 }
 
 /// One requirement of a pipeline, checked.
@@ -163,8 +232,10 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
         checks.push(check_queue(queue_url, region.as_deref(), endpoint_url.as_deref()).await);
     }
 
-    let WarehouseFile::Postgres(config) = &pipeline.warehouse;
-    let warehouse = match PostgresWarehouse::new(config) {
+    if let WarehouseFile::Redshift(redshift) = &pipeline.warehouse {
+        checks.push(check_staging(redshift).await);
+    }
+    let warehouse = match connection(&pipeline.warehouse) {
         Ok(warehouse) => warehouse,
         Err(error) => {
             checks.push(Check {
@@ -198,7 +269,7 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
              has_database_privilege(current_database(), 'CREATE'), \
              EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1), \
              COALESCE((SELECT has_schema_privilege(oid, 'USAGE') AND has_schema_privilege(oid, 'CREATE') FROM pg_namespace WHERE nspname = $1), false), \
-             (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+             COALESCE((SELECT usesuper FROM pg_user WHERE usename = current_user), false)",
             &[&schema],
         )
         .await;
@@ -246,6 +317,69 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
     checks
 }
 
+/// The warehouse's connection (PostgreSQL, or Redshift over the same protocol).
+fn connection(
+    warehouse: &WarehouseFile,
+) -> Result<PostgresWarehouse, crate::warehouse::postgres::PostgresError> {
+    match warehouse {
+        WarehouseFile::Postgres(config) => PostgresWarehouse::new(config),
+        WarehouseFile::Redshift(config) => PostgresWarehouse::new(&crate::config::PostgresFile {
+            url: config.url.clone(),
+            password_env: config.password_env.clone(),
+            schema: config.schema.clone(),
+            sslmode: config.sslmode,
+            sslrootcert: config.sslrootcert.clone(),
+        }),
+    }
+}
+
+/// Redshift: the staging prefix takes, returns and gives up an object.
+async fn check_staging(redshift: &crate::config::RedshiftFile) -> Check {
+    let staging = &redshift.staging;
+    let what = format!(
+        "write, read and delete under s3://{}/{}",
+        staging.bucket, staging.prefix
+    );
+    let (s3, _) =
+        crate::source::sqs::clients(staging.region.as_deref(), staging.endpoint_url.as_deref())
+            .await;
+    let key = format!("{}.tracktable-check", staging.prefix);
+    let result = async {
+        s3.put_object()
+            .bucket(&staging.bucket)
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"ok"))
+            .send()
+            .await
+            .map_err(|e| format!("PutObject: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        s3.get_object()
+            .bucket(&staging.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| format!("GetObject: {}", aws_sdk_s3::error::DisplayErrorContext(e)))?;
+        s3.delete_object()
+            .bucket(&staging.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "DeleteObject: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                )
+            })?;
+        Ok::<(), String>(())
+    }
+    .await;
+    Check {
+        what,
+        fix: result.err().map(|error| {
+            format!("{error}: grant s3:PutObject, s3:GetObject and s3:DeleteObject on the prefix (see `tracktable setup-sql --dialect redshift`)")
+        }),
+    }
+}
+
 fn writable(dir: &Path) -> Check {
     let what = format!("state directory {} is writable", dir.display());
     let probe = dir.join(".tracktable-check");
@@ -271,8 +405,7 @@ pub struct TableReport {
 
 /// The tables of the pipeline's schema with their columns and row counts.
 pub async fn schema_report(pipeline: &Pipeline) -> Result<(String, Vec<TableReport>), AdminError> {
-    let WarehouseFile::Postgres(config) = &pipeline.warehouse;
-    let warehouse = PostgresWarehouse::new(config)?;
+    let warehouse = connection(&pipeline.warehouse)?;
     let client = warehouse.connect().await?;
     let schema = warehouse.schema().to_owned();
     let columns = client
@@ -376,7 +509,13 @@ mod tests {
 
     #[test]
     fn setup_sql_for_a_dedicated_user() {
-        let text = setup_sql("tracktable_loader", "analytics", Some("clickstream_web")).unwrap();
+        let text = setup_sql(
+            Dialect::Postgres,
+            "tracktable_loader",
+            "analytics",
+            Some("clickstream_web"),
+        )
+        .unwrap();
         assert!(text.contains("CREATE ROLE \"tracktable_loader\" WITH LOGIN PASSWORD"));
         assert!(text.contains(
             "GRANT CONNECT, TEMPORARY ON DATABASE \"analytics\" TO \"tracktable_loader\";"
@@ -384,10 +523,14 @@ mod tests {
         assert!(text.contains(
             "CREATE SCHEMA IF NOT EXISTS \"clickstream_web\" AUTHORIZATION \"tracktable_loader\";"
         ));
-        let without_schema = setup_sql("loader", "analytics", None).unwrap();
+        let without_schema = setup_sql(Dialect::Postgres, "loader", "analytics", None).unwrap();
         assert!(without_schema.contains("GRANT CREATE ON DATABASE \"analytics\" TO \"loader\";"));
-        assert!(setup_sql("x\"; DROP", "analytics", None).is_err());
-        assert!(setup_sql("loader", "9db", None).is_err());
+        assert!(setup_sql(Dialect::Redshift, "x\"; DROP", "analytics", None).is_err());
+        assert!(setup_sql(Dialect::Postgres, "loader", "9db", None).is_err());
+        let redshift = setup_sql(Dialect::Redshift, "loader", "analytics", None).unwrap();
+        assert!(redshift.contains("CREATE USER \"loader\" PASSWORD"));
+        assert!(redshift.contains("GRANT CREATE ON DATABASE \"analytics\" TO \"loader\";"));
+        assert!(redshift.contains("s3:GetObject") && redshift.contains("iam_role"));
     }
 
     #[test]

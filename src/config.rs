@@ -122,6 +122,96 @@ fn default_poll_interval() -> Duration {
 pub enum WarehouseFile {
     /// PostgreSQL.
     Postgres(PostgresFile),
+    /// Amazon Redshift, loaded through an S3 staging prefix.
+    Redshift(Box<RedshiftFile>),
+}
+
+impl WarehouseFile {
+    /// The schema the pipeline's tables live in.
+    pub fn schema(&self) -> &str {
+        match self {
+            WarehouseFile::Postgres(file) => &file.schema,
+            WarehouseFile::Redshift(file) => &file.schema,
+        }
+    }
+
+    /// The connection URL (never holds a password: `validate` refuses one).
+    pub fn url(&self) -> &str {
+        match self {
+            WarehouseFile::Postgres(file) => &file.url,
+            WarehouseFile::Redshift(file) => &file.url,
+        }
+    }
+}
+
+/// `[warehouse]` with `type = "redshift"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedshiftFile {
+    /// Connection URL without a password, e.g.
+    /// `postgres://loader@examplecluster.abc123.us-east-1.redshift.amazonaws.com:5439/analytics`.
+    pub url: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Schema the pipeline's tables live in; created if missing.
+    pub schema: String,
+    /// `require` (the default for Redshift: always TLS) or `disable` (only for a local
+    /// stand-in). `auto` means TLS except on loopback.
+    #[serde(default = "default_redshift_sslmode")]
+    pub sslmode: SslMode,
+    /// PEM file of extra root certificates to trust (Amazon's Redshift CA bundle).
+    pub sslrootcert: Option<PathBuf>,
+    /// Where each (batch, table) is staged as gzip CSV before `COPY`.
+    pub staging: StagingFile,
+    /// `ACCEPTINVCHARS` replacement character for bytes Redshift cannot store in
+    /// varchar (one ASCII character, e.g. `"?"`); unset: such rows fail the load.
+    pub accept_invalid_chars: Option<String>,
+    /// Testing only: run the Redshift SQL against a PostgreSQL at `url`, performing
+    /// each `COPY ... FROM 's3://...'` by reading the staged objects itself.
+    pub emulate: Option<EmulateFile>,
+}
+
+fn default_redshift_sslmode() -> SslMode {
+    SslMode::Require
+}
+
+/// `[warehouse.staging]`: the S3 prefix Redshift's `COPY` reads from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagingFile {
+    /// Bucket, in the cluster's region.
+    pub bucket: String,
+    /// Key prefix, e.g. `tracktable/staging/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// The bucket's region (default: the AWS chain's).
+    pub region: Option<String>,
+    /// S3-compatible endpoint (MinIO, LocalStack, moto), path-style addressing.
+    pub endpoint_url: Option<String>,
+    /// IAM role the cluster assumes to read the staging prefix (recommended).
+    pub iam_role: Option<String>,
+    /// Otherwise: environment variables holding an access key pair `COPY` uses.
+    pub access_key_id_env: Option<String>,
+    pub secret_access_key_env: Option<String>,
+    /// Keep staged objects after their load commits (default: removed).
+    #[serde(default)]
+    pub keep: bool,
+    /// Largest uncompressed CSV part in bytes; bigger loads are split, with a manifest.
+    #[serde(default = "default_part_bytes")]
+    pub part_bytes: usize,
+}
+
+fn default_part_bytes() -> usize {
+    64 * 1024 * 1024
+}
+
+/// `[warehouse.emulate]`: see [`RedshiftFile::emulate`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmulateFile {
+    /// Append every statement sent (as Redshift would receive it) to this file, one
+    /// per line, for grammar checks.
+    pub statement_log: Option<PathBuf>,
 }
 
 /// `[warehouse]` with `type = "postgres"`.
@@ -368,34 +458,66 @@ impl PipelineFile {
                 ),
             ));
         }
-        match &self.warehouse {
-            WarehouseFile::Postgres(postgres) => {
-                if postgres.url.contains('@')
-                    && postgres
-                        .url
-                        .split('@')
-                        .next()
-                        .is_some_and(|userinfo| userinfo.matches(':').count() > 1)
-                {
+        let url = self.warehouse.url();
+        if url.contains('@')
+            && url
+                .split('@')
+                .next()
+                .is_some_and(|userinfo| userinfo.matches(':').count() > 1)
+        {
+            return Err(invalid(
+                "warehouse.url",
+                "contains a password; put it in an environment variable and name it in `password_env`".into(),
+            ));
+        }
+        let schema = self.warehouse.schema();
+        if schema.is_empty()
+            || !schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(invalid(
+                "warehouse.schema",
+                format!("{schema:?} must be lowercase letters, digits and `_`"),
+            ));
+        }
+        if let WarehouseFile::Redshift(redshift) = &self.warehouse {
+            let staging = &redshift.staging;
+            if staging.bucket.is_empty() {
+                return Err(invalid(
+                    "warehouse.staging.bucket",
+                    "must name the S3 bucket loads are staged in".into(),
+                ));
+            }
+            let keys = (
+                staging.access_key_id_env.is_some(),
+                staging.secret_access_key_env.is_some(),
+            );
+            match (staging.iam_role.is_some(), keys) {
+                (true, (false, false)) | (false, (true, true)) => {}
+                (false, (false, false)) if redshift.emulate.is_some() => {}
+                _ => {
                     return Err(invalid(
-                        "warehouse.url",
-                        "contains a password; put it in an environment variable and name it in `password_env`".into(),
+                        "warehouse.staging",
+                        "set either iam_role (recommended) or both access_key_id_env and \
+                         secret_access_key_env: COPY needs one way to read the staging bucket"
+                            .into(),
                     ));
                 }
-                if postgres.schema.is_empty()
-                    || !postgres
-                        .schema
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                {
-                    return Err(invalid(
-                        "warehouse.schema",
-                        format!(
-                            "{:?} must be lowercase letters, digits and `_`",
-                            postgres.schema
-                        ),
-                    ));
-                }
+            }
+            if staging.part_bytes < 1024 * 1024 {
+                return Err(invalid(
+                    "warehouse.staging.part_bytes",
+                    "must be at least 1 MiB".into(),
+                ));
+            }
+            if let Some(replacement) = &redshift.accept_invalid_chars
+                && !(replacement.len() == 1 && replacement.is_ascii() && replacement != "'")
+            {
+                return Err(invalid(
+                    "warehouse.accept_invalid_chars",
+                    "must be one ASCII character (not a quote)".into(),
+                ));
             }
         }
         let has_plan = !self.plan.allow_events.is_empty()

@@ -105,6 +105,10 @@ struct SetupSqlArgs {
     /// The pipeline's schema, created owned by the user (otherwise the user may create schemas).
     #[arg(long)]
     schema: Option<String>,
+    /// Which warehouse's SQL: `postgres` or `redshift` (adds what the staging bucket
+    /// and the cluster's IAM role need).
+    #[arg(long, value_enum, default_value = "postgres")]
+    dialect: tracktable::admin::Dialect,
 }
 
 #[derive(Debug, clap::Args)]
@@ -291,7 +295,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SetupSql(args) => {
             print!(
                 "{}",
-                tracktable::admin::setup_sql(&args.user, &args.database, args.schema.as_deref())?
+                tracktable::admin::setup_sql(
+                    args.dialect,
+                    &args.user,
+                    &args.database,
+                    args.schema.as_deref()
+                )?
             );
             Ok(())
         }

@@ -103,6 +103,12 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> Result<RunSummary, RunE
                 .with_caps(pipeline.max_tables, pipeline.max_columns);
             run_with(pipeline, options, Arc::new(warehouse))
         }
+        WarehouseFile::Redshift(config) => {
+            let warehouse = crate::warehouse::redshift::RedshiftWarehouse::new(config)
+                .map_err(|error| RunError::Warehouse(error.to_string()))?
+                .with_caps(pipeline.max_tables, pipeline.max_columns);
+            run_with(pipeline, options, Arc::new(warehouse))
+        }
     }
 }
 

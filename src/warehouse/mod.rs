@@ -44,18 +44,24 @@ pub struct LoadReport {
 }
 
 /// Why values go to `_discards`, as metric labels.
-pub const DISCARD_REASONS: [&str; 5] = [
+pub const DISCARD_REASONS: [&str; 7] = [
     "type_mismatch",
     "too_long",
     "no_column",
     "column_cap",
     "table_cap",
+    "nul_character",
+    "bad_key",
 ];
 
 /// The [`DISCARD_REASONS`] index of a `_discards.reason` text (as the loaders write it).
 pub fn discard_reason_index(reason: &str) -> usize {
     if reason.starts_with("value does not fit") {
         0
+    } else if reason.starts_with("value contains a NUL") {
+        5
+    } else if reason.starts_with("key ") {
+        6
     } else if reason.starts_with("value is ") {
         1
     } else if reason.contains("cap of") && reason.contains("columns") {
@@ -169,4 +175,5 @@ pub trait Loader: Send + 'static {
 pub mod counting;
 pub mod plan;
 pub mod postgres;
+pub mod redshift;
 pub mod sql;

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::columns::{VARCHAR_WIDTHS, creation_type};
-use crate::route::{ColumnName, ColumnType, Value};
+use crate::route::{ColumnName, ColumnType, Row, Value};
 
 /// The columns a table has, by name.
 pub type TableSchema = HashMap<String, ColumnType>;
@@ -81,6 +81,25 @@ fn cap_width(column_type: ColumnType) -> ColumnType {
     }
 }
 
+/// The reason text of [`DiscardReason::Nul`].
+pub const NUL_REASON: &str = "value contains a NUL character, which the warehouse cannot store (kept here with NUL written as \\u0000)";
+
+/// Why a row's key (message id, or user or group id) cannot be stored, if it cannot:
+/// a NUL character, or (Redshift) more bytes than the key column holds. Such rows go
+/// to `_discards` whole.
+pub fn key_problem(key: &str, max_bytes: Option<usize>) -> Option<String> {
+    if key.contains('\0') {
+        return Some("key contains a NUL character, which the warehouse cannot store".into());
+    }
+    match max_bytes {
+        Some(max) if key.len() > max => Some(format!(
+            "key is {} bytes, longer than the key column's {max}",
+            key.len()
+        )),
+        _ => None,
+    }
+}
+
 /// What a value becomes in a column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cell {
@@ -101,6 +120,8 @@ pub enum DiscardReason {
     TooLong { bytes: usize, width: u32 },
     /// The table has no such column (it could not be added: see the log).
     NoColumn,
+    /// Text with a NUL character, which neither PostgreSQL nor Redshift can store.
+    Nul,
 }
 
 impl std::fmt::Display for DiscardReason {
@@ -115,6 +136,7 @@ impl std::fmt::Display for DiscardReason {
                 write!(f, "value is {bytes} bytes, longer than varchar({width})")
             }
             DiscardReason::NoColumn => f.write_str("table has no such column"),
+            DiscardReason::Nul => f.write_str(NUL_REASON),
         }
     }
 }
@@ -132,7 +154,9 @@ pub fn cell_for(value: &Value, column_type: Option<ColumnType>) -> Result<Cell, 
         (ColumnType::Timestamp, Value::Timestamp(t)) => Ok(Cell::Timestamp(t.0)),
         (ColumnType::Varchar(width), value) => {
             let text = value.to_text();
-            if text.len() > width as usize {
+            if text.contains('\0') {
+                Err(DiscardReason::Nul)
+            } else if text.len() > width as usize {
                 Err(DiscardReason::TooLong {
                     bytes: text.len(),
                     width,
@@ -142,6 +166,62 @@ pub fn cell_for(value: &Value, column_type: Option<ColumnType>) -> Result<Cell, 
             }
         }
         (column_type, _) => Err(DiscardReason::TypeMismatch { column_type }),
+    }
+}
+
+/// A value that went to `_discards` instead of its column.
+pub struct Discard {
+    pub table: String,
+    pub column: String,
+    pub message_id: String,
+    pub value: String,
+    pub reason: String,
+    pub object: String,
+    pub line: i64,
+    pub received_at: Option<i64>,
+}
+
+impl Discard {
+    pub fn new(table: &str, column: &str, row: &Row, value: &Value, reason: String) -> Discard {
+        let received_at =
+            row.columns
+                .iter()
+                .find_map(|(name, value)| match (name.as_str(), value) {
+                    ("received_at", Value::Timestamp(t)) => Some(t.0),
+                    _ => None,
+                });
+        Discard {
+            table: table.to_owned(),
+            column: column.to_owned(),
+            message_id: row.message_id.replace('\0', "\\u0000"),
+            value: value.to_text().replace('\0', "\\u0000"),
+            reason,
+            object: row.object.to_string(),
+            line: row.position.line as i64,
+            received_at,
+        }
+    }
+
+    /// A whole row that cannot load (its table is over a cap, its key too long):
+    /// column `*`, the row as a JSON object of text values.
+    pub fn whole_row(table: &str, row: &Row, reason: String) -> Discard {
+        let object: serde_json::Map<String, serde_json::Value> = row
+            .columns
+            .iter()
+            .map(|(column, value)| {
+                (
+                    column.as_str().to_owned(),
+                    serde_json::Value::String(value.to_text()),
+                )
+            })
+            .collect();
+        Discard::new(
+            table,
+            "*",
+            row,
+            &Value::Varchar(serde_json::Value::Object(object).to_string()),
+            reason,
+        )
     }
 }
 
@@ -241,5 +321,15 @@ mod tests {
             cell_for(&Value::Boolean(true), None),
             Err(DiscardReason::NoColumn)
         );
+        assert_eq!(
+            cell_for(
+                &Value::Varchar("a\0b".into()),
+                Some(ColumnType::Varchar(64))
+            ),
+            Err(DiscardReason::Nul)
+        );
+        assert!(key_problem("m1", Some(4)).is_none());
+        assert!(key_problem("m\0", None).is_some());
+        assert!(key_problem("12345", Some(4)).is_some_and(|why| why.contains("5 bytes")));
     }
 }

@@ -16,11 +16,11 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Client, NoTls};
 
-use super::plan::{self, Cell, SchemaChange, TableSchema};
+use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
 use super::sql;
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 use crate::config::{PostgresFile, SslMode};
-use crate::route::{ColumnType, Value};
+use crate::route::ColumnType;
 use crate::stable_hash;
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ fn server_error(error: &tokio_postgres::Error) -> String {
 /// SQLSTATEs that retrying cannot fix: syntax and naming errors, missing privileges,
 /// data exceptions, unsupported features. Duplicate-object errors (a concurrent creator
 /// won a race) are not among them: the retry sees the object and goes on.
-fn is_permanent_state(code: &str) -> bool {
+pub(crate) fn is_permanent_state(code: &str) -> bool {
     const RACES: [&str; 4] = ["42P07", "42701", "42P06", "42710"];
     let class = code.get(..2).unwrap_or("");
     matches!(class, "42" | "22" | "0A" | "28") && !RACES.contains(&code)
@@ -83,7 +83,9 @@ impl super::WarehouseError for PostgresError {
     }
 }
 
-fn query_error(context: impl Into<String>) -> impl FnOnce(tokio_postgres::Error) -> PostgresError {
+pub(crate) fn query_error(
+    context: impl Into<String>,
+) -> impl FnOnce(tokio_postgres::Error) -> PostgresError {
     let context = context.into();
     move |source| PostgresError::Query { context, source }
 }
@@ -176,7 +178,7 @@ impl PostgresWarehouse {
         Ok(client)
     }
 
-    fn cached(&self, table: &str) -> Option<TableSchema> {
+    pub(crate) fn cached(&self, table: &str) -> Option<TableSchema> {
         self.tables
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -184,14 +186,14 @@ impl PostgresWarehouse {
             .cloned()
     }
 
-    fn remember(&self, table: &str, columns: TableSchema) {
+    pub(crate) fn remember(&self, table: &str, columns: TableSchema) {
         self.tables
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(table.to_owned(), columns);
     }
 
-    fn forget(&self, table: &str) {
+    pub(crate) fn forget(&self, table: &str) {
         self.tables
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -200,6 +202,11 @@ impl PostgresWarehouse {
 
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// The tracking plan's caps: (tables in the schema, columns per table).
+    pub fn caps(&self) -> (Option<usize>, Option<usize>) {
+        (self.max_tables, self.max_columns)
     }
 
     /// A new connection, its driver running on the current tokio runtime.
@@ -587,13 +594,26 @@ impl PostgresLoader {
         // `users`/`accounts`: staged and merged newest-wins.
         let latest = sql::is_latest(table);
         let key = sql::key_column(table);
+        // A key the server cannot store (a NUL character) would fail the whole COPY.
+        let mut discards = Vec::new();
+        let keyed: Vec<&crate::route::Row> = batch
+            .rows
+            .iter()
+            .filter(|row| match plan::key_problem(&row.message_id, None) {
+                None => true,
+                Some(reason) => {
+                    discards.push(Discard::whole_row(table, row, reason));
+                    false
+                }
+            })
+            .collect();
+        let unkeyed = discards.len() as u64;
         let rows: Vec<&crate::route::Row> = if latest {
-            batch.rows.iter().collect()
+            keyed
         } else {
-            let mut ids = HashSet::with_capacity(batch.rows.len());
-            let mut fresh: Vec<&crate::route::Row> = batch
-                .rows
-                .iter()
+            let mut ids = HashSet::with_capacity(keyed.len());
+            let mut fresh: Vec<&crate::route::Row> = keyed
+                .into_iter()
                 .filter(|row| ids.insert(row.message_id.as_str()))
                 .collect();
             if !created && !fresh.is_empty() {
@@ -637,7 +657,6 @@ impl PostgresLoader {
             .collect();
 
         let stage = "tracktable_stage";
-        let mut discards = Vec::new();
         let mut inserted = 0;
         if !rows.is_empty() {
             let copy = if latest {
@@ -712,7 +731,7 @@ impl PostgresLoader {
             }
         }
         report.rows_loaded = inserted;
-        report.duplicates = (batch.rows.len() as u64).saturating_sub(inserted);
+        report.duplicates = (batch.rows.len() as u64).saturating_sub(inserted + unkeyed);
 
         if !discards.is_empty() {
             report.discards_by_reason = write_discards(&transaction, &schema, &discards).await?;
@@ -756,25 +775,7 @@ impl PostgresLoader {
             .rows
             .iter()
             .filter(|row| seen.insert(row.message_id.as_str()))
-            .map(|row| {
-                let object: serde_json::Map<String, serde_json::Value> = row
-                    .columns
-                    .iter()
-                    .map(|(column, value)| {
-                        (
-                            column.as_str().to_owned(),
-                            serde_json::Value::String(value.to_text()),
-                        )
-                    })
-                    .collect();
-                Discard::new(
-                    table,
-                    "*",
-                    row,
-                    &Value::Varchar(serde_json::Value::Object(object).to_string()),
-                    reason.clone(),
-                )
-            })
+            .map(|row| Discard::whole_row(table, row, reason.clone()))
             .collect();
         let transaction = self
             .client
@@ -936,46 +937,6 @@ fn pg_type(column_type: ColumnType) -> Type {
         ColumnType::Double => Type::FLOAT8,
         ColumnType::Timestamp => Type::TIMESTAMP,
         ColumnType::Varchar(_) => Type::VARCHAR,
-    }
-}
-
-/// A value that went to `_discards` instead of its column.
-struct Discard {
-    table: String,
-    column: String,
-    message_id: String,
-    value: String,
-    reason: String,
-    object: String,
-    line: i64,
-    received_at: Option<i64>,
-}
-
-impl Discard {
-    fn new(
-        table: &str,
-        column: &str,
-        row: &crate::route::Row,
-        value: &Value,
-        reason: String,
-    ) -> Discard {
-        let received_at =
-            row.columns
-                .iter()
-                .find_map(|(name, value)| match (name.as_str(), value) {
-                    ("received_at", Value::Timestamp(t)) => Some(t.0),
-                    _ => None,
-                });
-        Discard {
-            table: table.to_owned(),
-            column: column.to_owned(),
-            message_id: row.message_id.clone(),
-            value: value.to_text(),
-            reason,
-            object: row.object.to_string(),
-            line: row.position.line as i64,
-            received_at,
-        }
     }
 }
 

@@ -12,6 +12,7 @@ mod cli;
 mod dataflow;
 mod metrics;
 mod postgres;
+mod redshift;
 mod smoke;
 mod sqs;
 mod support;

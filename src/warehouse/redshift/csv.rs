@@ -1,0 +1,207 @@
+//! csv: rows as the gzip CSV parts Redshift's `COPY ... CSV GZIP` reads.
+//!
+//! Every non-null text field is quoted (quotes doubled; commas, newlines, backslashes
+//! and any UTF-8 kept as they are), NULL is the unquoted [`CSV_NULL`], other values are
+//! written bare. Parts are cut at `part_bytes` of CSV, so one huge table batch becomes
+//! several objects `COPY` reads in parallel from a manifest. NUL characters never
+//! reach here: `plan::cell_for` sends such values to `_discards`.
+
+use std::io::Write;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+
+use super::sql::CSV_NULL;
+use crate::route::Timestamp;
+use crate::warehouse::plan::Cell;
+
+/// One finished part: gzip bytes and what they hold.
+#[derive(Debug)]
+pub struct Part {
+    pub gzip: Vec<u8>,
+    pub csv_bytes: usize,
+    pub rows: usize,
+}
+
+/// Writes rows into gzip CSV parts of bounded size.
+pub struct PartWriter {
+    part_bytes: usize,
+    line: String,
+    current: Option<GzEncoder<Vec<u8>>>,
+    current_bytes: usize,
+    current_rows: usize,
+    parts: Vec<Part>,
+}
+
+impl PartWriter {
+    pub fn new(part_bytes: usize) -> PartWriter {
+        PartWriter {
+            part_bytes,
+            line: String::new(),
+            current: None,
+            current_bytes: 0,
+            current_rows: 0,
+            parts: Vec::new(),
+        }
+    }
+
+    /// Appends one row of cells (`None` is NULL).
+    pub fn push(&mut self, cells: &[Option<&Cell>]) -> std::io::Result<()> {
+        self.line.clear();
+        for (index, cell) in cells.iter().enumerate() {
+            if index > 0 {
+                self.line.push(',');
+            }
+            write_cell(&mut self.line, *cell);
+        }
+        self.line.push('\n');
+        self.write_line()
+    }
+
+    /// Appends one row of text fields (`None` is NULL).
+    pub fn push_text(&mut self, fields: &[Option<&str>]) -> std::io::Result<()> {
+        self.line.clear();
+        for (index, field) in fields.iter().enumerate() {
+            if index > 0 {
+                self.line.push(',');
+            }
+            match field {
+                None => self.line.push_str(CSV_NULL),
+                Some(text) => quote(&mut self.line, text),
+            }
+        }
+        self.line.push('\n');
+        self.write_line()
+    }
+
+    fn write_line(&mut self) -> std::io::Result<()> {
+        if self.current.is_some() && self.current_bytes + self.line.len() > self.part_bytes {
+            self.finish_part()?;
+        }
+        let encoder = self
+            .current
+            .get_or_insert_with(|| GzEncoder::new(Vec::new(), Compression::fast()));
+        encoder.write_all(self.line.as_bytes())?;
+        self.current_bytes += self.line.len();
+        self.current_rows += 1;
+        Ok(())
+    }
+
+    fn finish_part(&mut self) -> std::io::Result<()> {
+        if let Some(encoder) = self.current.take() {
+            self.parts.push(Part {
+                gzip: encoder.finish()?,
+                csv_bytes: self.current_bytes,
+                rows: self.current_rows,
+            });
+        }
+        self.current_bytes = 0;
+        self.current_rows = 0;
+        Ok(())
+    }
+
+    /// The parts written (none if no row was pushed).
+    pub fn finish(mut self) -> std::io::Result<Vec<Part>> {
+        self.finish_part()?;
+        Ok(self.parts)
+    }
+}
+
+fn write_cell(out: &mut String, cell: Option<&Cell>) {
+    use std::fmt::Write as _;
+    match cell {
+        None => out.push_str(CSV_NULL),
+        Some(Cell::Text(text)) => quote(out, text),
+        Some(Cell::Boolean(value)) => out.push_str(if *value { "true" } else { "false" }),
+        Some(Cell::BigInt(value)) => {
+            let _ = write!(out, "{value}");
+        }
+        // Debug keeps full precision and uses an exponent for very large or small values.
+        Some(Cell::Double(value)) => {
+            let _ = write!(out, "{value:?}");
+        }
+        Some(Cell::Timestamp(micros)) => timestamp(out, *micros),
+    }
+}
+
+/// `2024-01-02 03:04:05.123456`: UTC, without zone, as `TIMEFORMAT 'auto'` reads it.
+fn timestamp(out: &mut String, micros: i64) {
+    let text = Timestamp(micros).to_string();
+    out.push_str(&text.replacen('T', " ", 1).replace('Z', ""));
+}
+
+fn quote(out: &mut String, text: &str) {
+    out.push('"');
+    for piece in text.split('"').enumerate() {
+        if piece.0 > 0 {
+            out.push_str("\"\"");
+        }
+        out.push_str(piece.1);
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn unzip(parts: &[Part]) -> Vec<String> {
+        parts
+            .iter()
+            .map(|part| {
+                let mut text = String::new();
+                flate2::read::GzDecoder::new(&part.gzip[..])
+                    .read_to_string(&mut text)
+                    .unwrap();
+                text
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cells_are_quoted_or_bare_and_null_is_unquoted() {
+        let mut writer = PartWriter::new(1 << 20);
+        let text = Cell::Text("say \"hi\", then\nleave \\N".into());
+        let empty = Cell::Text(String::new());
+        writer
+            .push(&[
+                Some(&text),
+                None,
+                Some(&empty),
+                Some(&Cell::Boolean(true)),
+                Some(&Cell::BigInt(-7)),
+                Some(&Cell::Double(0.1)),
+                Some(&Cell::Double(1e300)),
+                Some(&Cell::Timestamp(1_704_164_645_123_456)),
+            ])
+            .unwrap();
+        let parts = writer.finish().unwrap();
+        assert_eq!(
+            unzip(&parts),
+            [
+                "\"say \"\"hi\"\", then\nleave \\N\",\\N,\"\",true,-7,0.1,1e300,2024-01-02 03:04:05.123456\n"
+            ]
+        );
+    }
+
+    #[test]
+    fn parts_are_cut_at_the_size_limit() {
+        let mut writer = PartWriter::new(100);
+        for i in 0..50 {
+            writer.push_text(&[Some(&format!("row {i:04}"))]).unwrap();
+        }
+        let parts = writer.finish().unwrap();
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|part| part.csv_bytes <= 100));
+        assert_eq!(parts.iter().map(|part| part.rows).sum::<usize>(), 50);
+        let all: String = unzip(&parts).concat();
+        assert_eq!(all.lines().count(), 50);
+        assert!(all.starts_with("\"row 0000\"\n"));
+    }
+
+    #[test]
+    fn nothing_pushed_is_no_part() {
+        assert!(PartWriter::new(100).finish().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,413 @@
+//! sql: every statement the Redshift loader sends — the whole dialect in one place.
+//!
+//! What differs from PostgreSQL (`warehouse::sql`): no `ON CONFLICT` (merges are
+//! delete-then-insert), one column per `ALTER TABLE ... ADD COLUMN` and no `IF NOT
+//! EXISTS` there, no advisory locks, no arrays or `unnest`, no `RETURNING`, bulk data
+//! only by `COPY ... FROM 's3://...'`, `GETDATE()` for the current time, and table
+//! attributes (`DISTSTYLE`, `SORTKEY`, `ENCODE`). Statements go over the simple-query
+//! protocol, so the few values that enter SQL text (object names, batch numbers) are
+//! written as escaped literals by [`literal`]; row data never does: it travels through
+//! staged CSV.
+
+use crate::route::ColumnType;
+use crate::warehouse::sql::{ident, is_latest, key_column, qualified};
+
+pub use crate::warehouse::sql::{DISCARD_COLUMNS, DISCARDS_TABLE, LOADS_TABLE, OBJECTS_TABLE};
+
+/// Width of the key column (`message_id`, or `id` of `users`/`accounts`). Longer keys
+/// cannot be stored: such rows go to `_discards` whole.
+pub const KEY_WIDTH: usize = 1024;
+
+/// Redshift's widest varchar, in bytes.
+pub const MAX_VARCHAR: usize = 65535;
+
+/// The staging tables (temporary, per session). A leading `_` cannot clash with an
+/// event's table: the router never names one so.
+pub const STAGE: &str = "_tracktable_stage";
+pub const DISCARD_STAGE: &str = "_tracktable_discard_stage";
+
+/// The NULL marker in staged CSV; every non-null text field is quoted, so a value that
+/// reads `\N` is written `"\N"` and stays text.
+pub const CSV_NULL: &str = "\\N";
+
+/// A string literal. Redshift's literals take backslash escapes (as PostgreSQL's did
+/// before `standard_conforming_strings`), so backslashes are doubled as well as quotes.
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+pub fn schema_exists(schema: &str) -> String {
+    format!(
+        "SELECT 1 FROM pg_namespace WHERE nspname = {}",
+        literal(schema)
+    )
+}
+
+pub fn create_schema(schema: &str) -> String {
+    format!("CREATE SCHEMA IF NOT EXISTS {}", ident(schema))
+}
+
+/// Bookkeeping tables. Redshift does not enforce keys, so the merges below, not the
+/// constraints, keep them free of duplicates.
+pub fn create_bookkeeping(schema: &str) -> Vec<String> {
+    vec![
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (batch bigint NOT NULL, table_name varchar(127) NOT NULL, \
+             rows_loaded bigint NOT NULL, duplicates bigint NOT NULL, discards bigint NOT NULL, \
+             loaded_at timestamp NOT NULL DEFAULT GETDATE())",
+            qualified(schema, LOADS_TABLE)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (table_name varchar(127) NOT NULL, column_name varchar(127) NOT NULL, \
+             message_id varchar({KEY_WIDTH}) NOT NULL, value varchar({MAX_VARCHAR}), reason varchar(1024) NOT NULL, \
+             object varchar(2048), line bigint, received_at timestamp, \
+             discarded_at timestamp NOT NULL DEFAULT GETDATE())",
+            qualified(schema, DISCARDS_TABLE)
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {} (object varchar(2048) NOT NULL, content varchar(1024) NOT NULL, \
+             loaded_at timestamp NOT NULL DEFAULT GETDATE())",
+            qualified(schema, OBJECTS_TABLE)
+        ),
+    ]
+}
+
+pub fn column_type(column_type: ColumnType) -> String {
+    column_type.sql_name()
+}
+
+/// A new table with every column its first batch needs. Sorted by `received_at` when
+/// it has one (every event table does), distribution left to Redshift. Encodings too:
+/// `ENCODE AUTO` is Redshift's default for a table whose columns name none, so it is
+/// not spelled out (sqlparser's Redshift grammar does not take the clause).
+pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)]) -> String {
+    let newest = if is_latest(table) {
+        ", \"timestamp\" timestamp"
+    } else {
+        ""
+    };
+    let listed: String = columns
+        .iter()
+        .filter(|(name, _)| !(is_latest(table) && name == "timestamp"))
+        .map(|(name, column_type)| format!(", {} {}", ident(name), self::column_type(*column_type)))
+        .collect();
+    let sort = if columns.iter().any(|(name, _)| name == "received_at") {
+        " SORTKEY (\"received_at\")"
+    } else {
+        ""
+    };
+    let key = ident(key_column(table));
+    format!(
+        "CREATE TABLE IF NOT EXISTS {} ({key} varchar({KEY_WIDTH}) NOT NULL{newest}{listed}, PRIMARY KEY ({key})) \
+         DISTSTYLE AUTO{sort}",
+        qualified(schema, table),
+    )
+}
+
+/// One column per statement: Redshift allows no more, and no `IF NOT EXISTS`.
+pub fn add_column(schema: &str, table: &str, column: &str, column_type: ColumnType) -> String {
+    format!(
+        "ALTER TABLE {} ADD COLUMN {} {}",
+        qualified(schema, table),
+        ident(column),
+        self::column_type(column_type)
+    )
+}
+
+/// Widening a varchar in place (Redshift: only varchar, only wider, and not inside a
+/// transaction block).
+pub fn widen_varchar(schema: &str, table: &str, column: &str, width: u32) -> String {
+    format!(
+        "ALTER TABLE {} ALTER COLUMN {} TYPE varchar({width})",
+        qualified(schema, table),
+        ident(column)
+    )
+}
+
+/// The columns of a table: (name, data_type, character_maximum_length).
+pub fn select_columns(schema: &str, table: &str) -> String {
+    format!(
+        "SELECT column_name, data_type, character_maximum_length FROM information_schema.columns \
+         WHERE table_schema = {} AND table_name = {}",
+        literal(schema),
+        literal(table)
+    )
+}
+
+/// Tables in the schema that count against the tracking plan's cap.
+pub fn count_tables(schema: &str) -> String {
+    format!(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = {} \
+         AND table_type = 'BASE TABLE' AND left(table_name, 1) <> '_'",
+        literal(schema)
+    )
+}
+
+pub fn drop_stage(stage: &str) -> String {
+    format!("DROP TABLE IF EXISTS {}", ident(stage))
+}
+
+/// A session-local staging table shaped like `schema.table`.
+pub fn create_stage(schema: &str, table: &str, stage: &str) -> String {
+    format!(
+        "CREATE TEMP TABLE {} (LIKE {} INCLUDING DEFAULTS)",
+        ident(stage),
+        qualified(schema, table)
+    )
+}
+
+/// How `COPY` may read the staging bucket.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credentials {
+    IamRole(String),
+    Keys {
+        id: String,
+        secret: String,
+    },
+    /// The emulator reads the bucket itself.
+    None,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::IamRole(role) => write!(f, "IamRole({role})"),
+            Credentials::Keys { id, .. } => write!(f, "Keys({id}, ***)"),
+            Credentials::None => f.write_str("None"),
+        }
+    }
+}
+
+/// Where a `COPY` reads: one object, or a manifest listing several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySource {
+    /// `s3://bucket/key`.
+    pub url: String,
+    pub manifest: bool,
+}
+
+/// `COPY stage (columns) FROM 's3://...'` of gzip CSV with [`CSV_NULL`] as NULL.
+pub fn copy_from_s3(
+    stage: &str,
+    columns: &[&str],
+    source: &CopySource,
+    credentials: &Credentials,
+    accept_invalid_chars: Option<&str>,
+) -> String {
+    let list: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    let credentials = match credentials {
+        Credentials::IamRole(role) => format!(" IAM_ROLE {}", literal(role)),
+        Credentials::Keys { id, secret } => format!(
+            " ACCESS_KEY_ID {} SECRET_ACCESS_KEY {}",
+            literal(id),
+            literal(secret)
+        ),
+        Credentials::None => String::new(),
+    };
+    let manifest = if source.manifest { " MANIFEST" } else { "" };
+    let invalid = accept_invalid_chars
+        .map(|replacement| format!(" ACCEPTINVCHARS AS {}", literal(replacement)))
+        .unwrap_or_default();
+    format!(
+        "COPY {} ({}) FROM {}{credentials}{manifest} FORMAT AS CSV NULL AS {} GZIP \
+         TIMEFORMAT 'auto'{invalid} COMPUPDATE OFF STATUPDATE OFF",
+        ident(stage),
+        list.join(", "),
+        literal(&source.url),
+        literal(CSV_NULL),
+    )
+}
+
+/// A statement as it may be logged: access keys masked.
+pub fn masked(statement: &str) -> String {
+    match statement.find(" SECRET_ACCESS_KEY '") {
+        None => statement.to_owned(),
+        Some(start) => {
+            let value = start + " SECRET_ACCESS_KEY '".len();
+            let end = statement[value..]
+                .find('\'')
+                .map_or(statement.len(), |end| value + end);
+            format!("{}***{}", &statement[..value], &statement[end..])
+        }
+    }
+}
+
+/// Removes rows whose key is in the stage (the first half of the merge; the count is
+/// how many staged rows were already loaded).
+pub fn delete_staged_keys(schema: &str, table: &str, stage: &str) -> String {
+    let key = ident(key_column(table));
+    format!(
+        "DELETE FROM {} USING {stage} WHERE {t}.{key} = {stage}.{key}",
+        qualified(schema, table),
+        t = ident(table),
+        stage = ident(stage),
+    )
+}
+
+/// `users`/`accounts`: drops staged rows older than the stored row of their id (newest
+/// by `timestamp`, a missing one counting as oldest, then by `message_id`), so the
+/// delete-then-insert that follows keeps the newest call whatever the load order.
+pub fn drop_stale_staged(schema: &str, table: &str, stage: &str) -> String {
+    let key = ident(key_column(table));
+    let stage = ident(stage);
+    let when =
+        |row: &str| format!("COALESCE({row}.\"timestamp\", '0001-01-01 00:00:00'::timestamp)");
+    format!(
+        "DELETE FROM {stage} USING {} AS stored WHERE stored.{key} = {stage}.{key} AND ({newer} > {mine} \
+         OR ({newer} = {mine} AND stored.\"message_id\" > {stage}.\"message_id\"))",
+        qualified(schema, table),
+        newer = when("stored"),
+        mine = when(&stage),
+    )
+}
+
+pub fn insert_from_stage(schema: &str, table: &str, stage: &str, columns: &[&str]) -> String {
+    let list: Vec<String> = columns.iter().map(|c| ident(c)).collect();
+    let list = list.join(", ");
+    format!(
+        "INSERT INTO {} ({list}) SELECT {list} FROM {}",
+        qualified(schema, table),
+        ident(stage)
+    )
+}
+
+fn discard_is_new(schema: &str, stage: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM {} AS kept WHERE kept.table_name = {s}.table_name \
+         AND kept.column_name = {s}.column_name AND kept.message_id = {s}.message_id)",
+        qualified(schema, DISCARDS_TABLE),
+        s = ident(stage)
+    )
+}
+
+/// Staged discards not kept yet, by reason (Redshift has no `RETURNING`).
+pub fn count_new_discards(schema: &str, stage: &str) -> String {
+    format!(
+        "SELECT reason, count(*) FROM {} WHERE {} GROUP BY reason",
+        ident(stage),
+        discard_is_new(schema, stage)
+    )
+}
+
+pub fn merge_discards(schema: &str, stage: &str) -> String {
+    let list: Vec<String> = DISCARD_COLUMNS.iter().map(|c| ident(c)).collect();
+    let list = list.join(", ");
+    format!(
+        "INSERT INTO {} ({list}) SELECT {list} FROM {} WHERE {}",
+        qualified(schema, DISCARDS_TABLE),
+        ident(stage),
+        discard_is_new(schema, stage)
+    )
+}
+
+pub fn create_discard_stage(schema: &str, stage: &str) -> String {
+    create_stage(schema, DISCARDS_TABLE, stage)
+}
+
+pub fn record_load(
+    schema: &str,
+    batch: u64,
+    table: &str,
+    rows_loaded: u64,
+    duplicates: u64,
+    discards: u64,
+) -> String {
+    format!(
+        "INSERT INTO {} (batch, table_name, rows_loaded, duplicates, discards) VALUES ({batch}, {}, {rows_loaded}, {duplicates}, {discards})",
+        qualified(schema, LOADS_TABLE),
+        literal(table),
+    )
+}
+
+/// Of `objects` (name, content), those recorded as loaded.
+pub fn select_loaded_objects(schema: &str, objects: &[(String, String)]) -> String {
+    let pairs: Vec<String> = objects
+        .iter()
+        .map(|(object, content)| {
+            format!(
+                "(object = {} AND content = {})",
+                literal(object),
+                literal(content)
+            )
+        })
+        .collect();
+    format!(
+        "SELECT DISTINCT object, content FROM {} WHERE {}",
+        qualified(schema, OBJECTS_TABLE),
+        pairs.join(" OR ")
+    )
+}
+
+/// Records objects as loaded. Recording one twice leaves two equal rows, which the
+/// lookup's `DISTINCT` makes harmless.
+pub fn record_objects(schema: &str, objects: &[(String, String)]) -> String {
+    let rows: Vec<String> = objects
+        .iter()
+        .map(|(object, content)| format!("({}, {})", literal(object), literal(content)))
+        .collect();
+    format!(
+        "INSERT INTO {} (object, content) VALUES {}",
+        qualified(schema, OBJECTS_TABLE),
+        rows.join(", ")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal("a\\b"), "'a\\\\b'");
+        assert_eq!(literal("\\N"), "'\\\\N'");
+    }
+
+    #[test]
+    fn tables_sort_by_received_at_and_keep_a_bounded_key() {
+        assert_eq!(
+            create_table(
+                "s",
+                "order_completed",
+                &[
+                    ("received_at".into(), ColumnType::Timestamp),
+                    ("total".into(), ColumnType::Double)
+                ]
+            ),
+            "CREATE TABLE IF NOT EXISTS \"s\".\"order_completed\" (\"message_id\" varchar(1024) NOT NULL, \
+             \"received_at\" timestamp, \"total\" double precision, PRIMARY KEY (\"message_id\")) \
+             DISTSTYLE AUTO SORTKEY (\"received_at\")"
+        );
+        assert_eq!(
+            create_table("s", "users", &[]),
+            "CREATE TABLE IF NOT EXISTS \"s\".\"users\" (\"id\" varchar(1024) NOT NULL, \"timestamp\" timestamp, \
+             PRIMARY KEY (\"id\")) DISTSTYLE AUTO"
+        );
+    }
+
+    #[test]
+    fn copy_names_its_source_credentials_and_format() {
+        let source = CopySource {
+            url: "s3://b/p/manifest.json".into(),
+            manifest: true,
+        };
+        let copy = copy_from_s3(
+            STAGE,
+            &["message_id", "n"],
+            &source,
+            &Credentials::Keys {
+                id: "AKIA".into(),
+                secret: "s3cr3t".into(),
+            },
+            Some("?"),
+        );
+        assert_eq!(
+            copy,
+            "COPY \"_tracktable_stage\" (\"message_id\", \"n\") FROM 's3://b/p/manifest.json' ACCESS_KEY_ID 'AKIA' \
+             SECRET_ACCESS_KEY 's3cr3t' MANIFEST FORMAT AS CSV NULL AS '\\\\N' GZIP TIMEFORMAT 'auto' \
+             ACCEPTINVCHARS AS '?' COMPUPDATE OFF STATUPDATE OFF"
+        );
+        assert!(!masked(&copy).contains("s3cr3t"));
+        assert!(masked(&copy).contains("SECRET_ACCESS_KEY '***' MANIFEST"));
+    }
+}

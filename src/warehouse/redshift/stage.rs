@@ -1,0 +1,197 @@
+//! stage: the S3 prefix a table batch passes through on its way into Redshift.
+//!
+//! Each load gets its own directory, `{prefix}{schema}/{table}/{run}-{batch}-{n}/`
+//! (`run` is random per process, `n` counts this process's loads), so a retry or a
+//! second process never reads another load's parts. One part is `COPY`ed by its key;
+//! several by a manifest listing each with `mandatory: true`, so a missing part fails
+//! the load instead of loading half of it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_s3::primitives::ByteStream;
+
+use super::csv::Part;
+use super::sql::CopySource;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{action} s3://{bucket}/{key}: {message}")]
+pub struct StageError {
+    pub action: &'static str,
+    pub bucket: String,
+    pub key: String,
+    pub message: String,
+    /// AccessDenied, NoSuchBucket and the like: retrying will not help.
+    pub permanent: bool,
+}
+
+/// What one load staged.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    pub source: CopySource,
+    /// Every key written (parts and manifest), for clean-up.
+    pub keys: Vec<String>,
+}
+
+pub struct Staging {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+    run: String,
+    loads: AtomicU64,
+}
+
+impl Staging {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Staging {
+        let run: u64 = rand::random();
+        Staging {
+            s3,
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+            run: format!("{run:016x}"),
+            loads: AtomicU64::new(0),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.s3
+    }
+
+    /// Uploads `parts` for one load of `schema.table` in `batch`; `what` names the kind
+    /// of rows (`rows`, `discards`).
+    pub async fn put(
+        &self,
+        schema: &str,
+        table: &str,
+        batch: u64,
+        what: &str,
+        parts: Vec<Part>,
+    ) -> Result<Staged, StageError> {
+        let n = self.loads.fetch_add(1, Ordering::Relaxed);
+        let dir = format!(
+            "{}{schema}/{table}/{}-b{batch}-{n}-{what}/",
+            self.prefix, self.run
+        );
+        let mut keys = Vec::with_capacity(parts.len() + 1);
+        let mut entries = Vec::with_capacity(parts.len());
+        for (index, part) in parts.into_iter().enumerate() {
+            let key = format!("{dir}part-{index:05}.csv.gz");
+            let length = part.gzip.len();
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .content_type("application/gzip")
+                .body(ByteStream::from(part.gzip))
+                .send()
+                .await
+                .map_err(|error| self.error("stage", &key, &error))?;
+            entries.push(serde_json::json!({
+                "url": format!("s3://{}/{key}", self.bucket),
+                "mandatory": true,
+                "meta": {"content_length": length},
+            }));
+            keys.push(key);
+        }
+        if keys.len() == 1 {
+            return Ok(Staged {
+                source: CopySource {
+                    url: format!("s3://{}/{}", self.bucket, keys[0]),
+                    manifest: false,
+                },
+                keys,
+            });
+        }
+        let key = format!("{dir}manifest.json");
+        let manifest = serde_json::json!({ "entries": entries }).to_string();
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(ByteStream::from(manifest.into_bytes()))
+            .send()
+            .await
+            .map_err(|error| self.error("stage manifest", &key, &error))?;
+        keys.push(key.clone());
+        Ok(Staged {
+            source: CopySource {
+                url: format!("s3://{}/{key}", self.bucket),
+                manifest: true,
+            },
+            keys,
+        })
+    }
+
+    /// Removes a load's staged objects (after its commit). A failure is logged, not
+    /// returned: the rows are safely loaded, and a bucket lifecycle rule can sweep.
+    pub async fn remove(&self, staged: &Staged) {
+        for chunk in staged.keys.chunks(1000) {
+            let objects: Vec<aws_sdk_s3::types::ObjectIdentifier> = chunk
+                .iter()
+                .filter_map(|key| {
+                    aws_sdk_s3::types::ObjectIdentifier::builder()
+                        .key(key)
+                        .build()
+                        .ok()
+                })
+                .collect();
+            let delete = aws_sdk_s3::types::Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build();
+            let result = match delete {
+                Ok(delete) => self
+                    .s3
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| aws_sdk_s3::error::DisplayErrorContext(error).to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            if let Err(error) = result {
+                tracing::warn!(bucket = %self.bucket, error = %error, "could not remove staged objects; they are loaded and can be deleted by hand or by a lifecycle rule");
+            }
+        }
+    }
+
+    fn error<E>(
+        &self,
+        action: &'static str,
+        key: &str,
+        error: &aws_sdk_s3::error::SdkError<E>,
+    ) -> StageError
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let code = match error {
+            aws_sdk_s3::error::SdkError::ServiceError(service) => {
+                service.err().code().map(str::to_owned)
+            }
+            _ => None,
+        };
+        let permanent = matches!(
+            code.as_deref(),
+            Some(
+                "AccessDenied"
+                    | "NoSuchBucket"
+                    | "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "AllAccessDisabled"
+            )
+        );
+        StageError {
+            action,
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            message: aws_sdk_s3::error::DisplayErrorContext(error).to_string(),
+            permanent,
+        }
+    }
+}

@@ -1,0 +1,618 @@
+//! The Redshift path without a cluster: rows staged as gzip CSV in moto's S3, Redshift
+//! SQL run by the emulating executor on the real PostgreSQL (which performs each `COPY
+//! ... FROM 's3://...'` by reading the staged objects), and every statement sent parsed
+//! with sqlparser's Redshift grammar. The PostgreSQL scenarios again: reload
+//! idempotency, type conflicts, hostile names, new columns mid-stream, newest traits;
+//! plus CSV escaping of hostile strings, NUL characters, clean-up of staged objects
+//! and golden SQL for one fixed load.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use sqlparser::dialect::RedshiftSqlDialect;
+use sqlparser::parser::Parser;
+
+use crate::support;
+
+fn track(id: &str, event: &str, properties: &str) -> String {
+    format!(
+        r#"{{"type":"track","event":{event},"messageId":"{id}","receivedAt":"2024-03-01T12:00:00Z","properties":{properties}}}"#
+    )
+}
+
+/// One test's staging bucket, schema and statement log.
+struct Redshift {
+    endpoint: String,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    schema: String,
+    log: PathBuf,
+    work: tempfile::TempDir,
+}
+
+impl Redshift {
+    /// `None` outside CI when moto or PostgreSQL is missing.
+    async fn new(name: &str) -> Option<(Redshift, tokio_postgres::Client)> {
+        let client = support::postgres().await?;
+        let endpoint = support::moto_url().await?;
+        let aws = support::aws(&endpoint).await;
+        let bucket = support::unique(&format!("rs-{name}")).replace('_', "-");
+        aws.s3
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create the staging bucket");
+        let work = tempfile::tempdir().expect("tempdir");
+        let log = work.path().join("statements.sql");
+        Some((
+            Redshift {
+                endpoint,
+                s3: aws.s3,
+                bucket,
+                schema: support::schema(&format!("rs_{name}")),
+                log,
+                work,
+            },
+            client,
+        ))
+    }
+
+    /// Runs the pipeline once over `source` into the Redshift path; returns stderr.
+    fn load(&self, source: &Path, run: &str, extra: &str) -> String {
+        let state = self.work.path().join(format!("state-{run}"));
+        let pipeline = self.work.path().join(format!("{run}.toml"));
+        let text = format!(
+            "name = \"{schema}\"\n\
+             [source]\ntype = \"dir\"\npath = \"{source}\"\nstate_dir = \"{state}\"\npoll_interval = \"200ms\"\n\
+             [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n\
+             [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\
+             [warehouse.emulate]\nstatement_log = \"{log}\"\n\
+             [batch]\ninterval = \"1h\"\n{extra}",
+            schema = self.schema,
+            source = source.display(),
+            state = state.display(),
+            url = support::database_url(),
+            bucket = self.bucket,
+            endpoint = self.endpoint,
+            log = self.log.display(),
+        );
+        std::fs::write(&pipeline, text).expect("write pipeline file");
+        let stderr_path = self.work.path().join(format!("stderr-{run}.log"));
+        let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr log");
+        let mut child = Command::new(support::binary())
+            .args(["run", "--once", "--workers", "1", "--pipeline"])
+            .arg(&pipeline)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .stdout(Stdio::null())
+            .stderr(stderr_file)
+            .spawn()
+            .expect("run tracktable");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            match child.try_wait().expect("wait for tracktable") {
+                Some(status) => break status,
+                None if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                None => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+                    let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+                    panic!(
+                        "{run}: tracktable did not finish within 120s; killed it. Last lines:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+            }
+        };
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert!(status.success(), "tracktable failed:\n{stderr}");
+        stderr
+    }
+
+    fn dir(&self, name: &str, files: &[(&str, String)]) -> PathBuf {
+        let dir = self.work.path().join(name);
+        std::fs::create_dir_all(&dir).expect("create source dir");
+        for (file, text) in files {
+            std::fs::write(dir.join(file), text).expect("write source file");
+        }
+        dir
+    }
+
+    /// Keys left in the staging bucket.
+    async fn staged(&self) -> Vec<String> {
+        let listed = self
+            .s3
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .expect("list the staging bucket");
+        listed
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect()
+    }
+
+    /// Every statement sent, each parsed with the Redshift grammar.
+    fn statements_parse(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).expect("read the statement log");
+        let statements: Vec<String> = text.lines().map(str::to_owned).collect();
+        assert!(!statements.is_empty(), "no statement was logged");
+        for statement in &statements {
+            if let Err(error) = Parser::parse_sql(&RedshiftSqlDialect {}, statement) {
+                panic!("not Redshift SQL ({error}):\n{statement}");
+            }
+        }
+        statements
+    }
+
+    async fn finish(self, client: &tokio_postgres::Client) {
+        assert_eq!(
+            self.staged().await,
+            Vec::<String>::new(),
+            "staged objects are removed after commit"
+        );
+        self.statements_parse();
+        support::drop_schema(client, &self.schema).await;
+    }
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reloading_keeps_one_row_per_message_id() {
+    let Some((redshift, client)) = Redshift::new("twice").await else {
+        return;
+    };
+    let mut lines: Vec<String> = (0..200)
+        .map(|i| {
+            track(
+                &format!("m{i}"),
+                "\"Video Played\"",
+                &format!("{{\"n\":{i}}}"),
+            )
+        })
+        .collect();
+    lines.push(track("m7", "\"Video Played\"", "{\"n\":7}"));
+    let source = redshift.dir(
+        "events",
+        &[
+            ("a.json", lines[..120].join("\n")),
+            ("b.json", lines[100..].join("\n")),
+        ],
+    );
+    redshift.load(&source, "first", "");
+    redshift.load(&source, "second", "");
+    let schema = &redshift.schema;
+    let table = format!("\"{schema}\".video_played");
+    assert_eq!(
+        count(&client, &format!("SELECT count(*) FROM {table}")).await,
+        200
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(DISTINCT message_id) FROM {table}")
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".tracks")
+        )
+        .await,
+        200
+    );
+    let loaded = count(&client, &format!("SELECT sum(rows_loaded)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
+    let skipped = count(&client, &format!("SELECT sum(duplicates)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
+    assert_eq!(
+        (loaded, skipped),
+        (200, 21 + 221),
+        "first run: 21 in-batch duplicates; second: all 221 rows"
+    );
+    redshift.finish(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
+    let Some((redshift, client)) = Redshift::new("conflict").await else {
+        return;
+    };
+    let first = redshift.dir(
+        "first",
+        &[(
+            "a.json",
+            track("p1", "\"Product Viewed\"", r#"{"price":5,"sku":"a"}"#),
+        )],
+    );
+    let second = redshift.dir(
+        "second",
+        &[(
+            "b.json",
+            track("p2", "\"Product Viewed\"", r#"{"price":"USD 5","sku":"b"}"#),
+        )],
+    );
+    redshift.load(&first, "first", "");
+    redshift.load(&second, "second", "");
+    let schema = &redshift.schema;
+    let rows = client
+        .query(
+            &format!("SELECT message_id::text, price, sku::text FROM \"{schema}\".product_viewed ORDER BY message_id"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let rows: Vec<(String, Option<i64>, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("p1".into(), Some(5), "a".into()),
+            ("p2".into(), None, "b".into())
+        ]
+    );
+    let discards = client
+        .query(
+            &format!("SELECT table_name::text, column_name::text, message_id::text, value::text, reason::text, object::text, line FROM \"{schema}\"._discards"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(discards.len(), 1);
+    let discard = &discards[0];
+    assert_eq!(discard.get::<_, String>(0), "product_viewed");
+    assert_eq!(discard.get::<_, String>(1), "price");
+    assert_eq!(discard.get::<_, String>(2), "p2");
+    assert_eq!(discard.get::<_, String>(3), "USD 5");
+    assert!(discard.get::<_, String>(4).contains("bigint"));
+    assert_eq!(
+        (discard.get::<_, String>(5), discard.get::<_, i64>(6)),
+        ("b.json".into(), 1)
+    );
+    redshift.load(&second, "third", "");
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\"._discards")
+        )
+        .await,
+        1,
+        "a reload adds no second discard"
+    );
+    redshift.finish(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_names_create_safe_tables_and_nothing_else() {
+    let Some((redshift, client)) = Redshift::new("hostile").await else {
+        return;
+    };
+    let sentinel = support::schema("rs_sentinel");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{sentinel}\"; CREATE TABLE \"{sentinel}\".users (id int)"
+        ))
+        .await
+        .unwrap();
+    let catalogue = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('public', 'pg_catalog', 'information_schema')";
+    let before = count(&client, catalogue).await;
+    let long = "n".repeat(300);
+    let events = [
+        track(
+            "h1",
+            &format!("\"\\\"; DROP TABLE {sentinel}.users; --\""),
+            r#"{"a":1}"#,
+        ),
+        track("h2", "\"🎉 Party 🎈\"", r#"{"名前":"x","价格":2}"#),
+        track("h3", &format!("\"{long}\""), &format!(r#"{{"{long}":1}}"#)),
+        track(
+            "h4",
+            "\"select\"",
+            r#"{"user":"u","from":"f","select":"s","it's":"q"}"#,
+        ),
+    ];
+    let source = redshift.dir("events", &[("a.json", events.join("\n"))]);
+    redshift.load(&source, "first", "");
+    assert_eq!(
+        count(&client, catalogue).await,
+        before,
+        "nothing outside the schema changed"
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{sentinel}\".users")
+        )
+        .await,
+        0,
+        "the sentinel table is still there"
+    );
+    let schema = &redshift.schema;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+            &[schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        tables.len(),
+        4 + 3 + 1,
+        "four event tables, tracks, bookkeeping: {tables:?}"
+    );
+    assert!(tables.iter().all(|t| t.len() <= 127), "{tables:?}");
+    assert!(tables.contains(&"select_".to_owned()), "{tables:?}");
+    let columns: Vec<String> = client
+        .query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = 'select_' ORDER BY 1",
+            &[schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    for word in ["from_", "select_", "user_"] {
+        assert!(columns.contains(&word.to_owned()), "{word} in {columns:?}");
+    }
+    let quote = columns
+        .iter()
+        .find(|column| column.starts_with("it"))
+        .expect("a column for it's");
+    let stored: String = client
+        .query_one(
+            &format!("SELECT \"{quote}\"::text FROM \"{schema}\".select_"),
+            &[],
+        )
+        .await
+        .map(|row| row.get(0))
+        .expect("read the quoted property");
+    assert_eq!(stored, "q");
+    client
+        .batch_execute(&format!("DROP SCHEMA \"{sentinel}\" CASCADE"))
+        .await
+        .unwrap();
+    redshift.finish(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_columns_mid_stream_and_the_newest_traits_win() {
+    let Some((redshift, client)) = Redshift::new("grow").await else {
+        return;
+    };
+    let identify = |id: &str, user: &str, at: &str, traits: &str| {
+        format!(
+            r#"{{"type":"identify","messageId":"{id}","userId":"{user}","timestamp":"{at}","receivedAt":"{at}","traits":{traits}}}"#
+        )
+    };
+    let first = redshift.dir(
+        "first",
+        &[(
+            "a.json",
+            [
+                track("c1", "\"Signed Up\"", r#"{"plan":"free"}"#),
+                identify(
+                    "i1",
+                    "u1",
+                    "2024-03-01T10:00:00Z",
+                    r#"{"plan":"free","name":"Ann"}"#,
+                ),
+                identify(
+                    "i2",
+                    "u1",
+                    "2024-03-01T11:00:00Z",
+                    r#"{"plan":"pro","name":"Ann"}"#,
+                ),
+            ]
+            .join("\n"),
+        )],
+    );
+    let second = redshift.dir(
+        "second",
+        &[(
+            "b.json",
+            [
+                track("c2", "\"Signed Up\"", r#"{"plan":"pro","referrer":"a very long referrer text that needs a wider column than the first batch had, since it goes on and on for more than sixty-four bytes"}"#),
+                // Older than what is stored: must not replace it.
+                identify("i0", "u1", "2024-03-01T09:00:00Z", r#"{"plan":"trial"}"#),
+            ]
+            .join("\n"),
+        )],
+    );
+    redshift.load(&first, "first", "");
+    redshift.load(&second, "second", "");
+    let schema = &redshift.schema;
+    let rows: Vec<(String, Option<String>)> = client
+        .query(
+            &format!(
+                "SELECT message_id::text, referrer::text FROM \"{schema}\".signed_up ORDER BY 1"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        rows[0],
+        ("c1".into(), None),
+        "earlier rows hold NULL in the new column"
+    );
+    assert!(rows[1].1.as_deref().is_some_and(|r| r.len() > 64));
+    let user: (String, String) = client
+        .query_one(
+            &format!("SELECT plan::text, message_id::text FROM \"{schema}\".users WHERE id = 'u1'"),
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(user, ("pro".into(), "i2".into()));
+    redshift.finish(&client).await;
+}
+
+/// Strings that break naive CSV: quotes, commas, newlines, backslashes, multibyte
+/// text, the NULL marker itself, empty strings.
+fn hostile_text() -> impl Strategy<Value = String> {
+    let pieces = prop_oneof![
+        Just("\"".to_owned()),
+        Just(",".to_owned()),
+        Just("\n".to_owned()),
+        Just("\r\n".to_owned()),
+        Just("\\".to_owned()),
+        Just("\\N".to_owned()),
+        Just("'".to_owned()),
+        Just("é中🎉".to_owned()),
+        Just(" ".to_owned()),
+        "[a-z]{0,3}",
+    ];
+    proptest::collection::vec(pieces, 0..8).prop_map(|pieces| pieces.concat())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csv_escaping_survives_hostile_strings_and_nul_is_discarded() {
+    let Some((redshift, client)) = Redshift::new("csv").await else {
+        return;
+    };
+    let mut runner = TestRunner::deterministic();
+    let strings: Vec<String> = (0..300)
+        .map(|_| {
+            hostile_text()
+                .new_tree(&mut runner)
+                .expect("generate a string")
+                .current()
+        })
+        .chain(["".to_owned(), "\\N".to_owned(), "\"\\N\"".to_owned()])
+        .collect();
+    let mut lines: Vec<String> = strings
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let properties = serde_json::json!({ "text": text }).to_string();
+            track(&format!("s{i}"), "\"Text Sent\"", &properties)
+        })
+        .collect();
+    lines.push(track("nul", "\"Text Sent\"", r#"{"text":"a\u0000b"}"#));
+    let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
+    redshift.load(&source, "first", "");
+    let schema = &redshift.schema;
+    for (i, expected) in strings.iter().enumerate() {
+        let stored: Option<String> = client
+            .query_one(
+                &format!("SELECT text::text FROM \"{schema}\".text_sent WHERE message_id = $1"),
+                &[&format!("s{i}")],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            stored.as_deref(),
+            Some(expected.as_str()),
+            "string {i} {expected:?}"
+        );
+    }
+    let nul: Option<String> = client
+        .query_one(
+            &format!("SELECT text::text FROM \"{schema}\".text_sent WHERE message_id = 'nul'"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nul, None, "the row loads, without the value");
+    let kept: (String, String) = client
+        .query_one(&format!("SELECT value::text, reason::text FROM \"{schema}\"._discards WHERE message_id = 'nul'"), &[])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(kept.0, "a\\u0000b");
+    assert!(kept.1.contains("NUL"), "{}", kept.1);
+    redshift.finish(&client).await;
+}
+
+/// The SQL of one fixed load, reviewed like code. `UPDATE_GOLDEN=1` rewrites it.
+#[tokio::test(flavor = "multi_thread")]
+async fn golden_sql_of_one_load() {
+    let Some((redshift, client)) = Redshift::new("golden").await else {
+        return;
+    };
+    let source = redshift.dir(
+        "events",
+        &[(
+            "a.json",
+            [
+                track(
+                    "g1",
+                    "\"Order Completed\"",
+                    r#"{"total":12.5,"currency":"EUR"}"#,
+                ),
+                track(
+                    "g2",
+                    "\"Order Completed\"",
+                    r#"{"total":"lots","currency":"US\u0000D"}"#,
+                ),
+            ]
+            .join("\n"),
+        )],
+    );
+    redshift.load(&source, "first", "load_connections = 1\n");
+    let statements = redshift.statements_parse();
+    let (run, batch) = run_and_batch(&statements).expect("a staged COPY in the log");
+    let normalised: String = statements
+        .iter()
+        .map(|statement| {
+            let mut line = statement
+                .replace(&redshift.schema, "SCHEMA")
+                .replace(&redshift.bucket, "BUCKET");
+            line = line.replace(&run, "RUN").replace(&batch, "BATCH");
+            line + "\n"
+        })
+        .collect();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/redshift_load.sql");
+    if std::env::var("UPDATE_GOLDEN").is_ok() {
+        std::fs::write(&golden, &normalised).expect("write the golden file");
+    }
+    let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+    assert_eq!(
+        normalised, expected,
+        "the Redshift SQL changed: review it, then rerun with UPDATE_GOLDEN=1"
+    );
+    redshift.finish(&client).await;
+}
+
+/// The staging run id and the batch id (wall-clock based), from the first staged
+/// path `staging/SCHEMA/TABLE/RUN-bBATCH-N-rows/`, to normalise.
+fn run_and_batch(statements: &[String]) -> Option<(String, String)> {
+    statements.iter().find_map(|statement| {
+        let start = statement.find("/staging/")? + "/staging/".len();
+        let path = &statement[start..];
+        let mut parts = path.split('/').nth(2)?.split('-');
+        let run = parts.next()?.to_owned();
+        let batch = parts.next()?.strip_prefix('b')?.to_owned();
+        Some((run, batch))
+    })
+}
