@@ -611,6 +611,43 @@ mod tests {
     }
 
     #[test]
+    fn redshift_requires_tls_and_a_way_for_copy_to_read_the_bucket() {
+        let file = |staging: &str| {
+            format!(
+                "name = \"p\"\n[source]\ntype = \"dir\"\npath = \"/tmp/in\"\n\
+                 [warehouse]\ntype = \"redshift\"\nurl = \"postgres://loader@cluster:5439/db\"\nschema = \"web\"\n\
+                 [warehouse.staging]\nbucket = \"b\"\n{staging}"
+            )
+        };
+        let path = Path::new("p.toml");
+        let pipeline = PipelineFile::parse(&file("iam_role = \"arn:aws:iam::1:role/r\"\n"), path)
+            .unwrap()
+            .validate(path)
+            .unwrap();
+        let WarehouseFile::Redshift(redshift) = &pipeline.warehouse else {
+            panic!("a redshift warehouse");
+        };
+        assert_eq!(redshift.sslmode, SslMode::Require);
+        assert_eq!(redshift.staging.part_bytes, 64 * 1024 * 1024);
+        assert!(!redshift.staging.keep);
+        let error = PipelineFile::parse(&file(""), path)
+            .unwrap()
+            .validate(path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("iam_role"), "{error}");
+        let error = PipelineFile::parse(
+            &file("iam_role = \"r\"\naccess_key_id_env = \"K\"\n"),
+            path,
+        )
+        .unwrap()
+        .validate(path)
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("either"), "{error}");
+    }
+
+    #[test]
     fn minimal_file_gets_defaults() {
         let pipeline = PipelineFile::parse(MINIMAL, Path::new("p.toml"))
             .unwrap()

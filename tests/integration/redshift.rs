@@ -32,6 +32,8 @@ struct Redshift {
     schema: String,
     log: PathBuf,
     work: tempfile::TempDir,
+    /// Extra lines for `[warehouse.staging]`.
+    staging_options: String,
 }
 
 impl Redshift {
@@ -57,6 +59,7 @@ impl Redshift {
                 schema: support::schema(&format!("rs_{name}")),
                 log,
                 work,
+                staging_options: String::new(),
             },
             client,
         ))
@@ -70,7 +73,7 @@ impl Redshift {
             "name = \"{schema}\"\n\
              [source]\ntype = \"dir\"\npath = \"{source}\"\nstate_dir = \"{state}\"\npoll_interval = \"200ms\"\n\
              [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n\
-             [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\
+             [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{staging}\
              [warehouse.emulate]\nstatement_log = \"{log}\"\n\
              [batch]\ninterval = \"1h\"\n{extra}",
             schema = self.schema,
@@ -80,6 +83,7 @@ impl Redshift {
             bucket = self.bucket,
             endpoint = self.endpoint,
             log = self.log.display(),
+            staging = self.staging_options,
         );
         std::fs::write(&pipeline, text).expect("write pipeline file");
         let stderr_path = self.work.path().join(format!("stderr-{run}.log"));
@@ -615,4 +619,84 @@ fn run_and_batch(statements: &[String]) -> Option<(String, String)> {
         let batch = parts.next()?.strip_prefix('b')?.to_owned();
         Some((run, batch))
     })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_load_is_split_into_parts_under_a_manifest_and_long_values_are_kept_aside() {
+    let Some((mut redshift, client)) = Redshift::new("parts").await else {
+        return;
+    };
+    redshift.staging_options = "keep = true\npart_bytes = 1048576\n".into();
+    let filler = "x".repeat(400);
+    let mut lines: Vec<String> = (0..4000)
+        .map(|i| {
+            track(
+                &format!("r{i}"),
+                "\"Page Scrolled\"",
+                &format!(r#"{{"depth":{i},"note":"{filler}"}}"#),
+            )
+        })
+        .collect();
+    // Longer than Redshift's widest varchar: kept in _discards (cut to fit, with the
+    // length in the reason and the object and line to find it whole).
+    let huge = "é".repeat(40_000);
+    lines.push(track(
+        "huge",
+        "\"Page Scrolled\"",
+        &format!(r#"{{"depth":1,"note":"{huge}"}}"#),
+    ));
+    let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
+    redshift.load(&source, "first", "[limits]\nmax_message_bytes = 200000\n");
+    let schema = &redshift.schema;
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".page_scrolled")
+        )
+        .await,
+        4001
+    );
+    let staged = redshift.staged().await;
+    let table_keys: Vec<&String> = staged
+        .iter()
+        .filter(|key| key.contains("/page_scrolled/") && key.contains("-rows/"))
+        .collect();
+    assert!(
+        table_keys.iter().any(|key| key.ends_with("manifest.json"))
+            && table_keys
+                .iter()
+                .filter(|key| key.ends_with(".csv.gz"))
+                .count()
+                >= 2,
+        "several parts and a manifest, kept: {table_keys:?}"
+    );
+    let statements = redshift.statements_parse();
+    assert!(
+        statements
+            .iter()
+            .any(|s| s.starts_with("COPY") && s.contains("manifest.json' MANIFEST")),
+        "a COPY from the manifest"
+    );
+    let (length, reason, line): (i32, String, i64) = client
+        .query_one(
+            &format!("SELECT octet_length(value), reason::text, line FROM \"{schema}\"._discards WHERE message_id = 'huge'"),
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .expect("the long value in _discards");
+    assert!(length <= 65535 && length > 65000, "cut to fit: {length}");
+    assert!(reason.contains("80000 bytes"), "{reason}");
+    assert_eq!(line, 4001);
+    for key in staged {
+        redshift
+            .s3
+            .delete_object()
+            .bucket(&redshift.bucket)
+            .key(key)
+            .send()
+            .await
+            .expect("empty the bucket");
+    }
+    redshift.finish(&client).await;
 }
