@@ -248,14 +248,14 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
     let client = match warehouse.connect().await {
         Ok(client) => {
             checks.push(Check {
-                what: "connect to PostgreSQL".into(),
+                what: "connect to the warehouse".into(),
                 fix: None,
             });
             client
         }
         Err(error) => {
             checks.push(Check {
-                what: "connect to PostgreSQL".into(),
+                what: "connect to the warehouse".into(),
                 fix: Some(format!("{error}: check warehouse.url, the password variable, and that the server accepts this host")),
             });
             return checks;
@@ -401,10 +401,21 @@ pub struct TableReport {
     pub rows: i64,
     /// (column, SQL type) in table order.
     pub columns: Vec<(String, String)>,
+    /// Redshift: megabytes on disk and percent of the cluster's space.
+    pub disk: Option<(i64, String)>,
 }
 
-/// The tables of the pipeline's schema with their columns and row counts.
-pub async fn schema_report(pipeline: &Pipeline) -> Result<(String, Vec<TableReport>), AdminError> {
+/// Redshift slows down above this share of its disk in use.
+pub const DISK_WARNING_PERCENT: f64 = 75.0;
+
+/// The warehouse's disk as a whole: percent in use, or why it could not be read.
+pub type ClusterDisk = Option<Result<f64, String>>;
+
+/// The tables of the pipeline's schema with their columns and row counts, and on
+/// Redshift their disk use and the cluster's.
+pub async fn schema_report(
+    pipeline: &Pipeline,
+) -> Result<(String, Vec<TableReport>, ClusterDisk), AdminError> {
     let warehouse = connection(&pipeline.warehouse)?;
     let client = warehouse.connect().await?;
     let schema = warehouse.schema().to_owned();
@@ -425,6 +436,7 @@ pub async fn schema_report(pipeline: &Pipeline) -> Result<(String, Vec<TableRepo
                 name: table,
                 rows: 0,
                 columns: Vec::new(),
+                disk: None,
             });
         }
         if let Some(last) = tables.last_mut() {
@@ -443,7 +455,44 @@ pub async fn schema_report(pipeline: &Pipeline) -> Result<(String, Vec<TableRepo
             .await?
             .get(0);
     }
-    Ok((schema, tables))
+    let on_redshift =
+        matches!(&pipeline.warehouse, WarehouseFile::Redshift(file) if file.emulate.is_none());
+    if !on_redshift {
+        return Ok((schema, tables, None));
+    }
+    // svv_table_info: size in 1 MB blocks, pct_used of the cluster's space.
+    match client
+        .query(
+            "SELECT \"table\"::text, size::bigint, pct_used::text FROM svv_table_info WHERE \"schema\" = $1",
+            &[&schema],
+        )
+        .await
+    {
+        Ok(rows) => {
+            for row in rows {
+                let name: String = row.get(0);
+                if let Some(table) = tables.iter_mut().find(|table| table.name == name) {
+                    table.disk = Some((row.get(1), row.get(2)));
+                }
+            }
+        }
+        Err(error) => tracing::warn!(error = %error, "cannot read svv_table_info"),
+    }
+    let cluster = match client
+        .query_one(
+            "SELECT (sum(used)::float8 * 100 / NULLIF(sum(capacity), 0)::float8) FROM stv_partitions WHERE part_begin = 0",
+            &[],
+        )
+        .await
+    {
+        Ok(row) => row
+            .get::<_, Option<f64>>(0)
+            .ok_or_else(|| "stv_partitions is empty (Redshift Serverless reports no partitions)".to_owned()),
+        Err(error) => Err(format!(
+            "{error}: stv_partitions is visible to superusers only; run `tracktable schema` with one to see the cluster's disk"
+        )),
+    };
+    Ok((schema, tables, Some(cluster)))
 }
 
 /// `schema` as text: one block per table, the column budget in the header.
@@ -454,8 +503,25 @@ pub fn format_schema(
     tables: &[TableReport],
     max_tables: Option<usize>,
     max_columns: Option<usize>,
+    cluster_disk: &ClusterDisk,
 ) -> String {
     let mut text = String::new();
+    match cluster_disk {
+        None => {}
+        Some(Ok(percent)) if *percent > DISK_WARNING_PERCENT => {
+            let _ = writeln!(
+                text,
+                "WARNING: the cluster's disk is {percent:.1}% used. Redshift slows down above {DISK_WARNING_PERCENT:.0}%: \
+                 drop or unload old data, VACUUM DELETE ONLY, or resize the cluster."
+            );
+        }
+        Some(Ok(percent)) => {
+            let _ = writeln!(text, "cluster disk: {percent:.1}% used");
+        }
+        Some(Err(why)) => {
+            let _ = writeln!(text, "cluster disk: unknown ({why})");
+        }
+    }
     let counted = tables
         .iter()
         .filter(|table| !table.name.starts_with('_'))
@@ -491,9 +557,14 @@ pub fn format_schema(
         } else {
             String::new()
         };
+        let disk = table
+            .disk
+            .as_ref()
+            .map(|(mb, share)| format!(", {mb} MB on disk ({share}% of the cluster)"))
+            .unwrap_or_default();
         let _ = writeln!(
             text,
-            "\n{} — {} rows, {used}/{budget} columns ({percent}%){warning}",
+            "\n{} — {} rows{disk}, {used}/{budget} columns ({percent}%){warning}",
             table.name, table.rows
         );
         for (column, column_type) in &table.columns {
@@ -541,17 +612,38 @@ mod tests {
             columns: (0..1300)
                 .map(|i| (format!("c{i}"), "bigint".into()))
                 .collect(),
+            disk: None,
         };
         let narrow = TableReport {
             name: "narrow".into(),
             rows: 1,
             columns: vec![("message_id".into(), "text".into())],
+            disk: None,
         };
-        let text = format_schema("s", &[wide.clone(), narrow.clone()], None, None);
+        let text = format_schema("s", &[wide.clone(), narrow.clone()], None, None, &None);
         assert!(text.contains("wide — 3 rows, 1300/1600 columns (81%)  <- nearing the limit"));
         assert!(text.contains("narrow — 1 rows, 1/1600 columns (0%)\n"));
 
-        let capped = format_schema("s", &[wide, narrow], Some(2), Some(1500));
+        let capped = format_schema(
+            "s",
+            &[wide.clone(), narrow.clone()],
+            Some(2),
+            Some(1500),
+            &None,
+        );
+        let mut on_disk = narrow.clone();
+        on_disk.disk = Some((120, "0.40".into()));
+        let full = format_schema("s", &[on_disk.clone()], None, None, &Some(Ok(81.5)));
+        assert!(
+            full.starts_with("WARNING: the cluster's disk is 81.5% used"),
+            "{full}"
+        );
+        assert!(
+            full.contains("120 MB on disk (0.40% of the cluster)"),
+            "{full}"
+        );
+        let fine = format_schema("s", &[on_disk], None, None, &Some(Ok(40.0)));
+        assert!(fine.starts_with("cluster disk: 40.0% used"), "{fine}");
         assert!(
             capped.contains("2 of the tracking plan's cap of 2;"),
             "{capped}"

@@ -636,14 +636,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("iam_role"), "{error}");
-        let error = PipelineFile::parse(
-            &file("iam_role = \"r\"\naccess_key_id_env = \"K\"\n"),
-            path,
-        )
-        .unwrap()
-        .validate(path)
-        .unwrap_err()
-        .to_string();
+        let error =
+            PipelineFile::parse(&file("iam_role = \"r\"\naccess_key_id_env = \"K\"\n"), path)
+                .unwrap()
+                .validate(path)
+                .unwrap_err()
+                .to_string();
         assert!(error.contains("either"), "{error}");
     }
 

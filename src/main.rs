@@ -322,14 +322,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Schema(args) => {
             let pipeline = pipeline(&args.pipeline)?;
-            let (schema, tables) = block_on(tracktable::admin::schema_report(&pipeline))??;
+            let (schema, tables, cluster_disk) =
+                block_on(tracktable::admin::schema_report(&pipeline))??;
             print!(
                 "{}",
                 tracktable::admin::format_schema(
                     &schema,
                     &tables,
                     pipeline.max_tables,
-                    pipeline.max_columns
+                    pipeline.max_columns,
+                    &cluster_disk
                 )
             );
             Ok(())

@@ -121,6 +121,22 @@ impl Redshift {
         stderr
     }
 
+    /// Runs `tracktable COMMAND --pipeline` on the pipeline file of run `run`; returns
+    /// (success, stdout).
+    fn command(&self, command: &str, run: &str) -> (bool, String) {
+        let output = Command::new(support::binary())
+            .args([command, "--pipeline"])
+            .arg(self.work.path().join(format!("{run}.toml")))
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .expect("run tracktable");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    }
+
     fn dir(&self, name: &str, files: &[(&str, String)]) -> PathBuf {
         let dir = self.work.path().join(name);
         std::fs::create_dir_all(&dir).expect("create source dir");
@@ -231,6 +247,15 @@ async fn reloading_keeps_one_row_per_message_id() {
         (200, 21 + 221),
         "first run: 21 in-batch duplicates; second: all 221 rows"
     );
+    let (ok, report) = redshift.command("schema", "first");
+    assert!(ok && report.contains("video_played — 200 rows"), "{report}");
+    let (ok, checks) = redshift.command("check", "first");
+    assert!(
+        checks.contains("pass  write, read and delete under s3://"),
+        "{checks}"
+    );
+    // The test database's user is a superuser, which check rightly fails.
+    assert!(!ok && checks.contains("FAIL  loader user"), "{checks}");
     redshift.finish(&client).await;
 }
 
