@@ -78,6 +78,13 @@ pub fn setup_sql(
         "GRANT CONNECT, TEMPORARY ON DATABASE {} TO {user_ident};",
         sql::ident(database)
     );
+    schema_grant(&mut text, &user_ident, database, schema);
+    Ok(text)
+}
+
+/// The schema part of `setup-sql`, the same in both dialects: the pipeline's schema
+/// owned by the loader, or the right to create schemas.
+fn schema_grant(text: &mut String, user_ident: &str, database: &str, schema: Option<&str>) {
     match schema {
         Some(schema) => {
             let _ = writeln!(
@@ -102,7 +109,6 @@ pub fn setup_sql(
             );
         }
     }
-    Ok(text)
 }
 
 /// Redshift: `CREATE USER` (Redshift has no `CREATE ROLE ... LOGIN`), the grants, and
@@ -121,29 +127,7 @@ fn redshift_setup_sql(user: &str, database: &str, schema: Option<&str>) -> Strin
         text,
         "GRANT TEMP ON DATABASE {database_ident} TO {user_ident};"
     );
-    match schema {
-        Some(schema) => {
-            let _ = writeln!(
-                text,
-                "-- The pipeline's schema, owned by the loader so it can create and alter its tables:"
-            );
-            let _ = writeln!(
-                text,
-                "CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {user_ident};",
-                sql::ident(schema)
-            );
-        }
-        None => {
-            let _ = writeln!(
-                text,
-                "-- Lets the loader create each pipeline's schema itself:"
-            );
-            let _ = writeln!(
-                text,
-                "GRANT CREATE ON DATABASE {database_ident} TO {user_ident};"
-            );
-        }
-    }
+    schema_grant(&mut text, &user_ident, database, schema);
     let _ = write!(
         text,
         "-- Staging (warehouse.staging): tracktable writes each load's gzip CSV under the prefix and

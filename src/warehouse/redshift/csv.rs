@@ -125,7 +125,7 @@ fn write_cell(out: &mut String, cell: Option<&Cell>) {
 }
 
 /// `2024-01-02 03:04:05.123456`: UTC, without zone, as `TIMEFORMAT 'auto'` reads it.
-fn timestamp(out: &mut String, micros: i64) {
+pub fn timestamp(out: &mut String, micros: i64) {
     let text = Timestamp(micros).to_string();
     out.push_str(&text.replacen('T', " ", 1).replace('Z', ""));
 }

@@ -772,10 +772,9 @@ impl RedshiftLoader {
             }
             let line = discard.line.to_string();
             let received_at = discard.received_at.map(|micros| {
-                crate::route::Timestamp(micros)
-                    .to_string()
-                    .replacen('T', " ", 1)
-                    .replace('Z', "")
+                let mut text = String::new();
+                csv::timestamp(&mut text, micros);
+                text
             });
             writer
                 .push_text(&[
