@@ -97,25 +97,12 @@ impl Redshift {
             .stderr(stderr_file)
             .spawn()
             .expect("run tracktable");
-        let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        let status = loop {
-            match child.try_wait().expect("wait for tracktable") {
-                Some(status) => break status,
-                None if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                None => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-                    let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
-                    panic!(
-                        "{run}: tracktable did not finish within 120s; killed it. Last lines:\n{}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    );
-                }
-            }
-        };
+        let status = support::wait_logged(
+            &mut child,
+            Duration::from_secs(120),
+            run,
+            Some(&stderr_path),
+        );
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
         assert!(status.success(), "tracktable failed:\n{stderr}");
         stderr

@@ -4,7 +4,7 @@
 //! delete-then-insert), one column per `ALTER TABLE ... ADD COLUMN` and no `IF NOT
 //! EXISTS` there, no advisory locks, no arrays or `unnest`, no `RETURNING`, bulk data
 //! only by `COPY ... FROM 's3://...'`, `GETDATE()` for the current time, and table
-//! attributes (`DISTSTYLE`, `SORTKEY`, `ENCODE`). Statements go over the simple-query
+//! attributes (`DISTSTYLE`, `SORTKEY`). Statements go over the simple-query
 //! protocol, so the few values that enter SQL text (object names, batch numbers) are
 //! written as escaped literals by [`literal`]; row data never does: it travels through
 //! staged CSV.

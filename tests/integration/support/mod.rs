@@ -224,6 +224,16 @@ pub fn wait_within(
     limit: std::time::Duration,
     what: &str,
 ) -> std::process::ExitStatus {
+    wait_logged(child, limit, what, None)
+}
+
+/// [`wait_within`], showing the last lines of the child's stderr log on a timeout.
+pub fn wait_logged(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+    stderr_log: Option<&std::path::Path>,
+) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + limit;
     loop {
         match child.try_wait() {
@@ -234,7 +244,15 @@ pub fn wait_within(
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("{what}: tracktable did not finish within {limit:?}; killed it");
+                let log = stderr_log
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "{what}: tracktable did not finish within {limit:?}; killed it. Last log lines:\n{}",
+                    tail.join("\n")
+                );
             }
             Err(error) => panic!("{what}: cannot wait for tracktable: {error}"),
         }
