@@ -25,6 +25,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use timely::worker::Worker;
 use tokio::sync::mpsc;
 
 use crate::batch::{BatchClock, BatchId, BatchPolicy, now_ms};
-use crate::columns::{self, Observation};
+use crate::columns::{self, AddressHasher, Observation};
 use crate::decode::Limits;
 use crate::load::{self, LoadDone, LoadJob};
 use crate::route::{ColumnName, ColumnType, Router, Row, TableName};
@@ -396,9 +397,14 @@ fn advance(held: &mut Capability<Time>, clock: &BatchClock) {
 }
 
 /// One batch's rows and new observations on the worker that owns their tables.
+/// Rows arrive one at a time, so a table is found by its name's address (one integer
+/// hash) and only a name not seen at that address yet is hashed as a string.
 #[derive(Default)]
 struct Stash {
-    tables: HashMap<TableName, TableStash>,
+    tables: Vec<(TableName, TableStash)>,
+    by_name: HashMap<TableName, usize, foldhash::fast::RandomState>,
+    /// Name address → index in `tables`; the stashed rows keep every address alive.
+    by_address: HashMap<usize, usize, BuildHasherDefault<AddressHasher>>,
 }
 
 /// A table's rows and new column observations in one batch.
@@ -407,20 +413,29 @@ type TableStash = (Vec<Row>, Vec<(ColumnName, ColumnType)>);
 impl Stash {
     fn add_rows(&mut self, rows: impl Iterator<Item = Row>) {
         for row in rows {
-            self.tables
-                .entry(row.table.clone())
-                .or_default()
-                .0
-                .push(row);
+            let index = self.index(&row.table);
+            // The row is kept in the stash, so its name's address stays taken.
+            self.by_address.insert(row.table.address(), index);
+            self.tables[index].1.0.push(row);
         }
     }
 
     fn add_observation(&mut self, table: TableName, column: ColumnName, column_type: ColumnType) {
-        self.tables
-            .entry(table)
-            .or_default()
-            .1
-            .push((column, column_type));
+        let index = self.index(&table);
+        self.tables[index].1.1.push((column, column_type));
+    }
+
+    /// The table's slot, created on first sight.
+    fn index(&mut self, table: &TableName) -> usize {
+        if let Some(&index) = self.by_address.get(&table.address()) {
+            return index;
+        }
+        if let Some(&index) = self.by_name.get(table) {
+            return index;
+        }
+        self.tables.push((table.clone(), TableStash::default()));
+        self.by_name.insert(table.clone(), self.tables.len() - 1);
+        self.tables.len() - 1
     }
 
     /// Tables in name order, so a worker loads its tables in the same order every run.

@@ -143,7 +143,7 @@ impl Serialize for ExplainedColumns<'_> {
         let row = self.0;
         let mut map = serializer.serialize_map(Some(row.columns.len() + 1))?;
         // The warehouse stores the message id as a column of every table.
-        let message_id = Value::Varchar(row.message_id.clone());
+        let message_id = Value::Varchar(row.message_id.as_str().into());
         map.serialize_entry("message_id", &ExplainedValue(&message_id))?;
         for (name, value) in &row.columns {
             map.serialize_entry(name.as_str(), &ExplainedValue(value))?;

@@ -60,13 +60,15 @@ impl<'a> JsonObject<'a> {
         if members.len() < 2 {
             return;
         }
-        let mut seen = std::collections::HashSet::with_capacity(members.len());
+        let hasher = foldhash::fast::RandomState::default();
+        let mut seen =
+            std::collections::HashSet::with_capacity_and_hasher(members.len(), hasher.clone());
         let has_duplicates = members.iter().any(|(k, _)| !seen.insert(k.clone()));
         if !has_duplicates {
             return;
         }
         // Keep the last occurrence of each key, in the position of that occurrence.
-        let mut later = std::collections::HashSet::with_capacity(members.len());
+        let mut later = std::collections::HashSet::with_capacity_and_hasher(members.len(), hasher);
         let mut keep = vec![false; members.len()];
         for (index, (key, _)) in members.iter().enumerate().rev() {
             keep[index] = later.insert(key.clone());

@@ -25,6 +25,8 @@ pub mod plan;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};
+
+use foldhash::fast::RandomState;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -93,10 +95,12 @@ const CACHE_LIMIT: usize = 100_000;
 pub struct Router {
     /// The pipeline's tracking plan, if any.
     plan: Option<Arc<plan::TrackingPlan>>,
-    tables: HashMap<String, TableName>,
+    // foldhash, not SipHash: these are looked up for every leaf of every message, and
+    // foldhash is still seeded per process, so hostile names cannot aim collisions.
+    tables: HashMap<String, TableName, RandomState>,
     /// Raw `.`-joined path → normalised name, for properties/traits and for context
     /// (keyed with a `context.` prefix).
-    columns: HashMap<Arc<str>, ColumnName>,
+    columns: HashMap<Arc<str>, ColumnName, RandomState>,
     path: String,
 }
 
@@ -382,7 +386,7 @@ fn fixed_text(column: &'static str, text: &str) -> Candidate {
     Candidate {
         name: ColumnName::fixed(column),
         raw: None,
-        value: Value::Varchar(text.to_owned()),
+        value: Value::Varchar(Arc::from(text)),
         origin: 0,
     }
 }
@@ -415,7 +419,7 @@ fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>,
         let value = if timestamp {
             value::text_value(text)
         } else {
-            Value::Varchar(text.to_owned())
+            Value::Varchar(Arc::from(text))
         };
         out.push(Candidate {
             name: ColumnName::fixed(column),
@@ -431,7 +435,7 @@ fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>,
 /// already equal to the name, then the smallest raw path. Every other one gets a hash
 /// suffix of its raw path.
 fn resolve(candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
-    let mut seen = HashSet::with_capacity(candidates.len());
+    let mut seen = HashSet::with_capacity_and_hasher(candidates.len(), RandomState::default());
     let clash = candidates
         .iter()
         .any(|candidate| !seen.insert(candidate.name.as_str()));
@@ -450,7 +454,8 @@ fn resolve(candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
             .then(rank(a).cmp(&rank(b)))
             .then(a.raw.cmp(&b.raw))
     });
-    let mut taken: HashSet<String> = HashSet::with_capacity(candidates.len());
+    let mut taken: HashSet<String, RandomState> =
+        HashSet::with_capacity_and_hasher(candidates.len(), RandomState::default());
     let mut names: Vec<Option<ColumnName>> = vec![None; candidates.len()];
     // Winners first, so a suffixed name can never take a name a winner needs.
     let mut losers = Vec::new();
@@ -488,7 +493,7 @@ pub fn rejection_row(rejection: &Rejection) -> Row {
     let mut columns = vec![
         (
             ColumnName::fixed("object"),
-            Value::Varchar(rejection.object.to_string()),
+            Value::Varchar(rejection.object.to_string().into()),
         ),
         (
             ColumnName::fixed("line"),
@@ -500,17 +505,17 @@ pub fn rejection_row(rejection: &Rejection) -> Row {
         ),
         (
             ColumnName::fixed("code"),
-            Value::Varchar(rejection.reason.code().to_owned()),
+            Value::Varchar(rejection.reason.code().into()),
         ),
         (
             ColumnName::fixed("reason"),
-            Value::Varchar(rejection.reason.to_string()),
+            Value::Varchar(rejection.reason.to_string().into()),
         ),
     ];
     if !rejection.raw.is_empty() {
         columns.push((
             ColumnName::fixed("raw"),
-            Value::Varchar(rejection.raw.clone()),
+            Value::Varchar(rejection.raw.as_str().into()),
         ));
     }
     Row {

@@ -6,6 +6,7 @@
 //! [`ColumnType`] knows how columns relate: what a column accepts and how varchar widens.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -26,14 +27,16 @@ pub enum ColumnType {
     Varchar(u32),
 }
 
-/// One typed, non-null value.
+/// One typed, non-null value. Text is shared (`Arc<str>`): a track call's common and
+/// context values appear in both its `tracks` row and its own table's row, and a clone
+/// is then a count, not a copy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     Boolean(bool),
     BigInt(i64),
     Double(f64),
     Timestamp(Timestamp),
-    Varchar(String),
+    Varchar(Arc<str>),
 }
 
 impl ColumnType {
@@ -78,7 +81,7 @@ impl Value {
             Value::BigInt(i) => i.to_string(),
             Value::Double(f) => f.to_string(),
             Value::Timestamp(t) => t.to_string(),
-            Value::Varchar(text) => text.clone(),
+            Value::Varchar(text) => text.to_string(),
         }
     }
 }
@@ -93,9 +96,9 @@ pub fn value_of(json: &Json<'_>) -> Option<Value> {
         Json::Float(f) => Value::Double(*f),
         Json::Str(text) => match Timestamp::parse(text) {
             Some(timestamp) => Value::Timestamp(timestamp),
-            None => Value::Varchar(text.as_ref().to_owned()),
+            None => Value::Varchar(Arc::from(text.as_ref())),
         },
-        Json::Array(_) | Json::Object(_) => Value::Varchar(json.to_json_text()),
+        Json::Array(_) | Json::Object(_) => Value::Varchar(json.to_json_text().into()),
     })
 }
 
@@ -103,7 +106,7 @@ pub fn value_of(json: &Json<'_>) -> Option<Value> {
 pub fn text_value(text: &str) -> Value {
     match Timestamp::parse(text) {
         Some(timestamp) => Value::Timestamp(timestamp),
-        None => Value::Varchar(text.to_owned()),
+        None => Value::Varchar(Arc::from(text)),
     }
 }
 
@@ -341,7 +344,7 @@ mod tests {
             ColumnType::Varchar(6)
         );
         assert_eq!(
-            Value::Varchar(String::new()).column_type(),
+            Value::Varchar("".into()).column_type(),
             ColumnType::Varchar(1)
         );
         assert_eq!(ColumnType::Varchar(256).sql_name(), "varchar(256)");

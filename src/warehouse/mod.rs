@@ -173,6 +173,7 @@ pub trait Loader: Send + 'static {
 }
 
 pub mod counting;
+pub mod pg_copy;
 pub mod plan;
 pub mod postgres;
 pub mod redshift;

@@ -7,16 +7,17 @@
 //! failed load rolls back everything, including its DDL, and is retried by the loader
 //! task with a fresh connection.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::{BufMut, BytesMut};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use bytes::Bytes;
+use futures_util::SinkExt;
 use tokio_postgres::{Client, NoTls};
 
-use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
+use super::pg_copy::CopyEncoder;
+use super::plan::{self, Cell, Discard, DiscardReason, SchemaChange, TableSchema};
 use super::sql;
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 use crate::config::{PostgresFile, SslMode};
@@ -611,7 +612,10 @@ impl PostgresLoader {
         let rows: Vec<&crate::route::Row> = if latest {
             keyed
         } else {
-            let mut ids = HashSet::with_capacity(keyed.len());
+            let mut ids = HashSet::with_capacity_and_hasher(
+                keyed.len(),
+                foldhash::fast::RandomState::default(),
+            );
             let mut fresh: Vec<&crate::route::Row> = keyed
                 .into_iter()
                 .filter(|row| ids.insert(row.message_id.as_str()))
@@ -632,29 +636,8 @@ impl PostgresLoader {
             }
             fresh
         };
-        // The columns these rows use, in a fixed order.
-        let used: BTreeSet<&str> = rows
-            .iter()
-            .flat_map(|row| row.columns.iter().map(|(column, _)| column.as_str()))
-            .filter(|column| columns.contains_key(*column))
-            .collect();
-        let mut names: Vec<&str> = vec![key];
-        names.extend(used.iter().copied());
-        let positions: HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(index, name)| (*name, index))
-            .collect();
-        let types: Vec<Type> = names
-            .iter()
-            .map(|name| {
-                if *name == key {
-                    Type::TEXT
-                } else {
-                    pg_type(columns[*name])
-                }
-            })
-            .collect();
+        let layout = plan::Layout::new(key, &columns, &rows);
+        let max_columns = self.warehouse.max_columns;
 
         let stage = "tracktable_stage";
         let mut inserted = 0;
@@ -664,53 +647,39 @@ impl PostgresLoader {
                     .batch_execute(&sql::create_stage(&schema, table, stage))
                     .await
                     .map_err(query_error(format!("create staging table for {table}")))?;
-                sql::copy_into_stage(stage, &names)
+                sql::copy_into_stage(stage, &layout.names)
             } else {
-                sql::copy_into_table(&schema, table, &names)
+                sql::copy_into_table(&schema, table, &layout.names)
             };
             let sink = transaction
-                .copy_in(&copy)
+                .copy_in::<_, Bytes>(&copy)
                 .await
                 .map_err(query_error(format!("start COPY into {table}")))?;
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-            let mut cells: Vec<Option<Cell>> = vec![None; names.len()];
+            let mut sink = pin!(sink);
+            let mut encoder = CopyEncoder::new();
+            let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
             for row in &rows {
-                cells.iter_mut().for_each(|cell| *cell = None);
-                cells[0] = Some(Cell::Text(row.message_id.clone()));
-                for (column, value) in &row.columns {
-                    let column_type = columns.get(column.as_str()).copied();
-                    match plan::cell_for(value, column_type) {
-                        Ok(cell) => {
-                            if let Some(&index) = positions.get(column.as_str()) {
-                                cells[index] = Some(cell);
-                            }
+                layout.place(row, &mut cells, |column, value, reason| {
+                    let reason = match max_columns {
+                        Some(cap) if reason == DiscardReason::NoColumn && columns.len() >= cap => {
+                            format!("over the tracking plan's cap of {cap} columns per table")
                         }
-                        Err(reason) => {
-                            let reason = match self.warehouse.max_columns {
-                                Some(cap) if column_type.is_none() && columns.len() >= cap => {
-                                    format!(
-                                        "over the tracking plan's cap of {cap} columns per table"
-                                    )
-                                }
-                                _ => reason.to_string(),
-                            };
-                            discards.push(Discard::new(table, column.as_str(), row, value, reason))
-                        }
-                    }
+                        _ => reason.to_string(),
+                    };
+                    discards.push(Discard::new(table, column.as_str(), row, value, reason));
+                });
+                encoder.row(&cells);
+                if encoder.is_full() {
+                    sink.send(encoder.take())
+                        .await
+                        .map_err(query_error(format!("COPY into {table}")))?;
                 }
-                let values: Vec<PgCell<'_>> =
-                    cells.iter().map(|cell| PgCell(cell.as_ref())).collect();
-                let params: Vec<&(dyn ToSql + Sync)> = values
-                    .iter()
-                    .map(|value| value as &(dyn ToSql + Sync))
-                    .collect();
-                writer
-                    .as_mut()
-                    .write(&params)
-                    .await
-                    .map_err(query_error(format!("COPY into {table}")))?;
             }
-            let copied = writer
+            sink.send(encoder.finish())
+                .await
+                .map_err(query_error(format!("COPY into {table}")))?;
+            let copied = sink
+                .as_mut()
                 .finish()
                 .await
                 .map_err(query_error(format!("finish COPY into {table}")))?;
@@ -869,57 +838,29 @@ pub async fn raw_copy(
     let transaction = client.transaction().await.map_err(query_error("begin"))?;
     let columns = read_columns(&transaction, schema, table).await?;
     let key = sql::key_column(table);
-    let mut names: Vec<&str> = vec![key];
-    names.extend(
-        columns
-            .keys()
-            .map(String::as_str)
-            .filter(|name| *name != key),
-    );
-    let positions: HashMap<&str, usize> = names
-        .iter()
-        .enumerate()
-        .map(|(index, name)| (*name, index))
-        .collect();
-    let types: Vec<Type> = names
-        .iter()
-        .map(|name| {
-            if *name == key {
-                Type::TEXT
-            } else {
-                pg_type(columns[*name])
-            }
-        })
-        .collect();
+    let borrowed: Vec<&crate::route::Row> = rows.iter().collect();
+    let layout = plan::Layout::new(key, &columns, &borrowed);
     let sink = transaction
-        .copy_in(&sql::copy_into_table(schema, table, &names))
+        .copy_in::<_, Bytes>(&sql::copy_into_table(schema, table, &layout.names))
         .await
         .map_err(query_error(format!("start COPY into {table}")))?;
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-    let mut cells: Vec<Option<Cell>> = vec![None; names.len()];
+    let mut sink = pin!(sink);
+    let mut encoder = CopyEncoder::new();
+    let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
     for row in rows {
-        cells.iter_mut().for_each(|cell| *cell = None);
-        cells[0] = Some(Cell::Text(row.message_id.clone()));
-        for (column, value) in &row.columns {
-            if let (Some(&index), Ok(cell)) = (
-                positions.get(column.as_str()),
-                plan::cell_for(value, columns.get(column.as_str()).copied()),
-            ) {
-                cells[index] = Some(cell);
-            }
+        layout.place(row, &mut cells, |_, _, _| {});
+        encoder.row(&cells);
+        if encoder.is_full() {
+            sink.send(encoder.take())
+                .await
+                .map_err(query_error(format!("COPY into {table}")))?;
         }
-        let values: Vec<PgCell<'_>> = cells.iter().map(|cell| PgCell(cell.as_ref())).collect();
-        let params: Vec<&(dyn ToSql + Sync)> = values
-            .iter()
-            .map(|value| value as &(dyn ToSql + Sync))
-            .collect();
-        writer
-            .as_mut()
-            .write(&params)
-            .await
-            .map_err(query_error(format!("COPY into {table}")))?;
     }
-    let copied = writer
+    sink.send(encoder.finish())
+        .await
+        .map_err(query_error(format!("COPY into {table}")))?;
+    let copied = sink
+        .as_mut()
         .finish()
         .await
         .map_err(query_error(format!("finish COPY into {table}")))?;
@@ -928,16 +869,6 @@ pub async fn raw_copy(
         .await
         .map_err(query_error(format!("commit {table}")))?;
     Ok(copied)
-}
-
-fn pg_type(column_type: ColumnType) -> Type {
-    match column_type {
-        ColumnType::Boolean => Type::BOOL,
-        ColumnType::BigInt => Type::INT8,
-        ColumnType::Double => Type::FLOAT8,
-        ColumnType::Timestamp => Type::TIMESTAMP,
-        ColumnType::Varchar(_) => Type::VARCHAR,
-    }
 }
 
 async fn write_discards(
@@ -951,39 +882,35 @@ async fn write_discards(
         .await
         .map_err(query_error("create discard staging table"))?;
     let sink = transaction
-        .copy_in(&sql::copy_into_stage(stage, &sql::DISCARD_COLUMNS))
+        .copy_in::<_, Bytes>(&sql::copy_into_stage(stage, &sql::DISCARD_COLUMNS))
         .await
         .map_err(query_error("start COPY of discards"))?;
-    let types = [
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::TEXT,
-        Type::INT8,
-        Type::TIMESTAMP,
-    ];
-    let mut writer = pin!(BinaryCopyInWriter::new(sink, &types));
-    for discard in discards {
-        let received_at = discard.received_at.map(Cell::Timestamp);
-        let received_at = PgCell(received_at.as_ref());
-        writer
-            .as_mut()
-            .write(&[
-                &discard.table,
-                &discard.column,
-                &discard.message_id,
-                &discard.value,
-                &discard.reason,
-                &discard.object,
-                &discard.line,
-                &received_at,
-            ])
-            .await
-            .map_err(query_error("COPY discards"))?;
+    let mut sink = pin!(sink);
+    let mut encoder = CopyEncoder::new();
+    fn text(value: &str) -> Option<Cell<'_>> {
+        Some(Cell::Text(Cow::Borrowed(value)))
     }
-    writer
+    for discard in discards {
+        encoder.row(&[
+            text(&discard.table),
+            text(&discard.column),
+            text(&discard.message_id),
+            text(&discard.value),
+            text(&discard.reason),
+            text(&discard.object),
+            Some(Cell::BigInt(discard.line)),
+            discard.received_at.map(Cell::Timestamp),
+        ]);
+        if encoder.is_full() {
+            sink.send(encoder.take())
+                .await
+                .map_err(query_error("COPY discards"))?;
+        }
+    }
+    sink.send(encoder.finish())
+        .await
+        .map_err(query_error("COPY discards"))?;
+    sink.as_mut()
         .finish()
         .await
         .map_err(query_error("finish COPY of discards"))?;
@@ -1002,41 +929,6 @@ async fn write_discards(
         .await
         .map_err(query_error("drop discard staging table"))?;
     Ok(inserted)
-}
-
-/// A cell in PostgreSQL's binary format; `None` is NULL.
-#[derive(Debug)]
-struct PgCell<'a>(Option<&'a Cell>);
-
-/// Microseconds between 1970-01-01 and PostgreSQL's epoch, 2000-01-01.
-const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
-
-impl ToSql for PgCell<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self.0 {
-            None => Ok(IsNull::Yes),
-            Some(Cell::Boolean(value)) => value.to_sql(ty, out),
-            Some(Cell::BigInt(value)) => value.to_sql(ty, out),
-            Some(Cell::Double(value)) => value.to_sql(ty, out),
-            Some(Cell::Text(value)) => value.as_str().to_sql(ty, out),
-            Some(Cell::Timestamp(micros)) => {
-                out.put_i64(micros - POSTGRES_EPOCH_MICROS);
-                Ok(IsNull::No)
-            }
-        }
-    }
-
-    fn accepts(_ty: &Type) -> bool {
-        // The staging table's types are chosen from the same column types that chose
-        // each cell (plan::cell_for), so they always match.
-        true
-    }
-
-    to_sql_checked!();
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ mod tests {
     fn cells_are_quoted_or_bare_and_null_is_unquoted() {
         let mut writer = PartWriter::new(1 << 20);
         let text = Cell::Text("say \"hi\", then\nleave \\N".into());
-        let empty = Cell::Text(String::new());
+        let empty = Cell::Text(String::new().into());
         writer
             .push(&[
                 Some(&text),

@@ -18,7 +18,7 @@ pub mod emulate;
 pub mod sql;
 pub mod stage;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
@@ -28,7 +28,7 @@ use self::csv::PartWriter;
 use self::emulate::{EmulateError, Emulator};
 use self::sql::{Credentials, DISCARD_STAGE, STAGE};
 use self::stage::{StageError, Staged, Staging};
-use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
+use super::plan::{self, Cell, Discard, DiscardReason, SchemaChange, TableSchema};
 use super::postgres::{PostgresError, PostgresWarehouse, query_error};
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse, WarehouseError};
 use crate::config::{PostgresFile, RedshiftFile};
@@ -399,7 +399,7 @@ fn recency(row: &Row) -> (Option<i64>, Option<&str>) {
     for (column, value) in &row.columns {
         match (column.as_str(), value) {
             ("timestamp", Value::Timestamp(t)) => timestamp = Some(t.0),
-            ("message_id", Value::Varchar(id)) => message_id = Some(id.as_str()),
+            ("message_id", Value::Varchar(id)) => message_id = Some(&**id),
             _ => {}
         }
     }
@@ -607,45 +607,20 @@ impl RedshiftLoader {
             .filter_map(|id| chosen.get(id).copied())
             .collect();
 
-        let used: BTreeSet<&str> = rows
-            .iter()
-            .flat_map(|row| row.columns.iter().map(|(column, _)| column.as_str()))
-            .filter(|column| columns.contains_key(*column))
-            .collect();
-        let mut names: Vec<&str> = vec![key];
-        names.extend(used.iter().copied().filter(|name| *name != key));
-        let positions: HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(index, name)| (*name, index))
-            .collect();
+        let layout = plan::Layout::new(key, &columns, &rows);
 
         let mut writer = PartWriter::new(self.warehouse.file.staging.part_bytes);
-        let mut cells: Vec<Option<Cell>> = vec![None; names.len()];
+        let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
         for row in &rows {
-            cells.iter_mut().for_each(|cell| *cell = None);
-            cells[0] = Some(Cell::Text(row.message_id.clone()));
-            for (column, value) in &row.columns {
-                match plan::cell_for(value, columns.get(column.as_str()).copied()) {
-                    Ok(cell) => {
-                        if let Some(&index) = positions.get(column.as_str()) {
-                            cells[index] = Some(cell);
-                        }
+            layout.place(row, &mut cells, |column, value, reason| {
+                let reason = match max_columns {
+                    Some(cap) if reason == DiscardReason::NoColumn && columns.len() >= cap => {
+                        format!("over the tracking plan's cap of {cap} columns per table")
                     }
-                    Err(reason) => {
-                        let reason = match max_columns {
-                            Some(cap)
-                                if !columns.contains_key(column.as_str())
-                                    && columns.len() >= cap =>
-                            {
-                                format!("over the tracking plan's cap of {cap} columns per table")
-                            }
-                            _ => reason.to_string(),
-                        };
-                        discards.push(Discard::new(table, column.as_str(), row, value, reason));
-                    }
-                }
-            }
+                    _ => reason.to_string(),
+                };
+                discards.push(Discard::new(table, column.as_str(), row, value, reason));
+            });
             let refs: Vec<Option<&Cell>> = cells.iter().map(Option::as_ref).collect();
             writer.push(&refs).map_err(RedshiftError::Csv)?;
         }
@@ -685,7 +660,7 @@ impl RedshiftLoader {
                 .execute(
                     &sql::copy_from_s3(
                         STAGE,
-                        &names,
+                        &layout.names,
                         &source.source,
                         &self.warehouse.credentials,
                         self.warehouse.file.accept_invalid_chars.as_deref(),
@@ -709,7 +684,7 @@ impl RedshiftLoader {
                 .await?;
             let added = session
                 .execute(
-                    &sql::insert_from_stage(&schema, table, STAGE, &names),
+                    &sql::insert_from_stage(&schema, table, STAGE, &layout.names),
                     &format!("merge into {table}"),
                 )
                 .await?;
