@@ -1,11 +1,11 @@
-//! PostgreSQL: binary COPY into a temporary staging table, then one merge that skips
-//! message ids already present, in one transaction with the load record.
-//!
-//! DDL (creating tables, adding and widening columns) runs in the same transaction as
-//! the load it serves, under a transaction-scoped advisory lock per schema, so workers
-//! and processes that grow the same table at once serialise instead of failing. A
-//! failed load rolls back everything, including its DDL, and is retried by the loader
-//! task with a fresh connection.
+//! PostgreSQL: per (batch, table), the schema changes in a short transaction of their
+//! own under an advisory lock per table (so workers and processes that grow the same
+//! table at once serialise instead of failing, and no lock is held while rows are
+//! copied), then one data transaction: rows de-duplicated by message id in memory, the
+//! ids the table already holds dropped, the rest binary-COPYed straight into the table
+//! (`users`/`accounts` through a staging table and a newest-wins merge), discards, and
+//! the `_tracktable_loads` row. A failed load rolls the data back and is retried by the
+//! loader task with a fresh connection; committed DDL is what the retry needs anyway.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
