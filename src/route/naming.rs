@@ -25,90 +25,182 @@ pub const MAX_NAME_BYTES: usize = 63;
 
 /// A normalised table name; only this module makes one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct TableName(Arc<str>);
+pub struct TableName(Name);
 
 /// A normalised column name; only this module makes one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ColumnName(Arc<str>);
+pub struct ColumnName(Name);
+
+/// The text of a name. Every cell of every row carries one, and rows are built on the
+/// timely workers and dropped on the loader's threads, so a reference count per name
+/// was an atomic increment on one core and a decrement on another for every cell (half
+/// of the loader's time dropping rows). Names are therefore interned for the life of
+/// the process, up to [`INTERNED_BYTES`]; past that budget (only hostile input gets
+/// there) new names fall back to a shared allocation, so memory stays bounded.
+#[derive(Clone)]
+enum Name {
+    Interned(&'static str),
+    Shared(Arc<str>),
+}
+
+/// The most bytes of name text interned per process: at 63 bytes a name, over 260,000
+/// distinct names.
+pub const INTERNED_BYTES: usize = 16 << 20;
+
+impl Name {
+    fn new(text: &str) -> Name {
+        match intern(text) {
+            Some(interned) => Name::Interned(interned),
+            None => Name::Shared(Arc::from(text)),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Interned(text) => text,
+            Name::Shared(text) => text,
+        }
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Name) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl std::hash::Hash for Name {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl PartialOrd for Name {
+    fn partial_cmp(&self, other: &Name) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Name {
+    fn cmp(&self, other: &Name) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    /// Names arriving from another process are interned here too, so they share
+    /// addresses with this process's own.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Name, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(Name::new(&text))
+    }
+}
+
+/// The process-wide name table: each distinct name's text, leaked once. Only a name
+/// not seen before takes the lock's slow path; routers cache their names, so that is
+/// rare after the first few messages.
+fn intern(text: &str) -> Option<&'static str> {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static NAMES: OnceLock<Mutex<(HashSet<&'static str>, usize)>> = OnceLock::new();
+    let names = NAMES.get_or_init(Mutex::default);
+    let mut guard = names.lock().unwrap_or_else(PoisonError::into_inner);
+    let (set, bytes) = &mut *guard;
+    if let Some(existing) = set.get(text) {
+        return Some(existing);
+    }
+    if *bytes + text.len() > INTERNED_BYTES {
+        return None;
+    }
+    let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    *bytes += leaked.len();
+    set.insert(leaked);
+    Some(leaked)
+}
 
 impl TableName {
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// One of tracktable's own fixed table names (already normal, never user input).
     pub(crate) fn fixed(name: &'static str) -> TableName {
         debug_assert!(is_normal(name), "{name}");
-        TableName(intern(name))
+        TableName(Name::Interned(name))
     }
 
-    /// The address of the shared name: equal addresses mean equal names (not the
-    /// reverse). A cheap identity for per-row hot loops (`columns::Observer`).
+    /// The address of the name's text: equal addresses mean equal names (not the
+    /// reverse). A cheap identity for per-row hot loops (`columns::Observer`); any
+    /// holder of the name keeps the address from being reused.
     pub fn address(&self) -> usize {
-        Arc::as_ptr(&self.0) as *const u8 as usize
+        address(self.as_str())
     }
+}
+
+/// A name's identity: where its text starts, with its length in the top bits (user
+/// addresses never reach them), so two static names that a linker laid out as prefix
+/// and whole can never share an identity.
+fn address(text: &str) -> usize {
+    ((text.as_ptr() as u64) ^ ((text.len() as u64 & 0x7f) << 57)) as usize
 }
 
 impl ColumnName {
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// One of tracktable's own fixed column names. These may be reserved words
     /// (`timestamp`): SQL always quotes identifiers, and they never come from input.
     pub(crate) fn fixed(name: &'static str) -> ColumnName {
-        ColumnName(intern(name))
+        ColumnName(Name::Interned(name))
     }
 
     /// See [`TableName::address`].
     pub fn address(&self) -> usize {
-        Arc::as_ptr(&self.0) as *const u8 as usize
+        address(self.as_str())
     }
 
     /// A column name from an already-normalised string (used by the router's cache).
     pub(crate) fn from_normal(name: String) -> ColumnName {
         debug_assert!(is_normal(&name), "{name}");
-        ColumnName(Arc::from(name))
+        ColumnName(Name::new(&name))
     }
 }
 
 impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Display for ColumnName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 /// The table for a raw event name.
 pub fn table_name(raw: &str) -> TableName {
-    TableName(Arc::from(normalise(raw)))
+    TableName(Name::new(&normalise(raw)))
 }
 
 /// The column for a raw property name (or a `_`-joined path of names).
 pub fn column_name(raw: &str) -> ColumnName {
-    ColumnName(Arc::from(normalise(raw)))
-}
-
-/// One shared allocation per fixed name and thread: rows then share their fixed
-/// columns' names instead of allocating them per row.
-fn intern(name: &'static str) -> Arc<str> {
-    thread_local! {
-        static FIXED: std::cell::RefCell<std::collections::HashMap<&'static str, Arc<str>>> =
-            std::cell::RefCell::default();
-    }
-    FIXED.with(|cache| {
-        Arc::clone(
-            cache
-                .borrow_mut()
-                .entry(name)
-                .or_insert_with(|| Arc::from(name)),
-        )
-    })
+    ColumnName(Name::new(&normalise(raw)))
 }
 
 /// Applies every naming rule to `raw`.
@@ -385,6 +477,34 @@ const RESERVED: &[&str] = &[
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn interned_names_are_one_text_per_process_and_compare_by_text() {
+        let a = column_name("Some Property");
+        let b = column_name("some_property");
+        assert_eq!(a, b);
+        assert_eq!(a.address(), b.address(), "one interned text");
+        let shared = ColumnName(Name::Shared(Arc::from("some_property")));
+        assert_eq!(shared, a, "equality is by text, whatever the storage");
+        assert_eq!(shared.cmp(&a), std::cmp::Ordering::Equal);
+        let state = std::hash::RandomState::new();
+        use std::hash::BuildHasher;
+        assert_eq!(state.hash_one(&shared), state.hash_one(&a));
+        assert_ne!(
+            ColumnName::fixed("user").address(),
+            column_name("user_id").address()
+        );
+    }
+
+    #[test]
+    fn names_serialize_as_their_text_and_come_back_interned() {
+        let name = column_name("price");
+        let json = serde_json::to_string(&name).unwrap();
+        assert_eq!(json, "\"price\"");
+        let back: ColumnName = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, name);
+        assert_eq!(back.address(), name.address());
+    }
+
     use super::*;
     use proptest::prelude::*;
 
