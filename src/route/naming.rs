@@ -110,26 +110,60 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
-/// The process-wide name table: each distinct name's text, leaked once. Only a name
-/// not seen before takes the lock's slow path; routers cache their names, so that is
-/// rare after the first few messages.
+/// The process-wide name table, with a per-thread copy in front of it: a name this
+/// thread has seen is found without the lock (names from other processes are interned
+/// as every cell is deserialised), and only a name new to the thread takes it.
 fn intern(text: &str) -> Option<&'static str> {
+    use std::cell::RefCell;
     use std::collections::HashSet;
     use std::sync::{Mutex, OnceLock, PoisonError};
-    static NAMES: OnceLock<Mutex<(HashSet<&'static str>, usize)>> = OnceLock::new();
-    let names = NAMES.get_or_init(Mutex::default);
-    let mut guard = names.lock().unwrap_or_else(PoisonError::into_inner);
-    let (set, bytes) = &mut *guard;
-    if let Some(existing) = set.get(text) {
-        return Some(existing);
+    thread_local! {
+        static SEEN: RefCell<HashSet<&'static str, foldhash::fast::RandomState>> =
+            RefCell::default();
     }
-    if *bytes + text.len() > INTERNED_BYTES {
-        return None;
+    static NAMES: OnceLock<Mutex<Interner>> = OnceLock::new();
+    if let Some(found) = SEEN.with(|seen| seen.borrow().get(text).copied()) {
+        return Some(found);
     }
-    let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
-    *bytes += leaked.len();
-    set.insert(leaked);
-    Some(leaked)
+    let interned = NAMES
+        .get_or_init(|| Mutex::new(Interner::new(INTERNED_BYTES)))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_leak(text)?;
+    // Every entry is in the global table too, so this copy is bounded by its budget.
+    SEEN.with(|seen| seen.borrow_mut().insert(interned));
+    Some(interned)
+}
+
+/// Distinct texts, each leaked once, until `budget` bytes are used.
+struct Interner {
+    names: std::collections::HashSet<&'static str, foldhash::fast::RandomState>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl Interner {
+    fn new(budget: usize) -> Interner {
+        Interner {
+            names: Default::default(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    /// The interned copy of `text`; `None` once a new text would exceed the budget.
+    fn get_or_leak(&mut self, text: &str) -> Option<&'static str> {
+        if let Some(existing) = self.names.get(text) {
+            return Some(existing);
+        }
+        if self.bytes + text.len() > self.budget {
+            return None;
+        }
+        let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+        self.bytes += leaked.len();
+        self.names.insert(leaked);
+        Some(leaked)
+    }
 }
 
 impl TableName {
@@ -493,6 +527,24 @@ mod tests {
             ColumnName::fixed("user").address(),
             column_name("user_id").address()
         );
+    }
+
+    #[test]
+    fn the_interner_stops_at_its_budget_and_keeps_what_it_has() {
+        let mut interner = Interner::new(10);
+        let first = interner.get_or_leak("abcdef").unwrap();
+        assert_eq!(
+            interner.get_or_leak("abcdef"),
+            Some(first),
+            "found, not leaked again"
+        );
+        assert_eq!(
+            interner.get_or_leak("ghijkl"),
+            None,
+            "6 + 6 bytes is over 10"
+        );
+        assert!(interner.get_or_leak("ghij").is_some(), "6 + 4 fits");
+        assert_eq!(interner.get_or_leak("abcdef"), Some(first));
     }
 
     #[test]
