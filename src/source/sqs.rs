@@ -100,6 +100,9 @@ struct State {
     identities: HashMap<u64, Vec<ObjectId>>,
     /// Message ids of bodies already reported as unparseable (logged once each).
     reported: HashSet<String>,
+    /// Set when the held messages were released at the end of the run: a receive loop
+    /// still handling a message then gives it back itself.
+    released: bool,
 }
 
 /// The running source, shared by its tasks.
@@ -229,13 +232,19 @@ impl SqsSource {
                     .iter()
                     .filter_map(|message| message.receipt_handle.clone())
                     .collect();
-                let released = self.change_visibility(&receipts, Duration::ZERO).await;
-                self.stats.sqs_released(released as u64);
+                self.give_back(receipts).await;
                 return;
             }
             self.stats.sqs_received(messages.len() as u64);
-            for message in messages {
+            let mut messages = messages.into_iter();
+            while let Some(message) = messages.next() {
                 if !self.handle(message, senders, next_worker, shutdown).await {
+                    // The workers are gone: the rest of this receive was never held,
+                    // so the final release cannot know them. Give them back here.
+                    let rest: Vec<String> = messages
+                        .filter_map(|message| message.receipt_handle)
+                        .collect();
+                    self.give_back(rest).await;
                     return;
                 }
             }
@@ -288,7 +297,7 @@ impl SqsSource {
                 HashSet::new()
             }
         };
-        let (token, fresh): (u64, Vec<S3Object>) = {
+        let (token, fresh, released): (u64, Vec<S3Object>, bool) = {
             let mut state = self.state();
             let fresh: Vec<S3Object> = objects
                 .into_iter()
@@ -299,7 +308,7 @@ impl SqsSource {
                 .collect();
             state.next_token += 1;
             let token = state.next_token;
-            if !fresh.is_empty() {
+            if !fresh.is_empty() && !state.released {
                 state.held.insert(
                     token,
                     Held {
@@ -312,8 +321,13 @@ impl SqsSource {
                     .identities
                     .insert(token, fresh.iter().map(S3Object::identity).collect());
             }
-            (token, fresh)
+            (token, fresh, state.released)
         };
+        if released {
+            // The run ended while this message was being looked at.
+            self.give_back(vec![receipt]).await;
+            return false;
+        }
         if fresh.is_empty() {
             self.stats
                 .sqs_ignored(&id, "objects already loaded (a repeated notification)");
@@ -349,6 +363,16 @@ impl SqsSource {
             }
             let worker = next_worker.fetch_add(1, Ordering::Relaxed) % senders.len().max(1);
             if senders[worker].send(object_ref).await.is_err() {
+                // The workers are gone (the run is ending) while this message waited
+                // for room: give it back now unless the final release already did.
+                let held = {
+                    let mut state = self.state();
+                    state.identities.remove(&token);
+                    state.held.remove(&token)
+                };
+                if let Some(held) = held {
+                    self.give_back(vec![held.receipt]).await;
+                }
                 return false;
             }
             shutdown.wake_all();
@@ -582,12 +606,16 @@ impl SqsSource {
 
     /// Makes every held message visible again at once, for another consumer.
     async fn release(&self) {
-        let receipts: Vec<String> = self
-            .state()
-            .held
-            .drain()
-            .map(|(_, held)| held.receipt)
-            .collect();
+        let receipts: Vec<String> = {
+            let mut state = self.state();
+            state.released = true;
+            state.held.drain().map(|(_, held)| held.receipt).collect()
+        };
+        self.give_back(receipts).await;
+    }
+
+    /// Makes these messages visible again at once.
+    async fn give_back(&self, receipts: Vec<String>) {
         if receipts.is_empty() {
             return;
         }
