@@ -25,7 +25,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::BuildHasherDefault;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -42,7 +41,7 @@ use timely::worker::Worker;
 use tokio::sync::mpsc;
 
 use crate::batch::{BatchClock, BatchId, BatchPolicy, now_ms};
-use crate::columns::{self, AddressHasher, Observation};
+use crate::columns::{self, Observation};
 use crate::decode::Limits;
 use crate::load::{self, LoadDone, LoadJob};
 use crate::route::{ColumnName, ColumnType, Router, Row, TableName};
@@ -397,14 +396,11 @@ fn advance(held: &mut Capability<Time>, clock: &BatchClock) {
 }
 
 /// One batch's rows and new observations on the worker that owns their tables.
-/// Rows arrive one at a time, so a table is found by its name's address (one integer
-/// hash) and only a name not seen at that address yet is hashed as a string.
+/// Rows arrive one at a time, so the table map uses foldhash (SipHash of every row's
+/// table name was a visible share of the worker's time).
 #[derive(Default)]
 struct Stash {
-    tables: Vec<(TableName, TableStash)>,
-    by_name: HashMap<TableName, usize, foldhash::fast::RandomState>,
-    /// Name address → index in `tables`; the stashed rows keep every address alive.
-    by_address: HashMap<usize, usize, BuildHasherDefault<AddressHasher>>,
+    tables: HashMap<TableName, TableStash, foldhash::fast::RandomState>,
 }
 
 /// A table's rows and new column observations in one batch.
@@ -413,29 +409,20 @@ type TableStash = (Vec<Row>, Vec<(ColumnName, ColumnType)>);
 impl Stash {
     fn add_rows(&mut self, rows: impl Iterator<Item = Row>) {
         for row in rows {
-            let index = self.index(&row.table);
-            // The row is kept in the stash, so its name's address stays taken.
-            self.by_address.insert(row.table.address(), index);
-            self.tables[index].1.0.push(row);
+            self.tables
+                .entry(row.table.clone())
+                .or_default()
+                .0
+                .push(row);
         }
     }
 
     fn add_observation(&mut self, table: TableName, column: ColumnName, column_type: ColumnType) {
-        let index = self.index(&table);
-        self.tables[index].1.1.push((column, column_type));
-    }
-
-    /// The table's slot, created on first sight.
-    fn index(&mut self, table: &TableName) -> usize {
-        if let Some(&index) = self.by_address.get(&table.address()) {
-            return index;
-        }
-        if let Some(&index) = self.by_name.get(table) {
-            return index;
-        }
-        self.tables.push((table.clone(), TableStash::default()));
-        self.by_name.insert(table.clone(), self.tables.len() - 1);
-        self.tables.len() - 1
+        self.tables
+            .entry(table)
+            .or_default()
+            .1
+            .push((column, column_type));
     }
 
     /// Tables in name order, so a worker loads its tables in the same order every run.

@@ -493,7 +493,7 @@ pub fn rejection_row(rejection: &Rejection) -> Row {
     let mut columns = vec![
         (
             ColumnName::fixed("object"),
-            Value::Varchar(rejection.object.to_string().into()),
+            Value::Varchar(Arc::clone(&rejection.object)),
         ),
         (
             ColumnName::fixed("line"),

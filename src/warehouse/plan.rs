@@ -177,24 +177,31 @@ pub fn cell_for(value: &Value, column_type: Option<ColumnType>) -> Result<Cell<'
 }
 
 /// Where one load puts each column: the key first, then every column of the table the
-/// rows use, in name order. Built once per (batch, table). A row's names are shared
-/// `Arc<str>`s (the router caches them), so a cell finds its place by its name's
-/// address: one integer hash per cell, where hashing or comparing every name string was
-/// a third of the loader's time. Rows that crossed processes carry their own copies of
-/// the names, which only makes the address table larger, never a cell misplaced.
+/// rows use, in name order. Built once per (batch, table). Names are interned
+/// (`route::naming`), so a cell finds its place by its name's address: one integer hash
+/// per cell, where hashing or comparing every name string was a third of the loader's
+/// time. A name that is not interned (past the interner's budget) only makes the
+/// address table larger, never a cell misplaced.
 pub struct Layout<'a> {
     /// The COPY column list.
     pub names: Vec<&'a str>,
-    /// Each name's column type; `None` for the key, which is text.
-    pub types: Vec<Option<ColumnType>>,
     /// Name address → position and type; `None` when the table has no such column.
     /// The rows borrowed for `'a` keep every address alive, so none is reused.
     slots: HashMap<usize, Option<(usize, ColumnType)>, BuildHasherDefault<AddressHasher>>,
+    /// The tracking plan's cap on columns per table, and how many the table has: a
+    /// column missing because of the cap is discarded with the cap as its reason.
+    max_columns: Option<usize>,
+    columns: usize,
 }
 
 impl<'a> Layout<'a> {
     /// The layout of `rows` into a table with `schema` whose key column is `key`.
-    pub fn new(key: &'a str, schema: &'a TableSchema, rows: &[&'a Row]) -> Layout<'a> {
+    pub fn new(
+        key: &'a str,
+        schema: &'a TableSchema,
+        rows: &[&'a Row],
+        max_columns: Option<usize>,
+    ) -> Layout<'a> {
         let mut seen: HashMap<usize, &'a str, BuildHasherDefault<AddressHasher>> =
             HashMap::default();
         for row in rows {
@@ -220,41 +227,46 @@ impl<'a> Layout<'a> {
             .map(|(address, name)| (address, position.get(name).copied()))
             .collect();
         let mut names = vec![key];
-        let mut types = vec![None];
-        for (name, column_type) in used {
-            names.push(name);
-            types.push(Some(column_type));
-        }
+        names.extend(used.into_iter().map(|(name, _)| name));
         Layout {
             names,
-            types,
             slots,
+            max_columns,
+            columns: schema.len(),
         }
     }
 
-    /// Fills `cells` (one per name) with `row`'s key and values; every value that cannot
-    /// be stored goes to `discard` with its reason instead.
+    /// Fills `cells` (one per name) with `row`'s key and values; every value of `table`
+    /// that cannot be stored goes to `discards` with its reason instead.
     pub fn place<'r>(
         &self,
+        table: &str,
         row: &'r Row,
         cells: &mut [Option<Cell<'r>>],
-        mut discard: impl FnMut(&'r ColumnName, &'r Value, DiscardReason),
+        discards: &mut Vec<Discard>,
     ) {
         cells.iter_mut().for_each(|cell| *cell = None);
         cells[0] = Some(Cell::Text(Cow::Borrowed(row.message_id.as_str())));
         for (column, value) in &row.columns {
-            let slot = match self.slots.get(&column.address()) {
-                Some(slot) => *slot,
-                // Not among the rows the layout was built from: only by a caller's mistake.
-                None => None,
-            };
-            match slot {
+            // A name missing from the table is absent from `slots` only if the row was
+            // not among those the layout was built from; either way it has no column.
+            let slot = self.slots.get(&column.address()).copied().flatten();
+            let reason = match slot {
                 Some((index, column_type)) => match cell_for(value, Some(column_type)) {
-                    Ok(cell) => cells[index] = Some(cell),
-                    Err(reason) => discard(column, value, reason),
+                    Ok(cell) => {
+                        cells[index] = Some(cell);
+                        continue;
+                    }
+                    Err(reason) => reason.to_string(),
                 },
-                None => discard(column, value, DiscardReason::NoColumn),
-            }
+                None => match self.max_columns {
+                    Some(cap) if self.columns >= cap => {
+                        format!("over the tracking plan's cap of {cap} columns per table")
+                    }
+                    _ => DiscardReason::NoColumn.to_string(),
+                },
+            };
+            discards.push(Discard::new(table, column.as_str(), row, value, reason));
         }
     }
 }

@@ -17,7 +17,7 @@ use futures_util::SinkExt;
 use tokio_postgres::{Client, NoTls};
 
 use super::pg_copy::CopyEncoder;
-use super::plan::{self, Cell, Discard, DiscardReason, SchemaChange, TableSchema};
+use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
 use super::sql;
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 use crate::config::{PostgresFile, SslMode};
@@ -636,8 +636,7 @@ impl PostgresLoader {
             }
             fresh
         };
-        let layout = plan::Layout::new(key, &columns, &rows);
-        let max_columns = self.warehouse.max_columns;
+        let layout = plan::Layout::new(key, &columns, &rows, self.warehouse.max_columns);
 
         let stage = "tracktable_stage";
         let mut inserted = 0;
@@ -651,39 +650,12 @@ impl PostgresLoader {
             } else {
                 sql::copy_into_table(&schema, table, &layout.names)
             };
-            let sink = transaction
-                .copy_in::<_, Bytes>(&copy)
-                .await
-                .map_err(query_error(format!("start COPY into {table}")))?;
-            let mut sink = pin!(sink);
-            let mut encoder = CopyEncoder::new();
             let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
-            for row in &rows {
-                layout.place(row, &mut cells, |column, value, reason| {
-                    let reason = match max_columns {
-                        Some(cap) if reason == DiscardReason::NoColumn && columns.len() >= cap => {
-                            format!("over the tracking plan's cap of {cap} columns per table")
-                        }
-                        _ => reason.to_string(),
-                    };
-                    discards.push(Discard::new(table, column.as_str(), row, value, reason));
-                });
+            inserted = copy_in(&transaction, &copy, table, rows.iter(), |encoder, row| {
+                layout.place(table, row, &mut cells, &mut discards);
                 encoder.row(&cells);
-                if encoder.is_full() {
-                    sink.send(encoder.take())
-                        .await
-                        .map_err(query_error(format!("COPY into {table}")))?;
-                }
-            }
-            sink.send(encoder.finish())
-                .await
-                .map_err(query_error(format!("COPY into {table}")))?;
-            let copied = sink
-                .as_mut()
-                .finish()
-                .await
-                .map_err(query_error(format!("finish COPY into {table}")))?;
-            inserted = copied;
+            })
+            .await?;
             if latest {
                 // Every column: the newest call replaces the stored row whole.
                 let all: Vec<&str> = std::iter::once(key)
@@ -839,17 +811,41 @@ pub async fn raw_copy(
     let columns = read_columns(&transaction, schema, table).await?;
     let key = sql::key_column(table);
     let borrowed: Vec<&crate::route::Row> = rows.iter().collect();
-    let layout = plan::Layout::new(key, &columns, &borrowed);
+    let layout = plan::Layout::new(key, &columns, &borrowed, None);
+    let copy = sql::copy_into_table(schema, table, &layout.names);
+    let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
+    // The baseline keeps no discards (the rows it copies have none).
+    let mut ignored = Vec::new();
+    let copied = copy_in(&transaction, &copy, table, rows.iter(), |encoder, row| {
+        layout.place(table, row, &mut cells, &mut ignored);
+        encoder.row(&cells);
+    })
+    .await?;
+    transaction
+        .commit()
+        .await
+        .map_err(query_error(format!("commit {table}")))?;
+    Ok(copied)
+}
+
+/// Runs the binary COPY `statement` (into `table`, for error messages), encoding each
+/// item with `encode` and sending the stream a buffer at a time. Returns the rows the
+/// server counted.
+async fn copy_in<T>(
+    transaction: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    table: &str,
+    items: impl Iterator<Item = T>,
+    mut encode: impl FnMut(&mut CopyEncoder, T),
+) -> Result<u64, PostgresError> {
     let sink = transaction
-        .copy_in::<_, Bytes>(&sql::copy_into_table(schema, table, &layout.names))
+        .copy_in::<_, Bytes>(statement)
         .await
         .map_err(query_error(format!("start COPY into {table}")))?;
     let mut sink = pin!(sink);
     let mut encoder = CopyEncoder::new();
-    let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
-    for row in rows {
-        layout.place(row, &mut cells, |_, _, _| {});
-        encoder.row(&cells);
+    for item in items {
+        encode(&mut encoder, item);
         if encoder.is_full() {
             sink.send(encoder.take())
                 .await
@@ -859,16 +855,10 @@ pub async fn raw_copy(
     sink.send(encoder.finish())
         .await
         .map_err(query_error(format!("COPY into {table}")))?;
-    let copied = sink
-        .as_mut()
+    sink.as_mut()
         .finish()
         .await
-        .map_err(query_error(format!("finish COPY into {table}")))?;
-    transaction
-        .commit()
-        .await
-        .map_err(query_error(format!("commit {table}")))?;
-    Ok(copied)
+        .map_err(query_error(format!("finish COPY into {table}")))
 }
 
 async fn write_discards(
@@ -881,39 +871,29 @@ async fn write_discards(
         .batch_execute(&sql::create_discard_stage(schema, stage))
         .await
         .map_err(query_error("create discard staging table"))?;
-    let sink = transaction
-        .copy_in::<_, Bytes>(&sql::copy_into_stage(stage, &sql::DISCARD_COLUMNS))
-        .await
-        .map_err(query_error("start COPY of discards"))?;
-    let mut sink = pin!(sink);
-    let mut encoder = CopyEncoder::new();
     fn text(value: &str) -> Option<Cell<'_>> {
         Some(Cell::Text(Cow::Borrowed(value)))
     }
-    for discard in discards {
-        encoder.row(&[
-            text(&discard.table),
-            text(&discard.column),
-            text(&discard.message_id),
-            text(&discard.value),
-            text(&discard.reason),
-            text(&discard.object),
-            Some(Cell::BigInt(discard.line)),
-            discard.received_at.map(Cell::Timestamp),
-        ]);
-        if encoder.is_full() {
-            sink.send(encoder.take())
-                .await
-                .map_err(query_error("COPY discards"))?;
-        }
-    }
-    sink.send(encoder.finish())
-        .await
-        .map_err(query_error("COPY discards"))?;
-    sink.as_mut()
-        .finish()
-        .await
-        .map_err(query_error("finish COPY of discards"))?;
+    let copy = sql::copy_into_stage(stage, &sql::DISCARD_COLUMNS);
+    copy_in(
+        transaction,
+        &copy,
+        "_discards",
+        discards.iter(),
+        |encoder, discard| {
+            encoder.row(&[
+                text(&discard.table),
+                text(&discard.column),
+                text(&discard.message_id),
+                text(&discard.value),
+                text(&discard.reason),
+                text(&discard.object),
+                Some(Cell::BigInt(discard.line)),
+                discard.received_at.map(Cell::Timestamp),
+            ]);
+        },
+    )
+    .await?;
     // Counted by reason from what was actually inserted (a replay inserts nothing).
     let mut inserted = [0u64; super::DISCARD_REASONS.len()];
     for row in transaction

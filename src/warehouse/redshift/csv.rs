@@ -46,13 +46,13 @@ impl PartWriter {
     }
 
     /// Appends one row of cells (`None` is NULL).
-    pub fn push(&mut self, cells: &[Option<&Cell>]) -> std::io::Result<()> {
+    pub fn push(&mut self, cells: &[Option<Cell<'_>>]) -> std::io::Result<()> {
         self.line.clear();
         for (index, cell) in cells.iter().enumerate() {
             if index > 0 {
                 self.line.push(',');
             }
-            write_cell(&mut self.line, *cell);
+            write_cell(&mut self.line, cell.as_ref());
         }
         self.line.push('\n');
         self.write_line()
@@ -166,14 +166,14 @@ mod tests {
         let empty = Cell::Text(String::new().into());
         writer
             .push(&[
-                Some(&text),
+                Some(text),
                 None,
-                Some(&empty),
-                Some(&Cell::Boolean(true)),
-                Some(&Cell::BigInt(-7)),
-                Some(&Cell::Double(0.1)),
-                Some(&Cell::Double(1e300)),
-                Some(&Cell::Timestamp(1_704_164_645_123_456)),
+                Some(empty),
+                Some(Cell::Boolean(true)),
+                Some(Cell::BigInt(-7)),
+                Some(Cell::Double(0.1)),
+                Some(Cell::Double(1e300)),
+                Some(Cell::Timestamp(1_704_164_645_123_456)),
             ])
             .unwrap();
         let parts = writer.finish().unwrap();

@@ -28,7 +28,7 @@ use self::csv::PartWriter;
 use self::emulate::{EmulateError, Emulator};
 use self::sql::{Credentials, DISCARD_STAGE, STAGE};
 use self::stage::{StageError, Staged, Staging};
-use super::plan::{self, Cell, Discard, DiscardReason, SchemaChange, TableSchema};
+use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
 use super::postgres::{PostgresError, PostgresWarehouse, query_error};
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse, WarehouseError};
 use crate::config::{PostgresFile, RedshiftFile};
@@ -607,22 +607,13 @@ impl RedshiftLoader {
             .filter_map(|id| chosen.get(id).copied())
             .collect();
 
-        let layout = plan::Layout::new(key, &columns, &rows);
+        let layout = plan::Layout::new(key, &columns, &rows, max_columns);
 
         let mut writer = PartWriter::new(self.warehouse.file.staging.part_bytes);
         let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
         for row in &rows {
-            layout.place(row, &mut cells, |column, value, reason| {
-                let reason = match max_columns {
-                    Some(cap) if reason == DiscardReason::NoColumn && columns.len() >= cap => {
-                        format!("over the tracking plan's cap of {cap} columns per table")
-                    }
-                    _ => reason.to_string(),
-                };
-                discards.push(Discard::new(table, column.as_str(), row, value, reason));
-            });
-            let refs: Vec<Option<&Cell>> = cells.iter().map(Option::as_ref).collect();
-            writer.push(&refs).map_err(RedshiftError::Csv)?;
+            layout.place(table, row, &mut cells, &mut discards);
+            writer.push(&cells).map_err(RedshiftError::Csv)?;
         }
         let parts = writer.finish().map_err(RedshiftError::Csv)?;
         let mut staged: Vec<Staged> = Vec::new();
