@@ -22,6 +22,7 @@
 
 pub mod naming;
 pub mod plan;
+pub mod text;
 pub mod value;
 
 use std::collections::{HashMap, HashSet};
@@ -38,7 +39,7 @@ use crate::decode::{
 };
 
 pub use naming::{ColumnName, TableName};
-pub use value::{ColumnType, Timestamp, Value};
+pub use value::{ColumnType, Text, Timestamp, Value};
 
 /// One row for one table. Owned and serializable: rows cross workers and processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -386,7 +387,7 @@ fn fixed_text(column: &'static str, text: &str) -> Candidate {
     Candidate {
         name: ColumnName::fixed(column),
         raw: None,
-        value: Value::Varchar(Arc::from(text)),
+        value: Value::Varchar(Text::new(text)),
         origin: 0,
     }
 }
@@ -419,7 +420,7 @@ fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>,
         let value = if timestamp {
             value::text_value(text)
         } else {
-            Value::Varchar(Arc::from(text))
+            Value::Varchar(Text::new(text))
         };
         out.push(Candidate {
             name: ColumnName::fixed(column),
@@ -502,7 +503,7 @@ pub fn rejection_row(rejection: &Rejection) -> Row {
     let mut columns = vec![
         (
             ColumnName::fixed("object"),
-            Value::Varchar(Arc::clone(&rejection.object)),
+            Value::Varchar(Text::from(Arc::clone(&rejection.object))),
         ),
         (
             ColumnName::fixed("line"),

@@ -6,11 +6,12 @@
 //! [`ColumnType`] knows how columns relate: what a column accepts and how varchar widens.
 
 use std::fmt;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::decode::Json;
+
+pub use super::text::Text;
 
 /// Microseconds since 1970-01-01T00:00:00Z.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -27,16 +28,16 @@ pub enum ColumnType {
     Varchar(u32),
 }
 
-/// One typed, non-null value. Text is shared (`Arc<str>`): a track call's common and
-/// context values appear in both its `tracks` row and its own table's row, and a clone
-/// is then a count, not a copy.
+/// One typed, non-null value. Text is a [`Text`]: up to 22 bytes inline, longer text
+/// shared (a track call's common and context values appear in both its `tracks` row and
+/// its own table's row, and a clone is then a count, not a copy).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Value {
     Boolean(bool),
     BigInt(i64),
     Double(f64),
     Timestamp(Timestamp),
-    Varchar(Arc<str>),
+    Varchar(Text),
 }
 
 impl ColumnType {
@@ -96,7 +97,7 @@ pub fn value_of(json: &Json<'_>) -> Option<Value> {
         Json::Float(f) => Value::Double(*f),
         Json::Str(text) => match Timestamp::parse(text) {
             Some(timestamp) => Value::Timestamp(timestamp),
-            None => Value::Varchar(Arc::from(text.as_ref())),
+            None => Value::Varchar(Text::new(text)),
         },
         Json::Array(_) | Json::Object(_) => Value::Varchar(json.to_json_text().into()),
     })
@@ -106,7 +107,7 @@ pub fn value_of(json: &Json<'_>) -> Option<Value> {
 pub fn text_value(text: &str) -> Value {
     match Timestamp::parse(text) {
         Some(timestamp) => Value::Timestamp(timestamp),
-        None => Value::Varchar(Arc::from(text)),
+        None => Value::Varchar(Text::new(text)),
     }
 }
 
