@@ -30,8 +30,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use differential_dataflow::AsCollection;
 use differential_dataflow::operators::ThresholdTotal;
-use differential_dataflow::{AsCollection, Hashable};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -302,8 +302,8 @@ pub fn build<W: Warehouse>(
         let loaded = rows
             .binary_frontier::<_, CapacityContainerBuilder<Vec<LoadDone>>, _, _, _, _>(
                 schema_changes,
-                Exchange::new(|row: &Row| row.table.hashed()),
-                Exchange::new(|change: &(Observation, Time, isize)| (change.0).0.hashed()),
+                Exchange::new(|row: &Row| row.table.owner_hash()),
+                Exchange::new(|change: &(Observation, Time, isize)| (change.0).0.owner_hash()),
                 "Load",
                 move |_, info| {
                     let activator = scope.worker().sync_activator_for(info.address.to_vec());
