@@ -43,7 +43,8 @@ pub fn width_class(column_type: ColumnType) -> ColumnType {
 #[derive(Debug, Default)]
 pub struct Observer {
     addresses: HashSet<(usize, usize, ColumnType), BuildHasherDefault<AddressHasher>>,
-    seen: HashSet<Observation>,
+    /// foldhash (per-process seed): it is refilled for every object.
+    seen: HashSet<Observation, foldhash::fast::RandomState>,
     /// Names whose address is in `addresses` but whose observation `seen` already held
     /// under another allocation.
     alive: Vec<(TableName, ColumnName)>,

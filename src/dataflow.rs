@@ -246,10 +246,10 @@ pub fn build<W: Warehouse>(
                                     &limits,
                                     &mut router,
                                     &mut rows,
+                                    &mut |new| seen.observe(new),
                                 );
                                 stats.object_decoded(&object.name, &summary);
                                 decoded_rows.set(decoded_rows.get() + summary.messages);
-                                seen.observe(&rows);
                                 let mut session = output.session(&entry.get().0);
                                 session.give_iterator(seen.drain().map(Err));
                                 session.give_iterator(rows.drain(..).map(Ok));
@@ -280,7 +280,7 @@ pub fn build<W: Warehouse>(
                     move |input, output| {
                         input.for_each_stamp(|stamp, observations| {
                             let Some(&time) = stamp.least() else { return };
-                            let seen: HashSet<Observation> =
+                            let seen: HashSet<Observation, foldhash::fast::RandomState> =
                                 observations.flat_map(|batch| batch.drain(..)).collect();
                             output.session(&stamp).give_iterator(
                                 seen.into_iter().map(|observation| (observation, time, 1)),

@@ -546,13 +546,31 @@ pub fn rows_for_object<R: Read>(
     router: &mut Router,
     out: &mut Vec<Row>,
 ) -> DecodeSummary {
-    decode::decode_object(reader, object, limits, |item| match item {
-        Decoded::Message {
-            position,
-            message,
-            raw,
-        } => router.rows_for_item(&message, raw, object, position, out),
-        Decoded::Rejected(rejection) => out.push(rejection_row(&rejection)),
+    rows_for_object_each(reader, object, limits, router, out, &mut |_| {})
+}
+
+/// As [`rows_for_object`], handing each message's rows to `each` as soon as they are
+/// made. The dataflow observes their columns there: the rows are still in cache, where
+/// a pass over a whole object's rows afterwards read megabytes back from memory.
+pub fn rows_for_object_each<R: Read>(
+    reader: R,
+    object: &Arc<str>,
+    limits: &Limits,
+    router: &mut Router,
+    out: &mut Vec<Row>,
+    each: &mut dyn FnMut(&[Row]),
+) -> DecodeSummary {
+    decode::decode_object(reader, object, limits, |item| {
+        let start = out.len();
+        match item {
+            Decoded::Message {
+                position,
+                message,
+                raw,
+            } => router.rows_for_item(&message, raw, object, position, out),
+            Decoded::Rejected(rejection) => out.push(rejection_row(&rejection)),
+        }
+        each(&out[start..]);
     })
 }
 

@@ -193,10 +193,18 @@ pub fn rows_of(
     limits: &crate::decode::Limits,
     router: &mut crate::route::Router,
     out: &mut Vec<crate::route::Row>,
+    each: &mut dyn FnMut(&[crate::route::Row]),
 ) -> crate::decode::DecodeSummary {
     match File::open(path_of(root, object)) {
-        Ok(file) => crate::route::rows_for_object(file, &object.name, limits, router, out),
-        Err(error) => super::unreadable(object, error.to_string(), out),
+        Ok(file) => {
+            crate::route::rows_for_object_each(file, &object.name, limits, router, out, each)
+        }
+        Err(error) => {
+            let start = out.len();
+            let summary = super::unreadable(object, error.to_string(), out);
+            each(&out[start..]);
+            summary
+        }
     }
 }
 

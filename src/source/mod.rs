@@ -62,20 +62,27 @@ pub enum Body {
     Missing(String),
 }
 
-/// Decodes and routes one object into `out`, whatever its source.
+/// Decodes and routes one object into `out`, whatever its source, handing each
+/// message's rows to `each` as they are made (see `route::rows_for_object_each`).
 pub fn rows_of(
     root: &std::path::Path,
     object: &ObjectRef,
     limits: &crate::decode::Limits,
     router: &mut crate::route::Router,
     out: &mut Vec<crate::route::Row>,
+    each: &mut dyn FnMut(&[crate::route::Row]),
 ) -> crate::decode::DecodeSummary {
     match &object.body {
-        Body::File => dir::rows_of(root, object, limits, router, out),
+        Body::File => dir::rows_of(root, object, limits, router, out, each),
         Body::Fetched(bytes) => {
-            crate::route::rows_for_object(&bytes[..], &object.name, limits, router, out)
+            crate::route::rows_for_object_each(&bytes[..], &object.name, limits, router, out, each)
         }
-        Body::Missing(reason) => unreadable(object, reason.clone(), out),
+        Body::Missing(reason) => {
+            let start = out.len();
+            let summary = unreadable(object, reason.clone(), out);
+            each(&out[start..]);
+            summary
+        }
     }
 }
 
