@@ -224,9 +224,9 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             shares[index % connections].push((table.clone(), rows.clone()));
         }
     }
-    // The baseline starts right after the pipeline's half-million inserts: without this,
-    // autovacuum's analyze of the fresh tables and the checkpointer's writes land on it
-    // (raw COPYs of 6.4 and 7.5 s among runs of 3.4 to 4.7 s, BENCHMARKS.md).
+    // The baseline starts right after the pipeline's half-million inserts, where
+    // autovacuum's analyze of the fresh tables and the checkpointer's writes can land on
+    // it. Settling first did not remove every slow baseline (BENCHMARKS.md).
     settle(&runtime, &client, &options.database_url, &tables)?;
     let started = Instant::now();
     let copied = runtime.block_on(async {

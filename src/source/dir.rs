@@ -199,12 +199,7 @@ pub fn rows_of(
         Ok(file) => {
             crate::route::rows_for_object_each(file, &object.name, limits, router, out, each)
         }
-        Err(error) => {
-            let start = out.len();
-            let summary = super::unreadable(object, error.to_string(), out);
-            each(&out[start..]);
-            summary
-        }
+        Err(error) => super::unreadable(object, error.to_string(), out, each),
     }
 }
 

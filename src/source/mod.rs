@@ -77,27 +77,26 @@ pub fn rows_of(
         Body::Fetched(bytes) => {
             crate::route::rows_for_object_each(&bytes[..], &object.name, limits, router, out, each)
         }
-        Body::Missing(reason) => {
-            let start = out.len();
-            let summary = unreadable(object, reason.clone(), out);
-            each(&out[start..]);
-            summary
-        }
+        Body::Missing(reason) => unreadable(object, reason.clone(), out, each),
     }
 }
 
-/// One `_rejections` row for an object that cannot be read at all.
+/// One `_rejections` row for an object that cannot be read at all, handed to `each`
+/// like any other rows.
 pub fn unreadable(
     object: &ObjectRef,
     reason: String,
     out: &mut Vec<crate::route::Row>,
+    each: &mut dyn FnMut(&[crate::route::Row]),
 ) -> crate::decode::DecodeSummary {
     let reason = crate::decode::RejectReason::Unreadable(reason);
     let mut summary = crate::decode::DecodeSummary::default();
     summary.reject(&reason);
     let rejection =
         crate::decode::Rejection::new(&object.name, crate::decode::Position::line(0), reason, b"");
+    let start = out.len();
     out.push(crate::route::rejection_row(&rejection));
+    each(&out[start..]);
     summary
 }
 
