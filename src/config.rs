@@ -251,7 +251,8 @@ pub struct BatchFile {
     /// Batches close on multiples of this wall-clock interval (humantime: `500ms`, `30s`, `5m`).
     #[serde(default = "default_interval", with = "humantime_serde_compat")]
     pub interval: Duration,
-    /// Close a worker's batch early once it holds this many messages.
+    /// Close a worker's batch early once this many of its messages are decoded (give or
+    /// take the two objects admitted ahead of decoding).
     #[serde(default = "default_max_rows")]
     pub max_rows: u64,
     /// Close a worker's batch early once it holds this many input bytes.

@@ -6,7 +6,8 @@
 //!                                                                    ▼
 //!  Admit (source, one per worker)      stamps objects with the worker's BatchId, closes
 //!    │ ObjectRef @ batch                batches on the clock or when full, stops
-//!    ▼                                  admitting when too many batches are unacked
+//!    ▼                                  admitting when too many batches are unacked or
+//!                                       decoding is DECODE_AHEAD objects behind
 //!  DecodeRoute (unary, pipeline)        decode::decode_object → route::Router → rows;
 //!    │ Row | Observation @ batch        rejections become `_rejections` rows; each
 //!    │                                  object's distinct (table, column, type) too
@@ -54,6 +55,14 @@ use crate::warehouse::{TableBatch, Warehouse};
 /// finished batches' frontier move on to Load).
 const DECODE_SLICE: Duration = Duration::from_millis(20);
 
+/// How many admitted objects may wait undecoded on a worker. Admit takes the next object
+/// only when decoding has caught up this far, so a batch's message count (fed back from
+/// DecodeRoute) is known when the next object is stamped: without the limit a backlog
+/// present at start was admitted whole into one batch, whatever `max_rows` said, and
+/// nothing could load until all of it was decoded. Two keeps the decoder fed while Admit
+/// runs between objects.
+const DECODE_AHEAD: usize = 2;
+
 /// The dataflow's timestamp: a [`BatchId`]'s number.
 pub type Time = u64;
 
@@ -100,6 +109,8 @@ pub fn build<W: Warehouse>(
     let pending: Pending = Rc::default();
     // Messages decoded in the worker's open batch, fed back to Admit for the row limit.
     let decoded_rows: Rc<Cell<u64>> = Rc::default();
+    // Objects admitted and not yet decoded on this worker (at most `DECODE_AHEAD`).
+    let undecoded: Rc<Cell<usize>> = Rc::default();
     let admit_activator: Rc<RefCell<Option<timely::scheduling::Activator>>> = Rc::default();
 
     worker.dataflow::<Time, _, _>(|scope| {
@@ -107,6 +118,7 @@ pub fn build<W: Warehouse>(
         let admitted = {
             let pending = Rc::clone(&pending);
             let decoded_rows = Rc::clone(&decoded_rows);
+            let undecoded = Rc::clone(&undecoded);
             let shutdown = Arc::clone(&context.shutdown);
             let policy = context.policy;
             let max_in_flight = context.max_in_flight;
@@ -145,11 +157,17 @@ pub fn build<W: Warehouse>(
                         let mut budget = 256;
                         // Backpressure: while too many batches await their commit, leave input
                         // in the channel (and so in the lister, and in SQS). The worker loop
-                        // wakes this operator when a batch is acknowledged.
-                        while budget > 0 && pending.borrow().len() < max_in_flight {
+                        // wakes this operator when a batch is acknowledged. Likewise while
+                        // decoding is `DECODE_AHEAD` objects behind: DecodeRoute wakes this
+                        // operator after each object.
+                        while budget > 0
+                            && undecoded.get() < DECODE_AHEAD
+                            && pending.borrow().len() < max_in_flight
+                        {
                             match objects.try_recv() {
                                 Ok(object) => {
                                     budget -= 1;
+                                    undecoded.set(undecoded.get() + 1);
                                     let batch = *held.time();
                                     clock.admit(0, object.bytes);
                                     pending
@@ -201,6 +219,8 @@ pub fn build<W: Warehouse>(
             let plan = context.plan.clone();
             let stats = Arc::clone(&context.stats);
             let decoded_rows = Rc::clone(&decoded_rows);
+            let undecoded = Rc::clone(&undecoded);
+            let admit_activator = Rc::clone(&admit_activator);
             admitted
                 .unary::<CapacityContainerBuilder<Vec<Result<Row, Observation>>>, _, _, _>(
                     Pipeline,
@@ -250,6 +270,10 @@ pub fn build<W: Warehouse>(
                                 );
                                 stats.object_decoded(&object.name, &summary);
                                 decoded_rows.set(decoded_rows.get() + summary.messages);
+                                undecoded.set(undecoded.get().saturating_sub(1));
+                                if let Some(admit) = admit_activator.borrow().as_ref() {
+                                    admit.activate();
+                                }
                                 let mut session = output.session(&entry.get().0);
                                 session.give_iterator(seen.drain().map(Err));
                                 session.give_iterator(rows.drain(..).map(Ok));

@@ -220,6 +220,51 @@ async fn topologies_load_identical_warehouses() {
     }
 }
 
+/// A backlog present at start (a restart, an SQS queue that built up) is cut into batches
+/// of about `max_rows` messages, not admitted whole into one batch that can only load
+/// once all of it is decoded; every row still loads exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_present_at_start_loads_in_batches_of_max_rows() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    let config = GenConfig {
+        events: 3000,
+        seed: 5,
+        drift_rate: 0.0,
+        bad_rate: 0.0,
+    };
+    // 12 objects of 250 events, all there before the run starts.
+    write_dir(&config, &source, 250).unwrap();
+    let expected = expected_rows(&source);
+    let schema = support::schema("backlog");
+    let state = work.path().join("state");
+    let pipeline = support::pipeline_file(work.path(), &source, &state, &schema, "1h");
+    wait_ok(
+        run_once(&pipeline, &["--workers", "1", "--max-batch-rows", "500"]),
+        "backlog",
+    );
+    let batches: i64 = client
+        .query_one(
+            &format!("SELECT count(DISTINCT batch) FROM \"{schema}\"._tracktable_loads"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // 500 decoded messages close a batch and at most two objects wait undecoded, so a
+    // batch holds about two or three objects (six batches or so); admitted whole, it was one.
+    assert!(
+        batches >= 3,
+        "3000 messages with max_batch_rows 500 loaded in {batches} batches"
+    );
+    let dump = support::dump(&client, &schema).await;
+    support::drop_schema(&client, &schema).await;
+    assert_matches_route(&dump, &expected);
+}
+
 /// A property first seen in a later batch becomes a column in that batch; earlier rows
 /// hold NULL there. Then SIGINT: the open batch commits and the process exits 0.
 #[tokio::test(flavor = "multi_thread")]
