@@ -102,7 +102,7 @@ pub struct Handles {
 pub fn build<W: Warehouse>(
     worker: &mut Worker,
     context: &Context<W>,
-    mut objects: mpsc::Receiver<ObjectRef>,
+    mut objects: source::Inbox,
     register: impl FnOnce(timely::scheduling::SyncActivator),
 ) -> Handles {
     let probe = ProbeHandle::new();
@@ -181,9 +181,9 @@ pub fn build<W: Warehouse>(
                                         advance(held, &clock);
                                     }
                                 }
-                                Err(mpsc::error::TryRecvError::Empty) => break,
-                                Err(mpsc::error::TryRecvError::Disconnected) => {
-                                    closed = objects.is_empty();
+                                Err(source::InboxEmpty::Empty) => break,
+                                Err(source::InboxEmpty::Closed) => {
+                                    closed = true;
                                     break;
                                 }
                             }

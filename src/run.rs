@@ -143,9 +143,13 @@ pub fn run_with<W: Warehouse>(
         // Small bound: objects wait in the lister (and in the queue) rather than in memory.
         let (sender, receiver) = mpsc::channel::<ObjectRef>(64);
         senders.push(sender);
-        receivers.push(Some(receiver));
+        receivers.push(receiver);
     }
-    let receivers = Arc::new(Mutex::new(receivers));
+    let inboxes: Vec<Option<source::Inbox>> = source::Inbox::for_workers(receivers)
+        .into_iter()
+        .map(Some)
+        .collect();
+    let inboxes = Arc::new(Mutex::new(inboxes));
 
     // The source: a directory lister, the SQS poller with its acker, or a backfill.
     let log = Arc::clone(&warehouse) as Arc<dyn crate::warehouse::ObjectLog>;
@@ -243,8 +247,8 @@ pub fn run_with<W: Warehouse>(
     let worker_stats = Arc::clone(&stats);
     let guards = timely::execute(timely_config, move |worker| {
         let local = worker.index() % local_workers;
-        let objects = match receivers.lock() {
-            Ok(mut receivers) => receivers[local].take(),
+        let objects = match inboxes.lock() {
+            Ok(mut inboxes) => inboxes[local].take(),
             Err(_) => None,
         };
         let Some(objects) = objects else {
