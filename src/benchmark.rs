@@ -6,7 +6,9 @@
 //! identical empty tables (schema `tracktable_bench_copy`), over as many connections as
 //! the pipeline has workers. The COPY rate is the warehouse's own limit; the ratio says
 //! what tracktable's guarantees (staging, merge on message id, discards, bookkeeping,
-//! batching, acknowledgement) cost on top of it.
+//! batching, acknowledgement) cost on top of it. Last, tracktable's own loader loads the
+//! same prepared rows into a third schema (`_load`): the pipeline without decoding, which
+//! separates what the guarantees cost from what decoding on the server's cores costs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +49,10 @@ pub struct BenchReport {
     /// Rows the baseline copied.
     pub copy_rows: u64,
     pub copy: Duration,
+    /// tracktable's own load path (DDL, staging, merge on message id, bookkeeping, one
+    /// transaction per table) over the baseline's prepared rows: the pipeline without
+    /// decoding.
+    pub loader: Duration,
 }
 
 impl BenchReport {
@@ -56,6 +62,10 @@ impl BenchReport {
 
     pub fn copy_rate(&self) -> f64 {
         self.events as f64 / self.copy.as_secs_f64().max(1e-9)
+    }
+
+    pub fn loader_rate(&self) -> f64 {
+        self.events as f64 / self.loader.as_secs_f64().max(1e-9)
     }
 }
 
@@ -103,11 +113,14 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         .block_on(connect(&options.database_url))
         .map_err(database)?;
     let copy_schema = format!("{SCHEMA}_copy");
+    let load_schema = format!("{SCHEMA}_load");
     runtime
         .block_on(client.batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE",
+            "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE; \
+             DROP SCHEMA IF EXISTS {} CASCADE",
             sql::ident(SCHEMA),
-            sql::ident(&copy_schema)
+            sql::ident(&copy_schema),
+            sql::ident(&load_schema)
         )))
         .map_err(database)?;
 
@@ -265,13 +278,93 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             stored: pipeline_rows,
         });
     }
+
+    // 5. tracktable's loader alone on the same prepared rows, into a third schema.
+    settle(&runtime, &client, &options.database_url, &[])?;
+    let loader = load_prepared(&runtime, options, &load_schema, &by_table)?;
+    eprintln!(
+        "bench: tracktable's loader on the same prepared rows in {:.2}s",
+        loader.as_secs_f64()
+    );
     Ok(BenchReport {
         events,
         pipeline_rows,
         pipeline: summary.elapsed,
         copy_rows: copied,
         copy,
+        loader,
     })
+}
+
+/// Loads `by_table` through [`postgres::PostgresWarehouse`]'s loader into `schema`, as
+/// one batch spread over as many connections as the pipeline would use (`workers` ×
+/// the default load connections, largest table first: `load::assign_lanes`). The
+/// schema is prepared and each table's new columns are worked out before the timing;
+/// the timing covers what a batch's load costs the pipeline: creating the tables,
+/// staging, the merge on message id, `_discards`, the bookkeeping, the commits.
+fn load_prepared(
+    runtime: &tokio::runtime::Runtime,
+    options: &BenchOptions,
+    schema: &str,
+    by_table: &HashMap<String, Vec<Row>>,
+) -> Result<Duration, BenchError> {
+    use crate::warehouse::{Loader, TableBatch, Warehouse};
+    let warehouse = Arc::new(postgres::PostgresWarehouse::new(&PostgresFile {
+        url: options.database_url.clone(),
+        password_env: None,
+        schema: schema.to_owned(),
+        sslmode: SslMode::Auto,
+        sslrootcert: None,
+    })?);
+    runtime.block_on(warehouse.prepare())?;
+    let mut names: Vec<&String> = by_table.keys().collect();
+    names.sort();
+    let mut batches = Vec::new();
+    for name in names {
+        let rows = by_table[name].clone();
+        let Some(table) = rows.first().map(|row| row.table.clone()) else {
+            continue;
+        };
+        let mut seen = std::collections::HashSet::new();
+        crate::columns::observe(&rows, &mut seen);
+        let mut observed: Vec<_> = seen
+            .into_iter()
+            .map(|(_, column, column_type)| (column, column_type))
+            .collect();
+        observed.sort();
+        batches.push(TableBatch {
+            batch: crate::batch::BatchId(1),
+            table,
+            observed,
+            rows,
+        });
+    }
+    let lanes = crate::load::assign_lanes(
+        &batches,
+        options.workers.max(1) * BatchFile::default().load_connections,
+    );
+    let batches = Arc::new(batches);
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for lane in lanes {
+            let warehouse = Arc::clone(&warehouse);
+            let batches = Arc::clone(&batches);
+            tasks.push(tokio::spawn(async move {
+                let mut loader = warehouse.loader().await?;
+                for index in lane {
+                    loader.load(&batches[index]).await?;
+                }
+                Ok::<(), postgres::PostgresError>(())
+            }));
+        }
+        for task in tasks {
+            task.await
+                .map_err(|error| BenchError::Runtime(std::io::Error::other(error)))??;
+        }
+        Ok::<(), BenchError>(())
+    })?;
+    Ok(started.elapsed())
 }
 
 /// Every row of every object, grouped by table, one per key (the baseline only needs
