@@ -259,13 +259,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                 Ok::<u64, BenchError>(copied)
             }));
         }
-        let mut total = 0;
-        for task in tasks {
-            total += task
-                .await
-                .map_err(|error| BenchError::Runtime(std::io::Error::other(error)))??;
-        }
-        Ok::<u64, BenchError>(total)
+        Ok::<u64, BenchError>(join(tasks).await?.into_iter().sum())
     })?;
     let copy = started.elapsed();
     eprintln!(
@@ -355,14 +349,10 @@ fn load_prepared(
                 for index in lane {
                     loader.load(&batches[index]).await?;
                 }
-                Ok::<(), postgres::PostgresError>(())
+                Ok::<(), BenchError>(())
             }));
         }
-        for task in tasks {
-            task.await
-                .map_err(|error| BenchError::Runtime(std::io::Error::other(error)))??;
-        }
-        Ok::<(), BenchError>(())
+        join(tasks).await
     })?;
     Ok(started.elapsed())
 }
@@ -426,6 +416,20 @@ fn settle(
         }
         Ok(())
     })
+}
+
+/// Waits for every task; the first error (or a task that panicked) wins.
+async fn join<T>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T, BenchError>>>,
+) -> Result<Vec<T>, BenchError> {
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(
+            task.await
+                .map_err(|error| BenchError::Runtime(std::io::Error::other(error)))??,
+        );
+    }
+    Ok(results)
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -60,38 +60,30 @@ impl<'a> JsonObject<'a> {
         if members.len() < 2 {
             return;
         }
-        if members.len() <= LINEAR_DEDUP_MAX {
+        let hasher = foldhash::fast::RandomState::default();
+        let has_duplicates = if members.len() <= LINEAR_DEDUP_MAX {
             // Most objects are small (a message's top level, `context.app`): comparing
             // every pair is cheaper than building a hash set (a hash-set insert per key
             // was 5% of decode+route). Distinct keys mostly differ in length.
-            let repeated = |index: usize| {
+            (0..members.len()).any(|index| {
                 members[index + 1..]
                     .iter()
                     .any(|(later, _)| *later == members[index].0)
-            };
-            if !(0..members.len()).any(repeated) {
-                return;
-            }
-            let keep: Vec<bool> = (0..members.len()).map(|index| !repeated(index)).collect();
-            let mut index = 0;
-            members.retain(|_| {
-                index += 1;
-                keep[index - 1]
-            });
-            return;
-        }
-        let hasher = foldhash::fast::RandomState::default();
-        let mut seen =
-            std::collections::HashSet::with_capacity_and_hasher(members.len(), hasher.clone());
-        let has_duplicates = members.iter().any(|(k, _)| !seen.insert(k.clone()));
+            })
+        } else {
+            let mut seen =
+                std::collections::HashSet::with_capacity_and_hasher(members.len(), hasher.clone());
+            members.iter().any(|(key, _)| !seen.insert(key.as_ref()))
+        };
         if !has_duplicates {
             return;
         }
-        // Keep the last occurrence of each key, in the position of that occurrence.
+        // Keep the last occurrence of each key, in the position of that occurrence (one
+        // way for every size: repeated keys are rare).
         let mut later = std::collections::HashSet::with_capacity_and_hasher(members.len(), hasher);
         let mut keep = vec![false; members.len()];
         for (index, (key, _)) in members.iter().enumerate().rev() {
-            keep[index] = later.insert(key.clone());
+            keep[index] = later.insert(key.as_ref());
         }
         let mut index = 0;
         members.retain(|_| {
@@ -101,7 +93,7 @@ impl<'a> JsonObject<'a> {
     }
 }
 
-/// Objects with at most this many members find repeated keys by comparing every pair.
+/// Objects with at most this many members look for repeated keys by comparing every pair.
 const LINEAR_DEDUP_MAX: usize = 16;
 
 impl Json<'_> {
