@@ -258,10 +258,16 @@ struct ExplainArgs {
 fn main() -> ExitCode {
     tracktable::allocator::keep_freed_pages();
     let cli = Cli::parse();
+    // `demo` and `bench` print their own report: the service's per-table log lines
+    // (85 "table created" on a fresh schema) would bury it. TRACKTABLE_LOG still wins.
+    let default_filter = match cli.command {
+        Command::Demo(_) | Command::Bench(_) => "warn",
+        _ => "info,tokio_postgres=warn",
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRACKTABLE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr);
     match cli.log_format {
