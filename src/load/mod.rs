@@ -67,6 +67,12 @@ pub async fn run_loader<W: Warehouse>(
     let mut loaders: Vec<Option<W::Loader>> = (0..connections.max(1)).map(|_| None).collect();
     while let Some(job) = jobs.recv().await {
         let started = std::time::Instant::now();
+        tracing::debug!(
+            batch = job.batch.0,
+            tables = job.tables.len(),
+            rows = job.tables.iter().map(|table| table.rows.len()).sum::<usize>(),
+            "batch load started"
+        );
         let lanes = assign_lanes(&job.tables, loaders.len());
         let results =
             futures_util::future::join_all(loaders.iter_mut().zip(&lanes).map(|(loader, lane)| {
