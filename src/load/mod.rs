@@ -70,7 +70,11 @@ pub async fn run_loader<W: Warehouse>(
         tracing::debug!(
             batch = job.batch.0,
             tables = job.tables.len(),
-            rows = job.tables.iter().map(|table| table.rows.len()).sum::<usize>(),
+            rows = job
+                .tables
+                .iter()
+                .map(|table| table.rows.len())
+                .sum::<usize>(),
             "batch load started"
         );
         let lanes = assign_lanes(&job.tables, loaders.len());
