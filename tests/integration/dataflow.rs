@@ -432,3 +432,143 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
+
+/// A graceful stop waits for the open batch to commit; a second signal does not wait:
+/// the process exits at once with 130, having acknowledged nothing of the blocked batch,
+/// and a restart loads it exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&source).unwrap();
+    let schema = support::schema("second_signal");
+    let pipeline = support::pipeline_file(work.path(), &source, &state, &schema, "300ms");
+    let mut child = support::KillOnDrop(
+        Command::new(support::binary())
+            .args(["run", "--pipeline"])
+            .arg(&pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tracktable run"),
+    );
+
+    // Every load blocks at its bookkeeping insert while this session holds the lock.
+    let prepared = format!(
+        "SELECT count(*) FROM information_schema.tables \
+         WHERE table_schema = '{schema}' AND table_name = '_tracktable_loads'"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the schema is prepared",
+        || async { scalar(&client, &prepared).await == 1 },
+    )
+    .await;
+    let locker = support::postgres().await.expect("a second session");
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{schema}\"._tracktable_loads IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .expect("lock _tracktable_loads");
+    let lines: String = (1..=3)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"track\",\"event\":\"Song Played\",\"messageId\":\"s{i}\",\"properties\":{{\"n\":{i}}}}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(source.join("songs.json"), lines).unwrap();
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tracktable' \
+         AND wait_event_type = 'Lock' AND query ILIKE '%{schema}%_tracktable_loads%'"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "a load waits on the lock",
+        || async { scalar(&client, &waiting).await > 0 },
+    )
+    .await;
+
+    // The first signal asks for a graceful stop, which waits for the blocked batch.
+    let pid = child.id().to_string();
+    let signal = || {
+        assert!(
+            Command::new("kill")
+                .args(["-INT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    signal();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a graceful stop waits for the open batch to commit"
+    );
+    // The second does not.
+    signal();
+    let status = support::wait_within(&mut child, Duration::from_secs(10), "second signal");
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "exit status after a second signal"
+    );
+    let done = std::fs::read_dir(&state)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    assert!(
+        !done.contains("songs.json"),
+        "nothing of the blocked batch is acknowledged: {done}"
+    );
+    locker.batch_execute("ROLLBACK").await.expect("unlock");
+
+    // A restart loads the file; whatever the killed process's session did once the lock
+    // was gone, every message is there exactly once.
+    wait_ok(run_once(&pipeline, &[]), "restart");
+    let rows = client
+        .query(
+            &format!("SELECT message_id, n FROM \"{schema}\".song_played ORDER BY message_id"),
+            &[],
+        )
+        .await
+        .expect("read song_played");
+    let rows: Vec<(String, i64)> = rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    assert_eq!(rows, [("s1".into(), 1), ("s2".into(), 2), ("s3".into(), 3)]);
+    let done = std::fs::read_to_string(state.join("done-w0.log")).unwrap_or_default();
+    assert!(
+        done.contains("songs.json"),
+        "acknowledged after the restart"
+    );
+    support::drop_schema(&client, &schema).await;
+}
+
+async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .map(|row| row.get::<_, i64>(0))
+        .unwrap_or(0)
+}
+
+async fn wait_until<F, Fut>(within: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
