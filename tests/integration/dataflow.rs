@@ -26,6 +26,19 @@ fn run_once(pipeline: &Path, extra: &[&str]) -> std::process::Child {
         .expect("start tracktable run")
 }
 
+/// `tracktable run` without `--once`: it runs until signalled (or the test ends).
+fn run_until_stopped(pipeline: &Path) -> support::KillOnDrop {
+    support::KillOnDrop(
+        Command::new(support::binary())
+            .args(["run", "--pipeline"])
+            .arg(pipeline)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tracktable run"),
+    )
+}
+
 fn wait_ok(mut child: std::process::Child, what: &str) {
     let status = support::wait_within(&mut child, Duration::from_secs(180), what);
     assert!(status.success(), "{what}: tracktable exited with {status}");
@@ -283,15 +296,7 @@ async fn new_property_becomes_a_column_in_its_batch_and_sigint_exits_cleanly() {
         &schema,
         "300ms",
     );
-    let mut child = support::KillOnDrop(
-        Command::new(support::binary())
-            .args(["run", "--pipeline"])
-            .arg(&pipeline)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tracktable run"),
-    );
+    let mut child = run_until_stopped(&pipeline);
 
     let line = |id: &str, extra: &str| {
         format!(
@@ -334,14 +339,7 @@ async fn new_property_becomes_a_column_in_its_batch_and_sigint_exits_cleanly() {
     assert_eq!(batches.len(), 2, "a.json and b.json loaded in two batches");
 
     // SIGINT: graceful shutdown with exit status 0.
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    support::signal(child.id(), "INT");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -410,9 +408,7 @@ async fn idle_pipeline_uses_almost_no_cpu() {
     let window = Duration::from_secs(5);
     tokio::time::sleep(window).await;
     let used = cpu_seconds(child.id()) - before;
-    let _ = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status();
+    support::signal(child.id(), "INT");
     let _ = child.wait();
     support::drop_schema(&client, &schema).await;
     let share = used / window.as_secs_f64();
@@ -447,15 +443,7 @@ async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
     std::fs::create_dir_all(&source).unwrap();
     let schema = support::schema("second_signal");
     let pipeline = support::pipeline_file(work.path(), &source, &state, &schema, "300ms");
-    let mut child = support::KillOnDrop(
-        Command::new(support::binary())
-            .args(["run", "--pipeline"])
-            .arg(&pipeline)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tracktable run"),
-    );
+    let mut child = run_until_stopped(&pipeline);
 
     // Every load blocks at its bookkeeping insert while this session holds the lock.
     let prepared = format!(
@@ -468,13 +456,7 @@ async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
         || async { scalar(&client, &prepared).await == 1 },
     )
     .await;
-    let locker = support::postgres().await.expect("a second session");
-    locker
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE \"{schema}\"._tracktable_loads IN ACCESS EXCLUSIVE MODE"
-        ))
-        .await
-        .expect("lock _tracktable_loads");
+    let locker = support::lock_loads(&schema).await;
     let lines: String = (1..=3)
         .map(|i| {
             format!(
@@ -483,36 +465,22 @@ async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
         })
         .collect();
     std::fs::write(source.join("songs.json"), lines).unwrap();
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tracktable' \
-         AND wait_event_type = 'Lock' AND query ILIKE '%{schema}%_tracktable_loads%'"
-    );
     wait_until(
         Duration::from_secs(60),
         "a load waits on the lock",
-        || async { scalar(&client, &waiting).await > 0 },
+        || async { support::loads_are_waiting(&client, &schema).await },
     )
     .await;
 
     // The first signal asks for a graceful stop, which waits for the blocked batch.
-    let pid = child.id().to_string();
-    let signal = || {
-        assert!(
-            Command::new("kill")
-                .args(["-INT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
-    signal();
+    support::signal(child.id(), "INT");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "a graceful stop waits for the open batch to commit"
     );
     // The second does not.
-    signal();
+    support::signal(child.id(), "INT");
     let status = support::wait_within(&mut child, Duration::from_secs(10), "second signal");
     assert_eq!(
         status.code(),

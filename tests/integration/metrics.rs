@@ -200,14 +200,7 @@ async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
     );
 
     // SIGTERM: graceful, exit 0.
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    support::signal(child.id(), "TERM");
     let status = support::wait_within(&mut child, Duration::from_secs(30), "SIGTERM");
     assert!(status.success(), "exit after SIGTERM: {status}");
 

@@ -463,31 +463,6 @@ where
     }
 }
 
-/// A session of the test's own holding `_tracktable_loads` locked, so every load
-/// blocks at its last statement until the lock is released.
-async fn lock_loads(schema: &str) -> tokio_postgres::Client {
-    let client = support::postgres().await.expect("postgres");
-    client
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE \"{schema}\"._tracktable_loads IN ACCESS EXCLUSIVE MODE"
-        ))
-        .await
-        .expect("lock _tracktable_loads");
-    client
-}
-
-async fn loads_are_waiting(client: &tokio_postgres::Client, schema: &str) -> bool {
-    count(
-        client,
-        &format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tracktable' \
-             AND wait_event_type = 'Lock' AND query ILIKE '%{schema}%_tracktable_loads%'"
-        ),
-    )
-    .await
-        > 0
-}
-
 /// A load slower than the visibility timeout: tracktable keeps extending the
 /// message's visibility, so a second consumer polling all along never sees it; once
 /// the load commits, the message is deleted and the queue is empty.
@@ -515,13 +490,13 @@ async fn a_slow_load_keeps_its_messages_invisible_until_they_are_deleted() {
         || async { count(&client, &loads).await == 1 },
     )
     .await;
-    let locker = lock_loads(&schema).await;
+    let locker = support::lock_loads(&schema).await;
     setup.announce(0..2).await;
     eventually(
         Duration::from_secs(60),
         "a load waits on the lock",
         &log,
-        || async { loads_are_waiting(&client, &schema).await },
+        || async { support::loads_are_waiting(&client, &schema).await },
     )
     .await;
 
@@ -620,13 +595,13 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
         },
     )
     .await;
-    let locker = lock_loads(&schema).await;
+    let locker = support::lock_loads(&schema).await;
     setup.announce(3..6).await;
     eventually(
         Duration::from_secs(60),
         "a load waits on the lock",
         &first_log,
-        || async { loads_are_waiting(&client, &schema).await },
+        || async { support::loads_are_waiting(&client, &schema).await },
     )
     .await;
     first.kill().expect("SIGKILL");
@@ -780,13 +755,13 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
         || async { count(&client, &loads).await == 1 },
     )
     .await;
-    let locker = lock_loads(&schema).await;
+    let locker = support::lock_loads(&schema).await;
     setup.announce(0..1).await;
     eventually(
         Duration::from_secs(60),
         "the first batch waits on the lock",
         &log,
-        || async { loads_are_waiting(&client, &schema).await },
+        || async { support::loads_are_waiting(&client, &schema).await },
     )
     .await;
     setup.announce(1..6).await;
@@ -815,14 +790,7 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
     )
     .await;
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    support::signal(child.id(), "TERM");
     tokio::time::sleep(Duration::from_millis(500)).await;
     locker.batch_execute("COMMIT").await.expect("unlock");
     let status = support::wait_within(&mut child, Duration::from_secs(60), "SIGTERM");

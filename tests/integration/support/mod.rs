@@ -284,3 +284,41 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+/// Sends `signal` (`INT`, `TERM`) to a process, failing the test if `kill` cannot.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// A session of the test's own holding `_tracktable_loads` locked, so every load
+/// blocks at its bookkeeping insert until the session commits or rolls back.
+pub async fn lock_loads(schema: &str) -> tokio_postgres::Client {
+    let client = postgres().await.expect("postgres");
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{schema}\"._tracktable_loads IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .expect("lock _tracktable_loads");
+    client
+}
+
+/// Whether a tracktable session waits on the lock [`lock_loads`] holds.
+pub async fn loads_are_waiting(client: &tokio_postgres::Client, schema: &str) -> bool {
+    client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tracktable' \
+                 AND wait_event_type = 'Lock' AND query ILIKE '%{schema}%_tracktable_loads%'"
+            ),
+            &[],
+        )
+        .await
+        .map(|row| row.get::<_, i64>(0) > 0)
+        .unwrap_or(false)
+}
