@@ -621,8 +621,14 @@ impl PostgresLoader {
                 .filter(|row| ids.insert(row.message_id.as_str()))
                 .collect();
             if !created && !fresh.is_empty() {
-                let candidates: Vec<&str> =
+                let mut candidates: Vec<&str> =
                     fresh.iter().map(|row| row.message_id.as_str()).collect();
+                // In byte order: PostgreSQL sorts an `= ANY` array before probing the
+                // index, and finds a sorted one sorted at once (its qsort checks first)
+                // where the key's collation orders by code point (C, C.UTF-8); the
+                // probes then walk the index in order. On 50k ids against a 419k-row
+                // table the lookup took 67-77 ms sorted, 105-128 ms not (BENCHMARKS.md).
+                candidates.sort_unstable();
                 let stored: HashSet<String> = transaction
                     .query(&sql::select_stored_keys(&schema, table), &[&candidates])
                     .await
