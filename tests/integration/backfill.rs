@@ -22,14 +22,6 @@ fn tracktable(args: &[&str], log: &std::path::Path) -> String {
     stderr
 }
 
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
-
 /// A prefix of 1000 generated objects (uploaded by `gen --s3`) backfills completely;
 /// an object outside the prefix is left alone; running the backfill again loads
 /// nothing new; a time range in the future selects nothing.
@@ -121,9 +113,9 @@ async fn backfilling_a_prefix_loads_everything_once() {
          + (SELECT count(*) FROM \"{schema}\".screens) + (SELECT count(*) FROM \"{schema}\".identifies) \
          + (SELECT count(*) FROM \"{schema}\".groups) + (SELECT count(*) FROM \"{schema}\".aliases)"
     );
-    assert_eq!(count(&client, &messages).await, 3000, "{first}");
+    assert_eq!(support::count(&client, &messages).await, 3000, "{first}");
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\"._tracktable_objects")
         )
@@ -131,7 +123,7 @@ async fn backfilling_a_prefix_loads_everything_once() {
         1000
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!(
                 "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' \
@@ -143,15 +135,15 @@ async fn backfilling_a_prefix_loads_everything_once() {
         "nothing outside the prefix loads"
     );
     let loads = format!("SELECT count(*) FROM \"{schema}\"._tracktable_loads");
-    let loads_after_first = count(&client, &loads).await;
+    let loads_after_first = support::count(&client, &loads).await;
 
     let second = backfill("second.log");
     assert!(
         second.contains("1000 objects listed, 1000 already loaded, 0 loaded now"),
         "{second}"
     );
-    assert_eq!(count(&client, &loads).await, loads_after_first);
-    assert_eq!(count(&client, &messages).await, 3000);
+    assert_eq!(support::count(&client, &loads).await, loads_after_first);
+    assert_eq!(support::count(&client, &messages).await, 3000);
 
     let future = tracktable(
         &[

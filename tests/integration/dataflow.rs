@@ -27,13 +27,15 @@ fn run_once(pipeline: &Path, extra: &[&str]) -> std::process::Child {
 }
 
 /// `tracktable run` without `--once`: it runs until signalled (or the test ends).
-fn run_until_stopped(pipeline: &Path) -> support::KillOnDrop {
+fn run_until_stopped(pipeline: &Path, extra: &[&str], stderr: Stdio) -> support::KillOnDrop {
     support::KillOnDrop(
         Command::new(support::binary())
-            .args(["run", "--pipeline"])
+            .arg("run")
+            .arg("--pipeline")
             .arg(pipeline)
+            .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start tracktable run"),
     )
@@ -296,7 +298,7 @@ async fn new_property_becomes_a_column_in_its_batch_and_sigint_exits_cleanly() {
         &schema,
         "300ms",
     );
-    let mut child = run_until_stopped(&pipeline);
+    let mut child = run_until_stopped(&pipeline, &[], Stdio::inherit());
 
     let line = |id: &str, extra: &str| {
         format!(
@@ -393,15 +395,7 @@ async fn idle_pipeline_uses_almost_no_cpu() {
         &schema,
         "1s",
     );
-    let mut child = support::KillOnDrop(
-        Command::new(support::binary())
-            .args(["run", "--workers", "2", "--pipeline"])
-            .arg(&pipeline)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start tracktable run"),
-    );
+    let mut child = run_until_stopped(&pipeline, &["--workers", "2"], Stdio::inherit());
     // Let it start up (connect, prepare), then measure a quiet window.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = cpu_seconds(child.id());
@@ -443,17 +437,20 @@ async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
     std::fs::create_dir_all(&source).unwrap();
     let schema = support::schema("second_signal");
     let pipeline = support::pipeline_file(work.path(), &source, &state, &schema, "300ms");
-    let mut child = run_until_stopped(&pipeline);
+    let log = work.path().join("stderr.log");
+    let stderr = std::fs::File::create(&log).expect("stderr file");
+    let mut child = run_until_stopped(&pipeline, &[], stderr.into());
 
     // Every load blocks at its bookkeeping insert while this session holds the lock.
     let prepared = format!(
         "SELECT count(*) FROM information_schema.tables \
          WHERE table_schema = '{schema}' AND table_name = '_tracktable_loads'"
     );
-    wait_until(
+    support::eventually(
         Duration::from_secs(60),
         "the schema is prepared",
-        || async { scalar(&client, &prepared).await == 1 },
+        &log,
+        || async { support::count(&client, &prepared).await == 1 },
     )
     .await;
     let locker = support::lock_loads(&schema).await;
@@ -465,9 +462,10 @@ async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
         })
         .collect();
     std::fs::write(source.join("songs.json"), lines).unwrap();
-    wait_until(
+    support::eventually(
         Duration::from_secs(60),
         "a load waits on the lock",
+        &log,
         || async { support::loads_are_waiting(&client, &schema).await },
     )
     .await;
@@ -519,24 +517,4 @@ async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
         "acknowledged after the restart"
     );
     support::drop_schema(&client, &schema).await;
-}
-
-async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .map(|row| row.get::<_, i64>(0))
-        .unwrap_or(0)
-}
-
-async fn wait_until<F, Fut>(within: Duration, what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !condition().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -33,14 +33,6 @@ fn load(work: &Path, source: &Path, schema: &str, run: &str) -> String {
     stderr
 }
 
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn loading_twice_keeps_one_row_per_message_id() {
     let Some(client) = support::postgres().await else {
@@ -67,11 +59,11 @@ async fn loading_twice_keeps_one_row_per_message_id() {
     load(work.path(), &source, &schema, "second");
     let table = format!("\"{schema}\".video_played");
     assert_eq!(
-        count(&client, &format!("SELECT count(*) FROM {table}")).await,
+        support::count(&client, &format!("SELECT count(*) FROM {table}")).await,
         200
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(DISTINCT message_id) FROM {table}")
         )
@@ -79,15 +71,15 @@ async fn loading_twice_keeps_one_row_per_message_id() {
         200
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".tracks")
         )
         .await,
         200
     );
-    let loaded = count(&client, &format!("SELECT sum(rows_loaded)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
-    let skipped = count(&client, &format!("SELECT sum(duplicates)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
+    let loaded = support::count(&client, &format!("SELECT sum(rows_loaded)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
+    let skipped = support::count(&client, &format!("SELECT sum(duplicates)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
     assert_eq!(
         (loaded, skipped),
         (200, 21 + 221),
@@ -158,7 +150,7 @@ async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
     // Loading the conflicting file again adds no second discard.
     load(work.path(), &second, &schema, "third");
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\"._discards")
         )
@@ -182,7 +174,7 @@ async fn hostile_names_create_safe_tables_and_nothing_else() {
         .await
         .unwrap();
     let catalogue = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('public', 'pg_catalog', 'information_schema')";
-    let before = count(&client, catalogue).await;
+    let before = support::count(&client, catalogue).await;
 
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("events");
@@ -213,12 +205,12 @@ async fn hostile_names_create_safe_tables_and_nothing_else() {
     load(work.path(), &source, &schema, "only");
 
     assert_eq!(
-        count(&client, catalogue).await,
+        support::count(&client, catalogue).await,
         before,
         "nothing outside the pipeline's schema changed"
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{sentinel}\".users")
         )
@@ -277,7 +269,7 @@ async fn hostile_names_create_safe_tables_and_nothing_else() {
     }
     // Every message landed exactly once in tracks.
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".tracks")
         )
@@ -343,7 +335,7 @@ async fn killed_connections_are_retried_until_everything_loads() {
         );
         if kills < 5 {
             // Only this test's sessions: other tests run tracktable at the same time.
-            kills += count(
+            kills += support::count(
                 &client,
                 &format!(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
@@ -368,11 +360,11 @@ async fn killed_connections_are_retried_until_everything_loads() {
     eprintln!("terminated {kills} loader sessions");
     let table = format!("\"{schema}\".page_scrolled");
     assert_eq!(
-        count(&client, &format!("SELECT count(*) FROM {table}")).await,
+        support::count(&client, &format!("SELECT count(*) FROM {table}")).await,
         60_000
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(DISTINCT message_id) FROM {table}")
         )
@@ -380,7 +372,7 @@ async fn killed_connections_are_retried_until_everything_loads() {
         60_000
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".tracks")
         )
@@ -442,7 +434,7 @@ async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
         "the server's error is reported:\n{stderr}"
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".cart_viewed")
         )
@@ -466,7 +458,7 @@ async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
     let status = support::wait_within(&mut child, Duration::from_secs(60), "after the fix");
     assert!(status.success());
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".cart_viewed")
         )
@@ -568,7 +560,7 @@ async fn users_and_accounts_keep_the_newest_traits() {
         .collect();
     assert_eq!(accounts, [("acme".into(), 50)]);
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".identifies")
         )
@@ -681,7 +673,7 @@ async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
         .await
         .expect("reconnect after the restart");
     tokio::spawn(connection);
-    let committed = count(&client, &loads).await;
+    let committed = support::count(&client, &loads).await;
     assert!(
         committed > committed_before,
         "batches committed after the restart ({committed} in all, {committed_before} before)"
@@ -690,12 +682,12 @@ async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
     for table in ["video_played", "tracks"] {
         let table = format!("\"{schema}\".{table}");
         assert_eq!(
-            count(&client, &format!("SELECT count(*) FROM {table}")).await,
+            support::count(&client, &format!("SELECT count(*) FROM {table}")).await,
             expected,
             "{table}"
         );
         assert_eq!(
-            count(
+            support::count(
                 &client,
                 &format!("SELECT count(DISTINCT message_id) FROM {table}")
             )
@@ -764,7 +756,7 @@ async fn a_column_added_on_one_load_connection_is_known_to_the_others() {
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(status.success(), "tracktable failed:\n{stderr}");
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(DISTINCT batch) FROM \"{schema}\"._tracktable_loads")
         )
@@ -773,7 +765,7 @@ async fn a_column_added_on_one_load_connection_is_known_to_the_others() {
         "one batch per file"
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\"._discards")
         )
@@ -782,7 +774,7 @@ async fn a_column_added_on_one_load_connection_is_known_to_the_others() {
         "no value discarded"
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(colour) FROM \"{schema}\".x_done")
         )
@@ -864,12 +856,12 @@ async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
         |code: &str| format!("SELECT count(*) FROM \"{schema}\"._rejections WHERE code = '{code}'");
     // Debug Ping (blocked) and Page Scrolled (not allowed): 5 each.
     assert_eq!(
-        count(&client, &rejections("not_in_plan")).await,
+        support::count(&client, &rejections("not_in_plan")).await,
         10,
         "{stderr}"
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!(
                 "SELECT count(*) FROM \"{schema}\"._rejections WHERE code = 'not_in_plan' \
@@ -881,10 +873,10 @@ async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
     );
     // Order Completed's secret_field: rejected, the order itself loads without it.
     assert_eq!(
-        count(&client, &rejections("properties_not_in_plan")).await,
+        support::count(&client, &rejections("properties_not_in_plan")).await,
         5
     );
-    let tracks = count(
+    let tracks = support::count(
         &client,
         &format!("SELECT count(*) FROM \"{schema}\".tracks"),
     )
@@ -909,7 +901,7 @@ async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
         assert!(tables.contains(&table.to_owned()), "{table}: {tables:?}");
     }
     {
-        let columns = count(
+        let columns = support::count(
             &client,
             &format!(
                 "SELECT count(*) FROM information_schema.columns WHERE table_schema = '{schema}' \
@@ -933,7 +925,7 @@ async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
         .count() as i64;
     assert_eq!(refused, 2, "{tables:?}");
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!(
                 "SELECT count(*) FROM \"{schema}\"._discards WHERE column_name = '*' \
@@ -944,7 +936,7 @@ async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
         refused * 5
     );
     {
-        let columns = count(
+        let columns = support::count(
             &client,
             &format!(
                 "SELECT count(*) FROM information_schema.columns WHERE table_schema = '{schema}' \
@@ -953,7 +945,7 @@ async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
         )
         .await;
         assert_eq!(columns, 12, "the column cap holds");
-        let capped = count(
+        let capped = support::count(
             &client,
             &format!(
                 "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = 'wide_event' \

@@ -173,14 +173,6 @@ impl Redshift {
     }
 }
 
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn reloading_keeps_one_row_per_message_id() {
     let Some((redshift, client)) = Redshift::new("twice").await else {
@@ -208,11 +200,11 @@ async fn reloading_keeps_one_row_per_message_id() {
     let schema = &redshift.schema;
     let table = format!("\"{schema}\".video_played");
     assert_eq!(
-        count(&client, &format!("SELECT count(*) FROM {table}")).await,
+        support::count(&client, &format!("SELECT count(*) FROM {table}")).await,
         200
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(DISTINCT message_id) FROM {table}")
         )
@@ -220,15 +212,15 @@ async fn reloading_keeps_one_row_per_message_id() {
         200
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".tracks")
         )
         .await,
         200
     );
-    let loaded = count(&client, &format!("SELECT sum(rows_loaded)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
-    let skipped = count(&client, &format!("SELECT sum(duplicates)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
+    let loaded = support::count(&client, &format!("SELECT sum(rows_loaded)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
+    let skipped = support::count(&client, &format!("SELECT sum(duplicates)::bigint FROM \"{schema}\"._tracktable_loads WHERE table_name = 'video_played'")).await;
     assert_eq!(
         (loaded, skipped),
         (200, 21 + 221),
@@ -306,7 +298,7 @@ async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
     );
     redshift.load(&second, "third", "");
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\"._discards")
         )
@@ -330,7 +322,7 @@ async fn hostile_names_create_safe_tables_and_nothing_else() {
         .await
         .unwrap();
     let catalogue = "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname IN ('public', 'pg_catalog', 'information_schema')";
-    let before = count(&client, catalogue).await;
+    let before = support::count(&client, catalogue).await;
     let long = "n".repeat(300);
     let events = [
         track(
@@ -349,12 +341,12 @@ async fn hostile_names_create_safe_tables_and_nothing_else() {
     let source = redshift.dir("events", &[("a.json", events.join("\n"))]);
     redshift.load(&source, "first", "");
     assert_eq!(
-        count(&client, catalogue).await,
+        support::count(&client, catalogue).await,
         before,
         "nothing outside the schema changed"
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{sentinel}\".users")
         )
@@ -661,7 +653,7 @@ async fn a_large_load_is_split_into_parts_under_a_manifest_and_long_values_are_k
     redshift.load(&source, "first", "[limits]\nmax_message_bytes = 200000\n");
     let schema = &redshift.schema;
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".page_scrolled")
         )

@@ -23,14 +23,6 @@ fn gzip(text: &str) -> Vec<u8> {
     encoder.finish().expect("gzip")
 }
 
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .get(0)
-}
-
 /// Every kind of body a real queue carries, in one run: S3 notifications for objects
 /// whose keys hold spaces, `+` and unicode (plain and gzip), the `s3:TestEvent` moto
 /// sends when notifications are configured, an SNS-wrapped and an EventBridge-form
@@ -216,12 +208,12 @@ async fn notifications_load_every_object_once_and_empty_the_queue() {
 
     let table = format!("\"{schema}\".file_uploaded");
     assert_eq!(
-        count(&client, &format!("SELECT count(*) FROM {table}")).await,
+        support::count(&client, &format!("SELECT count(*) FROM {table}")).await,
         expected,
         "{stderr}"
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(DISTINCT message_id) FROM {table}")
         )
@@ -266,7 +258,7 @@ async fn notifications_load_every_object_once_and_empty_the_queue() {
 
     let gone = format!("s3://{bucket}/raw/gone.json");
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!(
                 "SELECT count(*) FROM \"{schema}\"._rejections WHERE object = '{gone}' \
@@ -446,23 +438,6 @@ fn start(pipeline: &std::path::Path, stderr: &std::path::Path) -> support::KillO
     )
 }
 
-/// Polls until `done` holds, failing with `what` and the log after `limit`.
-async fn eventually<F, Fut>(limit: Duration, what: &str, log: &std::path::Path, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = std::time::Instant::now() + limit;
-    while !done().await {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} within {limit:?}:\n{}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// A load slower than the visibility timeout: tracktable keeps extending the
 /// message's visibility, so a second consumer polling all along never sees it; once
 /// the load commits, the message is deleted and the queue is empty.
@@ -483,16 +458,16 @@ async fn a_slow_load_keeps_its_messages_invisible_until_they_are_deleted() {
     let loads = format!(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '_tracktable_loads'"
     );
-    eventually(
+    support::eventually(
         Duration::from_secs(60),
         "the schema is prepared",
         &log,
-        || async { count(&client, &loads).await == 1 },
+        || async { support::count(&client, &loads).await == 1 },
     )
     .await;
     let locker = support::lock_loads(&schema).await;
     setup.announce(0..2).await;
-    eventually(
+    support::eventually(
         Duration::from_secs(60),
         "a load waits on the lock",
         &log,
@@ -528,7 +503,7 @@ async fn a_slow_load_keeps_its_messages_invisible_until_they_are_deleted() {
     locker.batch_execute("COMMIT").await.expect("unlock");
 
     let table = format!("SELECT count(*) FROM \"{schema}\".file_uploaded");
-    eventually(Duration::from_secs(60), "every row loads", &log, || async {
+    support::eventually(Duration::from_secs(60), "every row loads", &log, || async {
         client
             .query_one(&table, &[])
             .await
@@ -536,7 +511,7 @@ async fn a_slow_load_keeps_its_messages_invisible_until_they_are_deleted() {
             .unwrap_or(false)
     })
     .await;
-    eventually(
+    support::eventually(
         Duration::from_secs(30),
         "the queue empties",
         &log,
@@ -572,17 +547,17 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
     let loads = format!(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '_tracktable_loads'"
     );
-    eventually(
+    support::eventually(
         Duration::from_secs(60),
         "the schema is prepared",
         &first_log,
-        || async { count(&client, &loads).await == 1 },
+        || async { support::count(&client, &loads).await == 1 },
     )
     .await;
     // Half the objects load and are acknowledged; the rest are caught mid-load.
     setup.announce(0..3).await;
     let table = format!("SELECT count(*) FROM \"{schema}\".file_uploaded");
-    eventually(
+    support::eventually(
         Duration::from_secs(60),
         "the first half loads",
         &first_log,
@@ -597,7 +572,7 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
     .await;
     let locker = support::lock_loads(&schema).await;
     setup.announce(3..6).await;
-    eventually(
+    support::eventually(
         Duration::from_secs(60),
         "a load waits on the lock",
         &first_log,
@@ -610,7 +585,7 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
 
     let second_log = work.path().join("second.log");
     let second = start(&pipeline, &second_log);
-    eventually(
+    support::eventually(
         Duration::from_secs(90),
         "every row loads after the restart",
         &second_log,
@@ -623,7 +598,7 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
         },
     )
     .await;
-    eventually(
+    support::eventually(
         Duration::from_secs(30),
         "the queue empties",
         &second_log,
@@ -631,7 +606,7 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
     )
     .await;
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(DISTINCT message_id) FROM \"{schema}\".file_uploaded")
         )
@@ -639,7 +614,7 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
         setup.expected
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".tracks")
         )
@@ -683,9 +658,9 @@ async fn an_object_announced_again_after_a_restart_loads_once() {
     setup.announce(0..2).await;
     run_once(&pipeline, &work.path().join("first.log"));
     let loads = format!("SELECT count(*) FROM \"{schema}\"._tracktable_loads");
-    let loads_after_first = count(&client, &loads).await;
+    let loads_after_first = support::count(&client, &loads).await;
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\"._tracktable_objects")
         )
@@ -701,12 +676,12 @@ async fn an_object_announced_again_after_a_restart_loads_once() {
         "the repeats were recognised:\n{stderr}"
     );
     assert_eq!(
-        count(&client, &loads).await,
+        support::count(&client, &loads).await,
         loads_after_first,
         "the second run loaded nothing:\n{stderr}"
     );
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".file_uploaded")
         )
@@ -748,16 +723,16 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
     let loads = format!(
         "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{schema}' AND table_name = '_tracktable_loads'"
     );
-    eventually(
+    support::eventually(
         Duration::from_secs(60),
         "the schema is prepared",
         &log,
-        || async { count(&client, &loads).await == 1 },
+        || async { support::count(&client, &loads).await == 1 },
     )
     .await;
     let locker = support::lock_loads(&schema).await;
     setup.announce(0..1).await;
-    eventually(
+    support::eventually(
         Duration::from_secs(60),
         "the first batch waits on the lock",
         &log,
@@ -766,7 +741,7 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
     .await;
     setup.announce(1..6).await;
     // All six received (none visible): one loading, five held behind backpressure.
-    eventually(
+    support::eventually(
         Duration::from_secs(30),
         "tracktable receives the rest",
         &log,
@@ -800,7 +775,7 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
     // The first object committed; the five waiting messages are visible again at once
     // (their visibility timeout is 60 s).
     assert_eq!(
-        count(
+        support::count(
             &client,
             &format!("SELECT count(*) FROM \"{schema}\".file_uploaded")
         )

@@ -310,15 +310,43 @@ pub async fn lock_loads(schema: &str) -> tokio_postgres::Client {
 
 /// Whether a tracktable session waits on the lock [`lock_loads`] holds.
 pub async fn loads_are_waiting(client: &tokio_postgres::Client, schema: &str) -> bool {
+    count(
+        client,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tracktable' \
+             AND wait_event_type = 'Lock' AND query ILIKE '%{schema}%_tracktable_loads%'"
+        ),
+    )
+    .await
+        > 0
+}
+
+/// The single integer a query returns (a `count(*)`); panics with the query on error.
+pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tracktable' \
-                 AND wait_event_type = 'Lock' AND query ILIKE '%{schema}%_tracktable_loads%'"
-            ),
-            &[],
-        )
+        .query_one(sql, &[])
         .await
-        .map(|row| row.get::<_, i64>(0) > 0)
-        .unwrap_or(false)
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// Polls until `done` holds, failing with `what` and the log after `limit`.
+pub async fn eventually<F, Fut>(
+    limit: std::time::Duration,
+    what: &str,
+    log: &std::path::Path,
+    mut done: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {limit:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
