@@ -272,6 +272,7 @@ impl<'a> Layout<'a> {
 }
 
 /// A value that went to `_discards` instead of its column.
+#[derive(Debug, Clone)]
 pub struct Discard {
     pub table: String,
     pub column: String,

@@ -1,10 +1,11 @@
 //! PostgreSQL: per (batch, table), the schema changes in a short transaction of their
 //! own under an advisory lock per table (so workers and processes that grow the same
 //! table at once serialise instead of failing, and no lock is held while rows are
-//! copied), then one data transaction: rows de-duplicated by message id in memory, the
-//! ids the table already holds dropped, the rest binary-COPYed straight into the table
-//! (`users`/`accounts` through a staging table and a newest-wins merge), discards, and
-//! the `_tracktable_loads` row. A failed load rolls the data back and is retried by the
+//! copied), then one data transaction: rows de-duplicated by message id in memory and
+//! binary-COPYed straight into the table, whose primary key refuses an id it holds (then
+//! the transaction rolls back and the rows go again with the stored ids looked up and
+//! dropped; `users`/`accounts` go through a staging table and a newest-wins merge),
+//! discards, and the `_tracktable_loads` row. A failed load rolls the data back and is retried by the
 //! loader task with a fresh connection; committed DDL is what the retry needs anyway.
 
 use std::borrow::Cow;
@@ -84,6 +85,16 @@ impl super::WarehouseError for PostgresError {
     }
 }
 
+/// Whether the server refused a row for repeating a unique key (SQLSTATE 23505).
+fn is_unique_violation(error: &PostgresError) -> bool {
+    match error {
+        PostgresError::Query { source, .. } => source
+            .as_db_error()
+            .is_some_and(|db| *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION),
+        _ => false,
+    }
+}
+
 pub(crate) fn query_error(
     context: impl Into<String>,
 ) -> impl FnOnce(tokio_postgres::Error) -> PostgresError {
@@ -106,6 +117,9 @@ pub struct PostgresWarehouse {
     /// column (and that column's values were discarded). One worker owns each table,
     /// and loads it on one connection at a time, so the entry is never contended.
     tables: Arc<Mutex<HashMap<String, TableSchema>>>,
+    /// Tables whose last load met message ids they already held: their next load looks
+    /// stored ids up before copying instead of copying optimistically.
+    overlapping: Arc<Mutex<HashSet<String>>>,
     /// The object log's connection (S3 sources), made on first use.
     objects: Arc<tokio::sync::Mutex<Option<Arc<Client>>>>,
     /// The tracking plan's caps: tables in the schema, columns per table.
@@ -143,6 +157,7 @@ impl PostgresWarehouse {
             target,
             schema: file.schema.clone(),
             tables: Arc::default(),
+            overlapping: Arc::default(),
             objects: Arc::default(),
             max_tables: None,
             max_columns: None,
@@ -199,6 +214,26 @@ impl PostgresWarehouse {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(table);
+    }
+
+    /// Whether `table`'s last load met message ids it already held.
+    fn expects_stored(&self, table: &str) -> bool {
+        self.overlapping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(table)
+    }
+
+    fn note_stored(&self, table: &str, met: bool) {
+        let mut overlapping = self
+            .overlapping
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if met {
+            overlapping.insert(table.to_owned());
+        } else {
+            overlapping.remove(table);
+        }
     }
 
     pub fn schema(&self) -> &str {
@@ -583,46 +618,57 @@ impl PostgresLoader {
                 .map_err(query_error(format!("commit schema changes of {table}")))?;
         }
 
-        let transaction = self
-            .client
-            .transaction()
-            .await
-            .map_err(query_error("begin"))?;
-
-        // Rows. Event tables: one row per message id (the first in the batch), none
-        // already stored, COPYed straight into the table; the primary key still forbids
-        // duplicates (a concurrent writer would make the COPY fail and the load retry).
+        // Rows. Event tables: one row per message id (the first in the batch), COPYed
+        // straight into the table, whose primary key refuses a second row for an id.
+        // Optimistically: most batches hold no id the table already has, so the COPY
+        // goes first, with no lookup; if the key refuses a row (SQLSTATE 23505: an
+        // earlier object repeated, a replay, a concurrent writer), the transaction rolls
+        // back and the rows go again with the stored ids looked up and dropped. A table
+        // whose last load met stored ids looks them up first until a lookup finds none
+        // (a replay after a restart brings many in a row). On `tracks` the lookup was
+        // about a third of the server's work per batch (BENCHMARKS.md, session 9).
         // `users`/`accounts`: staged and merged newest-wins.
         let latest = sql::is_latest(table);
         let key = sql::key_column(table);
         // A key the server cannot store (a NUL character) would fail the whole COPY.
-        let mut discards = Vec::new();
+        let mut unkeyed_discards = Vec::new();
         let keyed: Vec<&crate::route::Row> = batch
             .rows
             .iter()
             .filter(|row| match plan::key_problem(&row.message_id, None) {
                 None => true,
                 Some(reason) => {
-                    discards.push(Discard::whole_row(table, row, reason));
+                    unkeyed_discards.push(Discard::whole_row(table, row, reason));
                     false
                 }
             })
             .collect();
-        let unkeyed = discards.len() as u64;
-        let rows: Vec<&crate::route::Row> = if latest {
+        let unkeyed = unkeyed_discards.len() as u64;
+        let unique: Vec<&crate::route::Row> = if latest {
             keyed
         } else {
             let mut ids = HashSet::with_capacity_and_hasher(
                 keyed.len(),
                 foldhash::fast::RandomState::default(),
             );
-            let mut fresh: Vec<&crate::route::Row> = keyed
+            keyed
                 .into_iter()
                 .filter(|row| ids.insert(row.message_id.as_str()))
-                .collect();
-            if !created && !fresh.is_empty() {
+                .collect()
+        };
+        let mut look_up = !latest && !created && self.warehouse.expects_stored(table);
+
+        let stage = "tracktable_stage";
+        let (transaction, inserted, discards) = loop {
+            let transaction = self
+                .client
+                .transaction()
+                .await
+                .map_err(query_error("begin"))?;
+            let mut rows = unique.clone();
+            if look_up && !rows.is_empty() {
                 let mut candidates: Vec<&str> =
-                    fresh.iter().map(|row| row.message_id.as_str()).collect();
+                    rows.iter().map(|row| row.message_id.as_str()).collect();
                 // In byte order: PostgreSQL sorts an `= ANY` array before probing the
                 // index, and finds a sorted one sorted at once (its qsort checks first)
                 // where the key's collation orders by code point (C, C.UTF-8); the
@@ -638,15 +684,14 @@ impl PostgresLoader {
                     .iter()
                     .map(|row| row.get(0))
                     .collect();
-                fresh.retain(|row| !stored.contains(&row.message_id));
+                self.warehouse.note_stored(table, !stored.is_empty());
+                rows.retain(|row| !stored.contains(&row.message_id));
             }
-            fresh
-        };
-        let layout = plan::Layout::new(key, &columns, &rows, self.warehouse.max_columns);
-
-        let stage = "tracktable_stage";
-        let mut inserted = 0;
-        if !rows.is_empty() {
+            let mut discards = unkeyed_discards.clone();
+            if rows.is_empty() {
+                break (transaction, 0, discards);
+            }
+            let layout = plan::Layout::new(key, &columns, &rows, self.warehouse.max_columns);
             let copy = if latest {
                 transaction
                     .batch_execute(&sql::create_stage(&schema, table, stage))
@@ -657,26 +702,45 @@ impl PostgresLoader {
                 sql::copy_into_table(&schema, table, &layout.names)
             };
             let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
-            inserted = copy_in(&transaction, &copy, table, rows.iter(), |encoder, row| {
+            let copied = copy_in(&transaction, &copy, table, rows.iter(), |encoder, row| {
                 layout.place(table, row, &mut cells, &mut discards);
                 encoder.row(&cells);
             })
-            .await?;
-            if latest {
-                // Every column: the newest call replaces the stored row whole.
-                let all: Vec<&str> = std::iter::once(key)
-                    .chain(columns.keys().map(String::as_str).filter(|c| *c != key))
-                    .collect();
-                inserted = transaction
-                    .execute(&sql::merge_latest(&schema, table, stage, &all), &[])
-                    .await
-                    .map_err(query_error(format!("merge into {table}")))?;
-                transaction
-                    .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
-                    .await
-                    .map_err(query_error("drop staging table"))?;
+            .await;
+            let copied = match copied {
+                Err(error) if !look_up && !latest && is_unique_violation(&error) => {
+                    tracing::debug!(
+                        table,
+                        batch = batch.batch.0,
+                        "the batch repeats stored message ids; looking them up"
+                    );
+                    transaction
+                        .rollback()
+                        .await
+                        .map_err(query_error(format!("roll back the COPY into {table}")))?;
+                    self.warehouse.note_stored(table, true);
+                    look_up = true;
+                    continue;
+                }
+                other => other?,
+            };
+            if !latest {
+                break (transaction, copied, discards);
             }
-        }
+            // Every column: the newest call replaces the stored row whole.
+            let all: Vec<&str> = std::iter::once(key)
+                .chain(columns.keys().map(String::as_str).filter(|c| *c != key))
+                .collect();
+            let merged = transaction
+                .execute(&sql::merge_latest(&schema, table, stage, &all), &[])
+                .await
+                .map_err(query_error(format!("merge into {table}")))?;
+            transaction
+                .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
+                .await
+                .map_err(query_error("drop staging table"))?;
+            break (transaction, merged, discards);
+        };
         report.rows_loaded = inserted;
         report.duplicates = (batch.rows.len() as u64).saturating_sub(inserted + unkeyed);
 

@@ -16,6 +16,11 @@ fn track(id: &str, event: &str, properties: &str) -> String {
 /// Runs the pipeline once over `source` with a fresh state directory (so every file
 /// is loaded again) and returns stderr.
 fn load(work: &Path, source: &Path, schema: &str, run: &str) -> String {
+    load_logging(work, source, schema, run, "info")
+}
+
+/// [`load`] with `TRACKTABLE_LOG` set to `filter`.
+fn load_logging(work: &Path, source: &Path, schema: &str, run: &str, filter: &str) -> String {
     let state = work.join(format!("state-{run}"));
     let pipeline = support::pipeline_file(work, source, &state, schema, "1h");
     let stderr_path = work.join(format!("stderr-{run}.log"));
@@ -23,6 +28,7 @@ fn load(work: &Path, source: &Path, schema: &str, run: &str) -> String {
     let mut child = Command::new(support::binary())
         .args(["run", "--once", "--pipeline"])
         .arg(&pipeline)
+        .env("TRACKTABLE_LOG", filter)
         .stdout(Stdio::null())
         .stderr(stderr_file)
         .spawn()
@@ -85,6 +91,108 @@ async fn loading_twice_keeps_one_row_per_message_id() {
         (200, 21 + 221),
         "first run: 21 in-batch duplicates; second: all 221 rows"
     );
+    support::drop_schema(&client, &schema).await;
+}
+
+/// Loads copy optimistically and fall back to looking stored ids up when the primary
+/// key refuses one: a batch half of which the table already holds loads only the new
+/// half, once, and the discards of the refused attempt are not written twice. The next
+/// batch of the same table, all new, loads too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_overlapping_stored_rows_loads_only_its_new_rows_once() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = ["first", "second", "third"]
+        .iter()
+        .map(|name| work.path().join(name))
+        .collect();
+    let priced = |range: std::ops::Range<u32>, odd: u32| -> String {
+        range
+            .map(|i| {
+                let price = if i == odd {
+                    "\"USD 5\"".to_owned()
+                } else {
+                    i.to_string()
+                };
+                track(
+                    &format!("o{i}"),
+                    "\"Order Completed\"",
+                    &format!("{{\"price\":{price}}}"),
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (dir, (range, odd)) in dirs
+        .iter()
+        .zip([(0..100, 1000), (50..150, 120), (150..160, 1000)])
+    {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("a.json"), priced(range, odd)).unwrap();
+    }
+    let schema = support::schema("overlap");
+    let filter = "warn,tracktable::warehouse::postgres=debug";
+    let first = load_logging(work.path(), &dirs[0], &schema, "first", filter);
+    let second = load_logging(work.path(), &dirs[1], &schema, "second", filter);
+    let third = load_logging(work.path(), &dirs[2], &schema, "third", filter);
+    let fallback = "repeats stored message ids";
+    assert!(!first.contains(fallback), "{first}");
+    assert!(
+        second.contains(fallback),
+        "the overlap was not met:\n{second}"
+    );
+    assert!(!third.contains(fallback), "{third}");
+
+    let table = format!("\"{schema}\".order_completed");
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(DISTINCT message_id) FROM {table}")
+        )
+        .await,
+        160
+    );
+    assert_eq!(
+        support::count(&client, &format!("SELECT count(*) FROM {table}")).await,
+        160
+    );
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM {table} WHERE price IS NULL")
+        )
+        .await,
+        1,
+        "o120's price does not fit bigint"
+    );
+    let discards = client
+        .query(
+            &format!("SELECT message_id, value FROM \"{schema}\"._discards"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let discards: Vec<(String, String)> = discards.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(discards, [("o120".to_owned(), "USD 5".to_owned())]);
+    let loads = client
+        .query(
+            &format!(
+                "SELECT sum(rows_loaded)::bigint, sum(duplicates)::bigint, sum(discards)::bigint \
+                 FROM \"{schema}\"._tracktable_loads WHERE table_name = 'order_completed'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let loads: Vec<(i64, i64, i64)> = loads
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    // 100, then 50 new beside 50 stored and one discard, then 10 (one row when the
+    // three runs fall in the same batch interval, whose id names the batch).
+    assert_eq!(loads, [(160, 50, 1)]);
     support::drop_schema(&client, &schema).await;
 }
 
