@@ -155,14 +155,17 @@ pub fn build<W: Warehouse>(
                         advance(held, &clock);
                         let mut closed = false;
                         let mut budget = 256;
-                        // Backpressure: while too many batches await their commit, leave input
-                        // in the channel (and so in the lister, and in SQS). The worker loop
-                        // wakes this operator when a batch is acknowledged. Likewise while
-                        // decoding is `DECODE_AHEAD` objects behind: DecodeRoute wakes this
-                        // operator after each object.
+                        // Backpressure: while too many closed batches await their commit,
+                        // leave input in the channel (and so in the lister, and in SQS).
+                        // The open batch does not count: counting it made
+                        // `max_in_flight = 1` admit one object per worker and batch, a
+                        // sixth of the throughput. The worker loop wakes this operator
+                        // when a batch is acknowledged. Likewise while decoding is
+                        // `DECODE_AHEAD` objects behind: DecodeRoute wakes this operator
+                        // after each object.
                         while budget > 0
                             && undecoded.get() < DECODE_AHEAD
-                            && pending.borrow().len() < max_in_flight
+                            && pending.borrow().range(..*held.time()).count() < max_in_flight
                         {
                             match objects.try_recv() {
                                 Ok(object) => {

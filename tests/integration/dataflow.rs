@@ -280,6 +280,39 @@ async fn a_backlog_present_at_start_loads_in_batches_of_max_rows() {
     assert_matches_route(&dump, &expected);
 }
 
+/// `max_batches_in_flight = 1` bounds the closed batches awaiting their commit, not the
+/// open one: with a one-hour interval and everything present at start, the whole backlog
+/// fills the open batch and `--once` finishes. When the open batch counted, Admit took
+/// one object per worker and then waited for the interval, so this run never ended.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_batch_in_flight_still_fills_the_open_batch() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    let config = GenConfig {
+        events: 1200,
+        seed: 8,
+        drift_rate: 0.0,
+        bad_rate: 0.0,
+    };
+    write_dir(&config, &source, 100).unwrap();
+    let expected = expected_rows(&source);
+    let schema = support::schema("inflight");
+    let state = work.path().join("state");
+    let pipeline = support::pipeline_file(work.path(), &source, &state, &schema, "1h");
+    let mut child = run_once(
+        &pipeline,
+        &["--workers", "2", "--max-batches-in-flight", "1"],
+    );
+    let status = support::wait_within(&mut child, Duration::from_secs(60), "one in flight");
+    assert!(status.success(), "tracktable exited with {status}");
+    let dump = support::dump(&client, &schema).await;
+    support::drop_schema(&client, &schema).await;
+    assert_matches_route(&dump, &expected);
+}
+
 /// A property first seen in a later batch becomes a column in that batch; earlier rows
 /// hold NULL there. Then SIGINT: the open batch commits and the process exits 0.
 #[tokio::test(flavor = "multi_thread")]
