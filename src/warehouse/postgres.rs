@@ -117,9 +117,9 @@ pub struct PostgresWarehouse {
     /// column (and that column's values were discarded). One worker owns each table,
     /// and loads it on one connection at a time, so the entry is never contended.
     tables: Arc<Mutex<HashMap<String, TableSchema>>>,
-    /// Tables whose last load met message ids they already held: their next load looks
+    /// Tables whose recent loads met message ids they already held: their loads look
     /// stored ids up before copying instead of copying optimistically.
-    overlapping: Arc<Mutex<HashSet<String>>>,
+    overlapping: Arc<Mutex<Overlap>>,
     /// The object log's connection (S3 sources), made on first use.
     objects: Arc<tokio::sync::Mutex<Option<Arc<Client>>>>,
     /// The tracking plan's caps: tables in the schema, columns per table.
@@ -216,24 +216,20 @@ impl PostgresWarehouse {
             .remove(table);
     }
 
-    /// Whether `table`'s last load met message ids it already held.
+    /// Whether `table`'s next load should look stored ids up first.
     fn expects_stored(&self, table: &str) -> bool {
         self.overlapping
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(table)
+            .expects_stored(table)
     }
 
+    /// What a load of `table` found: stored ids among its rows, or none.
     fn note_stored(&self, table: &str, met: bool) {
-        let mut overlapping = self
-            .overlapping
+        self.overlapping
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if met {
-            overlapping.insert(table.to_owned());
-        } else {
-            overlapping.remove(table);
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .note(table, met);
     }
 
     pub fn schema(&self) -> &str {
@@ -286,6 +282,34 @@ impl PostgresWarehouse {
             b"\0",
             table.as_bytes(),
         ]) as i64
+    }
+}
+
+/// Which tables look stored message ids up before copying. A table that met stored ids
+/// (a refused COPY, or a lookup that found some) looks up for its next
+/// [`Overlap::CLEAN_LOADS`] loads, and goes back to copying optimistically once that
+/// many lookups in a row found nothing. So a steady trickle of repeats (at-least-once
+/// senders) costs a lookup per batch, as before, rather than a refused COPY every other
+/// batch, and a table that never repeats never pays for a lookup.
+#[derive(Debug, Default)]
+struct Overlap(HashMap<String, u32>);
+
+impl Overlap {
+    const CLEAN_LOADS: u32 = 8;
+
+    fn expects_stored(&self, table: &str) -> bool {
+        self.0.contains_key(table)
+    }
+
+    fn note(&mut self, table: &str, met: bool) {
+        if met {
+            self.0.insert(table.to_owned(), Self::CLEAN_LOADS);
+        } else if let Some(left) = self.0.get_mut(table) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.0.remove(table);
+            }
+        }
     }
 }
 
@@ -624,9 +648,9 @@ impl PostgresLoader {
         // goes first, with no lookup; if the key refuses a row (SQLSTATE 23505: an
         // earlier object repeated, a replay, a concurrent writer), the transaction rolls
         // back and the rows go again with the stored ids looked up and dropped. A table
-        // whose last load met stored ids looks them up first until a lookup finds none
-        // (a replay after a restart brings many in a row). On `tracks` the lookup was
-        // about a third of the server's work per batch (BENCHMARKS.md, session 9).
+        // that met stored ids looks them up first for a while ([`Overlap`]): a replay
+        // after a restart brings many in a row. On `tracks` the lookup was about a
+        // quarter of a later batch's server work (BENCHMARKS.md, session 8).
         // `users`/`accounts`: staged and merged newest-wins.
         let latest = sql::is_latest(table);
         let key = sql::key_column(table);
@@ -983,7 +1007,31 @@ async fn write_discards(
 
 #[cfg(test)]
 mod tests {
-    use super::is_permanent_state;
+    use super::{Overlap, is_permanent_state};
+
+    #[test]
+    fn a_table_that_met_stored_ids_looks_up_until_enough_clean_loads_in_a_row() {
+        let mut overlap = Overlap::default();
+        assert!(!overlap.expects_stored("tracks"), "optimistic at first");
+        overlap.note("tracks", false);
+        assert!(
+            !overlap.expects_stored("tracks"),
+            "a clean load changes nothing"
+        );
+        overlap.note("tracks", true);
+        for _ in 1..Overlap::CLEAN_LOADS {
+            assert!(overlap.expects_stored("tracks"));
+            overlap.note("tracks", false);
+        }
+        // One more stored id starts the count again.
+        overlap.note("tracks", true);
+        for _ in 0..Overlap::CLEAN_LOADS {
+            assert!(overlap.expects_stored("tracks"));
+            assert!(!overlap.expects_stored("pages"), "per table");
+            overlap.note("tracks", false);
+        }
+        assert!(!overlap.expects_stored("tracks"), "optimistic again");
+    }
 
     #[test]
     fn naming_privilege_and_data_errors_are_permanent_and_races_and_outages_are_not() {
