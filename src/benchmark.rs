@@ -46,9 +46,13 @@ pub struct BenchReport {
     /// Rows the pipeline stored (all tables, bookkeeping excluded).
     pub pipeline_rows: i64,
     pub pipeline: Duration,
+    /// CPU over the pipeline phase (Linux only).
+    pub pipeline_cpu: Option<CpuUse>,
     /// Rows the baseline copied.
     pub copy_rows: u64,
     pub copy: Duration,
+    /// CPU over the baseline phase (Linux only).
+    pub copy_cpu: Option<CpuUse>,
     /// tracktable's own load path (DDL, staging, merge on message id, bookkeeping, one
     /// transaction per table) over the baseline's prepared rows: the pipeline without
     /// decoding.
@@ -67,6 +71,69 @@ impl BenchReport {
     pub fn loader_rate(&self) -> f64 {
         self.events as f64 / self.loader.as_secs_f64().max(1e-9)
     }
+}
+
+/// CPU seconds spent over a phase: by this process (the pipeline's decoding and loading,
+/// or the baseline's encoding) and by the whole machine (PostgreSQL's share is the
+/// difference, when nothing else runs), out of the core-seconds the machine had. The
+/// wall clock alone could not say whether a phase was short of CPU; these do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuUse {
+    pub process: f64,
+    pub machine_busy: f64,
+    pub machine_total: f64,
+}
+
+/// A reading of the CPU counters in `/proc` (Linux; `None` elsewhere or when unreadable).
+#[derive(Debug, Clone, Copy)]
+struct CpuReading {
+    process: f64,
+    busy: f64,
+    total: f64,
+}
+
+impl CpuReading {
+    /// Clock ticks per second of `/proc`'s counters (`USER_HZ`, 100 on Linux).
+    const TICKS: f64 = 100.0;
+
+    fn now() -> Option<CpuReading> {
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // After the parenthesised command name: utime and stime are the 12th and 13th.
+        let after = own.get(own.rfind(')')? + 2..)?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let process = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        // user nice system idle iowait irq softirq steal (guest time is inside user).
+        let counters: Vec<f64> = machine
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|field| field.parse().ok())
+            .collect::<Option<_>>()?;
+        let idle = counters.get(3)? + counters.get(4)?;
+        let total: f64 = counters.iter().sum();
+        Some(CpuReading {
+            process: process / Self::TICKS,
+            busy: (total - idle) / Self::TICKS,
+            total: total / Self::TICKS,
+        })
+    }
+
+    fn since(self, start: Option<CpuReading>) -> Option<CpuUse> {
+        let start = start?;
+        Some(CpuUse {
+            process: self.process - start.process,
+            machine_busy: self.busy - start.busy,
+            machine_total: self.total - start.total,
+        })
+    }
+}
+
+/// CPU spent since `start`, if both readings exist.
+fn cpu_since(start: Option<CpuReading>) -> Option<CpuUse> {
+    CpuReading::now()?.since(start)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +240,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     };
     let pipeline = file.validate(&scratch.join("bench.toml"))?;
     let stats = Arc::new(RunStats::default());
+    let cpu_start = CpuReading::now();
     let summary = run::run(
         &pipeline,
         &RunOptions {
@@ -186,6 +254,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             metrics_addr: None,
         },
     )?;
+    let pipeline_cpu = cpu_since(cpu_start);
     let events = summary.stats.messages;
     eprintln!(
         "bench: pipeline loaded {events} events in {:.2}s",
@@ -242,6 +311,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     // it. Settling first did not remove every slow baseline (BENCHMARKS.md).
     settle(&runtime, &client, &options.database_url, &tables)?;
     let started = Instant::now();
+    let cpu_start = CpuReading::now();
     let copied = runtime.block_on(async {
         let mut tasks = Vec::new();
         for share in shares {
@@ -262,6 +332,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         Ok::<u64, BenchError>(join(tasks).await?.into_iter().sum())
     })?;
     let copy = started.elapsed();
+    let copy_cpu = cpu_since(cpu_start);
     eprintln!(
         "bench: raw COPY of the same {copied} rows in {:.2}s",
         copy.as_secs_f64()
@@ -284,8 +355,10 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         events,
         pipeline_rows,
         pipeline: summary.elapsed,
+        pipeline_cpu,
         copy_rows: copied,
         copy,
+        copy_cpu,
         loader,
     })
 }
@@ -436,4 +509,27 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_readings_parse_and_count_this_process_work() {
+        let start = CpuReading::now();
+        assert!(start.is_some(), "/proc/self/stat and /proc/stat parse");
+        // Spin for a while: at least a few clock ticks of this process's time.
+        let spun = Instant::now();
+        let mut x: u64 = 1;
+        while spun.elapsed() < Duration::from_millis(200) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        let used = cpu_since(start).expect("a second reading");
+        assert!(used.process >= 0.05, "{used:?}");
+        assert!(used.machine_busy >= used.process * 0.5, "{used:?}");
+        assert!(used.machine_busy <= used.machine_total + 0.01, "{used:?}");
+    }
 }

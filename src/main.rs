@@ -377,6 +377,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 report.loader_rate(),
                 report.loader.as_secs_f64()
             );
+            for (phase, cpu) in [
+                ("pipeline", report.pipeline_cpu),
+                ("raw COPY", report.copy_cpu),
+            ] {
+                if let Some(cpu) = cpu {
+                    println!(
+                        "  CPU over the {phase}: this process {:.1} s, the machine busy {:.1} of {:.1} core-seconds (the rest, PostgreSQL's: {:.1} s)",
+                        cpu.process,
+                        cpu.machine_busy,
+                        cpu.machine_total,
+                        cpu.machine_busy - cpu.process
+                    );
+                }
+            }
             println!(
                 "ratio pipeline / COPY: {:.2}   ratio loader / COPY: {:.2}",
                 report.pipeline_rate() / report.copy_rate(),
