@@ -5,8 +5,9 @@
 //! binary-COPYed straight into the table, whose primary key refuses an id it holds (then
 //! the transaction rolls back and the rows go again with the stored ids looked up and
 //! dropped; `users`/`accounts` go through a staging table and a newest-wins merge),
-//! discards, and the `_tracktable_loads` row. A failed load rolls the data back and is retried by the
-//! loader task with a fresh connection; committed DDL is what the retry needs anyway.
+//! discards, and the `_tracktable_loads` row. A failed load rolls the data back and is
+//! retried by the loader task with a fresh connection; committed DDL is what the retry
+//! needs anyway.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
