@@ -57,6 +57,8 @@ pub struct BenchReport {
     /// transaction per table) over the baseline's prepared rows: the pipeline without
     /// decoding.
     pub loader: Duration,
+    /// CPU over the loader phase (Linux only).
+    pub loader_cpu: Option<CpuUse>,
 }
 
 impl BenchReport {
@@ -346,7 +348,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
 
     // 5. tracktable's loader alone on the same prepared rows, into a third schema.
     settle(&runtime, &client, &options.database_url, &[])?;
-    let loader = load_prepared(&runtime, options, &load_schema, &by_table)?;
+    let (loader, loader_cpu) = load_prepared(&runtime, options, &load_schema, &by_table)?;
     eprintln!(
         "bench: tracktable's loader on the same prepared rows in {:.2}s",
         loader.as_secs_f64()
@@ -360,6 +362,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         copy,
         copy_cpu,
         loader,
+        loader_cpu,
     })
 }
 
@@ -368,13 +371,14 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
 /// the default load connections, largest table first: `load::assign_lanes`). The
 /// schema is prepared and each table's new columns are worked out before the timing;
 /// the timing covers what a batch's load costs the pipeline: creating the tables,
-/// staging, the merge on message id, `_discards`, the bookkeeping, the commits.
+/// staging, the merge on message id, `_discards`, the bookkeeping, the commits. Returns
+/// the time and the CPU of that timed part.
 fn load_prepared(
     runtime: &tokio::runtime::Runtime,
     options: &BenchOptions,
     schema: &str,
     by_table: &HashMap<String, Vec<Row>>,
-) -> Result<Duration, BenchError> {
+) -> Result<(Duration, Option<CpuUse>), BenchError> {
     use crate::warehouse::{Loader, TableBatch, Warehouse};
     let warehouse = Arc::new(postgres::PostgresWarehouse::new(&PostgresFile {
         url: options.database_url.clone(),
@@ -412,6 +416,7 @@ fn load_prepared(
     );
     let batches = Arc::new(batches);
     let started = Instant::now();
+    let cpu_start = CpuReading::now();
     runtime.block_on(async {
         let mut tasks = Vec::new();
         for lane in lanes {
@@ -427,7 +432,7 @@ fn load_prepared(
         }
         join(tasks).await
     })?;
-    Ok(started.elapsed())
+    Ok((started.elapsed(), cpu_since(cpu_start)))
 }
 
 /// Every row of every object, grouped by table, one per key (the baseline only needs

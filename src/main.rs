@@ -380,6 +380,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             for (phase, cpu) in [
                 ("pipeline", report.pipeline_cpu),
                 ("raw COPY", report.copy_cpu),
+                ("loader alone", report.loader_cpu),
             ] {
                 if let Some(cpu) = cpu {
                     println!(
