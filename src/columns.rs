@@ -9,7 +9,7 @@
 //! values grow slowly produces a handful of widenings over its life, not one per new
 //! maximum length.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::route::{ColumnName, ColumnType, Row, TableName};
@@ -48,14 +48,32 @@ pub struct Observer {
     /// Names whose address is in `addresses` but whose observation `seen` already held
     /// under another allocation.
     alive: Vec<(TableName, ColumnName)>,
+    /// Per table address, the (column address, type) list of the last row observed: a
+    /// row equal to it, cell for cell, adds nothing, and comparing two short lists
+    /// costs less than a set probe per cell (which was 7% of tracktable's CPU in a
+    /// 300k-event pipeline). Its addresses are all in `addresses`, so alive.
+    last: HashMap<usize, Vec<(usize, ColumnType)>, BuildHasherDefault<AddressHasher>>,
 }
 
 impl Observer {
     pub fn observe<'a>(&mut self, rows: impl IntoIterator<Item = &'a Row>) {
         for row in rows {
             let table = row.table.address();
+            let last = self.last.entry(table).or_default();
+            let repeated = last.len() == row.columns.len()
+                && last
+                    .iter()
+                    .zip(&row.columns)
+                    .all(|(&(address, kind), (column, value))| {
+                        address == column.address() && kind == width_class(value.column_type())
+                    });
+            if repeated {
+                continue;
+            }
+            last.clear();
             for (column, value) in &row.columns {
                 let column_type = width_class(value.column_type());
+                last.push((column.address(), column_type));
                 if self
                     .addresses
                     .insert((table, column.address(), column_type))
@@ -71,6 +89,7 @@ impl Observer {
 
     /// The distinct observations so far; the observer starts empty again.
     pub fn drain(&mut self) -> impl Iterator<Item = Observation> + '_ {
+        self.last.clear();
         self.addresses.clear();
         self.alive.clear();
         self.seen.drain()
