@@ -210,6 +210,7 @@ mod tests {
                     object: "o".into(),
                     position: crate::decode::Position::line(1),
                     columns: Vec::new(),
+                    may_hold_nul: true,
                 })
                 .collect(),
         }

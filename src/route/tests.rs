@@ -314,3 +314,56 @@ fn identify_and_group_also_keep_the_latest_traits_per_user_and_group() {
     let anonymous = route(r#"{"type":"identify","anonymousId":"a","traits":{"plan":"free"}}"#);
     assert_eq!(anonymous.len(), 1);
 }
+
+#[test]
+fn only_rows_of_a_line_with_a_nul_escape_may_hold_a_nul() {
+    let lines = [
+        r#"{"type":"track","event":"Sent","messageId":"m1","properties":{"text":"a\u0000b"}}"#,
+        r#"{"type":"track","event":"Sent","messageId":"m2","properties":{"text":"a\\u0000b"}}"#,
+        r#"{"type":"track","event":"Sent","messageId":"m3","properties":{"text":"ab"}}"#,
+        r#"{"type":"identify","messageId":"m4","userId":"u","traits":{"n":"x"}}"#,
+        "not json",
+    ];
+    let mut rows = Vec::new();
+    rows_for_object(
+        lines.join("\n").as_bytes(),
+        &Arc::from("obj"),
+        &Limits::default(),
+        &mut Router::new(),
+        &mut rows,
+    );
+    let flags: Vec<(&str, &str, bool)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.table.as_str(),
+                row.message_id.as_str(),
+                row.may_hold_nul,
+            )
+        })
+        .collect();
+    let derived = rows.last().map(|row| row.message_id.as_str()).unwrap_or("");
+    assert_eq!(
+        flags,
+        [
+            ("tracks", "m1", true),
+            ("sent", "m1", true),
+            // An escaped backslash before `u0000` is no NUL, but checking it is harmless.
+            ("tracks", "m2", true),
+            ("sent", "m2", true),
+            ("tracks", "m3", false),
+            ("sent", "m3", false),
+            ("identifies", "m4", false),
+            ("users", "u", false),
+            ("_rejections", derived, true),
+        ]
+    );
+    let text = |row: &Row| {
+        row.columns
+            .iter()
+            .find(|(name, _)| name.as_str() == "text")
+            .map(|(_, value)| value.to_text())
+    };
+    assert_eq!(text(&rows[1]).as_deref(), Some("a\0b"));
+    assert_eq!(text(&rows[3]).as_deref(), Some("a\\u0000b"));
+}

@@ -147,6 +147,16 @@ impl std::fmt::Display for DiscardReason {
 
 /// Converts `value` for a column of `column_type`, or says why it cannot be stored.
 pub fn cell_for(value: &Value, column_type: Option<ColumnType>) -> Result<Cell<'_>, DiscardReason> {
+    cell_checked(value, column_type, true)
+}
+
+/// [`cell_for`], looking for NUL characters in text only when `nul_possible` (see
+/// [`Row::may_hold_nul`]).
+fn cell_checked(
+    value: &Value,
+    column_type: Option<ColumnType>,
+    nul_possible: bool,
+) -> Result<Cell<'_>, DiscardReason> {
     let Some(column_type) = column_type else {
         return Err(DiscardReason::NoColumn);
     };
@@ -161,7 +171,7 @@ pub fn cell_for(value: &Value, column_type: Option<ColumnType>) -> Result<Cell<'
                 Value::Varchar(text) => Cow::Borrowed(&**text),
                 other => Cow::Owned(other.to_text()),
             };
-            if text.contains('\0') {
+            if nul_possible && text.contains('\0') {
                 Err(DiscardReason::Nul)
             } else if text.len() > width as usize {
                 Err(DiscardReason::TooLong {
@@ -252,13 +262,15 @@ impl<'a> Layout<'a> {
             // not among those the layout was built from; either way it has no column.
             let slot = self.slots.get(&column.address()).copied().flatten();
             let reason = match slot {
-                Some((index, column_type)) => match cell_for(value, Some(column_type)) {
-                    Ok(cell) => {
-                        cells[index] = Some(cell);
-                        continue;
+                Some((index, column_type)) => {
+                    match cell_checked(value, Some(column_type), row.may_hold_nul) {
+                        Ok(cell) => {
+                            cells[index] = Some(cell);
+                            continue;
+                        }
+                        Err(reason) => reason.to_string(),
                     }
-                    Err(reason) => reason.to_string(),
-                },
+                }
                 None => match self.max_columns {
                     Some(cap) if self.columns >= cap => {
                         format!("over the tracking plan's cap of {cap} columns per table")
@@ -434,5 +446,35 @@ mod tests {
         assert!(key_problem("m1", Some(4)).is_none());
         assert!(key_problem("m\0", None).is_some());
         assert!(key_problem("12345", Some(4)).is_some_and(|why| why.contains("5 bytes")));
+    }
+
+    #[test]
+    fn a_row_that_may_hold_a_nul_has_its_nul_text_discarded() {
+        let schema: TableSchema = [("text".to_owned(), ColumnType::Varchar(64))].into();
+        let row = Row {
+            table: crate::route::naming::table_name("sent"),
+            message_id: "m1".into(),
+            object: "obj".into(),
+            position: crate::decode::Position::line(1),
+            columns: vec![(column_name("text"), Value::Varchar("a\0b".into()))],
+            may_hold_nul: true,
+        };
+        let trusted = Row {
+            may_hold_nul: false,
+            ..row.clone()
+        };
+        let rows = [&row, &trusted];
+        let layout = Layout::new("message_id", &schema, &rows, None);
+        let mut cells = vec![None; layout.names.len()];
+        let mut discards = Vec::new();
+        layout.place("sent", &row, &mut cells, &mut discards);
+        assert_eq!(cells[1], None);
+        assert_eq!(discards.len(), 1);
+        assert_eq!(discards[0].value, "a\\u0000b");
+        // A row that says it holds none is taken at its word: route sets the flag from
+        // the line (see `route::tests`), so the check is not repeated per text.
+        let mut discards = Vec::new();
+        layout.place("sent", &trusted, &mut cells, &mut discards);
+        assert!(discards.is_empty());
     }
 }
