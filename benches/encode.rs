@@ -62,7 +62,7 @@ fn batch() -> HashMap<String, Vec<Row>> {
 fn schema(rows: &[Row]) -> TableSchema {
     let mut schema = TableSchema::new();
     for row in rows {
-        for (name, value) in &row.columns {
+        for (name, value) in row.cells() {
             let observed = width_class(value.column_type());
             schema
                 .entry(name.as_str().to_owned())

@@ -60,10 +60,10 @@ impl Observer {
         for row in rows {
             let table = row.table.address();
             let last = self.last.entry(table).or_default();
-            let repeated = last.len() == row.columns.len()
+            let repeated = last.len() == row.cell_count()
                 && last
                     .iter()
-                    .zip(&row.columns)
+                    .zip(row.cells())
                     .all(|(&(address, kind), (column, value))| {
                         address == column.address() && kind == width_class(value.column_type())
                     });
@@ -71,7 +71,7 @@ impl Observer {
                 continue;
             }
             last.clear();
-            for (column, value) in &row.columns {
+            for (column, value) in row.cells() {
                 let column_type = width_class(value.column_type());
                 last.push((column.address(), column_type));
                 if self
@@ -137,7 +137,7 @@ impl Hasher for AddressHasher {
 /// Adds the observations of `rows` to `into`.
 pub fn observe<'a>(rows: impl IntoIterator<Item = &'a Row>, into: &mut HashSet<Observation>) {
     for row in rows {
-        for (column, value) in &row.columns {
+        for (column, value) in row.cells() {
             // Names are `Arc<str>`: these clones are reference counts, not copies.
             into.insert((
                 row.table.clone(),

@@ -141,11 +141,11 @@ struct ExplainedColumns<'a>(&'a Row);
 impl Serialize for ExplainedColumns<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let row = self.0;
-        let mut map = serializer.serialize_map(Some(row.columns.len() + 1))?;
+        let mut map = serializer.serialize_map(Some(row.cell_count() + 1))?;
         // The warehouse stores the message id as a column of every table.
         let message_id = Value::Varchar(row.message_id.as_str().into());
         map.serialize_entry("message_id", &ExplainedValue(&message_id))?;
-        for (name, value) in &row.columns {
+        for (name, value) in row.cells() {
             map.serialize_entry(name.as_str(), &ExplainedValue(value))?;
         }
         map.end()

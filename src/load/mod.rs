@@ -204,13 +204,14 @@ mod tests {
             table: table.clone(),
             observed: Vec::new(),
             rows: (0..rows)
-                .map(|i| Row {
-                    table: table.clone(),
-                    message_id: format!("m{i}"),
-                    object: "o".into(),
-                    position: crate::decode::Position::line(1),
-                    columns: Vec::new(),
-                    may_hold_nul: true,
+                .map(|i| {
+                    Row::new(
+                        table.clone(),
+                        format!("m{i}"),
+                        "o".into(),
+                        crate::decode::Position::line(1),
+                        Vec::new(),
+                    )
                 })
                 .collect(),
         }

@@ -50,14 +50,84 @@ pub struct Row {
     /// Where the message came from, for `_discards` and `_rejections` pointers.
     pub object: Arc<str>,
     pub position: Position,
-    /// Non-null columns only, each name at most once; absent columns load as NULL.
-    pub columns: Vec<(ColumnName, Value)>,
+    /// Cells this row shares with another row of its message: a track call's `tracks`
+    /// row is exactly the first cells of its event table's row (the common columns,
+    /// the context, `event` and `event_text`), so the two hold one copy. Rows live until
+    /// their batch commits, and the copy was a third of a batch's cells.
+    pub shared: Option<Arc<[(ColumnName, Value)]>>,
+    /// The row's other cells. Across both, non-null columns only, each name at most
+    /// once; absent columns load as NULL. Read them with [`Row::cells`].
+    pub own: Vec<(ColumnName, Value)>,
     /// Whether a text of this row may hold a NUL character, which neither warehouse can
     /// store. In a message only a JSON `\u0000` escape makes one, so the rows of a line
     /// without that escape say `false` and the loader skips its per-text check (a
     /// `memchr` per text was 4% of tracktable's CPU). Rows made any other way say `true`.
     pub may_hold_nul: bool,
 }
+
+impl Row {
+    /// A row whose cells are all its own, and which may hold a NUL character.
+    pub fn new(
+        table: TableName,
+        message_id: String,
+        object: Arc<str>,
+        position: Position,
+        cells: Vec<(ColumnName, Value)>,
+    ) -> Row {
+        Row {
+            table,
+            message_id,
+            object,
+            position,
+            shared: None,
+            own: cells,
+            may_hold_nul: true,
+        }
+    }
+
+    /// Every cell: the shared ones, then the row's own.
+    pub fn cells(&self) -> impl ExactSizeIterator<Item = &(ColumnName, Value)> + Clone {
+        let shared = self.shared.as_deref().unwrap_or_default();
+        CellsIter {
+            shared: shared.iter(),
+            own: self.own.iter(),
+        }
+    }
+
+    /// How many cells the row has.
+    pub fn cell_count(&self) -> usize {
+        self.shared.as_deref().map_or(0, <[_]>::len) + self.own.len()
+    }
+
+    /// The value of the column `name`, if the row has it.
+    pub fn cell(&self, name: &str) -> Option<&Value> {
+        self.cells()
+            .find(|(column, _)| column.as_str() == name)
+            .map(|(_, value)| value)
+    }
+}
+
+/// [`Row::cells`]: a chain that knows its length.
+#[derive(Clone)]
+struct CellsIter<'a> {
+    shared: std::slice::Iter<'a, (ColumnName, Value)>,
+    own: std::slice::Iter<'a, (ColumnName, Value)>,
+}
+
+impl<'a> Iterator for CellsIter<'a> {
+    type Item = &'a (ColumnName, Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.shared.next().or_else(|| self.own.next())
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let len = self.shared.len() + self.own.len();
+        (len, Some(len))
+    }
+}
+
+impl ExactSizeIterator for CellsIter<'_> {}
 
 /// Table names tracktable fills itself; an event whose name normalises to one of these
 /// (or to any name starting with `_`, which tracktable keeps for its own tables) gets
@@ -219,13 +289,14 @@ impl Router {
         );
         self.flatten(&message.context, "context", &mut common);
 
-        let row = |table: TableName, candidates: Vec<Candidate>| Row {
-            table,
-            message_id: message.message_id.as_ref().to_owned(),
-            object: Arc::clone(object),
-            position,
-            columns: resolve(candidates),
-            may_hold_nul: true,
+        let row = |table: TableName, candidates: Vec<Candidate>| {
+            Row::new(
+                table,
+                message.message_id.as_ref().to_owned(),
+                Arc::clone(object),
+                position,
+                resolve(&[], candidates),
+            )
         };
         match message.kind {
             MessageKind::Track => {
@@ -234,11 +305,17 @@ impl Router {
                 let mut fixed = common;
                 fixed.push(fixed_text("event", table.as_str()));
                 fixed.push(fixed_text("event_text", raw_event));
-                let mut own = Vec::with_capacity(fixed.len() + message.properties.len());
-                own.extend(fixed.iter().map(Candidate::clone_fixed));
-                self.properties(&message.properties, "properties", &mut own);
-                out.push(row(TableName::fixed("tracks"), fixed));
-                out.push(row(table, own));
+                let shared: Arc<[(ColumnName, Value)]> = resolve(&[], fixed).into();
+                let mut properties = Vec::with_capacity(message.properties.len());
+                self.properties(&message.properties, "properties", &mut properties);
+                let own = resolve(&shared, properties);
+                let sharing = |table: TableName, own: Vec<(ColumnName, Value)>| Row {
+                    shared: Some(Arc::clone(&shared)),
+                    own,
+                    ..row(table, Vec::new())
+                };
+                out.push(sharing(TableName::fixed("tracks"), Vec::new()));
+                out.push(sharing(table, own));
             }
             MessageKind::Identify => {
                 let start = common.len();
@@ -440,9 +517,12 @@ fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>,
 /// Makes column names unique within a row, deterministically. Of candidates sharing a
 /// name, fixed columns win, then context, then properties; within those, a raw path
 /// already equal to the name, then the smallest raw path. Every other one gets a hash
-/// suffix of its raw path.
-fn resolve(candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
-    let mut seen = HashSet::with_capacity_and_hasher(candidates.len(), RandomState::default());
+/// suffix of its raw path. `before` are cells the row already has (a track's shared
+/// cells: fixed and context, which win over its properties); their names are taken.
+fn resolve(before: &[(ColumnName, Value)], candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
+    let mut seen =
+        HashSet::with_capacity_and_hasher(before.len() + candidates.len(), RandomState::default());
+    seen.extend(before.iter().map(|(name, _)| name.as_str()));
     let clash = candidates
         .iter()
         .any(|candidate| !seen.insert(candidate.name.as_str()));
@@ -468,7 +548,8 @@ fn resolve(candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
             .then(a.raw.cmp(&b.raw))
     });
     let mut taken: HashSet<String, RandomState> =
-        HashSet::with_capacity_and_hasher(candidates.len(), RandomState::default());
+        HashSet::with_capacity_and_hasher(before.len() + candidates.len(), RandomState::default());
+    taken.extend(before.iter().map(|(name, _)| name.as_str().to_owned()));
     let mut names: Vec<Option<ColumnName>> = vec![None; candidates.len()];
     // Winners first, so a suffixed name can never take a name a winner needs.
     let mut losers = Vec::new();
@@ -534,15 +615,14 @@ pub fn rejection_row(rejection: &Rejection) -> Row {
             Value::Varchar(rejection.raw.as_str().into()),
         ));
     }
-    Row {
-        table: TableName::fixed("_rejections"),
-        message_id: decode::derived_message_id(&rejection.object, position),
-        object: Arc::clone(&rejection.object),
+    // The raw text of a refused line may hold anything: `Row::new` says it may hold NUL.
+    Row::new(
+        TableName::fixed("_rejections"),
+        decode::derived_message_id(&rejection.object, position),
+        Arc::clone(&rejection.object),
         position,
         columns,
-        // The raw text of a refused line may hold anything.
-        may_hold_nul: true,
-    }
+    )
 }
 
 /// The JSON escape of U+0000: a parsed string can hold a NUL character only through it

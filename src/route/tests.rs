@@ -17,8 +17,7 @@ fn route(text: &str) -> Vec<Row> {
 }
 
 fn columns(row: &Row) -> BTreeMap<&str, &Value> {
-    row.columns
-        .iter()
+    row.cells()
         .map(|(name, value)| (name.as_str(), value))
         .collect()
 }
@@ -169,8 +168,8 @@ fn collisions_in_one_row_resolve_deterministically() {
     let swapped = route(
         r#"{"type":"track","event":"e","properties":{"user_name":"snake","a_b":2,"a":{"b":1},"userName":"camel"}}"#,
     );
-    let mut first: Vec<_> = rows[1].columns.clone();
-    let mut second: Vec<_> = swapped[1].columns.clone();
+    let mut first: Vec<_> = rows[1].cells().cloned().collect();
+    let mut second: Vec<_> = swapped[1].cells().cloned().collect();
     first.sort_by(|a, b| a.0.cmp(&b.0));
     second.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(first, second);
@@ -196,7 +195,7 @@ fn hostile_names_become_safe_identifiers() {
     );
     let event = &rows[1];
     assert!(naming::is_normal(event.table.as_str()), "{}", event.table);
-    for (name, _) in &event.columns {
+    for (name, _) in event.cells() {
         assert!(
             name.as_str()
                 .bytes()
@@ -204,7 +203,7 @@ fn hostile_names_become_safe_identifiers() {
             "{name}"
         );
     }
-    let names: HashSet<&str> = event.columns.iter().map(|(n, _)| n.as_str()).collect();
+    let names: HashSet<&str> = event.cells().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains("select_") && names.contains("from_") && names.contains("x_y"));
 }
 
@@ -240,7 +239,7 @@ proptest! {
             keys.iter().enumerate().map(|(i, k)| (k.clone(), serde_json::Value::from(i))).collect();
         let text = serde_json::json!({"type": "track", "event": "e", "userId": "u", "properties": properties}).to_string();
         let rows = route(&text);
-        let names: Vec<&str> = rows[1].columns.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = rows[1].cells().map(|(n, _)| n.as_str()).collect();
         let unique: HashSet<&&str> = names.iter().collect();
         prop_assert_eq!(unique.len(), names.len(), "{:?}", names);
         for name in &names {
@@ -254,7 +253,7 @@ proptest! {
         let rows = route(&text);
         let leaves: usize = value.as_object().map_or(0, |map| map.values().map(count_leaves).sum());
         // Event table columns: event, event_text, then one per non-null leaf.
-        prop_assert_eq!(rows[1].columns.len(), 2 + leaves);
+        prop_assert_eq!(rows[1].cell_count(), 2 + leaves);
     }
 }
 
@@ -359,11 +358,51 @@ fn only_rows_of_a_line_with_a_nul_escape_may_hold_a_nul() {
         ]
     );
     let text = |row: &Row| {
-        row.columns
-            .iter()
+        row.cells()
             .find(|(name, _)| name.as_str() == "text")
             .map(|(_, value)| value.to_text())
     };
     assert_eq!(text(&rows[1]).as_deref(), Some("a\0b"));
     assert_eq!(text(&rows[3]).as_deref(), Some("a\\u0000b"));
+}
+
+#[test]
+fn a_tracks_row_shares_its_cells_with_the_event_row_and_properties_never_take_their_names() {
+    let rows = route(
+        r#"{"type":"track","event":"Sent","messageId":"m1","context":{"ip":"1.2.3.4"},
+            "properties":{"context_ip":"from properties","event":"x","n":1}}"#,
+    );
+    let (tracks, event) = (&rows[0], &rows[1]);
+    let (Some(shared), Some(also)) = (&tracks.shared, &event.shared) else {
+        panic!("both rows of a track share their common cells");
+    };
+    assert!(Arc::ptr_eq(shared, also), "one copy, not two");
+    assert!(tracks.own.is_empty());
+    assert_eq!(tracks.cell_count(), shared.len());
+    assert_eq!(event.cell_count(), shared.len() + event.own.len());
+    let names: Vec<&str> = event.cells().map(|(name, _)| name.as_str()).collect();
+    let distinct: HashSet<&str> = names.iter().copied().collect();
+    assert_eq!(names.len(), distinct.len(), "{names:?}");
+    assert_eq!(
+        tracks.cell("context_ip"),
+        Some(&Value::Varchar("1.2.3.4".into()))
+    );
+    assert_eq!(event.cell("context_ip"), tracks.cell("context_ip"));
+    assert_eq!(
+        event.cell("properties_event"),
+        Some(&Value::Varchar("x".into()))
+    );
+    // The property that collided with the context's column kept its value under a
+    // suffixed name of its own.
+    let suffixed: Vec<&str> = event
+        .own
+        .iter()
+        .filter(|(name, _)| name.as_str().starts_with("context_ip_"))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(suffixed.len(), 1, "{names:?}");
+    assert_eq!(
+        event.cell(suffixed[0]),
+        Some(&Value::Varchar("from properties".into()))
+    );
 }

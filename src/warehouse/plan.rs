@@ -215,7 +215,7 @@ impl<'a> Layout<'a> {
         let mut seen: HashMap<usize, &'a str, BuildHasherDefault<AddressHasher>> =
             HashMap::default();
         for row in rows {
-            for (column, _) in &row.columns {
+            for (column, _) in row.cells() {
                 seen.entry(column.address()).or_insert(column.as_str());
             }
         }
@@ -257,7 +257,7 @@ impl<'a> Layout<'a> {
     ) {
         cells.iter_mut().for_each(|cell| *cell = None);
         cells[0] = Some(Cell::Text(Cow::Borrowed(row.message_id.as_str())));
-        for (column, value) in &row.columns {
+        for (column, value) in row.cells() {
             // A name missing from the table is absent from `slots` only if the row was
             // not among those the layout was built from; either way it has no column.
             let slot = self.slots.get(&column.address()).copied().flatten();
@@ -298,13 +298,10 @@ pub struct Discard {
 
 impl Discard {
     pub fn new(table: &str, column: &str, row: &Row, value: &Value, reason: String) -> Discard {
-        let received_at =
-            row.columns
-                .iter()
-                .find_map(|(name, value)| match (name.as_str(), value) {
-                    ("received_at", Value::Timestamp(t)) => Some(t.0),
-                    _ => None,
-                });
+        let received_at = match row.cell("received_at") {
+            Some(Value::Timestamp(t)) => Some(t.0),
+            _ => None,
+        };
         Discard {
             table: table.to_owned(),
             column: column.to_owned(),
@@ -321,8 +318,7 @@ impl Discard {
     /// column `*`, the row as a JSON object of text values.
     pub fn whole_row(table: &str, row: &Row, reason: String) -> Discard {
         let object: serde_json::Map<String, serde_json::Value> = row
-            .columns
-            .iter()
+            .cells()
             .map(|(column, value)| {
                 (
                     column.as_str().to_owned(),
@@ -451,14 +447,13 @@ mod tests {
     #[test]
     fn a_row_that_may_hold_a_nul_has_its_nul_text_discarded() {
         let schema: TableSchema = [("text".to_owned(), ColumnType::Varchar(64))].into();
-        let row = Row {
-            table: crate::route::naming::table_name("sent"),
-            message_id: "m1".into(),
-            object: "obj".into(),
-            position: crate::decode::Position::line(1),
-            columns: vec![(column_name("text"), Value::Varchar("a\0b".into()))],
-            may_hold_nul: true,
-        };
+        let row = Row::new(
+            crate::route::naming::table_name("sent"),
+            "m1".into(),
+            "obj".into(),
+            crate::decode::Position::line(1),
+            vec![(column_name("text"), Value::Varchar("a\0b".into()))],
+        );
         let trusted = Row {
             may_hold_nul: false,
             ..row.clone()

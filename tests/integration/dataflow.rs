@@ -63,9 +63,8 @@ fn expected_rows(source: &Path) -> BTreeMap<String, BTreeMap<String, BTreeMap<St
         tracktable::route::rows_for_object(file, &name, &Limits::default(), &mut router, &mut rows);
         for row in rows.drain(..) {
             let columns = row
-                .columns
-                .into_iter()
-                .map(|(c, v)| (c.as_str().to_owned(), v))
+                .cells()
+                .map(|(c, v)| (c.as_str().to_owned(), v.clone()))
                 .collect();
             let table = expected.entry(row.table.as_str().to_owned()).or_default();
             if matches!(row.table.as_str(), "users" | "accounts") {

@@ -396,7 +396,7 @@ fn fit(text: &str, max: usize) -> &str {
 fn recency(row: &Row) -> (Option<i64>, Option<&str>) {
     let mut timestamp = None;
     let mut message_id = None;
-    for (column, value) in &row.columns {
+    for (column, value) in row.cells() {
         match (column.as_str(), value) {
             ("timestamp", Value::Timestamp(t)) => timestamp = Some(t.0),
             ("message_id", Value::Varchar(id)) => message_id = Some(&**id),
