@@ -305,7 +305,7 @@ impl Router {
                 let mut fixed = common;
                 fixed.push(fixed_text("event", table.as_str()));
                 fixed.push(fixed_text("event_text", raw_event));
-                let shared: Arc<[(ColumnName, Value)]> = resolve(&[], fixed).into();
+                let shared = resolve_shared(fixed);
                 let mut properties = Vec::with_capacity(message.properties.len());
                 self.properties(&message.properties, "properties", &mut properties);
                 let own = resolve(&shared, properties);
@@ -514,19 +514,36 @@ fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>,
     }
 }
 
+/// Whether a candidate's name is one of `before`'s or another candidate's.
+fn clashes(before: &[(ColumnName, Value)], candidates: &[Candidate]) -> bool {
+    let mut seen =
+        HashSet::with_capacity_and_hasher(before.len() + candidates.len(), RandomState::default());
+    seen.extend(before.iter().map(|(name, _)| name.as_str()));
+    candidates
+        .iter()
+        .any(|candidate| !seen.insert(candidate.name.as_str()))
+}
+
+/// [`resolve`] into a shared allocation, written once: collecting an exact-length
+/// iterator into an `Arc<[_]>` allocates it at its size, where converting a resolved
+/// `Vec` allocated and copied twice.
+fn resolve_shared(candidates: Vec<Candidate>) -> Arc<[(ColumnName, Value)]> {
+    if clashes(&[], &candidates) {
+        return resolve(&[], candidates).into();
+    }
+    candidates
+        .into_iter()
+        .map(|candidate| (candidate.name, candidate.value))
+        .collect()
+}
+
 /// Makes column names unique within a row, deterministically. Of candidates sharing a
 /// name, fixed columns win, then context, then properties; within those, a raw path
 /// already equal to the name, then the smallest raw path. Every other one gets a hash
 /// suffix of its raw path. `before` are cells the row already has (a track's shared
 /// cells: fixed and context, which win over its properties); their names are taken.
 fn resolve(before: &[(ColumnName, Value)], candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
-    let mut seen =
-        HashSet::with_capacity_and_hasher(before.len() + candidates.len(), RandomState::default());
-    seen.extend(before.iter().map(|(name, _)| name.as_str()));
-    let clash = candidates
-        .iter()
-        .any(|candidate| !seen.insert(candidate.name.as_str()));
-    if !clash {
+    if !clashes(before, &candidates) {
         // A fresh, exact allocation, not `into_iter().collect()`: collecting in place
         // would keep the candidates' larger buffer, and rows live until their batch
         // commits (the slack was 45% of a batch's memory).

@@ -472,4 +472,67 @@ mod tests {
         layout.place("sent", &trusted, &mut cells, &mut discards);
         assert!(discards.is_empty());
     }
+
+    #[test]
+    fn cells_land_in_their_columns_whatever_the_order_of_names_from_row_to_row() {
+        let schema: TableSchema = [
+            ("a".to_owned(), ColumnType::BigInt),
+            ("b".to_owned(), ColumnType::BigInt),
+            ("c".to_owned(), ColumnType::BigInt),
+        ]
+        .into();
+        let row = |id: &str, names: &[&str]| {
+            let cells = names
+                .iter()
+                .zip(1..)
+                .map(|(name, value)| (column_name(name), Value::BigInt(value)))
+                .collect();
+            Row::new(
+                crate::route::naming::table_name("t"),
+                id.into(),
+                "obj".into(),
+                crate::decode::Position::line(1),
+                cells,
+            )
+        };
+        let rows = [
+            row("m1", &["a", "b", "c"]),
+            row("m2", &["b", "a"]),
+            row("m3", &["a", "x", "c"]),
+            row("m4", &["c", "b", "a", "x"]),
+            row("m5", &["a", "b", "c"]),
+        ];
+        let borrowed: Vec<&Row> = rows.iter().collect();
+        let layout = Layout::new("message_id", &schema, &borrowed, None);
+        assert_eq!(layout.names, ["message_id", "a", "b", "c"]);
+        let mut placed = Vec::new();
+        let mut discards = Vec::new();
+        for row in &rows {
+            let mut cells = vec![None; layout.names.len()];
+            layout.place("t", row, &mut cells, &mut discards);
+            let values: Vec<Option<i64>> = cells[1..]
+                .iter()
+                .map(|cell| match cell {
+                    Some(Cell::BigInt(value)) => Some(*value),
+                    _ => None,
+                })
+                .collect();
+            placed.push(values);
+        }
+        assert_eq!(
+            placed,
+            [
+                vec![Some(1), Some(2), Some(3)],
+                vec![Some(2), Some(1), None],
+                vec![Some(1), None, Some(3)],
+                vec![Some(3), Some(2), Some(1)],
+                vec![Some(1), Some(2), Some(3)],
+            ]
+        );
+        let missing: Vec<(&str, &str)> = discards
+            .iter()
+            .map(|discard| (discard.message_id.as_str(), discard.column.as_str()))
+            .collect();
+        assert_eq!(missing, [("m3", "x"), ("m4", "x")]);
+    }
 }
