@@ -515,13 +515,42 @@ fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>,
 }
 
 /// Whether a candidate's name is one of `before`'s or another candidate's.
+///
+/// Every row asks, and a set of its names allocated per row was a malloc here and a
+/// free there for each of them. The names' 64-bit hashes go into one set per thread
+/// instead, reused from row to row; only when two hashes meet are the names themselves
+/// compared.
 fn clashes(before: &[(ColumnName, Value)], candidates: &[Candidate]) -> bool {
-    let mut seen =
+    use std::cell::RefCell;
+    use std::hash::BuildHasher;
+    type Hashes = HashSet<u64, std::hash::BuildHasherDefault<crate::columns::AddressHasher>>;
+    thread_local! {
+        static SEEN: RefCell<(RandomState, Hashes)> = RefCell::default();
+    }
+    /// Past this many slots the set is dropped rather than cleared, so one huge row
+    /// does not make every later clear slow.
+    const KEEP: usize = 1024;
+    let names = || {
+        before
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .chain(candidates.iter().map(|candidate| candidate.name.as_str()))
+    };
+    let maybe = SEEN.with(|cell| {
+        let (state, seen) = &mut *cell.borrow_mut();
+        if seen.capacity() > KEEP {
+            *seen = Hashes::default();
+        } else {
+            seen.clear();
+        }
+        names().any(|name| !seen.insert(state.hash_one(name)))
+    });
+    if !maybe {
+        return false;
+    }
+    let mut exact =
         HashSet::with_capacity_and_hasher(before.len() + candidates.len(), RandomState::default());
-    seen.extend(before.iter().map(|(name, _)| name.as_str()));
-    candidates
-        .iter()
-        .any(|candidate| !seen.insert(candidate.name.as_str()))
+    names().any(|name| !exact.insert(name))
 }
 
 /// [`resolve`] into a shared allocation, written once: collecting an exact-length
