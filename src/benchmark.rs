@@ -73,6 +73,61 @@ impl BenchReport {
     pub fn loader_rate(&self) -> f64 {
         self.events as f64 / self.loader.as_secs_f64().max(1e-9)
     }
+
+    /// The pipeline's rate as a share of the raw COPY's (issue 4's target: 0.8).
+    pub fn pipeline_ratio(&self) -> f64 {
+        self.pipeline_rate() / self.copy_rate()
+    }
+
+    pub fn loader_ratio(&self) -> f64 {
+        self.loader_rate() / self.copy_rate()
+    }
+}
+
+/// The spread of one figure over several rounds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// `None` for no values. The median of an even count is the mean of the middle two.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let mut sorted: Vec<f64> = values.into_iter().collect();
+        sorted.sort_by(f64::total_cmp);
+        let (&min, &max) = (sorted.first()?, sorted.last()?);
+        let middle = sorted.len() / 2;
+        let median = if sorted.len() % 2 == 1 {
+            sorted[middle]
+        } else {
+            (sorted[middle - 1] + sorted[middle]) / 2.0
+        };
+        Some(Spread { median, min, max })
+    }
+}
+
+/// What several rounds of the benchmark measured, figure by figure.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    pub pipeline_ratio: Spread,
+    pub loader_ratio: Spread,
+    pub pipeline_secs: Spread,
+    pub copy_secs: Spread,
+}
+
+impl Summary {
+    /// `None` for no reports.
+    pub fn of(reports: &[BenchReport]) -> Option<Summary> {
+        let spread = |figure: fn(&BenchReport) -> f64| Spread::of(reports.iter().map(figure));
+        Some(Summary {
+            pipeline_ratio: spread(BenchReport::pipeline_ratio)?,
+            loader_ratio: spread(BenchReport::loader_ratio)?,
+            pipeline_secs: spread(|report| report.pipeline.as_secs_f64())?,
+            copy_secs: spread(|report| report.copy.as_secs_f64())?,
+        })
+    }
 }
 
 /// CPU seconds spent over a phase: by this process (the pipeline's decoding and loading,
@@ -519,6 +574,47 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, tokio_postgres::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_summarise_to_medians_and_ranges() {
+        let report = |pipeline: f64, copy: f64| BenchReport {
+            events: 300_000,
+            pipeline_rows: 1,
+            pipeline: Duration::from_secs_f64(pipeline),
+            pipeline_cpu: None,
+            copy_rows: 1,
+            copy: Duration::from_secs_f64(copy),
+            copy_cpu: None,
+            loader: Duration::from_secs_f64(copy),
+            loader_cpu: None,
+        };
+        assert_eq!(Summary::of(&[]), None);
+        let one = Summary::of(&[report(10.0, 8.0)]).map(|summary| summary.pipeline_ratio);
+        assert_eq!(
+            one,
+            Some(Spread {
+                median: 0.8,
+                min: 0.8,
+                max: 0.8
+            })
+        );
+        // Ratios 0.5, 0.75, 0.6, 0.8: the median of an even count is the middle pair's mean.
+        let rounds = [
+            report(10.0, 5.0),
+            report(8.0, 6.0),
+            report(10.0, 6.0),
+            report(7.5, 6.0),
+        ];
+        let Some(summary) = Summary::of(&rounds) else {
+            panic!("four rounds summarise");
+        };
+        assert!((summary.pipeline_ratio.median - 0.675).abs() < 1e-9);
+        assert!((summary.pipeline_ratio.min - 0.5).abs() < 1e-9);
+        assert!((summary.pipeline_ratio.max - 0.8).abs() < 1e-9);
+        assert!((summary.loader_ratio.median - 1.0).abs() < 1e-9);
+        assert!((summary.pipeline_secs.median - 9.0).abs() < 1e-9);
+        assert!((summary.copy_secs.median - 6.0).abs() < 1e-9);
+    }
 
     #[cfg(target_os = "linux")]
     #[test]

@@ -159,6 +159,10 @@ struct BenchArgs {
     /// Scratch directory for generated objects (default: a directory under the system temp dir).
     #[arg(long)]
     scratch: Option<PathBuf>,
+    /// Run the whole benchmark this many times and finish with the medians: one run's
+    /// ratio moves by a quarter on a busy machine.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -285,6 +289,55 @@ fn main() -> ExitCode {
     }
 }
 
+fn print_bench_report(
+    report: &tracktable::benchmark::BenchReport,
+    options: &tracktable::benchmark::BenchOptions,
+) {
+    println!(
+        "events: {}  workers: {}  batch interval: {}",
+        report.events,
+        options.workers,
+        humantime::format_duration(options.batch_interval)
+    );
+    println!(
+        "tracktable pipeline: {:>10.0} events/s  ({} rows in {:.2}s, decode to commit)",
+        report.pipeline_rate(),
+        report.pipeline_rows,
+        report.pipeline.as_secs_f64()
+    );
+    println!(
+        "raw binary COPY:     {:>10.0} events/s  ({} rows in {:.2}s, rows prepared in memory)",
+        report.copy_rate(),
+        report.copy_rows,
+        report.copy.as_secs_f64()
+    );
+    println!(
+        "tracktable loader:   {:>10.0} events/s  (the same prepared rows in {:.2}s: the pipeline without decoding)",
+        report.loader_rate(),
+        report.loader.as_secs_f64()
+    );
+    for (phase, cpu) in [
+        ("pipeline", report.pipeline_cpu),
+        ("raw COPY", report.copy_cpu),
+        ("loader alone", report.loader_cpu),
+    ] {
+        if let Some(cpu) = cpu {
+            println!(
+                "  CPU over the {phase}: this process {:.1} s, the machine busy {:.1} of {:.1} core-seconds (the rest, PostgreSQL's: {:.1} s)",
+                cpu.process,
+                cpu.machine_busy,
+                cpu.machine_total,
+                cpu.machine_busy - cpu.process
+            );
+        }
+    }
+    println!(
+        "ratio pipeline / COPY: {:.2}   ratio loader / COPY: {:.2}",
+        report.pipeline_ratio(),
+        report.loader_ratio()
+    );
+}
+
 fn pipeline(path: &std::path::Path) -> anyhow::Result<tracktable::config::Pipeline> {
     Ok(tracktable::config::PipelineFile::read(path)?.validate(path)?)
 }
@@ -344,7 +397,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(args) => {
             anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
-            let report = tracktable::benchmark::bench(&tracktable::benchmark::BenchOptions {
+            anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+            let options = tracktable::benchmark::BenchOptions {
                 database_url: args.database_url,
                 events: args.events,
                 workers: args.workers,
@@ -353,50 +407,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 scratch: args
                     .scratch
                     .unwrap_or_else(|| std::env::temp_dir().join("tracktable-bench")),
-            })?;
-            println!(
-                "events: {}  workers: {}  batch interval: {}",
-                report.events,
-                args.workers,
-                humantime::format_duration(args.batch_interval)
-            );
-            println!(
-                "tracktable pipeline: {:>10.0} events/s  ({} rows in {:.2}s, decode to commit)",
-                report.pipeline_rate(),
-                report.pipeline_rows,
-                report.pipeline.as_secs_f64()
-            );
-            println!(
-                "raw binary COPY:     {:>10.0} events/s  ({} rows in {:.2}s, rows prepared in memory)",
-                report.copy_rate(),
-                report.copy_rows,
-                report.copy.as_secs_f64()
-            );
-            println!(
-                "tracktable loader:   {:>10.0} events/s  (the same prepared rows in {:.2}s: the pipeline without decoding)",
-                report.loader_rate(),
-                report.loader.as_secs_f64()
-            );
-            for (phase, cpu) in [
-                ("pipeline", report.pipeline_cpu),
-                ("raw COPY", report.copy_cpu),
-                ("loader alone", report.loader_cpu),
-            ] {
-                if let Some(cpu) = cpu {
-                    println!(
-                        "  CPU over the {phase}: this process {:.1} s, the machine busy {:.1} of {:.1} core-seconds (the rest, PostgreSQL's: {:.1} s)",
-                        cpu.process,
-                        cpu.machine_busy,
-                        cpu.machine_total,
-                        cpu.machine_busy - cpu.process
-                    );
+            };
+            let mut reports = Vec::with_capacity(args.rounds);
+            for round in 1..=args.rounds {
+                if args.rounds > 1 {
+                    println!("round {round} of {}", args.rounds);
                 }
+                let report = tracktable::benchmark::bench(&options)?;
+                print_bench_report(&report, &options);
+                reports.push(report);
             }
-            println!(
-                "ratio pipeline / COPY: {:.2}   ratio loader / COPY: {:.2}",
-                report.pipeline_rate() / report.copy_rate(),
-                report.loader_rate() / report.copy_rate()
-            );
+            if reports.len() > 1
+                && let Some(summary) = tracktable::benchmark::Summary::of(&reports)
+            {
+                println!(
+                    "over {} rounds: ratio pipeline / COPY median {:.2} (from {:.2} to {:.2}), loader / COPY median {:.2}; pipeline median {:.2}s, raw COPY median {:.2}s",
+                    reports.len(),
+                    summary.pipeline_ratio.median,
+                    summary.pipeline_ratio.min,
+                    summary.pipeline_ratio.max,
+                    summary.loader_ratio.median,
+                    summary.pipeline_secs.median,
+                    summary.copy_secs.median,
+                );
+            }
             Ok(())
         }
         Command::Demo(args) => {

@@ -344,3 +344,55 @@ fn demo_starts_a_throwaway_postgres_when_none_answers() {
         "the psql hint names the throwaway server:\n{stdout}"
     );
 }
+
+#[tokio::test]
+async fn bench_runs_its_rounds_and_summarises_them() {
+    // Needs PostgreSQL (fails under CI=true when none answers).
+    let Some(_client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let scratch = work.path().join("bench");
+    let url = support::database_url();
+    let out = output(
+        tracktable(&[
+            "bench",
+            "--events",
+            "2000",
+            "--rounds",
+            "2",
+            "--database-url",
+            &url,
+            "--scratch",
+            scratch.to_str().unwrap(),
+        ])
+        .env("TRACKTABLE_LOG", "warn"),
+        "tracktable bench",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("round 1 of 2") && stdout.contains("round 2 of 2"),
+        "{stdout}"
+    );
+    let ratios: Vec<f64> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("ratio pipeline / COPY: "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(ratios.len(), 2, "{stdout}");
+    let summary = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("over 2 rounds: ratio pipeline / COPY median "))
+        .unwrap_or_else(|| panic!("no summary line in\n{stdout}"));
+    let median: f64 = summary
+        .split_whitespace()
+        .next()
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no median in {summary}"));
+    // Two rounds: the median is their mean (each printed to two places).
+    assert!(
+        (median - (ratios[0] + ratios[1]) / 2.0).abs() <= 0.011,
+        "{median} from {ratios:?}"
+    );
+}
