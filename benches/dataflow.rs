@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
+use tracktable::benchmark::Spread;
 use tracktable::config::{
     BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile,
 };
@@ -166,14 +167,13 @@ fn interleaved(dir: &Path, state: &Path) {
     println!(
         "interleaved medians over {rounds} rounds: 1 worker {:.2} of decode+route \
          (target >= 0.8), 2 workers {:.2}x one (target >= 1.7)",
-        median(&mut per_worker),
-        median(&mut scaling)
+        median(per_worker),
+        median(scaling)
     );
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+fn median(values: Vec<f64>) -> f64 {
+    Spread::of(values).map_or(f64::NAN, |spread| spread.median)
 }
 
 criterion_group!(dataflow_benches, benches);

@@ -146,13 +146,9 @@ impl std::fmt::Display for DiscardReason {
 }
 
 /// Converts `value` for a column of `column_type`, or says why it cannot be stored.
-pub fn cell_for(value: &Value, column_type: Option<ColumnType>) -> Result<Cell<'_>, DiscardReason> {
-    cell_checked(value, column_type, true)
-}
-
-/// [`cell_for`], looking for NUL characters in text only when `nul_possible` (see
+/// Text is searched for NUL characters only when `nul_possible` (see
 /// [`Row::may_hold_nul`]).
-fn cell_checked(
+pub fn cell_for(
     value: &Value,
     column_type: Option<ColumnType>,
     nul_possible: bool,
@@ -263,7 +259,7 @@ impl<'a> Layout<'a> {
             let slot = self.slots.get(&column.address()).copied().flatten();
             let reason = match slot {
                 Some((index, column_type)) => {
-                    match cell_checked(value, Some(column_type), row.may_hold_nul) {
+                    match cell_for(value, Some(column_type), row.may_hold_nul) {
                         Ok(cell) => {
                             cells[index] = Some(cell);
                             continue;
@@ -405,15 +401,19 @@ mod tests {
     #[test]
     fn cells_convert_or_say_why_not() {
         assert_eq!(
-            cell_for(&Value::BigInt(5), Some(ColumnType::Double)),
+            cell_for(&Value::BigInt(5), Some(ColumnType::Double), true),
             Ok(Cell::Double(5.0))
         );
         assert_eq!(
-            cell_for(&Value::BigInt(5), Some(ColumnType::Varchar(64))),
+            cell_for(&Value::BigInt(5), Some(ColumnType::Varchar(64)), true),
             Ok(Cell::Text("5".into()))
         );
         assert_eq!(
-            cell_for(&Value::Varchar("USD 5".into()), Some(ColumnType::BigInt)),
+            cell_for(
+                &Value::Varchar("USD 5".into()),
+                Some(ColumnType::BigInt),
+                true
+            ),
             Err(DiscardReason::TypeMismatch {
                 column_type: ColumnType::BigInt
             })
@@ -421,7 +421,8 @@ mod tests {
         assert_eq!(
             cell_for(
                 &Value::Varchar("x".repeat(70).into()),
-                Some(ColumnType::Varchar(64))
+                Some(ColumnType::Varchar(64)),
+                true
             ),
             Err(DiscardReason::TooLong {
                 bytes: 70,
@@ -429,13 +430,14 @@ mod tests {
             })
         );
         assert_eq!(
-            cell_for(&Value::Boolean(true), None),
+            cell_for(&Value::Boolean(true), None, true),
             Err(DiscardReason::NoColumn)
         );
         assert_eq!(
             cell_for(
                 &Value::Varchar("a\0b".into()),
-                Some(ColumnType::Varchar(64))
+                Some(ColumnType::Varchar(64)),
+                true
             ),
             Err(DiscardReason::Nul)
         );
