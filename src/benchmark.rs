@@ -32,9 +32,15 @@ pub struct BenchOptions {
     pub events: u64,
     pub workers: usize,
     pub batch_interval: Duration,
+    /// Close a worker's batch once it holds this many messages (`None`: the pipeline
+    /// default).
+    pub max_batch_rows: Option<u64>,
     /// Close a worker's batch once it holds this many input bytes (`None`: the
     /// pipeline default).
     pub max_batch_bytes: Option<u64>,
+    /// Closed batches awaiting their commit before input stops (`None`: the pipeline
+    /// default).
+    pub max_batches_in_flight: Option<usize>,
     /// Scratch directory for the generated objects (emptied first).
     pub scratch: PathBuf,
 }
@@ -139,6 +145,10 @@ pub struct CpuUse {
     pub process: f64,
     pub machine_busy: f64,
     pub machine_total: f64,
+    /// CPU of the processes named `postgres` on this machine (backends, and through
+    /// their parent's counters the ones that exited), when the server is local: the
+    /// machine's busy time minus this process also counts whatever else ran.
+    pub server: Option<f64>,
 }
 
 /// A reading of the CPU counters in `/proc` (Linux; `None` elsewhere or when unreadable).
@@ -147,6 +157,7 @@ struct CpuReading {
     process: f64,
     busy: f64,
     total: f64,
+    server: Option<f64>,
 }
 
 impl CpuReading {
@@ -155,10 +166,7 @@ impl CpuReading {
 
     fn now() -> Option<CpuReading> {
         let own = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // After the parenthesised command name: utime and stime are the 12th and 13th.
-        let after = own.get(own.rfind(')')? + 2..)?;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let process = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let process = Self::ticks(&own, false)?.1;
         let machine = std::fs::read_to_string("/proc/stat").ok()?;
         // user nice system idle iowait irq softirq steal (guest time is inside user).
         let counters: Vec<f64> = machine
@@ -175,7 +183,49 @@ impl CpuReading {
             process: process / Self::TICKS,
             busy: (total - idle) / Self::TICKS,
             total: total / Self::TICKS,
+            server: Self::server_ticks().map(|ticks| ticks / Self::TICKS),
         })
+    }
+
+    /// A `/proc/<pid>/stat` line's command name and its CPU ticks: utime + stime, and
+    /// with `children` also the reaped children's cutime + cstime.
+    fn ticks(stat: &str, children: bool) -> Option<(&str, f64)> {
+        let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?;
+        // After the parenthesised command name: utime, stime, cutime and cstime are the
+        // 12th to 15th fields.
+        let after = stat.get(stat.rfind(')')? + 2..)?;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |index: usize| fields.get(index)?.parse::<f64>().ok();
+        let mut ticks = field(11)? + field(12)?;
+        if children {
+            ticks += field(13)? + field(14)?;
+        }
+        Some((name, ticks))
+    }
+
+    /// CPU ticks of every process named `postgres`, counting children they reaped (a
+    /// backend's CPU moves to the postmaster's counters when its connection closes).
+    /// `None` when there is none.
+    fn server_ticks() -> Option<f64> {
+        let mut found = false;
+        let mut total = 0.0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let is_pid = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.bytes().all(|byte| byte.is_ascii_digit()));
+            if !is_pid {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue; // exited meanwhile
+            };
+            if let Some(("postgres", ticks)) = Self::ticks(&stat, true) {
+                found = true;
+                total += ticks;
+            }
+        }
+        found.then_some(total)
     }
 
     fn since(self, start: Option<CpuReading>) -> Option<CpuUse> {
@@ -184,6 +234,10 @@ impl CpuReading {
             process: self.process - start.process,
             machine_busy: self.busy - start.busy,
             machine_total: self.total - start.total,
+            server: self
+                .server
+                .zip(start.server)
+                .map(|(end, start)| end - start),
         })
     }
 }
@@ -285,12 +339,17 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             sslmode: SslMode::Auto,
             sslrootcert: None,
         }),
-        batch: BatchFile {
-            interval: options.batch_interval,
-            max_bytes: options
-                .max_batch_bytes
-                .unwrap_or_else(|| BatchFile::default().max_bytes),
-            ..BatchFile::default()
+        batch: {
+            let defaults = BatchFile::default();
+            BatchFile {
+                interval: options.batch_interval,
+                max_rows: options.max_batch_rows.unwrap_or(defaults.max_rows),
+                max_bytes: options.max_batch_bytes.unwrap_or(defaults.max_bytes),
+                max_in_flight: options
+                    .max_batches_in_flight
+                    .unwrap_or(defaults.max_in_flight),
+                ..defaults
+            }
         },
         limits: Default::default(),
         plan: Default::default(),
@@ -614,6 +673,26 @@ mod tests {
         assert!((summary.loader_ratio.median - 1.0).abs() < 1e-9);
         assert!((summary.pipeline_secs.median - 9.0).abs() < 1e-9);
         assert!((summary.copy_secs.median - 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stat_lines_give_the_command_and_its_ticks() {
+        // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt
+        // cmajflt utime stime cutime cstime ...
+        let postmaster =
+            "812 (postgres) S 1 812 812 0 -1 4194560 900 52000 0 3 150 70 4000 1200 20 0";
+        assert_eq!(
+            CpuReading::ticks(postmaster, false),
+            Some(("postgres", 220.0))
+        );
+        assert_eq!(
+            CpuReading::ticks(postmaster, true),
+            Some(("postgres", 5420.0))
+        );
+        // A command name may hold spaces and parentheses; the last `)` ends it.
+        let odd = "77 (tokio (io) 1) R 5 77 77 0 -1 0 0 0 0 0 9 1 0 0 20 0";
+        assert_eq!(CpuReading::ticks(odd, true), Some(("tokio (io) 1", 10.0)));
+        assert_eq!(CpuReading::ticks("77 (cut", true), None);
     }
 
     #[cfg(target_os = "linux")]

@@ -152,10 +152,18 @@ struct BenchArgs {
     /// The pipeline's batch interval.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     batch_interval: std::time::Duration,
+    /// Close a worker's batch once it holds this many messages (default: the pipeline
+    /// default).
+    #[arg(long)]
+    max_batch_rows: Option<u64>,
     /// Close a worker's batch once it holds this many input bytes (default: the
-    /// pipeline default, so the whole sample is one batch).
+    /// pipeline default).
     #[arg(long)]
     max_batch_bytes: Option<u64>,
+    /// Stop admitting input while this many batches await their commit (default: the
+    /// pipeline default).
+    #[arg(long)]
+    max_batches_in_flight: Option<usize>,
     /// Scratch directory for generated objects (default: a directory under the system temp dir).
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -322,12 +330,16 @@ fn print_bench_report(
         ("loader alone", report.loader_cpu),
     ] {
         if let Some(cpu) = cpu {
+            let server = match cpu.server {
+                Some(server) => format!("PostgreSQL's processes {server:.1} s"),
+                None => format!(
+                    "the rest, PostgreSQL's if nothing else ran: {:.1} s",
+                    cpu.machine_busy - cpu.process
+                ),
+            };
             println!(
-                "  CPU over the {phase}: this process {:.1} s, the machine busy {:.1} of {:.1} core-seconds (the rest, PostgreSQL's: {:.1} s)",
-                cpu.process,
-                cpu.machine_busy,
-                cpu.machine_total,
-                cpu.machine_busy - cpu.process
+                "  CPU over the {phase}: this process {:.1} s, {server}; the machine busy {:.1} of {:.1} core-seconds",
+                cpu.process, cpu.machine_busy, cpu.machine_total,
             );
         }
     }
@@ -403,7 +415,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 events: args.events,
                 workers: args.workers,
                 batch_interval: args.batch_interval,
+                max_batch_rows: args.max_batch_rows,
                 max_batch_bytes: args.max_batch_bytes,
+                max_batches_in_flight: args.max_batches_in_flight,
                 scratch: args
                     .scratch
                     .unwrap_or_else(|| std::env::temp_dir().join("tracktable-bench")),
