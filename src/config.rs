@@ -281,17 +281,24 @@ impl Default for BatchFile {
 fn default_interval() -> Duration {
     Duration::from_secs(30)
 }
+// A batch's rows stay in memory until it commits, at about 2-3 KB a message, so these
+// bound memory under a backlog: a worker holds its open batch plus `max_in_flight`
+// closed ones. Measured (BENCHMARKS.md, session 11): 300k events with everything present
+// at start loaded faster in batches of 50k messages with 2 in flight (3.7-4.05 s, 620 MB
+// peak) than in 1M-message batches with 4 (4.2-4.8 s, 860 MB and a second of extra
+// kernel time faulting in fresh memory). A stream slower than 50k messages per worker
+// per interval never reaches the limits.
 fn default_max_rows() -> u64 {
-    1_000_000
+    50_000
 }
 fn default_max_bytes() -> u64 {
-    512 * 1024 * 1024
+    64 * 1024 * 1024
 }
 fn default_load_connections() -> usize {
     4
 }
 fn default_max_in_flight() -> usize {
-    4
+    2
 }
 
 /// `[limits]`
