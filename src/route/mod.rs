@@ -268,22 +268,27 @@ impl Router {
         let mut common = Vec::with_capacity(8 + message.context.len() * 2);
         push_text(
             &mut common,
-            "anonymous_id",
+            &"anonymous_id",
             message.anonymous_id.as_deref(),
             false,
         );
-        push_text(&mut common, "user_id", message.user_id.as_deref(), false);
-        push_text(&mut common, "timestamp", message.timestamp.as_deref(), true);
+        push_text(&mut common, &"user_id", message.user_id.as_deref(), false);
         push_text(
             &mut common,
-            "original_timestamp",
+            &"timestamp",
+            message.timestamp.as_deref(),
+            true,
+        );
+        push_text(
+            &mut common,
+            &"original_timestamp",
             message.original_timestamp.as_deref(),
             true,
         );
-        push_text(&mut common, "sent_at", message.sent_at.as_deref(), true);
+        push_text(&mut common, &"sent_at", message.sent_at.as_deref(), true);
         push_text(
             &mut common,
-            "received_at",
+            &"received_at",
             message.received_at.as_deref(),
             true,
         );
@@ -303,8 +308,8 @@ impl Router {
                 let raw_event = message.event.as_deref().unwrap_or_default();
                 let table = self.event_table(raw_event);
                 let mut fixed = common;
-                fixed.push(fixed_text("event", table.as_str()));
-                fixed.push(fixed_text("event_text", raw_event));
+                fixed.push(fixed_text(&"event", table.as_str()));
+                fixed.push(fixed_text(&"event_text", raw_event));
                 let shared = resolve_shared(fixed);
                 let mut properties = Vec::with_capacity(message.properties.len());
                 self.properties(&message.properties, "properties", &mut properties);
@@ -314,7 +319,7 @@ impl Router {
                     own,
                     ..row(table, Vec::new())
                 };
-                out.push(sharing(TableName::fixed("tracks"), Vec::new()));
+                out.push(sharing(TableName::fixed(&"tracks"), Vec::new()));
                 out.push(sharing(table, own));
             }
             MessageKind::Identify => {
@@ -324,49 +329,49 @@ impl Router {
                     .user_id
                     .as_deref()
                     .map(|user_id| (user_id, latest_row(message, &common[start..])));
-                out.push(row(TableName::fixed("identifies"), common));
+                out.push(row(TableName::fixed(&"identifies"), common));
                 if let Some((user_id, latest)) = latest {
                     out.push(Row {
                         message_id: user_id.to_owned(),
-                        ..row(TableName::fixed("users"), latest)
+                        ..row(TableName::fixed(&"users"), latest)
                     });
                 }
             }
             MessageKind::Page => {
-                push_text(&mut common, "name", message.name.as_deref(), false);
-                push_text(&mut common, "category", message.category.as_deref(), false);
+                push_text(&mut common, &"name", message.name.as_deref(), false);
+                push_text(&mut common, &"category", message.category.as_deref(), false);
                 self.properties(&message.properties, "properties", &mut common);
-                out.push(row(TableName::fixed("pages"), common));
+                out.push(row(TableName::fixed(&"pages"), common));
             }
             MessageKind::Screen => {
-                push_text(&mut common, "name", message.name.as_deref(), false);
+                push_text(&mut common, &"name", message.name.as_deref(), false);
                 self.properties(&message.properties, "properties", &mut common);
-                out.push(row(TableName::fixed("screens"), common));
+                out.push(row(TableName::fixed(&"screens"), common));
             }
             MessageKind::Group => {
-                push_text(&mut common, "group_id", message.group_id.as_deref(), false);
+                push_text(&mut common, &"group_id", message.group_id.as_deref(), false);
                 let start = common.len();
                 self.properties(&message.properties, "traits", &mut common);
                 let latest = message
                     .group_id
                     .as_deref()
                     .map(|group_id| (group_id, latest_row(message, &common[start..])));
-                out.push(row(TableName::fixed("groups"), common));
+                out.push(row(TableName::fixed(&"groups"), common));
                 if let Some((group_id, latest)) = latest {
                     out.push(Row {
                         message_id: group_id.to_owned(),
-                        ..row(TableName::fixed("accounts"), latest)
+                        ..row(TableName::fixed(&"accounts"), latest)
                     });
                 }
             }
             MessageKind::Alias => {
                 push_text(
                     &mut common,
-                    "previous_id",
+                    &"previous_id",
                     message.previous_id.as_deref(),
                     false,
                 );
-                out.push(row(TableName::fixed("aliases"), common));
+                out.push(row(TableName::fixed(&"aliases"), common));
             }
         }
     }
@@ -466,7 +471,7 @@ impl Candidate {
     }
 }
 
-fn fixed_text(column: &'static str, text: &str) -> Candidate {
+fn fixed_text(column: &'static &'static str, text: &str) -> Candidate {
     Candidate {
         name: ColumnName::fixed(column),
         raw: None,
@@ -481,10 +486,10 @@ fn fixed_text(column: &'static str, text: &str) -> Candidate {
 /// `id` and keeps, per id, the traits of the newest call (see `warehouse::sql::LATEST`).
 fn latest_row(message: &Message<'_>, traits: &[Candidate]) -> Vec<Candidate> {
     let mut latest = Vec::with_capacity(traits.len() + 3);
-    latest.push(fixed_text("message_id", message.message_id.as_ref()));
+    latest.push(fixed_text(&"message_id", message.message_id.as_ref()));
     push_text(
         &mut latest,
-        "received_at",
+        &"received_at",
         message.received_at.as_deref(),
         true,
     );
@@ -493,12 +498,17 @@ fn latest_row(message: &Message<'_>, traits: &[Candidate]) -> Vec<Candidate> {
         .as_deref()
         .or(message.original_timestamp.as_deref())
         .or(message.received_at.as_deref());
-    push_text(&mut latest, "timestamp", newest, true);
+    push_text(&mut latest, &"timestamp", newest, true);
     latest.extend(traits.iter().map(Candidate::clone_fixed));
     latest
 }
 
-fn push_text(out: &mut Vec<Candidate>, column: &'static str, text: Option<&str>, timestamp: bool) {
+fn push_text(
+    out: &mut Vec<Candidate>,
+    column: &'static &'static str,
+    text: Option<&str>,
+    timestamp: bool,
+) {
     if let Some(text) = text {
         let value = if timestamp {
             value::text_value(text)
@@ -635,35 +645,35 @@ pub fn rejection_row(rejection: &Rejection) -> Row {
     let position = rejection.position;
     let mut columns = vec![
         (
-            ColumnName::fixed("object"),
+            ColumnName::fixed(&"object"),
             Value::Varchar(Text::from(Arc::clone(&rejection.object))),
         ),
         (
-            ColumnName::fixed("line"),
+            ColumnName::fixed(&"line"),
             Value::BigInt(position.line as i64),
         ),
         (
-            ColumnName::fixed("element"),
+            ColumnName::fixed(&"element"),
             Value::BigInt(i64::from(position.element)),
         ),
         (
-            ColumnName::fixed("code"),
+            ColumnName::fixed(&"code"),
             Value::Varchar(rejection.reason.code().into()),
         ),
         (
-            ColumnName::fixed("reason"),
+            ColumnName::fixed(&"reason"),
             Value::Varchar(rejection.reason.to_string().into()),
         ),
     ];
     if !rejection.raw.is_empty() {
         columns.push((
-            ColumnName::fixed("raw"),
+            ColumnName::fixed(&"raw"),
             Value::Varchar(rejection.raw.as_str().into()),
         ));
     }
     // The raw text of a refused line may hold anything: `Row::new` says it may hold NUL.
     Row::new(
-        TableName::fixed("_rejections"),
+        TableName::fixed(&"_rejections"),
         decode::derived_message_id(&rejection.object, position),
         Arc::clone(&rejection.object),
         position,

@@ -37,10 +37,14 @@ pub struct ColumnName(Name);
 /// of the loader's time dropping rows). Names are therefore interned for the life of
 /// the process, up to [`INTERNED_BYTES`]; past that budget (only hostile input gets
 /// there) new names fall back to a shared allocation, so memory stays bounded.
+///
+/// Both variants are thin pointers (to a `&'static str` slot, and to an `Arc` of a
+/// boxed text), so a name is 16 bytes rather than a fat pointer's 24: a cell is 40
+/// bytes instead of 48, and cells are most of a batch's memory.
 #[derive(Clone)]
 enum Name {
-    Interned(&'static str),
-    Shared(Arc<str>),
+    Interned(&'static &'static str),
+    Shared(Arc<Box<str>>),
 }
 
 /// The most bytes of name text interned per process: at 63 bytes a name, over 260,000
@@ -51,7 +55,7 @@ impl Name {
     fn new(text: &str) -> Name {
         match intern(text) {
             Some(interned) => Name::Interned(interned),
-            None => Name::Shared(Arc::from(text)),
+            None => Name::Shared(Arc::new(Box::from(text))),
         }
     }
 
@@ -59,6 +63,16 @@ impl Name {
         match self {
             Name::Interned(text) => text,
             Name::Shared(text) => text,
+        }
+    }
+
+    /// The name's identity: the address of its slot or of its shared allocation. Equal
+    /// addresses mean equal names (a slot's text never changes, and a holder keeps a
+    /// shared allocation alive); equal names may have different addresses.
+    fn address(&self) -> usize {
+        match self {
+            Name::Interned(slot) => std::ptr::from_ref::<&'static str>(slot) as usize,
+            Name::Shared(text) => Arc::as_ptr(text) as usize,
         }
     }
 }
@@ -113,13 +127,13 @@ impl<'de> Deserialize<'de> for Name {
 /// The process-wide name table, with a per-thread copy in front of it: a name this
 /// thread has seen is found without the lock (names from other processes are interned
 /// as every cell is deserialised), and only a name new to the thread takes it.
-fn intern(text: &str) -> Option<&'static str> {
+fn intern(text: &str) -> Option<&'static &'static str> {
     use std::cell::RefCell;
-    use std::collections::HashSet;
+    use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock, PoisonError};
+    type Seen = HashMap<&'static str, &'static &'static str, foldhash::fast::RandomState>;
     thread_local! {
-        static SEEN: RefCell<HashSet<&'static str, foldhash::fast::RandomState>> =
-            RefCell::default();
+        static SEEN: RefCell<Seen> = RefCell::default();
     }
     static NAMES: OnceLock<Mutex<Interner>> = OnceLock::new();
     if let Some(found) = SEEN.with(|seen| seen.borrow().get(text).copied()) {
@@ -131,13 +145,15 @@ fn intern(text: &str) -> Option<&'static str> {
         .unwrap_or_else(PoisonError::into_inner)
         .get_or_leak(text)?;
     // Every entry is in the global table too, so this copy is bounded by its budget.
-    SEEN.with(|seen| seen.borrow_mut().insert(interned));
+    SEEN.with(|seen| seen.borrow_mut().insert(*interned, interned));
     Some(interned)
 }
 
-/// Distinct texts, each leaked once, until `budget` bytes are used.
+/// Distinct texts, each leaked once with a slot pointing at it, until `budget` bytes
+/// are used.
 struct Interner {
-    names: std::collections::HashSet<&'static str, foldhash::fast::RandomState>,
+    names:
+        std::collections::HashMap<&'static str, &'static &'static str, foldhash::fast::RandomState>,
     bytes: usize,
     budget: usize,
 }
@@ -151,18 +167,21 @@ impl Interner {
         }
     }
 
-    /// The interned copy of `text`; `None` once a new text would exceed the budget.
-    fn get_or_leak(&mut self, text: &str) -> Option<&'static str> {
+    /// The interned slot of `text`; `None` once a new text would exceed the budget.
+    fn get_or_leak(&mut self, text: &str) -> Option<&'static &'static str> {
         if let Some(existing) = self.names.get(text) {
             return Some(existing);
         }
-        if self.bytes + text.len() > self.budget {
+        // The slot's 16 bytes count too.
+        let cost = text.len() + std::mem::size_of::<&str>();
+        if self.bytes + cost > self.budget {
             return None;
         }
         let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
-        self.bytes += leaked.len();
-        self.names.insert(leaked);
-        Some(leaked)
+        let slot: &'static &'static str = Box::leak(Box::new(leaked));
+        self.bytes += cost;
+        self.names.insert(leaked, slot);
+        Some(slot)
     }
 }
 
@@ -171,8 +190,9 @@ impl TableName {
         self.0.as_str()
     }
 
-    /// One of tracktable's own fixed table names (already normal, never user input).
-    pub(crate) fn fixed(name: &'static str) -> TableName {
+    /// One of tracktable's own fixed table names (already normal, never user input),
+    /// as a promoted constant: `TableName::fixed(&"tracks")`.
+    pub(crate) fn fixed(name: &'static &'static str) -> TableName {
         debug_assert!(is_normal(name), "{name}");
         TableName(Name::Interned(name))
     }
@@ -181,7 +201,7 @@ impl TableName {
     /// reverse). A cheap identity for per-row hot loops (`columns::Observer`); any
     /// holder of the name keeps the address from being reused.
     pub fn address(&self) -> usize {
-        address(self.as_str())
+        self.0.address()
     }
 
     /// Which worker owns the table (the dataflow exchanges rows and schema changes by
@@ -196,13 +216,6 @@ impl TableName {
     }
 }
 
-/// A name's identity: where its text starts, with its length in the top bits (user
-/// addresses never reach them), so two static names that a linker laid out as prefix
-/// and whole can never share an identity.
-fn address(text: &str) -> usize {
-    ((text.as_ptr() as u64) ^ ((text.len() as u64 & 0x7f) << 57)) as usize
-}
-
 impl ColumnName {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
@@ -210,13 +223,13 @@ impl ColumnName {
 
     /// One of tracktable's own fixed column names. These may be reserved words
     /// (`timestamp`): SQL always quotes identifiers, and they never come from input.
-    pub(crate) fn fixed(name: &'static str) -> ColumnName {
+    pub(crate) fn fixed(name: &'static &'static str) -> ColumnName {
         ColumnName(Name::Interned(name))
     }
 
     /// See [`TableName::address`].
     pub fn address(&self) -> usize {
-        address(self.as_str())
+        self.0.address()
     }
 
     /// A column name from an already-normalised string (used by the router's cache).
@@ -525,7 +538,7 @@ mod tests {
     #[test]
     fn a_tables_owner_hash_is_by_text_and_spreads_tables_over_workers() {
         let interned = table_name("Order Completed");
-        let shared = TableName(Name::Shared(Arc::from("order_completed")));
+        let shared = TableName(Name::Shared(Arc::new(Box::from("order_completed"))));
         assert_eq!(interned.owner_hash(), shared.owner_hash());
         // Timely picks the worker from the hash's low bits: two workers must each own
         // a fair share of a catalogue's tables.
@@ -540,26 +553,43 @@ mod tests {
     }
 
     #[test]
+    fn a_name_is_two_words_and_a_cell_five() {
+        // Cells are most of a batch's memory: a fat-pointer name made them 48 bytes.
+        assert_eq!(std::mem::size_of::<ColumnName>(), 16);
+        assert_eq!(std::mem::size_of::<(ColumnName, crate::route::Value)>(), 40);
+    }
+
+    #[test]
+    fn a_name_past_the_budget_is_shared_and_still_compares_by_text() {
+        let long = "x".repeat(60);
+        let shared = ColumnName(Name::Shared(Arc::new(Box::from(long.as_str()))));
+        assert_eq!(shared.as_str(), long);
+        assert_eq!(shared, column_name(&long));
+        assert_eq!(shared.clone().address(), shared.address());
+    }
+
+    #[test]
     fn interned_names_are_one_text_per_process_and_compare_by_text() {
         let a = column_name("Some Property");
         let b = column_name("some_property");
         assert_eq!(a, b);
         assert_eq!(a.address(), b.address(), "one interned text");
-        let shared = ColumnName(Name::Shared(Arc::from("some_property")));
+        let shared = ColumnName(Name::Shared(Arc::new(Box::from("some_property"))));
         assert_eq!(shared, a, "equality is by text, whatever the storage");
         assert_eq!(shared.cmp(&a), std::cmp::Ordering::Equal);
         let state = std::hash::RandomState::new();
         use std::hash::BuildHasher;
         assert_eq!(state.hash_one(&shared), state.hash_one(&a));
         assert_ne!(
-            ColumnName::fixed("user").address(),
+            ColumnName::fixed(&"user").address(),
             column_name("user_id").address()
         );
     }
 
     #[test]
     fn the_interner_stops_at_its_budget_and_keeps_what_it_has() {
-        let mut interner = Interner::new(10);
+        // Each name costs its text and its 16-byte slot.
+        let mut interner = Interner::new(42);
         let first = interner.get_or_leak("abcdef").unwrap();
         assert_eq!(
             interner.get_or_leak("abcdef"),
@@ -569,9 +599,9 @@ mod tests {
         assert_eq!(
             interner.get_or_leak("ghijkl"),
             None,
-            "6 + 6 bytes is over 10"
+            "22 + 22 bytes is over 42"
         );
-        assert!(interner.get_or_leak("ghij").is_some(), "6 + 4 fits");
+        assert!(interner.get_or_leak("ghij").is_some(), "22 + 20 fits");
         assert_eq!(interner.get_or_leak("abcdef"), Some(first));
     }
 
