@@ -71,7 +71,7 @@ impl Name {
     /// shared allocation alive); equal names may have different addresses.
     fn address(&self) -> usize {
         match self {
-            Name::Interned(slot) => std::ptr::from_ref::<&'static str>(slot) as usize,
+            Name::Interned(slot) => std::ptr::from_ref::<&'static str>(*slot) as usize,
             Name::Shared(text) => Arc::as_ptr(text) as usize,
         }
     }
@@ -197,7 +197,7 @@ impl TableName {
         TableName(Name::Interned(name))
     }
 
-    /// The address of the name's text: equal addresses mean equal names (not the
+    /// The name's identity (see `Name::address`): equal addresses mean equal names (not the
     /// reverse). A cheap identity for per-row hot loops (`columns::Observer`); any
     /// holder of the name keeps the address from being reused.
     pub fn address(&self) -> usize {
