@@ -78,7 +78,7 @@ fn run_dataflow(dir: &Path, state: &Path, workers: usize) -> u64 {
         // run is several batches and memory holds one or two of them, not the whole input.
         batch: BatchFile {
             interval: Duration::from_secs(3600),
-            max_rows: 10_000,
+            max_rows: Some(10_000),
             ..BatchFile::default()
         },
         limits: Default::default(),

@@ -343,8 +343,8 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
             let defaults = BatchFile::default();
             BatchFile {
                 interval: options.batch_interval,
-                max_rows: options.max_batch_rows.unwrap_or(defaults.max_rows),
-                max_bytes: options.max_batch_bytes.unwrap_or(defaults.max_bytes),
+                max_rows: options.max_batch_rows,
+                max_bytes: options.max_batch_bytes,
                 max_in_flight: options
                     .max_batches_in_flight
                     .unwrap_or(defaults.max_in_flight),

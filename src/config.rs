@@ -252,12 +252,14 @@ pub struct BatchFile {
     #[serde(default = "default_interval", with = "humantime_serde_compat")]
     pub interval: Duration,
     /// Close a worker's batch early once this many of its messages are decoded (give or
-    /// take the two objects admitted ahead of decoding).
-    #[serde(default = "default_max_rows")]
-    pub max_rows: u64,
-    /// Close a worker's batch early once it holds this many input bytes.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: u64,
+    /// take the two objects admitted ahead of decoding). `None`: the warehouse's default
+    /// ([`default_batch_size`]).
+    #[serde(default)]
+    pub max_rows: Option<u64>,
+    /// Close a worker's batch early once it holds this many input bytes. `None`: the
+    /// warehouse's default.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
     /// Stop admitting input while this many closed batches await their commit.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -270,8 +272,8 @@ impl Default for BatchFile {
     fn default() -> BatchFile {
         BatchFile {
             interval: default_interval(),
-            max_rows: default_max_rows(),
-            max_bytes: default_max_bytes(),
+            max_rows: None,
+            max_bytes: None,
             max_in_flight: default_max_in_flight(),
             load_connections: default_load_connections(),
         }
@@ -281,18 +283,26 @@ impl Default for BatchFile {
 fn default_interval() -> Duration {
     Duration::from_secs(30)
 }
-// A batch's rows stay in memory until it commits, at about 2-3 KB a message, so these
-// bound memory under a backlog: a worker holds its open batch plus `max_in_flight`
-// closed ones. Measured (BENCHMARKS.md, session 11): 300k events with everything present
-// at start loaded faster in batches of 50k messages with 2 in flight (3.7-4.05 s, 620 MB
-// peak) than in 1M-message batches with 4 (4.2-4.8 s, 860 MB and a second of extra
-// kernel time faulting in fresh memory). A stream slower than 50k messages per worker
-// per interval never reaches the limits.
-fn default_max_rows() -> u64 {
-    50_000
-}
-fn default_max_bytes() -> u64 {
-    64 * 1024 * 1024
+/// How many messages and input bytes a worker's batch holds at most, when the pipeline
+/// file does not say. A batch's rows stay in memory until it commits, at about 2-3 KB a
+/// message, and a worker holds its open batch plus `max_in_flight` closed ones, so these
+/// bound memory under a backlog; a stream slower than this per worker and interval
+/// never reaches them.
+///
+/// - PostgreSQL: 50k messages, 64 MiB. Measured (BENCHMARKS.md, session 11): 300k events
+///   present at start loaded in 3.7-4.05 s with 50k batches and 2 in flight, against
+///   4.2-4.8 s (and 860 MB instead of 620, a second of it the kernel faulting in fresh
+///   memory) with 1M batches and 4; 25k batches paid each table's transaction too often.
+/// - Redshift: 250k messages, 256 MiB. Every (batch, table) load there is an S3 upload,
+///   a COPY and a merge with a fixed cost of about a second, so a batch of 85 tables
+///   costs tens of seconds whatever its size; larger batches amortise it. Not measured
+///   here (no Redshift on this machine): a quarter of the old 1M, which held up to
+///   7.5 GB a worker under a backlog.
+pub fn default_batch_size(warehouse: &WarehouseFile) -> (u64, u64) {
+    match warehouse {
+        WarehouseFile::Postgres(_) => (50_000, 64 * 1024 * 1024),
+        WarehouseFile::Redshift(_) => (250_000, 256 * 1024 * 1024),
+    }
 }
 fn default_load_connections() -> usize {
     4
@@ -399,12 +409,13 @@ impl PipelineFile {
                 format!("is {:?}; it must be at least 10ms", self.batch.interval),
             ));
         }
-        if self.batch.max_rows == 0 {
+        if self.batch.max_rows == Some(0) {
             return Err(invalid("batch.max_rows", "must be at least 1".into()));
         }
-        if self.batch.max_bytes == 0 {
+        if self.batch.max_bytes == Some(0) {
             return Err(invalid("batch.max_bytes", "must be at least 1".into()));
         }
+        let (default_rows, default_bytes) = default_batch_size(&self.warehouse);
         if self.batch.max_in_flight == 0 {
             return Err(invalid("batch.max_in_flight", "must be at least 1".into()));
         }
@@ -559,8 +570,8 @@ impl PipelineFile {
             warehouse: self.warehouse,
             batch: BatchPolicy {
                 interval: self.batch.interval,
-                max_rows: self.batch.max_rows,
-                max_bytes: self.batch.max_bytes,
+                max_rows: self.batch.max_rows.unwrap_or(default_rows),
+                max_bytes: self.batch.max_bytes.unwrap_or(default_bytes),
             },
             max_in_flight: self.batch.max_in_flight,
             load_connections: self.batch.load_connections,
@@ -637,6 +648,22 @@ mod tests {
         };
         assert_eq!(redshift.sslmode, SslMode::Require);
         assert_eq!(redshift.staging.part_bytes, 64 * 1024 * 1024);
+        // Redshift's loads have a fixed cost each: larger batches by default.
+        assert_eq!(pipeline.batch.max_rows, 250_000);
+        assert_eq!(pipeline.batch.max_bytes, 256 * 1024 * 1024);
+        let explicit = format!(
+            "{}[batch]\nmax_rows = 1000\nmax_bytes = 2000\n",
+            file("iam_role = \"arn:aws:iam::1:role/r\"\n")
+        );
+        let pipeline = PipelineFile::parse(&explicit, path)
+            .unwrap()
+            .validate(path)
+            .unwrap();
+        assert_eq!(
+            (pipeline.batch.max_rows, pipeline.batch.max_bytes),
+            (1000, 2000),
+            "a file's own limits win"
+        );
         assert!(!redshift.staging.keep);
         let error = PipelineFile::parse(&file(""), path)
             .unwrap()
@@ -660,6 +687,9 @@ mod tests {
             .validate(Path::new("p.toml"))
             .unwrap();
         assert_eq!(pipeline.batch.interval, Duration::from_secs(30));
+        assert_eq!(pipeline.batch.max_rows, 50_000);
+        assert_eq!(pipeline.batch.max_bytes, 64 * 1024 * 1024);
+        assert_eq!(pipeline.max_in_flight, 2);
         assert_eq!(pipeline.limits.max_message_bytes, 32 * 1024);
         let SourceFile::Dir { poll_interval, .. } = pipeline.source else {
             panic!("a dir source: {:?}", pipeline.source);

@@ -468,10 +468,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 file.batch.interval = interval;
             }
             if let Some(rows) = args.batch.max_batch_rows {
-                file.batch.max_rows = rows;
+                file.batch.max_rows = Some(rows);
             }
             if let Some(bytes) = args.batch.max_batch_bytes {
-                file.batch.max_bytes = bytes;
+                file.batch.max_bytes = Some(bytes);
             }
             if let Some(in_flight) = args.batch.max_batches_in_flight {
                 file.batch.max_in_flight = in_flight;
