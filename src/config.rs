@@ -296,8 +296,8 @@ fn default_interval() -> Duration {
 /// - Redshift: 250k messages, 256 MiB. Every (batch, table) load there is an S3 upload,
 ///   a COPY and a merge with a fixed cost of about a second, so a batch of 85 tables
 ///   costs tens of seconds whatever its size; larger batches amortise it. Not measured
-///   here (no Redshift on this machine): a quarter of the old 1M, which held up to
-///   7.5 GB a worker under a backlog.
+///   here (no Redshift on this machine): a quarter of the old 1M, which at 2-3 KB a
+///   message was 2-3 GB a batch, several of them a worker under a backlog.
 pub fn default_batch_size(warehouse: &WarehouseFile) -> (u64, u64) {
     match warehouse {
         WarehouseFile::Postgres(_) => (50_000, 64 * 1024 * 1024),
@@ -415,7 +415,6 @@ impl PipelineFile {
         if self.batch.max_bytes == Some(0) {
             return Err(invalid("batch.max_bytes", "must be at least 1".into()));
         }
-        let (default_rows, default_bytes) = default_batch_size(&self.warehouse);
         if self.batch.max_in_flight == 0 {
             return Err(invalid("batch.max_in_flight", "must be at least 1".into()));
         }
@@ -561,6 +560,7 @@ impl PipelineFile {
                 "must be between 4 and 1600 (the warehouses' own limit)".into(),
             ));
         }
+        let (default_rows, default_bytes) = default_batch_size(&self.warehouse);
         Ok(Pipeline {
             plan,
             max_tables: self.plan.max_tables,
