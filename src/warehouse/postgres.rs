@@ -716,7 +716,7 @@ impl PostgresLoader {
             if rows.is_empty() {
                 break (transaction, 0, discards);
             }
-            let layout = plan::Layout::new(key, &columns, &rows, self.warehouse.max_columns);
+            let mut layout = plan::Layout::of_table(key, &columns, self.warehouse.max_columns);
             let copy = if latest {
                 transaction
                     .batch_execute(&sql::create_stage(&schema, table, stage))
@@ -905,8 +905,8 @@ pub async fn raw_copy(
     let transaction = client.transaction().await.map_err(query_error("begin"))?;
     let columns = read_columns(&transaction, schema, table).await?;
     let key = sql::key_column(table);
-    let borrowed: Vec<&crate::route::Row> = rows.iter().collect();
-    let layout = plan::Layout::new(key, &columns, &borrowed, None);
+    // The same layout as the loader's, so the baseline's client work is no larger.
+    let mut layout = plan::Layout::of_table(key, &columns, None);
     let copy = sql::copy_into_table(schema, table, &layout.names);
     let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
     // The baseline keeps no discards (the rows it copies have none).
