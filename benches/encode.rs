@@ -81,7 +81,7 @@ fn encode_all(tables: &[(String, TableSchema, Vec<&Row>)]) -> usize {
     let mut bytes = 0;
     let mut discards = Vec::new();
     for (table, schema, rows) in tables {
-        let mut layout = Layout::new(key_column(table), schema, rows, None);
+        let mut layout = Layout::of_table(key_column(table), schema, None);
         let mut cells = vec![None; layout.names.len()];
         let mut encoder = CopyEncoder::new();
         for row in rows {

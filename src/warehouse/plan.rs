@@ -182,8 +182,8 @@ pub fn cell_for(
     }
 }
 
-/// Where one load puts each column: the key first, then every column of the table the
-/// rows use, in name order. Built once per (batch, table). Names are interned
+/// Where one load puts each column: the key first, then every column of the table, in
+/// name order. Built once per (batch, table). Names are interned
 /// (`route::naming`), so a cell finds its place by its name's address: one integer hash
 /// per cell, where hashing or comparing every name string was a third of the loader's
 /// time. A name that is not interned (past the interner's budget) only makes the
@@ -194,10 +194,8 @@ pub struct Layout<'a> {
     /// Name address → position and type; `None` when the table has no such column.
     /// The rows borrowed for `'a` keep every address alive, so none is reused.
     slots: HashMap<usize, Option<(usize, ColumnType)>, BuildHasherDefault<AddressHasher>>,
-    /// For a layout of the whole table ([`Layout::of_table`]): name → position and
-    /// type, from which `slots` fills as names first appear. `None` for a layout of
-    /// the rows' own columns, whose `slots` are complete from the start.
-    positions: Option<HashMap<&'a str, (usize, ColumnType)>>,
+    /// Name → position and type, from which `slots` fills as names first appear.
+    positions: HashMap<&'a str, (usize, ColumnType)>,
     /// The tracking plan's cap on columns per table, and how many the table has: a
     /// column missing because of the cap is discarded with the cap as its reason.
     max_columns: Option<usize>,
@@ -205,54 +203,12 @@ pub struct Layout<'a> {
 }
 
 impl<'a> Layout<'a> {
-    /// The layout of `rows` into a table with `schema` whose key column is `key`.
-    pub fn new(
-        key: &'a str,
-        schema: &'a TableSchema,
-        rows: &[&'a Row],
-        max_columns: Option<usize>,
-    ) -> Layout<'a> {
-        let mut seen: HashMap<usize, &'a str, BuildHasherDefault<AddressHasher>> =
-            HashMap::default();
-        for row in rows {
-            for (column, _) in row.cells() {
-                seen.entry(column.address()).or_insert(column.as_str());
-            }
-        }
-        let mut used: Vec<(&'a str, ColumnType)> = seen
-            .values()
-            .filter(|name| **name != key)
-            .filter_map(|name| schema.get_key_value(*name))
-            .map(|(name, column_type)| (name.as_str(), *column_type))
-            .collect();
-        used.sort_unstable();
-        used.dedup();
-        let position: HashMap<&str, (usize, ColumnType)> = used
-            .iter()
-            .enumerate()
-            .map(|(index, (name, column_type))| (*name, (index + 1, *column_type)))
-            .collect();
-        let slots = seen
-            .into_iter()
-            .map(|(address, name)| (address, position.get(name).copied()))
-            .collect();
-        let mut names = vec![key];
-        names.extend(used.into_iter().map(|(name, _)| name));
-        Layout {
-            names,
-            slots,
-            positions: None,
-            max_columns,
-            columns: schema.len(),
-        }
-    }
-
     /// The layout of every column of a table with `schema` whose key column is `key`,
-    /// whatever the rows use: absent columns load as NULL. [`Layout::new`] reads every
-    /// cell of the batch once more to list the columns the rows use, cells written
-    /// seconds earlier and cold in cache by then (5% of tracktable's CPU in a warm
-    /// round); this one learns each name's address as `place` meets it. A batch of
-    /// thousands of rows uses nearly every column of its table anyway.
+    /// whatever the rows use: absent columns load as NULL. Listing only the columns the
+    /// rows use took a pass over every cell of the batch first, cells written seconds
+    /// earlier and cold in cache by then (5% of tracktable's CPU in a warm round, a
+    /// quarter of the loader's); instead each name's address is learnt as `place` meets
+    /// it. A batch of thousands of rows uses nearly every column of its table anyway.
     pub fn of_table(
         key: &'a str,
         schema: &'a TableSchema,
@@ -274,7 +230,7 @@ impl<'a> Layout<'a> {
         Layout {
             names,
             slots: HashMap::default(),
-            positions: Some(positions),
+            positions,
             max_columns,
             columns: schema.len(),
         }
@@ -294,19 +250,14 @@ impl<'a> Layout<'a> {
         cells.iter_mut().for_each(|cell| *cell = None);
         cells[0] = Some(Cell::Text(Cow::Borrowed(row.message_id.as_str())));
         for (column, value) in row.cells() {
-            // A name missing from `slots` is learnt from `positions` (a layout of the
-            // whole table); for a layout of the rows' own columns it has no column.
+            // A name not yet in `slots` is looked up by its text once; `None` (the
+            // table has no such column) is remembered too.
             let address = column.address();
             let slot = match self.slots.get(&address) {
                 Some(slot) => *slot,
                 None => {
-                    let slot = self
-                        .positions
-                        .as_ref()
-                        .and_then(|positions| positions.get(column.as_str()).copied());
-                    if self.positions.is_some() {
-                        self.slots.insert(address, slot);
-                    }
+                    let slot = self.positions.get(column.as_str()).copied();
+                    self.slots.insert(address, slot);
                     slot
                 }
             };
@@ -513,8 +464,7 @@ mod tests {
             may_hold_nul: false,
             ..row.clone()
         };
-        let rows = [&row, &trusted];
-        let mut layout = Layout::new("message_id", &schema, &rows, None);
+        let mut layout = Layout::of_table("message_id", &schema, None);
         let mut cells = vec![None; layout.names.len()];
         let mut discards = Vec::new();
         layout.place("sent", &row, &mut cells, &mut discards);
@@ -557,7 +507,6 @@ mod tests {
             row("m4", &["c", "b", "a", "x"]),
             row("m5", &["a", "b", "c"]),
         ];
-        let borrowed: Vec<&Row> = rows.iter().collect();
         type Placed = (Vec<Vec<Option<i64>>>, Vec<(String, String)>);
         fn place_all<'a>(layout: &mut Layout<'a>, rows: &'a [Row]) -> Placed {
             let mut placed = Vec::new();
@@ -592,15 +541,8 @@ mod tests {
             ("m3".to_owned(), "x".to_owned()),
             ("m4".to_owned(), "x".to_owned()),
         ];
-        // The columns the rows use, listed from the rows first.
-        let mut layout = Layout::new("message_id", &schema, &borrowed, None);
-        assert_eq!(layout.names, ["message_id", "a", "b", "c"]);
-        assert_eq!(
-            place_all(&mut layout, &rows),
-            (expected.clone(), missing.clone())
-        );
-        // Every column of the table, names learnt as they come: the same cells, and a
-        // column no row uses (`d`) loads NULL.
+        // Every column of the table, names learnt as they come: a column no row uses
+        // (`d`) loads NULL.
         let mut wider = schema.clone();
         wider.insert("d".to_owned(), ColumnType::BigInt);
         let mut layout = Layout::of_table("message_id", &wider, None);

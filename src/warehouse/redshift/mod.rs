@@ -607,7 +607,7 @@ impl RedshiftLoader {
             .filter_map(|id| chosen.get(id).copied())
             .collect();
 
-        let mut layout = plan::Layout::new(key, &columns, &rows, max_columns);
+        let mut layout = plan::Layout::of_table(key, &columns, max_columns);
 
         let mut writer = PartWriter::new(self.warehouse.file.staging.part_bytes);
         let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
