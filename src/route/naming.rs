@@ -129,11 +129,9 @@ impl<'de> Deserialize<'de> for Name {
 /// as every cell is deserialised), and only a name new to the thread takes it.
 fn intern(text: &str) -> Option<&'static &'static str> {
     use std::cell::RefCell;
-    use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock, PoisonError};
-    type Seen = HashMap<&'static str, &'static &'static str, foldhash::fast::RandomState>;
     thread_local! {
-        static SEEN: RefCell<Seen> = RefCell::default();
+        static SEEN: RefCell<Slots> = RefCell::default();
     }
     static NAMES: OnceLock<Mutex<Interner>> = OnceLock::new();
     if let Some(found) = SEEN.with(|seen| seen.borrow().get(text).copied()) {
@@ -149,11 +147,14 @@ fn intern(text: &str) -> Option<&'static &'static str> {
     Some(interned)
 }
 
+/// Interned texts and their slots.
+type Slots =
+    std::collections::HashMap<&'static str, &'static &'static str, foldhash::fast::RandomState>;
+
 /// Distinct texts, each leaked once with a slot pointing at it, until `budget` bytes
 /// are used.
 struct Interner {
-    names:
-        std::collections::HashMap<&'static str, &'static &'static str, foldhash::fast::RandomState>,
+    names: Slots,
     bytes: usize,
     budget: usize,
 }
