@@ -1,6 +1,10 @@
 //! decode and decode+route throughput on generated Segment traffic, beside a plain
 //! `serde_json::from_slice::<serde_json::Value>` parse of the same lines in the same run.
 //!
+//! Also: framing the same lines out of a gzip object (as the generator and most
+//! producers write them: fastest level), which is what each S3 object costs before
+//! JSON.
+//!
 //! Run: `cargo bench --bench decode`. Figures go in BENCHMARKS.md.
 
 use std::hint::black_box;
@@ -12,7 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use tracktable::decode::{self, Decoded, Limits};
+use tracktable::decode::{self, Decoded, Limits, frame};
 use tracktable::generate::{GenConfig, Generator};
 use tracktable::route::Router;
 
@@ -48,6 +52,16 @@ fn benches(c: &mut Criterion) {
         ndjson.len(),
         ndjson.len() as f64 / spans.len() as f64
     );
+
+    let gzipped = {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder
+            .write_all(&ndjson)
+            .expect("gzip into memory cannot fail");
+        encoder.finish().expect("gzip into memory cannot fail")
+    };
+    eprintln!("gzipped: {} bytes", gzipped.len());
 
     for (unit, throughput) in [
         ("events", Throughput::Elements(spans.len() as u64)),
@@ -99,6 +113,17 @@ fn benches(c: &mut Criterion) {
                 });
                 assert_eq!(summary.messages, EVENTS);
                 black_box(row_count);
+            })
+        });
+        group.bench_function(BenchmarkId::new("gunzip_frame", EVENTS), |b| {
+            b.iter(|| {
+                let mut items = 0usize;
+                let stats = frame::frames(&gzipped[..], &limits, |item| {
+                    items += matches!(item, frame::Frame::Item { .. }) as usize;
+                })
+                .expect("an in-memory gzip object frames");
+                assert_eq!(items, spans.len());
+                black_box(stats);
             })
         });
         group.finish();
