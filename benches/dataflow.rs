@@ -103,7 +103,7 @@ fn run_dataflow(dir: &Path, state: &Path, workers: usize) -> u64 {
 }
 
 fn benches(c: &mut Criterion) {
-    tracktable::allocator::keep_freed_pages();
+    tracktable::allocator::tune();
     let scratch = tempfile::tempdir().expect("temp dir");
     let dir = scratch.path().join("events");
     let state = scratch.path().join("state");

@@ -42,7 +42,7 @@ fn corpus() -> (Vec<u8>, Vec<(usize, usize)>) {
 }
 
 fn benches(c: &mut Criterion) {
-    tracktable::allocator::keep_freed_pages();
+    tracktable::allocator::tune();
     let (ndjson, spans) = corpus();
     let object: Arc<str> = Arc::from("bench.ndjson");
     let limits = Limits::default();

@@ -268,7 +268,7 @@ struct ExplainArgs {
 }
 
 fn main() -> ExitCode {
-    tracktable::allocator::keep_freed_pages();
+    tracktable::allocator::tune();
     let cli = Cli::parse();
     // `demo` and `bench` print their own report: the service's per-table log lines
     // (85 "table created" on a fresh schema) would bury it. TRACKTABLE_LOG still wins.
