@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement, ToStatement};
 
 use super::pg_copy::CopyEncoder;
 use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
@@ -482,6 +482,7 @@ impl Warehouse for PostgresWarehouse {
         Ok(PostgresLoader {
             client: self.connect().await?,
             warehouse: self.clone(),
+            prepared: Prepared::default(),
         })
     }
 }
@@ -490,6 +491,40 @@ impl Warehouse for PostgresWarehouse {
 pub struct PostgresLoader {
     client: Client,
     warehouse: PostgresWarehouse,
+    prepared: Prepared,
+}
+
+/// A connection's prepared statements, by their text. Sent as text, each load's COPY,
+/// bookkeeping insert and column read was parsed again, and the insert planned again,
+/// a round trip each, about 600 times per 300k events. Prepared statements belong to
+/// the session, not the transaction, so a rolled-back load keeps them; a COPY whose
+/// column list grew is a new text. Bounded: past [`Prepared::MAX`] texts (tables ×
+/// column lists) the cache starts again.
+#[derive(Default)]
+struct Prepared(HashMap<String, Statement>);
+
+impl Prepared {
+    const MAX: usize = 512;
+
+    async fn get(
+        &mut self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        text: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Statement, PostgresError> {
+        if let Some(statement) = self.0.get(text) {
+            return Ok(statement.clone());
+        }
+        let statement = transaction
+            .prepare(text)
+            .await
+            .map_err(|error| query_error(what())(error))?;
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(text.to_owned(), statement.clone());
+        Ok(statement)
+    }
 }
 
 impl Loader for PostgresLoader {
@@ -530,7 +565,7 @@ impl PostgresLoader {
                 .await
                 .map_err(query_error("begin"))?;
             if columns.is_empty() {
-                columns = read_columns(&ddl, &schema, table).await?;
+                columns = read_columns(&ddl, &mut self.prepared, &schema, table).await?;
             }
             let changes = plan::plan_schema(&columns, &batch.observed);
             if columns.is_empty() || !changes.is_empty() {
@@ -538,7 +573,7 @@ impl PostgresLoader {
                     .await
                     .map_err(query_error("take the DDL lock"))?;
                 // Another worker or process may have changed the table meanwhile.
-                columns = read_columns(&ddl, &schema, table).await?;
+                columns = read_columns(&ddl, &mut self.prepared, &schema, table).await?;
                 created = columns.is_empty();
                 if created
                     && let Some(cap) = self.warehouse.max_tables
@@ -700,8 +735,16 @@ impl PostgresLoader {
                 // probes then walk the index in order. On 50k ids against a 419k-row
                 // table the lookup took 67-77 ms sorted, 105-128 ms not (BENCHMARKS.md).
                 candidates.sort_unstable();
+                let lookup = self
+                    .prepared
+                    .get(
+                        &transaction,
+                        &sql::select_stored_keys(&schema, table),
+                        || format!("look up stored message ids of {table}"),
+                    )
+                    .await?;
                 let stored: HashSet<String> = transaction
-                    .query(&sql::select_stored_keys(&schema, table), &[&candidates])
+                    .query(&lookup, &[&candidates])
                     .await
                     .map_err(query_error(format!(
                         "look up stored message ids of {table}"
@@ -727,6 +770,10 @@ impl PostgresLoader {
                 sql::copy_into_table(&schema, table, &layout.names)
             };
             let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
+            let copy = self
+                .prepared
+                .get(&transaction, &copy, || format!("start COPY into {table}"))
+                .await?;
             let copied = copy_in(&transaction, &copy, table, rows.iter(), |encoder, row| {
                 layout.place(table, row, &mut cells, &mut discards);
                 encoder.row(&cells);
@@ -773,9 +820,15 @@ impl PostgresLoader {
             report.discards_by_reason = write_discards(&transaction, &schema, &discards).await?;
             report.discards = report.discards_by_reason.iter().sum();
         }
+        let record = self
+            .prepared
+            .get(&transaction, &sql::record_load(&schema), || {
+                "record the load".to_owned()
+            })
+            .await?;
         transaction
             .execute(
-                &sql::record_load(&schema),
+                &record,
                 &[
                     &(batch.batch.0 as i64),
                     &table,
@@ -823,9 +876,15 @@ impl PostgresLoader {
             report.discards_by_reason = write_discards(&transaction, &schema, &discards).await?;
             report.discards = report.discards_by_reason.iter().sum();
         }
+        let record = self
+            .prepared
+            .get(&transaction, &sql::record_load(&schema), || {
+                "record the load".to_owned()
+            })
+            .await?;
         transaction
             .execute(
-                &sql::record_load(&schema),
+                &record,
                 &[
                     &(batch.batch.0 as i64),
                     &table,
@@ -854,11 +913,17 @@ impl PostgresLoader {
 /// The table's columns (other than the message id), or none if it does not exist.
 async fn read_columns(
     transaction: &tokio_postgres::Transaction<'_>,
+    prepared: &mut Prepared,
     schema: &str,
     table: &str,
 ) -> Result<TableSchema, PostgresError> {
+    let statement = prepared
+        .get(transaction, sql::SELECT_COLUMNS, || {
+            format!("read the columns of {table}")
+        })
+        .await?;
     let rows = transaction
-        .query(sql::SELECT_COLUMNS, &[&schema, &table])
+        .query(&statement, &[&schema, &table])
         .await
         .map_err(query_error(format!("read the columns of {table}")))?;
     let mut columns = TableSchema::new();
@@ -903,7 +968,7 @@ pub async fn raw_copy(
     rows: &[crate::route::Row],
 ) -> Result<u64, PostgresError> {
     let transaction = client.transaction().await.map_err(query_error("begin"))?;
-    let columns = read_columns(&transaction, schema, table).await?;
+    let columns = read_columns(&transaction, &mut Prepared::default(), schema, table).await?;
     let key = sql::key_column(table);
     // The same layout as the loader's, so the baseline's client work is no larger.
     let mut layout = plan::Layout::of_table(key, &columns, None);
@@ -926,9 +991,9 @@ pub async fn raw_copy(
 /// Runs the binary COPY `statement` (into `table`, for error messages), encoding each
 /// item with `encode` and sending the stream a buffer at a time. Returns the rows the
 /// server counted.
-async fn copy_in<T>(
+async fn copy_in<T, S: ToStatement + ?Sized>(
     transaction: &tokio_postgres::Transaction<'_>,
-    statement: &str,
+    statement: &S,
     table: &str,
     items: impl Iterator<Item = T>,
     mut encode: impl FnMut(&mut CopyEncoder, T),
