@@ -248,8 +248,9 @@ mod tests {
     #[test]
     fn tables_dealt_by_size_leave_no_lane_far_behind() {
         // The bench's tables in name order, dealt alternately, gave one of two
-        // connections 378k of 512k rows; by size neither lane passes half plus the
-        // largest table that is not `tracks`.
+        // connections 378k of 512k rows; by size neither lane passes half the rows by
+        // more than the smallest sizeable table (dealt alternately, one lane gets 424k
+        // of these 512k).
         let sizes = [
             9_000, 31_000, 209_523, 12_000, 70_000, 1, 60_000, 45_000, 75_000,
         ];

@@ -535,6 +535,9 @@ impl Loader for PostgresLoader {
         if result.is_err() {
             // The transaction rolled back its DDL too: forget what we thought we knew.
             self.warehouse.forget(batch.table.as_str());
+            // And prepare afresh: a statement the server no longer knows (SQLSTATE
+            // 26000, say behind a pooler that moved the session) fails one try only.
+            self.prepared = Prepared::default();
         }
         result
     }
