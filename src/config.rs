@@ -260,7 +260,10 @@ pub struct BatchFile {
     /// warehouse's default.
     #[serde(default)]
     pub max_bytes: Option<u64>,
-    /// Stop admitting input while this many closed batches await their commit.
+    /// Stop admitting input while closed batches worth this many full ones await their
+    /// commit: each closed batch counts by how full it was (the start-up ramp's small
+    /// batches and those the interval closed early count for less), so a worker holds
+    /// its open batch plus under `max_in_flight + 1` full batches' worth of closed ones.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Warehouse connections each worker loads a batch's tables over, concurrently.
@@ -285,7 +288,8 @@ fn default_interval() -> Duration {
 }
 /// How many messages and input bytes a worker's batch holds at most, when the pipeline
 /// file does not say. A batch's rows stay in memory until it commits, at about 2-3 KB a
-/// message, and a worker holds its open batch plus `max_in_flight` closed ones, so these
+/// message, and a worker holds its open batch plus closed ones worth at most
+/// `max_in_flight + 1` full ones (see [`BatchFile::max_in_flight`]), so these
 /// bound memory under a backlog; a stream slower than this per worker and interval
 /// never reaches them.
 ///

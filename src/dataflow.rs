@@ -41,7 +41,7 @@ use timely::dataflow::operators::{Capability, OkErr, Probe};
 use timely::worker::Worker;
 use tokio::sync::mpsc;
 
-use crate::batch::{BatchClock, BatchId, BatchPolicy, now_ms};
+use crate::batch::{BatchClock, BatchId, BatchPolicy, RAMP_BATCHES, now_ms};
 use crate::columns::{self, Observation};
 use crate::decode::Limits;
 use crate::load::{self, LoadDone, LoadJob};
@@ -133,6 +133,9 @@ pub fn build<W: Warehouse>(
                     *admit_activator.borrow_mut() =
                         Some(scope.activator_for(Rc::clone(&info.address)));
                     let mut clock = BatchClock::new(policy, now_ms());
+                    // Closed batches' fill (a fraction of a full batch), for the
+                    // in-flight bound; pruned as batches are acknowledged.
+                    let mut fills: BTreeMap<Time, f64> = BTreeMap::new();
                     let mut capability: Option<Capability<Time>> = Some(capability);
                     let mut timer_for: Option<Time> = None;
                     move |output| {
@@ -153,10 +156,12 @@ pub fn build<W: Warehouse>(
                             clock.close_early();
                         }
                         advance(held, &clock);
+                        record_fills(&mut fills, &mut clock, &pending.borrow());
                         let mut closed = false;
                         let mut budget = 256;
-                        // Backpressure: while too many closed batches await their commit,
-                        // leave input in the channel (and so in the lister, and in SQS).
+                        // Backpressure: while closed batches worth `max_in_flight` full
+                        // ones await their commit, leave input in the channel (and so in
+                        // the lister, and in SQS); see [`room_for_more`].
                         // The open batch does not count: counting it made
                         // `max_in_flight = 1` admit one object per worker and batch, a
                         // sixth of the throughput. The worker loop wakes this operator
@@ -165,7 +170,7 @@ pub fn build<W: Warehouse>(
                         // after each object.
                         while budget > 0
                             && undecoded.get() < DECODE_AHEAD
-                            && pending.borrow().range(..*held.time()).count() < max_in_flight
+                            && room_for_more(&pending.borrow(), &fills, *held.time(), max_in_flight)
                         {
                             match objects.try_recv() {
                                 Ok(object) => {
@@ -182,6 +187,7 @@ pub fn build<W: Warehouse>(
                                     stats.object_admitted();
                                     if clock.is_full() && clock.close_early() {
                                         advance(held, &clock);
+                                        record_fills(&mut fills, &mut clock, &pending.borrow());
                                     }
                                 }
                                 Err(source::InboxEmpty::Empty) => break,
@@ -414,6 +420,52 @@ pub fn build<W: Warehouse>(
     }
 }
 
+/// Notes the fill of batches the clock closed, and forgets acknowledged ones.
+fn record_fills(
+    fills: &mut BTreeMap<Time, f64>,
+    clock: &mut BatchClock,
+    pending: &BTreeMap<Time, Vec<ObjectRef>>,
+) {
+    for (batch, fill) in clock.take_closed() {
+        fills.insert(batch.0, fill);
+    }
+    fills.retain(|batch, _| pending.contains_key(batch) || *batch >= clock.current().0);
+}
+
+/// Whether Admit may take more input while the batches in `pending` before `open` await
+/// their commit on this worker.
+///
+/// They are weighed by their fill when they closed, and may add up to `max_in_flight`
+/// full batches: the start-up ramp's small batches (an eighth, a quarter and a half) and
+/// those a short interval closes early then do not stop decoding while the warehouse has
+/// little to do (counting batches, the warehouse idled between loads: BENCHMARKS.md,
+/// session 13). Their number is capped too, at `max_in_flight +` [`RAMP_BATCHES`]: while
+/// the warehouse is down a trickle would otherwise close a tiny batch every interval, and
+/// each is a load of its own once it is back (on Redshift, a second a table), where
+/// input left in the queue joins whole batches.
+fn room_for_more(
+    pending: &BTreeMap<Time, Vec<ObjectRef>>,
+    fills: &BTreeMap<Time, f64>,
+    open: Time,
+    max_in_flight: usize,
+) -> bool {
+    pending.range(..open).count() < max_in_flight + RAMP_BATCHES as usize
+        && in_flight(pending, fills, open) < max_in_flight as f64
+}
+
+/// How many full batches' worth of closed batches before `open` await their commit on
+/// this worker: each pending batch by its fill when it closed (1 if unknown).
+fn in_flight(
+    pending: &BTreeMap<Time, Vec<ObjectRef>>,
+    fills: &BTreeMap<Time, f64>,
+    open: Time,
+) -> f64 {
+    pending
+        .range(..open)
+        .map(|(batch, _)| fills.get(batch).copied().unwrap_or(1.0))
+        .sum()
+}
+
 /// Moves the held capability up to the clock's current batch.
 fn advance(held: &mut Capability<Time>, clock: &BatchClock) {
     let batch = clock.current().0;
@@ -469,5 +521,73 @@ impl Stash {
             .collect();
         tables.sort_by(|a, b| a.table.cmp(&b.table));
         LoadJob { batch, tables }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn in_flight_weighs_pending_batches_by_their_fill() {
+        let pending: BTreeMap<Time, Vec<ObjectRef>> = [
+            (10, Vec::new()),
+            (20, Vec::new()),
+            (30, Vec::new()),
+            (40, Vec::new()),
+        ]
+        .into_iter()
+        .collect();
+        let fills: BTreeMap<Time, f64> = [(10, 0.125), (20, 0.25)].into_iter().collect();
+        // Batch 30's fill is unknown and counts as a full batch; the open batch 40 does
+        // not count at all.
+        assert_eq!(in_flight(&pending, &fills, 40), 1.375);
+        assert_eq!(in_flight(&pending, &fills, 30), 0.375);
+        assert_eq!(in_flight(&BTreeMap::new(), &fills, 40), 0.0);
+        assert!(room_for_more(&pending, &fills, 40, 2));
+        assert!(!room_for_more(&pending, &fills, 40, 1));
+    }
+
+    #[test]
+    fn tiny_batches_are_capped_in_number() {
+        let open = 100;
+        let pending: BTreeMap<Time, Vec<ObjectRef>> =
+            (0..open).map(|batch| (batch, Vec::new())).collect();
+        let fills: BTreeMap<Time, f64> = (0..open).map(|batch| (batch, 0.001)).collect();
+        let room = |batches: usize| {
+            let pending = pending
+                .range(open - batches as Time..)
+                .map(|(k, v)| (*k, v.clone()));
+            room_for_more(&pending.collect(), &fills, open, 2)
+        };
+        assert!(room(2 + RAMP_BATCHES as usize - 1));
+        assert!(
+            !room(2 + RAMP_BATCHES as usize),
+            "a stalled warehouse stops admission"
+        );
+    }
+
+    #[test]
+    fn fills_are_recorded_at_close_and_forgotten_once_acknowledged() {
+        let policy = BatchPolicy {
+            interval: Duration::from_secs(60),
+            max_rows: 80,
+            max_bytes: u64::MAX,
+        };
+        let mut clock = BatchClock::new(policy, 60_000);
+        clock.admit(10, 0);
+        assert!(clock.is_full() && clock.close_early());
+        let first = 60_000;
+        let mut pending: BTreeMap<Time, Vec<ObjectRef>> = BTreeMap::new();
+        pending.insert(first, Vec::new());
+        let mut fills = BTreeMap::new();
+        record_fills(&mut fills, &mut clock, &pending);
+        assert_eq!(fills.get(&first), Some(&0.125));
+        pending.remove(&first);
+        record_fills(&mut fills, &mut clock, &pending);
+        assert!(
+            fills.is_empty(),
+            "acknowledged batches are forgotten: {fills:?}"
+        );
     }
 }
