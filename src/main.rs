@@ -160,7 +160,7 @@ struct BenchArgs {
     /// pipeline default).
     #[arg(long)]
     max_batch_bytes: Option<u64>,
-    /// Stop admitting input while this many batches await their commit (default: the
+    /// Stop admitting input while this many full batches' worth await their commit (default: the
     /// pipeline default).
     #[arg(long)]
     max_batches_in_flight: Option<usize>,
@@ -224,7 +224,7 @@ struct BatchArgs {
     /// Close a worker's batch early at this many input bytes.
     #[arg(long)]
     max_batch_bytes: Option<u64>,
-    /// Stop admitting input while this many batches await their commit.
+    /// Stop admitting input while this many full batches' worth await their commit.
     #[arg(long)]
     max_batches_in_flight: Option<usize>,
 }
