@@ -279,6 +279,76 @@ async fn a_backlog_present_at_start_loads_in_batches_of_max_rows() {
     assert_matches_route(&dump, &expected);
 }
 
+/// A run's first batches ramp up (an eighth, a quarter, a half of `max_rows`) so the
+/// warehouse gets its first load early, then batches are whole; with one batch in
+/// flight, weighed by fill, the small ones do not hold decoding back, and every row
+/// loads exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_batches_of_a_backlog_ramp_up_to_max_rows() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    let config = GenConfig {
+        events: 8000,
+        seed: 11,
+        drift_rate: 0.0,
+        bad_rate: 0.0,
+    };
+    // 80 objects of 100 events, all there before the run starts.
+    write_dir(&config, &source, 100).unwrap();
+    let expected = expected_rows(&source);
+    let schema = support::schema("ramp");
+    let state = work.path().join("state");
+    let pipeline = support::pipeline_file(work.path(), &source, &state, &schema, "1h");
+    wait_ok(
+        run_once(
+            &pipeline,
+            &[
+                "--workers",
+                "1",
+                "--max-batch-rows",
+                "2000",
+                "--max-batches-in-flight",
+                "1",
+            ],
+        ),
+        "ramp",
+    );
+    // Messages per batch, in batch order: each message has exactly one row in its event
+    // table (or `pages`, `identifies`, ...), so rows outside `tracks` count messages.
+    let sizes: Vec<i64> = client
+        .query(
+            &format!(
+                "SELECT sum(rows_loaded)::bigint FROM \"{schema}\"._tracktable_loads \
+                 WHERE table_name NOT IN ('tracks', 'users', 'accounts') \
+                 GROUP BY batch ORDER BY batch"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    // Decoding runs up to two objects (200 messages) ahead of the count that closes a
+    // batch, so each batch overshoots its limit by up to that much.
+    assert!(sizes.len() >= 5, "batches: {sizes:?}");
+    assert!(
+        sizes[0] <= 250 + 200 && sizes[1] <= 500 + 200 && sizes[2] <= 1000 + 200,
+        "the first three batches ramp up to 250, 500 and 1000 messages: {sizes:?}"
+    );
+    assert!(
+        sizes[3] >= 2000,
+        "the fourth batch is whole (2000 messages): {sizes:?}"
+    );
+    assert_eq!(sizes.iter().sum::<i64>(), 8000, "batches: {sizes:?}");
+    let dump = support::dump(&client, &schema).await;
+    support::drop_schema(&client, &schema).await;
+    assert_matches_route(&dump, &expected);
+}
+
 /// `max_batches_in_flight = 1` bounds the closed batches awaiting their commit, not the
 /// open one: with a one-hour interval and everything present at start, the whole backlog
 /// fills the open batch and `--once` finishes. When the open batch counted, Admit took
