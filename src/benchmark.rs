@@ -41,6 +41,9 @@ pub struct BenchOptions {
     /// Closed batches awaiting their commit before input stops (`None`: the pipeline
     /// default).
     pub max_batches_in_flight: Option<usize>,
+    /// Warehouse connections per worker (`None`: the pipeline default); the loader-alone
+    /// phase uses as many per worker.
+    pub load_connections: Option<usize>,
     /// Scratch directory for the generated objects (emptied first).
     pub scratch: PathBuf,
 }
@@ -348,7 +351,9 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                 max_in_flight: options
                     .max_batches_in_flight
                     .unwrap_or(defaults.max_in_flight),
-                ..defaults
+                load_connections: options
+                    .load_connections
+                    .unwrap_or(defaults.load_connections),
             }
         },
         limits: Default::default(),
@@ -537,7 +542,10 @@ fn load_prepared(
     }
     let lanes = crate::load::assign_lanes(
         &batches,
-        options.workers.max(1) * BatchFile::default().load_connections,
+        options.workers.max(1)
+            * options
+                .load_connections
+                .unwrap_or(BatchFile::default().load_connections),
     );
     let batches = Arc::new(batches);
     let started = Instant::now();

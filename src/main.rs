@@ -164,6 +164,9 @@ struct BenchArgs {
     /// pipeline default).
     #[arg(long)]
     max_batches_in_flight: Option<usize>,
+    /// Warehouse connections each worker loads over (default: the pipeline default, 4).
+    #[arg(long)]
+    load_connections: Option<usize>,
     /// Scratch directory for generated objects (default: a directory under the system temp dir).
     #[arg(long)]
     scratch: Option<PathBuf>,
@@ -410,6 +413,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => {
             anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
             anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+            anyhow::ensure!(
+                args.load_connections != Some(0),
+                "--load-connections must be at least 1"
+            );
             let options = tracktable::benchmark::BenchOptions {
                 database_url: args.database_url,
                 events: args.events,
@@ -418,6 +425,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 max_batch_rows: args.max_batch_rows,
                 max_batch_bytes: args.max_batch_bytes,
                 max_batches_in_flight: args.max_batches_in_flight,
+                load_connections: args.load_connections,
                 scratch: args
                     .scratch
                     .unwrap_or_else(|| std::env::temp_dir().join("tracktable-bench")),

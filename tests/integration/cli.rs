@@ -361,6 +361,10 @@ async fn bench_runs_its_rounds_and_summarises_them() {
             "2000",
             "--rounds",
             "2",
+            // One connection per worker: every table of a batch in one lane, which the
+            // bench's check of both sides' row counts still has to pass.
+            "--load-connections",
+            "1",
             "--database-url",
             &url,
             "--scratch",
@@ -394,5 +398,16 @@ async fn bench_runs_its_rounds_and_summarises_them() {
     assert!(
         (median - (ratios[0] + ratios[1]) / 2.0).abs() <= 0.011,
         "{median} from {ratios:?}"
+    );
+
+    let refused = output(
+        &mut tracktable(&["bench", "--load-connections", "0", "--database-url", &url]),
+        "tracktable bench --load-connections 0",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("--load-connections must be at least 1"),
+        "{}",
+        text(&refused.stderr)
     );
 }
