@@ -429,7 +429,7 @@ fn record_fills(
     for (batch, fill) in clock.take_closed() {
         fills.insert(batch.0, fill);
     }
-    fills.retain(|batch, _| pending.contains_key(batch) || *batch >= clock.current().0);
+    fills.retain(|batch, _| pending.contains_key(batch));
 }
 
 /// Whether Admit may take more input while the batches in `pending` before `open` await
@@ -449,21 +449,25 @@ fn room_for_more(
     open: Time,
     max_in_flight: usize,
 ) -> bool {
-    pending.range(..open).count() < max_in_flight + RAMP_BATCHES as usize
-        && in_flight(pending, fills, open) < max_in_flight as f64
+    let (batches, worth) = in_flight(pending, fills, open);
+    batches < max_in_flight + RAMP_BATCHES as usize && worth < max_in_flight as f64
 }
 
-/// How many full batches' worth of closed batches before `open` await their commit on
-/// this worker: each pending batch by its fill when it closed (1 if unknown).
+/// The closed batches before `open` awaiting their commit on this worker: how many, and
+/// how many full batches they are worth (each by its fill when it closed, 1 if unknown).
 fn in_flight(
     pending: &BTreeMap<Time, Vec<ObjectRef>>,
     fills: &BTreeMap<Time, f64>,
     open: Time,
-) -> f64 {
+) -> (usize, f64) {
     pending
         .range(..open)
-        .map(|(batch, _)| fills.get(batch).copied().unwrap_or(1.0))
-        .sum()
+        .fold((0, 0.0), |(batches, worth), (batch, _)| {
+            (
+                batches + 1,
+                worth + fills.get(batch).copied().unwrap_or(1.0),
+            )
+        })
 }
 
 /// Moves the held capability up to the clock's current batch.
@@ -541,9 +545,9 @@ mod tests {
         let fills: BTreeMap<Time, f64> = [(10, 0.125), (20, 0.25)].into_iter().collect();
         // Batch 30's fill is unknown and counts as a full batch; the open batch 40 does
         // not count at all.
-        assert_eq!(in_flight(&pending, &fills, 40), 1.375);
-        assert_eq!(in_flight(&pending, &fills, 30), 0.375);
-        assert_eq!(in_flight(&BTreeMap::new(), &fills, 40), 0.0);
+        assert_eq!(in_flight(&pending, &fills, 40), (3, 1.375));
+        assert_eq!(in_flight(&pending, &fills, 30), (2, 0.375));
+        assert_eq!(in_flight(&BTreeMap::new(), &fills, 40), (0, 0.0));
         assert!(room_for_more(&pending, &fills, 40, 2));
         assert!(!room_for_more(&pending, &fills, 40, 1));
     }

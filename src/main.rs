@@ -160,8 +160,8 @@ struct BenchArgs {
     /// pipeline default).
     #[arg(long)]
     max_batch_bytes: Option<u64>,
-    /// Stop admitting input while this many full batches' worth await their commit (default: the
-    /// pipeline default).
+    /// Stop admitting input while this many full batches' worth await their commit
+    /// (default: the pipeline default).
     #[arg(long)]
     max_batches_in_flight: Option<usize>,
     /// Warehouse connections each worker loads over (default: the pipeline default, 4).

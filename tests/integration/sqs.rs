@@ -708,17 +708,20 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
     let schema = support::schema("release");
     let work = tempfile::tempdir().unwrap();
     let pipeline = setup.pipeline(work.path(), &schema, "60s");
-    // Every object fills a batch as it is admitted, so the first, held by the lock, is a
-    // whole batch in flight: backpressure weighs batches by how full they are.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&pipeline)
-        .expect("open pipeline");
-    std::io::Write::write_all(&mut file, b"max_bytes = 1\n").expect("append max_bytes");
     let log = work.path().join("stderr.log");
     let mut child = support::KillOnDrop(
         Command::new(support::binary())
-            .args(["run", "--max-batches-in-flight", "1", "--pipeline"])
+            // Every object fills a batch as it is admitted (`--max-batch-bytes 1`), so
+            // the first, held by the lock, is a whole batch in flight: backpressure
+            // weighs batches by how full they are.
+            .args([
+                "run",
+                "--max-batches-in-flight",
+                "1",
+                "--max-batch-bytes",
+                "1",
+                "--pipeline",
+            ])
             .arg(&pipeline)
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
