@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::affinity::{AffinityError, CpuList, Split};
 use crate::config::{BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile};
 use crate::decode::Limits;
 use crate::generate::{self, GenConfig};
@@ -46,6 +47,9 @@ pub struct BenchOptions {
     pub load_connections: Option<usize>,
     /// Scratch directory for the generated objects (emptied first).
     pub scratch: PathBuf,
+    /// Run the (local) server's processes on these CPUs and this process on the others,
+    /// as if the warehouse had a machine of its own (`None`: leave both where they are).
+    pub warehouse_cpus: Option<CpuList>,
 }
 
 /// What one benchmark run measured.
@@ -272,6 +276,8 @@ pub enum BenchError {
     Copy(#[from] postgres::PostgresError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Affinity(#[from] AffinityError),
     #[error(
         "the baseline copied {copied} rows but the pipeline stored {stored}: not the same rows"
     )]
@@ -293,6 +299,25 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let client = runtime
         .block_on(connect(&options.database_url))
         .map_err(database)?;
+    // Held to the end of the round; dropping it moves the server and this process back.
+    let _split = match &options.warehouse_cpus {
+        None => None,
+        Some(cpus) => {
+            let backend: i32 = runtime
+                .block_on(client.query_one("SELECT pg_backend_pid()", &[]))
+                .map_err(database)?
+                .get(0);
+            let split = Split::new(backend.unsigned_abs(), cpus)?;
+            eprintln!(
+                "bench: PostgreSQL (postmaster {}, {} processes) on CPUs {}, this process on CPUs {}",
+                split.server.root(),
+                split.server.moved,
+                split.server.cpus,
+                split.tracktable
+            );
+            Some(split)
+        }
+    };
     let copy_schema = format!("{SCHEMA}_copy");
     let load_schema = format!("{SCHEMA}_load");
     runtime

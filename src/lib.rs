@@ -12,8 +12,10 @@
 //! - [`dataflow`], [`run`], [`load`], [`source`]: the timely/differential pipeline.
 //! - [`warehouse`]: where rows land (PostgreSQL; Redshift next).
 //! - [`demo`], [`local_postgres`], [`admin`]: the operator-facing commands.
+//! - [`benchmark`], [`affinity`]: `tracktable bench`, and the CPUs it gives the warehouse.
 
 pub mod admin;
+pub mod affinity;
 pub mod allocator;
 pub mod backfill;
 pub mod batch;

@@ -174,6 +174,12 @@ struct BenchArgs {
     /// ratio moves by a quarter on a busy machine.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Run PostgreSQL's processes on these CPUs (e.g. `1`, `2-3`) and the bench on the
+    /// others, as if the warehouse had a machine of its own; both move back at the end.
+    /// Needs the server on this machine and the right to move its processes (its
+    /// operating-system user, or root).
+    #[arg(long)]
+    warehouse_cpus: Option<tracktable::affinity::CpuList>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -304,8 +310,12 @@ fn print_bench_report(
     report: &tracktable::benchmark::BenchReport,
     options: &tracktable::benchmark::BenchOptions,
 ) {
+    let cpus = match &options.warehouse_cpus {
+        Some(cpus) => format!("  warehouse on CPUs {cpus}"),
+        None => "  warehouse sharing the CPUs".to_owned(),
+    };
     println!(
-        "events: {}  workers: {}  batch interval: {}",
+        "events: {}  workers: {}  batch interval: {}{cpus}",
         report.events,
         options.workers,
         humantime::format_duration(options.batch_interval)
@@ -429,6 +439,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 scratch: args
                     .scratch
                     .unwrap_or_else(|| std::env::temp_dir().join("tracktable-bench")),
+                warehouse_cpus: args.warehouse_cpus,
             };
             let mut reports = Vec::with_capacity(args.rounds);
             for round in 1..=args.rounds {

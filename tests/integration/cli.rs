@@ -21,6 +21,13 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Benches replace the same schemas, so the tests that run one take turns.
+fn bench_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[test]
 fn explain_prints_rows_for_good_lines_and_reasons_for_bad_ones() {
     let mut child = tracktable(&["explain"])
@@ -351,6 +358,7 @@ async fn bench_runs_its_rounds_and_summarises_them() {
     let Some(_client) = support::postgres().await else {
         return;
     };
+    let _turn = bench_turn();
     let work = tempfile::tempdir().unwrap();
     let scratch = work.path().join("bench");
     let url = support::database_url();
@@ -409,5 +417,108 @@ async fn bench_runs_its_rounds_and_summarises_them() {
         text(&refused.stderr).contains("--load-connections must be at least 1"),
         "{}",
         text(&refused.stderr)
+    );
+}
+
+/// `Cpus_allowed_list` of a process, as `/proc` writes it.
+fn cpus_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list for {pid}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn bench_gives_the_warehouse_its_own_cpus_and_moves_everything_back() {
+    // Needs PostgreSQL on this machine (fails under CI=true when none answers).
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat"))
+        .expect("the test server runs on this machine");
+    let postmaster: u32 = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .nth(1)
+        .and_then(|parent| parent.parse().ok())
+        .expect("a parent pid");
+    let _turn = bench_turn();
+    let server_before = cpus_of(postmaster);
+    let allowed: tracktable::affinity::CpuList = cpus_of(std::process::id()).parse().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let scratch = work.path().join("bench");
+    let url = support::database_url();
+    let bench = |cpus: &str| {
+        output(
+            tracktable(&[
+                "bench",
+                "--events",
+                "2000",
+                "--warehouse-cpus",
+                cpus,
+                "--database-url",
+                &url,
+                "--scratch",
+                scratch.to_str().unwrap(),
+            ])
+            .env("TRACKTABLE_LOG", "warn"),
+            "tracktable bench --warehouse-cpus",
+        )
+    };
+
+    // Every CPU the bench has: nothing would be left for tracktable.
+    let all = bench(&allowed.to_string());
+    assert!(!all.status.success());
+    assert!(
+        text(&all.stderr).contains("would leave none for tracktable"),
+        "{}",
+        text(&all.stderr)
+    );
+    assert_eq!(
+        cpus_of(postmaster),
+        server_before,
+        "a refusal moves nothing"
+    );
+    if allowed.len() < 2 {
+        return; // One CPU: there is no split to make.
+    }
+
+    let last: tracktable::affinity::CpuList = allowed.iter().last().into_iter().collect();
+    let rest = allowed.without(&last);
+    let out = bench(&last.to_string());
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !out.status.success() && !root {
+        // Not root and not the server's user: the error says how to get the right.
+        assert!(
+            stderr.contains("run the bench as the server's operating-system user or as root"),
+            "{stderr}"
+        );
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("PostgreSQL (postmaster {postmaster}, "))
+            && stderr.contains(&format!("on CPUs {last}, this process on CPUs {rest}")),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("warehouse on CPUs {last}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ratio pipeline / COPY: "), "{stdout}");
+    assert_eq!(
+        cpus_of(postmaster),
+        server_before,
+        "the server is back on its CPUs"
     );
 }
