@@ -227,6 +227,11 @@ fn name_and_parent(pid: u32) -> Option<(String, u32)> {
     Some((name, parent.parse().ok()?))
 }
 
+/// The parent of process `pid`, from `/proc` (`None` when it is gone or not readable).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    name_and_parent(pid).map(|(_, parent)| parent)
+}
+
 /// The pids whose parent is `root`.
 fn children_of(root: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {

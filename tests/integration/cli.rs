@@ -443,13 +443,8 @@ async fn bench_gives_the_warehouse_its_own_cpus_and_moves_everything_back() {
         .await
         .unwrap()
         .get(0);
-    let stat = std::fs::read_to_string(format!("/proc/{backend}/stat"))
+    let postmaster = tracktable::affinity::parent_of(backend.unsigned_abs())
         .expect("the test server runs on this machine");
-    let postmaster: u32 = stat[stat.rfind(')').unwrap() + 2..]
-        .split_whitespace()
-        .nth(1)
-        .and_then(|parent| parent.parse().ok())
-        .expect("a parent pid");
     let _turn = bench_turn();
     let server_before = cpus_of(postmaster);
     let allowed: tracktable::affinity::CpuList = cpus_of(std::process::id()).parse().unwrap();
