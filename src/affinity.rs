@@ -294,6 +294,16 @@ impl PinnedTree {
     pub fn root(&self) -> u32 {
         self.root
     }
+
+    /// A shell command that puts the tree back by hand, for when this process is killed
+    /// before the guard drops.
+    pub fn undo_command(&self) -> String {
+        format!(
+            "for p in {root} $(pgrep -P {root}); do taskset -p -c {cpus} $p; done",
+            root = self.root,
+            cpus = self.before
+        )
+    }
 }
 
 impl Drop for PinnedTree {
@@ -495,6 +505,10 @@ mod tests {
         for child in children_of(root) {
             assert_eq!(allowed_of(child), last.to_string());
         }
+        assert_eq!(
+            pinned.undo_command(),
+            format!("for p in {root} $(pgrep -P {root}); do taskset -p -c {before} $p; done")
+        );
         drop(pinned);
         assert_eq!(allowed_of(root), before);
         for child in children_of(root) {

@@ -309,11 +309,13 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
                 .get(0);
             let split = Split::new(backend.unsigned_abs(), cpus)?;
             eprintln!(
-                "bench: PostgreSQL (postmaster {}, {} processes) on CPUs {}, this process on CPUs {}",
+                "bench: PostgreSQL (postmaster {}, {} processes) on CPUs {}, this process on CPUs {}; \
+                 the server moves back when the round ends (if the bench is killed first: {})",
                 split.server.root(),
                 split.server.moved,
                 split.server.cpus,
-                split.tracktable
+                split.tracktable,
+                split.server.undo_command()
             );
             Some(split)
         }
