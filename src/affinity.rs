@@ -25,10 +25,6 @@ impl CpuList {
         self.0.len()
     }
 
-    pub fn contains(&self, cpu: usize) -> bool {
-        self.0.contains(&cpu)
-    }
-
     pub fn is_subset(&self, other: &CpuList) -> bool {
         self.0.is_subset(&other.0)
     }
@@ -272,10 +268,11 @@ impl PinnedTree {
         };
         // The root first: a child it forks from now on starts on `cpus`.
         move_to(root)?;
+        // Whatever happens next, the guard moves the root back.
         let mut tree = PinnedTree {
             root,
             before,
-            cpus: cpus.clone(),
+            cpus: CpuList::default(),
             moved: 1,
         };
         tree.cpus = sys::get(root).map_err(|source| AffinityError::Read { pid: root, source })?;
@@ -372,8 +369,9 @@ impl Drop for PinnedSelf {
 /// The server on `warehouse` CPUs and this process on the rest of its own.
 #[derive(Debug)]
 pub struct Split {
+    /// The server's processes; `server.cpus` are the CPUs they now have.
     pub server: PinnedTree,
-    pub warehouse: CpuList,
+    /// The CPUs this process now runs on.
     pub tracktable: CpuList,
     // Dropped last: the server moves back first, then this process.
     _own: PinnedSelf,
@@ -403,7 +401,6 @@ impl Split {
         let own = PinnedSelf::pin(&tracktable)?;
         Ok(Split {
             server,
-            warehouse: warehouse.clone(),
             tracktable,
             _own: own,
         })
