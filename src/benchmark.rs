@@ -72,6 +72,10 @@ pub struct BenchReport {
     pub loader: Duration,
     /// CPU over the loader phase (Linux only).
     pub loader_cpu: Option<CpuUse>,
+    /// The write-ahead log each phase wrote (`None` where the server would not say).
+    pub pipeline_wal: Option<WalRange>,
+    pub copy_wal: Option<WalRange>,
+    pub loader_wal: Option<WalRange>,
 }
 
 impl BenchReport {
@@ -95,6 +99,52 @@ impl BenchReport {
     pub fn loader_ratio(&self) -> f64 {
         self.loader_rate() / self.copy_rate()
     }
+}
+
+/// Where the server's write-ahead log stood before and after a phase: how much the
+/// phase made it write (every row, index entry and page image the server logged, so two
+/// phases that store the same rows can be compared for the work around them), and the
+/// positions to give `pg_waldump --stats` to see what it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl WalRange {
+    /// Bytes of WAL between the two positions (other sessions' writes included).
+    pub fn bytes(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// A position as PostgreSQL writes a `pg_lsn`: `3/9F91EB58`.
+    pub fn format(position: u64) -> String {
+        format!("{:X}/{:X}", position >> 32, position & 0xFFFF_FFFF)
+    }
+
+    /// Parses a `pg_lsn` as PostgreSQL prints it.
+    pub fn parse(lsn: &str) -> Option<u64> {
+        let (high, low) = lsn.split_once('/')?;
+        let high = u32::from_str_radix(high, 16).ok()?;
+        let low = u32::from_str_radix(low, 16).ok()?;
+        Some(u64::from(high) << 32 | u64::from(low))
+    }
+}
+
+/// The server's current WAL insert position; `None` on a standby, where the function is
+/// refused, or on anything that does not answer it like PostgreSQL 10 and later.
+async fn wal_position(client: &tokio_postgres::Client) -> Option<u64> {
+    let row = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .ok()?;
+    WalRange::parse(row.try_get::<_, &str>(0).ok()?)
+}
+
+/// The WAL written between `start` and now.
+async fn wal_since(client: &tokio_postgres::Client, start: Option<u64>) -> Option<WalRange> {
+    let end = wal_position(client).await?;
+    Some(WalRange { start: start?, end })
 }
 
 /// The spread of one figure over several rounds.
@@ -388,6 +438,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     };
     let pipeline = file.validate(&scratch.join("bench.toml"))?;
     let stats = Arc::new(RunStats::default());
+    let wal_start = runtime.block_on(wal_position(&client));
     let cpu_start = CpuReading::now();
     let summary = run::run(
         &pipeline,
@@ -403,6 +454,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         },
     )?;
     let pipeline_cpu = cpu_since(cpu_start);
+    let pipeline_wal = runtime.block_on(wal_since(&client, wal_start));
     let events = summary.stats.messages;
     eprintln!(
         "bench: pipeline loaded {events} events in {:.2}s",
@@ -469,6 +521,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     // autovacuum's analyze of the fresh tables and the checkpointer's writes can land on
     // it. Settling first did not remove every slow baseline (BENCHMARKS.md).
     settle(&runtime, &client, &options.database_url, &tables)?;
+    let wal_start = runtime.block_on(wal_position(&client));
     let started = Instant::now();
     let cpu_start = CpuReading::now();
     let copied = runtime.block_on(async {
@@ -492,6 +545,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     })?;
     let copy = started.elapsed();
     let copy_cpu = cpu_since(cpu_start);
+    let copy_wal = runtime.block_on(wal_since(&client, wal_start));
     eprintln!(
         "bench: raw COPY of the same {copied} rows in {:.2}s",
         copy.as_secs_f64()
@@ -505,7 +559,9 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
 
     // 5. tracktable's loader alone on the same prepared rows, into a third schema.
     settle(&runtime, &client, &options.database_url, &[])?;
+    let wal_start = runtime.block_on(wal_position(&client));
     let (loader, loader_cpu) = load_prepared(&runtime, options, &load_schema, &by_table)?;
+    let loader_wal = runtime.block_on(wal_since(&client, wal_start));
     eprintln!(
         "bench: tracktable's loader on the same prepared rows in {:.2}s",
         loader.as_secs_f64()
@@ -520,6 +576,9 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         copy_cpu,
         loader,
         loader_cpu,
+        pipeline_wal,
+        copy_wal,
+        loader_wal,
     })
 }
 
@@ -692,6 +751,9 @@ mod tests {
             copy_cpu: None,
             loader: Duration::from_secs_f64(copy),
             loader_cpu: None,
+            pipeline_wal: None,
+            copy_wal: None,
+            loader_wal: None,
         };
         assert_eq!(Summary::of(&[]), None);
         let one = Summary::of(&[report(10.0, 8.0)]).map(|summary| summary.pipeline_ratio);
@@ -719,6 +781,22 @@ mod tests {
         assert!((summary.loader_ratio.median - 1.0).abs() < 1e-9);
         assert!((summary.pipeline_secs.median - 9.0).abs() < 1e-9);
         assert!((summary.copy_secs.median - 6.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn wal_positions_read_and_print_as_postgresql_writes_them() {
+        let start = WalRange::parse("3/9F91EB58");
+        assert_eq!(start, Some(0x3_9F91_EB58));
+        assert_eq!(WalRange::format(0x3_9F91_EB58), "3/9F91EB58");
+        assert_eq!(WalRange::format(0), "0/0");
+        let range = WalRange {
+            start: 0x3_FFFF_FF00,
+            end: 0x4_0000_0100,
+        };
+        assert_eq!(range.bytes(), 0x200, "the high half carries");
+        for bad in ["", "3", "3/", "/5", "G/1", "1/100000000", "1/2/3"] {
+            assert_eq!(WalRange::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

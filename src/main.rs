@@ -337,10 +337,10 @@ fn print_bench_report(
         report.loader_rate(),
         report.loader.as_secs_f64()
     );
-    for (phase, cpu) in [
-        ("pipeline", report.pipeline_cpu),
-        ("raw COPY", report.copy_cpu),
-        ("loader alone", report.loader_cpu),
+    for (phase, cpu, wal) in [
+        ("pipeline", report.pipeline_cpu, report.pipeline_wal),
+        ("raw COPY", report.copy_cpu, report.copy_wal),
+        ("loader alone", report.loader_cpu, report.loader_wal),
     ] {
         if let Some(cpu) = cpu {
             let server = match cpu.server {
@@ -353,6 +353,15 @@ fn print_bench_report(
             println!(
                 "  CPU over the {phase}: this process {:.1} s, {server}; the machine busy {:.1} of {:.1} core-seconds",
                 cpu.process, cpu.machine_busy, cpu.machine_total,
+            );
+        }
+        if let Some(wal) = wal {
+            use tracktable::benchmark::WalRange;
+            println!(
+                "  WAL over the {phase}: {:.1} MB (pg_waldump --stats -s {} -e {})",
+                wal.bytes() as f64 / 1e6,
+                WalRange::format(wal.start),
+                WalRange::format(wal.end),
             );
         }
     }

@@ -393,6 +393,18 @@ async fn bench_runs_its_rounds_and_summarises_them() {
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
         .collect();
     assert_eq!(ratios.len(), 2, "{stdout}");
+    // Each phase says how much WAL it made the server write: 2000 events' rows are
+    // hundreds of kilobytes of it, so a phase that wrote none was not measured.
+    for phase in ["pipeline", "raw COPY", "loader alone"] {
+        let prefix = format!("  WAL over the {phase}: ");
+        let wal: Vec<f64> = stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix.as_str()))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(wal.len(), 2, "{phase}: {stdout}");
+        assert!(wal.iter().all(|mb| *mb > 0.0), "{phase}: {stdout}");
+    }
     let summary = stdout
         .lines()
         .find_map(|line| line.strip_prefix("over 2 rounds: ratio pipeline / COPY median "))
