@@ -392,6 +392,13 @@ pub fn build<W: Warehouse>(
                                 break;
                             };
                             let job = contents.into_job(BatchId(time));
+                            // With the loader's "batch load started", this says whether a
+                            // batch waited for its frontier or for the loader.
+                            tracing::debug!(
+                                batch = time,
+                                tables = job.tables.len(),
+                                "batch handed to the loader"
+                            );
                             if job_sender.send(job).is_err() {
                                 // The loader task is gone only when the runtime shuts down.
                                 tracing::error!(
