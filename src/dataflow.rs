@@ -55,6 +55,17 @@ use crate::warehouse::{TableBatch, Warehouse};
 /// finished batches' frontier move on to Load).
 const DECODE_SLICE: Duration = Duration::from_millis(20);
 
+/// Items DecodeRoute decodes between looks at the clock (a few milliseconds' work).
+const DECODE_PART: usize = 256;
+
+/// An object DecodeRoute is part way through.
+struct Decoding {
+    object: ObjectRef,
+    rows: source::ObjectRows,
+    /// Its messages already counted into the batch's `decoded_rows`.
+    counted: u64,
+}
+
 /// How many admitted objects may wait undecoded on a worker. Admit takes the next object
 /// only when decoding has caught up this far, so a batch's message count (fed back from
 /// DecodeRoute) is known when the next object is stamped: without the limit a backlog
@@ -243,6 +254,8 @@ pub fn build<W: Warehouse>(
                         // batch holding its capability until its last object is done.
                         let mut queue: BTreeMap<Time, (Capability<Time>, VecDeque<ObjectRef>)> =
                             BTreeMap::new();
+                        // The object being decoded: the first of the oldest batch.
+                        let mut current: Option<Decoding> = None;
                         move |input, output| {
                             let port = output.output_index();
                             input.for_each_stamp(|stamp, objects| {
@@ -258,41 +271,63 @@ pub fn build<W: Warehouse>(
                             // Decode for a slice of time, then yield: the frontier can
                             // only move between activations, so a backlog decoded in one
                             // go would hold every batch's load back until all of it was
-                            // decoded.
+                            // decoded. Objects are decoded a part at a time, so the slice
+                            // holds however large an object is.
                             let started = std::time::Instant::now();
                             while started.elapsed() < DECODE_SLICE {
                                 let Some(mut entry) = queue.first_entry() else {
                                     break;
                                 };
-                                let Some(object) = entry.get_mut().1.pop_front() else {
-                                    // The batch's last object is done: release it.
-                                    entry.remove();
-                                    continue;
+                                let decoding = match current.as_mut() {
+                                    Some(decoding) => decoding,
+                                    None => {
+                                        let Some(object) = entry.get_mut().1.pop_front() else {
+                                            // The batch's last object is done: release it.
+                                            tracing::debug!(batch = *entry.key(), "batch decoded");
+                                            entry.remove();
+                                            continue;
+                                        };
+                                        let rows =
+                                            source::ObjectRows::open(&root, &object, &limits);
+                                        current.insert(Decoding {
+                                            object,
+                                            rows,
+                                            counted: 0,
+                                        })
+                                    }
                                 };
-                                let summary = source::rows_of(
-                                    &root,
-                                    &object,
-                                    &limits,
+                                let more = decoding.rows.next_rows(
+                                    DECODE_PART,
                                     &mut router,
                                     &mut rows,
                                     &mut |new| seen.observe(new),
                                 );
-                                stats.object_decoded(&object.name, &summary);
-                                decoded_rows.set(decoded_rows.get() + summary.messages);
-                                undecoded.set(undecoded.get().saturating_sub(1));
-                                if let Some(admit) = admit_activator.borrow().as_ref() {
-                                    admit.activate();
-                                }
+                                let summary = decoding.rows.summary();
+                                decoded_rows
+                                    .set(decoded_rows.get() + summary.messages - decoding.counted);
+                                decoding.counted = summary.messages;
                                 let mut session = output.session(&entry.get().0);
-                                session.give_iterator(seen.drain().map(Err));
+                                if !more {
+                                    stats.object_decoded(&decoding.object.name, &summary);
+                                    undecoded.set(undecoded.get().saturating_sub(1));
+                                    current = None;
+                                    if let Some(admit) = admit_activator.borrow().as_ref() {
+                                        admit.activate();
+                                    }
+                                    // An object's distinct columns, once: drained per part
+                                    // they were sent many times over, and this process
+                                    // spent 2-3 core-s more per 1M events (BENCHMARKS.md).
+                                    session.give_iterator(seen.drain().map(Err));
+                                }
                                 session.give_iterator(rows.drain(..).map(Ok));
                             }
                             // Batches whose objects are all done release their capability
                             // now, not at the next activation.
                             while let Some(entry) = queue.first_entry() {
-                                if !entry.get().1.is_empty() {
+                                if !entry.get().1.is_empty() || current.is_some() {
                                     break;
                                 }
+                                tracing::debug!(batch = *entry.key(), "batch decoded");
                                 entry.remove();
                             }
                             if !queue.is_empty() {

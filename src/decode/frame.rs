@@ -61,34 +61,116 @@ pub fn frames<R: Read>(
     limits: &Limits,
     mut on_frame: impl FnMut(Frame<'_>),
 ) -> Result<FrameStats, FrameFailure> {
-    let failure = |error| FrameFailure {
-        position: Position::line(1),
-        bytes: 0,
-        error,
-    };
-    let mut raw = reader;
-    let magic = read_head(&mut raw, 2).map_err(failure)?;
-    let gzip = magic == [0x1f, 0x8b];
-    let raw = Cursor::new(magic).chain(raw);
-    let mut plain: Box<dyn Read + '_> = if gzip {
-        Box::new(flate2::read::MultiGzDecoder::new(raw))
-    } else {
-        Box::new(raw)
-    };
-    let head = read_head(&mut plain, BOM.len()).map_err(failure)?;
-    let skip = if head == BOM { BOM.len() } else { 0 };
-    let rest = Cursor::new(head[skip..].to_vec()).chain(plain);
-    let mut input = BufReader::with_capacity(READ_BUFFER, rest);
-    let mut framer = Framer {
-        limits: *limits,
-        bytes: skip as u64,
-        line: 0,
-        buffer: Vec::new(),
-    };
-    framer.run(&mut input, &mut on_frame)?;
-    Ok(FrameStats {
-        bytes: framer.bytes,
-    })
+    let mut frames = FrameReader::new(reader, limits)?;
+    while frames.next_frames(usize::MAX, &mut on_frame)? {}
+    Ok(frames.stats())
+}
+
+/// An object being framed a part at a time: [`FrameReader::next_frames`] frames about
+/// as many items as it is asked for and returns, so a caller can stop between parts
+/// (the dataflow decodes for a slice of time, then lets the rest of the worker run,
+/// whatever the size of the object).
+pub struct FrameReader<'r> {
+    input: BufReader<Box<dyn Read + 'r>>,
+    framer: Framer,
+    phase: Phase,
+}
+
+/// Where a [`FrameReader`] is in its object.
+enum Phase {
+    /// Skipping leading whitespace to see how the object starts.
+    Start,
+    /// Newline-delimited JSON: one item per line.
+    Lines,
+    /// A top-level JSON array, its elements streamed; `line` is the line being read.
+    Array { scanner: ArrayScanner, line: u64 },
+    /// The object is read (or reading failed, which was reported).
+    Done,
+}
+
+impl<'r> FrameReader<'r> {
+    /// Opens `reader`: reads just enough to tell gzip from plain and skip a byte order
+    /// mark. Fails only when those first bytes cannot be read.
+    pub fn new<R: Read + 'r>(reader: R, limits: &Limits) -> Result<FrameReader<'r>, FrameFailure> {
+        let failure = |error| FrameFailure {
+            position: Position::line(1),
+            bytes: 0,
+            error,
+        };
+        let mut raw = reader;
+        let magic = read_head(&mut raw, 2).map_err(failure)?;
+        let gzip = magic == [0x1f, 0x8b];
+        let raw = Cursor::new(magic).chain(raw);
+        let mut plain: Box<dyn Read + 'r> = if gzip {
+            Box::new(flate2::read::MultiGzDecoder::new(raw))
+        } else {
+            Box::new(raw)
+        };
+        let head = read_head(&mut plain, BOM.len()).map_err(failure)?;
+        let skip = if head == BOM { BOM.len() } else { 0 };
+        let rest: Box<dyn Read + 'r> = Box::new(Cursor::new(head[skip..].to_vec()).chain(plain));
+        Ok(FrameReader {
+            input: BufReader::with_capacity(READ_BUFFER, rest),
+            framer: Framer {
+                limits: *limits,
+                bytes: skip as u64,
+                line: 0,
+                buffer: Vec::new(),
+            },
+            phase: Phase::Start,
+        })
+    }
+
+    /// Frames the next items, calling `on_frame` for each: about `items` of them (an
+    /// envelope line's elements, or a read of an array's elements, are never split).
+    /// Returns whether any of the object is left. After an error, which ends the
+    /// object, it returns `Ok(false)`.
+    pub fn next_frames(
+        &mut self,
+        items: usize,
+        on_frame: &mut dyn FnMut(Frame<'_>),
+    ) -> Result<bool, FrameFailure> {
+        let result = self.step(items.max(1), on_frame);
+        if !matches!(result, Ok(true)) {
+            self.phase = Phase::Done;
+        }
+        result
+    }
+
+    /// Totals so far (all of them once the object is read).
+    pub fn stats(&self) -> FrameStats {
+        FrameStats {
+            bytes: self.framer.bytes,
+        }
+    }
+
+    fn step(
+        &mut self,
+        items: usize,
+        on_frame: &mut dyn FnMut(Frame<'_>),
+    ) -> Result<bool, FrameFailure> {
+        let framer = &mut self.framer;
+        let input = &mut self.input;
+        loop {
+            match &mut self.phase {
+                Phase::Done => return Ok(false),
+                Phase::Start => match framer.start(input)? {
+                    Some(true) => {
+                        self.phase = Phase::Array {
+                            scanner: ArrayScanner::new(framer.limits.max_message_bytes),
+                            line: framer.line + 1,
+                        }
+                    }
+                    Some(false) => self.phase = Phase::Lines,
+                    None => return Ok(false),
+                },
+                Phase::Lines => return framer.lines(input, items, on_frame),
+                Phase::Array { scanner, line } => {
+                    return framer.array(input, scanner, line, items, on_frame);
+                }
+            }
+        }
+    }
 }
 
 /// Up to `count` bytes from the start of `reader`, however it chunks its reads.
@@ -124,12 +206,9 @@ impl Framer {
         }
     }
 
-    fn run(
-        &mut self,
-        input: &mut dyn BufRead,
-        on_frame: &mut dyn FnMut(Frame<'_>),
-    ) -> Result<(), FrameFailure> {
-        // Skip leading whitespace to see how the object starts.
+    /// Skips leading whitespace; says whether the object is a JSON array (`Some(true)`,
+    /// the input at its `[`), lines (`Some(false)`), or empty (`None`).
+    fn start(&mut self, input: &mut dyn BufRead) -> Result<Option<bool>, FrameFailure> {
         loop {
             let chunk = match input.fill_buf() {
                 Ok(chunk) => chunk,
@@ -137,7 +216,7 @@ impl Framer {
                 Err(error) => return Err(self.failure(error)),
             };
             if chunk.is_empty() {
-                return Ok(());
+                return Ok(None);
             }
             let mut skip = 0;
             while skip < chunk.len() && chunk[skip].is_ascii_whitespace() {
@@ -150,21 +229,30 @@ impl Framer {
             input.consume(skip);
             self.bytes += skip as u64;
             match first {
-                Some(b'[') => return self.array(input, on_frame),
-                Some(_) => break,
+                Some(b'[') => return Ok(Some(true)),
+                Some(_) => return Ok(Some(false)),
                 None => {}
             }
         }
+    }
+
+    /// Frames up to `items` lines; returns whether any input is left.
+    fn lines(
+        &mut self,
+        input: &mut dyn BufRead,
+        items: usize,
+        on_frame: &mut dyn FnMut(Frame<'_>),
+    ) -> Result<bool, FrameFailure> {
         let line_limit = self
             .limits
             .max_message_bytes
             .max(self.limits.max_envelope_bytes);
-        loop {
+        for _ in 0..items {
             let Some(total) = self
                 .read_line(input, line_limit)
                 .map_err(|error| self.failure(error))?
             else {
-                return Ok(());
+                return Ok(false);
             };
             self.line += 1;
             if self.buffer.trim_ascii().is_empty() {
@@ -172,6 +260,7 @@ impl Framer {
             }
             self.line_item(Position::line(self.line), &self.buffer, total, on_frame);
         }
+        Ok(true)
     }
 
     /// One NDJSON line (without its line ending).
@@ -297,36 +386,46 @@ impl Framer {
         Ok(Some(total))
     }
 
-    /// Streams the elements of a top-level JSON array; the input is at its `[`.
+    /// Streams the elements of a top-level JSON array (the input first at its `[`),
+    /// a read at a time, until about `items` elements are framed; returns whether any
+    /// input is left.
     fn array(
         &mut self,
         input: &mut dyn BufRead,
+        scanner: &mut ArrayScanner,
+        line: &mut u64,
+        items: usize,
         on_frame: &mut dyn FnMut(Frame<'_>),
-    ) -> Result<(), FrameFailure> {
-        let mut scanner = ArrayScanner::new(self.limits.max_message_bytes);
-        let mut line = self.line + 1;
+    ) -> Result<bool, FrameFailure> {
+        let framed = std::cell::Cell::new(0usize);
+        let mut counting = |frame: Frame<'_>| {
+            framed.set(framed.get() + 1);
+            on_frame(frame);
+        };
         loop {
             let chunk = match input.fill_buf() {
                 Ok(chunk) => chunk,
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     return Err(FrameFailure {
-                        position: scanner.position(line),
+                        position: scanner.position(*line),
                         bytes: self.bytes,
                         error,
                     });
                 }
             };
             if chunk.is_empty() {
-                break;
+                scanner.finish(*line, &mut counting);
+                return Ok(false);
             }
             let used = chunk.len();
-            scanner.feed(chunk, &mut line, on_frame);
+            scanner.feed(chunk, line, &mut counting);
             input.consume(used);
             self.bytes += used as u64;
+            if framed.get() >= items {
+                return Ok(true);
+            }
         }
-        scanner.finish(line, on_frame);
-        Ok(())
     }
 }
 

@@ -109,55 +109,117 @@ pub fn decode_object<R: Read>(
     limits: &Limits,
     mut on_item: impl FnMut(Decoded<'_>),
 ) -> DecodeSummary {
-    let mut summary = DecodeSummary::default();
-    let outcome = frame::frames(reader, limits, |frame| match frame {
-        frame::Frame::Item { position, text } => {
-            match decode_item(text, object, position, limits) {
-                Ok(message) => {
-                    summary.messages += 1;
-                    on_item(Decoded::Message {
-                        position,
-                        message,
-                        raw: text,
-                    });
-                }
-                Err(reason) => {
-                    summary.reject(&reason);
-                    on_item(Decoded::Rejected(Rejection::new(
-                        object,
-                        position,
-                        reason,
-                        text.as_bytes(),
-                    )));
-                }
-            }
-        }
-        frame::Frame::Rejected {
-            position,
-            reason,
-            raw,
-        } => {
-            summary.reject(&reason);
-            on_item(Decoded::Rejected(Rejection::new(
-                object, position, reason, raw,
-            )));
-        }
-    });
-    match outcome {
-        Ok(stats) => summary.bytes = stats.bytes,
-        Err(failure) => {
-            summary.bytes = failure.bytes;
-            let reason = RejectReason::Unreadable(failure.error.to_string());
-            summary.reject(&reason);
-            on_item(Decoded::Rejected(Rejection::new(
-                object,
-                failure.position,
-                reason,
-                b"",
-            )));
+    let mut decoder = ObjectDecoder::new(reader, object, limits);
+    while decoder.decode_some(usize::MAX, &mut on_item) {}
+    decoder.summary()
+}
+
+/// One object decoded a part at a time: [`ObjectDecoder::decode_some`] decodes about
+/// as many items as it is asked for, so the dataflow can stop between parts, however
+/// large the object. The same items and summary as [`decode_object`].
+pub struct ObjectDecoder<'r> {
+    frames: Option<frame::FrameReader<'r>>,
+    /// Opening failed: reported by the first `decode_some`.
+    failed: Option<frame::FrameFailure>,
+    object: Arc<str>,
+    limits: Limits,
+    summary: DecodeSummary,
+}
+
+impl<'r> ObjectDecoder<'r> {
+    pub fn new<R: Read + 'r>(reader: R, object: &Arc<str>, limits: &Limits) -> ObjectDecoder<'r> {
+        let (frames, failed) = match frame::FrameReader::new(reader, limits) {
+            Ok(frames) => (Some(frames), None),
+            Err(failure) => (None, Some(failure)),
+        };
+        ObjectDecoder {
+            frames,
+            failed,
+            object: Arc::clone(object),
+            limits: *limits,
+            summary: DecodeSummary::default(),
         }
     }
-    summary
+
+    /// Decodes about `items` more items, calling `on_item` once per item in order.
+    /// Returns whether any of the object is left.
+    pub fn decode_some(&mut self, items: usize, on_item: &mut dyn FnMut(Decoded<'_>)) -> bool {
+        let ObjectDecoder {
+            frames,
+            failed,
+            object,
+            limits,
+            summary,
+        } = self;
+        let outcome = match frames.as_mut() {
+            Some(frames) => frames.next_frames(items, &mut |frame| match frame {
+                frame::Frame::Item { position, text } => {
+                    match decode_item(text, object, position, limits) {
+                        Ok(message) => {
+                            summary.messages += 1;
+                            on_item(Decoded::Message {
+                                position,
+                                message,
+                                raw: text,
+                            });
+                        }
+                        Err(reason) => {
+                            summary.reject(&reason);
+                            on_item(Decoded::Rejected(Rejection::new(
+                                object,
+                                position,
+                                reason,
+                                text.as_bytes(),
+                            )));
+                        }
+                    }
+                }
+                frame::Frame::Rejected {
+                    position,
+                    reason,
+                    raw,
+                } => {
+                    summary.reject(&reason);
+                    on_item(Decoded::Rejected(Rejection::new(
+                        object, position, reason, raw,
+                    )));
+                }
+            }),
+            None => match failed.take() {
+                Some(failure) => Err(failure),
+                None => Ok(false),
+            },
+        };
+        if let Some(frames) = frames.as_ref() {
+            summary.bytes = frames.stats().bytes;
+        }
+        match outcome {
+            Ok(more) => more,
+            Err(failure) => {
+                summary.bytes = failure.bytes;
+                let reason = RejectReason::Unreadable(failure.error.to_string());
+                summary.reject(&reason);
+                on_item(Decoded::Rejected(Rejection::new(
+                    object,
+                    failure.position,
+                    reason,
+                    b"",
+                )));
+                *frames = None;
+                false
+            }
+        }
+    }
+
+    /// The object's name.
+    pub fn object(&self) -> &Arc<str> {
+        &self.object
+    }
+
+    /// Counts so far; the object's once `decode_some` has returned false.
+    pub fn summary(&self) -> DecodeSummary {
+        self.summary
+    }
 }
 
 /// Parses one framed item into a message.
@@ -254,6 +316,91 @@ mod tests {
         assert!(
             matches!(&reasons[0], RejectReason::Unreadable(text) if text.contains("connection reset"))
         );
+    }
+
+    /// What a decode produced, item by item, in a form two decodes can be compared by.
+    fn transcript(item: Decoded<'_>) -> String {
+        match item {
+            Decoded::Message {
+                position, message, ..
+            } => format!("message {} at {position:?}", message.message_id),
+            Decoded::Rejected(rejection) => format!(
+                "rejected {} at {:?}",
+                rejection.reason.code(),
+                rejection.position
+            ),
+        }
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(bytes).expect("writing to memory");
+        encoder.finish().expect("writing to memory")
+    }
+
+    proptest::proptest! {
+        /// Decoding a part at a time (as the dataflow does, to keep its worker steps
+        /// short) gives exactly the items and counts of decoding in one go, and a part
+        /// of plain lines never holds more items than were asked for.
+        #[test]
+        fn decoding_in_parts_gives_the_same_items_and_summary(
+            kinds in proptest::collection::vec(0u8..6, 0..40),
+            array in proptest::bool::ANY,
+            gzipped in proptest::bool::ANY,
+            truncate in proptest::option::of(1usize..200),
+            part in 1usize..8,
+        ) {
+            let items: Vec<String> = kinds
+                .iter()
+                .enumerate()
+                .map(|(n, kind)| match kind {
+                    0 | 1 => format!("{{\"type\":\"track\",\"event\":\"E\",\"messageId\":\"m{n}\"}}"),
+                    2 => "{\"type\":\"track\",".to_owned(),
+                    3 => "{\"event\":\"no type\"}".to_owned(),
+                    4 => format!("{{\"batch\":[{{\"type\":\"page\",\"messageId\":\"b{n}\"}},{{\"type\":\"screen\",\"messageId\":\"c{n}\"}}]}}"),
+                    _ => String::new(),
+                })
+                .collect();
+            let plain = if array {
+                let elements: Vec<&String> = items.iter().filter(|item| !item.is_empty()).collect();
+                format!("[\n{}\n]", elements.iter().map(|item| item.as_str()).collect::<Vec<_>>().join(",\n"))
+            } else {
+                items.join("\n")
+            };
+            let mut input = if gzipped { gzip(plain.as_bytes()) } else { plain.clone().into_bytes() };
+            if let Some(cut) = truncate {
+                input.truncate(input.len().saturating_sub(cut));
+            }
+            let object: Arc<str> = Arc::from("parts.ndjson");
+            let limits = Limits::default();
+
+            let mut whole = Vec::new();
+            let whole_summary = decode_object(&input[..], &object, &limits, |item| whole.push(transcript(item)));
+
+            let mut parts = Vec::new();
+            let mut decoder = ObjectDecoder::new(&input[..], &object, &limits);
+            let plain_lines = !array && !kinds.contains(&4);
+            loop {
+                let before = parts.len();
+                let more = decoder.decode_some(part, &mut |item| parts.push(transcript(item)));
+                // Lines are framed no more than asked for (an unreadable tail adds its
+                // one rejection to the last part).
+                let framed = parts[before..]
+                    .iter()
+                    .filter(|item| !item.starts_with("rejected unreadable"))
+                    .count();
+                if plain_lines {
+                    proptest::prop_assert!(framed <= part, "{framed} items in a part of {part}");
+                }
+                if !more {
+                    break;
+                }
+            }
+            proptest::prop_assert!(!decoder.decode_some(part, &mut |item| parts.push(transcript(item))));
+            proptest::prop_assert_eq!(&parts, &whole);
+            proptest::prop_assert_eq!(decoder.summary(), whole_summary);
+        }
     }
 
     #[test]

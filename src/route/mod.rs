@@ -708,7 +708,22 @@ pub fn rows_for_object_each<R: Read>(
     out: &mut Vec<Row>,
     each: &mut dyn FnMut(&[Row]),
 ) -> DecodeSummary {
-    decode::decode_object(reader, object, limits, |item| {
+    let mut decoder = decode::ObjectDecoder::new(reader, object, limits);
+    while rows_for_some(&mut decoder, usize::MAX, router, out, each) {}
+    decoder.summary()
+}
+
+/// As [`rows_for_object_each`], for about `items` more items of an object being
+/// decoded a part at a time. Returns whether any of the object is left.
+pub fn rows_for_some(
+    decoder: &mut decode::ObjectDecoder<'_>,
+    items: usize,
+    router: &mut Router,
+    out: &mut Vec<Row>,
+    each: &mut dyn FnMut(&[Row]),
+) -> bool {
+    let object = Arc::clone(decoder.object());
+    decoder.decode_some(items, &mut |item| {
         let start = out.len();
         match item {
             Decoded::Message {
@@ -716,7 +731,7 @@ pub fn rows_for_object_each<R: Read>(
                 message,
                 raw,
             } => {
-                router.rows_for_item(&message, raw, object, position, out);
+                router.rows_for_item(&message, raw, &object, position, out);
                 if !raw.contains(NUL_ESCAPE) {
                     for row in &mut out[start..] {
                         row.may_hold_nul = false;

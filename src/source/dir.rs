@@ -185,24 +185,6 @@ impl DoneLog {
     }
 }
 
-/// Decodes and routes one file of the directory into `out`. A file that cannot be
-/// opened (deleted since it was listed, say) becomes one `_rejections` row.
-pub fn rows_of(
-    root: &Path,
-    object: &ObjectRef,
-    limits: &crate::decode::Limits,
-    router: &mut crate::route::Router,
-    out: &mut Vec<crate::route::Row>,
-    each: &mut dyn FnMut(&[crate::route::Row]),
-) -> crate::decode::DecodeSummary {
-    match File::open(path_of(root, object)) {
-        Ok(file) => {
-            crate::route::rows_for_object_each(file, &object.name, limits, router, out, each)
-        }
-        Err(error) => super::unreadable(object, error.to_string(), out, each),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

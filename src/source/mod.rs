@@ -74,12 +74,86 @@ pub fn rows_of(
     out: &mut Vec<crate::route::Row>,
     each: &mut dyn FnMut(&[crate::route::Row]),
 ) -> crate::decode::DecodeSummary {
-    match &object.body {
-        Body::File => dir::rows_of(root, object, limits, router, out, each),
-        Body::Fetched(bytes) => {
-            crate::route::rows_for_object_each(&bytes[..], &object.name, limits, router, out, each)
+    let mut rows = ObjectRows::open(root, object, limits);
+    while rows.next_rows(usize::MAX, router, out, each) {}
+    rows.summary()
+}
+
+/// One object, whatever its source, decoded and routed a part at a time: the dataflow
+/// decodes for a slice of time and then lets the rest of its worker run, so one large
+/// object cannot hold a worker (and every batch's progress behind it) for seconds.
+pub struct ObjectRows {
+    state: RowsState,
+}
+
+enum RowsState {
+    Decoding(Box<crate::decode::ObjectDecoder<'static>>),
+    /// The object could not be opened: one `_rejections` row says why.
+    Unreadable(ObjectRef, String),
+    Done(crate::decode::DecodeSummary),
+}
+
+impl ObjectRows {
+    /// Opens `object`; reads nothing beyond its first bytes.
+    pub fn open(
+        root: &std::path::Path,
+        object: &ObjectRef,
+        limits: &crate::decode::Limits,
+    ) -> ObjectRows {
+        let state = match &object.body {
+            Body::File => match std::fs::File::open(dir::path_of(root, object)) {
+                Ok(file) => RowsState::Decoding(Box::new(crate::decode::ObjectDecoder::new(
+                    file,
+                    &object.name,
+                    limits,
+                ))),
+                Err(error) => RowsState::Unreadable(object.clone(), error.to_string()),
+            },
+            Body::Fetched(bytes) => {
+                RowsState::Decoding(Box::new(crate::decode::ObjectDecoder::new(
+                    std::io::Cursor::new(bytes.clone()),
+                    &object.name,
+                    limits,
+                )))
+            }
+            Body::Missing(reason) => RowsState::Unreadable(object.clone(), reason.clone()),
+        };
+        ObjectRows { state }
+    }
+
+    /// Decodes and routes about `items` more items into `out`, handing each message's
+    /// rows to `each`. Returns whether any of the object is left.
+    pub fn next_rows(
+        &mut self,
+        items: usize,
+        router: &mut crate::route::Router,
+        out: &mut Vec<crate::route::Row>,
+        each: &mut dyn FnMut(&[crate::route::Row]),
+    ) -> bool {
+        match &mut self.state {
+            RowsState::Decoding(decoder) => {
+                if crate::route::rows_for_some(decoder, items, router, out, each) {
+                    return true;
+                }
+                self.state = RowsState::Done(decoder.summary());
+                false
+            }
+            RowsState::Unreadable(object, reason) => {
+                let summary = unreadable(object, std::mem::take(reason), out, each);
+                self.state = RowsState::Done(summary);
+                false
+            }
+            RowsState::Done(_) => false,
         }
-        Body::Missing(reason) => unreadable(object, reason.clone(), out, each),
+    }
+
+    /// Counts so far; the object's once `next_rows` has returned false.
+    pub fn summary(&self) -> crate::decode::DecodeSummary {
+        match &self.state {
+            RowsState::Decoding(decoder) => decoder.summary(),
+            RowsState::Unreadable(..) => crate::decode::DecodeSummary::default(),
+            RowsState::Done(summary) => *summary,
+        }
     }
 }
 
