@@ -694,27 +694,16 @@ pub fn rows_for_object<R: Read>(
     router: &mut Router,
     out: &mut Vec<Row>,
 ) -> DecodeSummary {
-    rows_for_object_each(reader, object, limits, router, out, &mut |_| {})
-}
-
-/// As [`rows_for_object`], handing each message's rows to `each` as soon as they are
-/// made. The dataflow observes their columns there: the rows are still in cache, where
-/// a pass over a whole object's rows afterwards read megabytes back from memory.
-pub fn rows_for_object_each<R: Read>(
-    reader: R,
-    object: &Arc<str>,
-    limits: &Limits,
-    router: &mut Router,
-    out: &mut Vec<Row>,
-    each: &mut dyn FnMut(&[Row]),
-) -> DecodeSummary {
     let mut decoder = decode::ObjectDecoder::new(reader, object, limits);
-    while rows_for_some(&mut decoder, usize::MAX, router, out, each) {}
+    while rows_for_some(&mut decoder, usize::MAX, router, out, &mut |_| {}) {}
     decoder.summary()
 }
 
-/// As [`rows_for_object_each`], for about `items` more items of an object being
-/// decoded a part at a time. Returns whether any of the object is left.
+/// Decodes and routes about `items` more items of an object being decoded a part at a
+/// time, handing each message's rows to `each` as soon as they are made. The dataflow
+/// observes their columns there: the rows are still in cache, where a pass over a whole
+/// object's rows afterwards read megabytes back from memory. Returns whether any of the
+/// object is left.
 pub fn rows_for_some(
     decoder: &mut decode::ObjectDecoder<'_>,
     items: usize,

@@ -64,21 +64,6 @@ pub enum Body {
     Missing(String),
 }
 
-/// Decodes and routes one object into `out`, whatever its source, handing each
-/// message's rows to `each` as they are made (see `route::rows_for_object_each`).
-pub fn rows_of(
-    root: &std::path::Path,
-    object: &ObjectRef,
-    limits: &crate::decode::Limits,
-    router: &mut crate::route::Router,
-    out: &mut Vec<crate::route::Row>,
-    each: &mut dyn FnMut(&[crate::route::Row]),
-) -> crate::decode::DecodeSummary {
-    let mut rows = ObjectRows::open(root, object, limits);
-    while rows.next_rows(usize::MAX, router, out, each) {}
-    rows.summary()
-}
-
 /// One object, whatever its source, decoded and routed a part at a time: the dataflow
 /// decodes for a slice of time and then lets the rest of its worker run, so one large
 /// object cannot hold a worker (and every batch's progress behind it) for seconds.
