@@ -58,6 +58,17 @@ const DECODE_SLICE: Duration = Duration::from_millis(20);
 /// Items DecodeRoute decodes between looks at the clock (a few milliseconds' work).
 const DECODE_PART: usize = 256;
 
+/// What `decoded_rows` already holds for `batch`: its count when it is for `batch`, 0
+/// when it is for an older batch (which has closed), `None` when it is for a newer one
+/// (then `batch` has closed and its late messages count toward nothing).
+fn decoding_count((counted_for, count): (Time, u64), batch: Time) -> Option<u64> {
+    match counted_for.cmp(&batch) {
+        std::cmp::Ordering::Equal => Some(count),
+        std::cmp::Ordering::Less => Some(0),
+        std::cmp::Ordering::Greater => None,
+    }
+}
+
 /// An object DecodeRoute is part way through.
 struct Decoding {
     object: ObjectRef,
@@ -118,8 +129,11 @@ pub fn build<W: Warehouse>(
 ) -> Handles {
     let probe = ProbeHandle::new();
     let pending: Pending = Rc::default();
-    // Messages decoded in the worker's open batch, fed back to Admit for the row limit.
-    let decoded_rows: Rc<Cell<u64>> = Rc::default();
+    // Messages decoded, with the batch they belong to, fed back to Admit for the row
+    // limit. Admit counts them only toward that batch: the objects admitted ahead of
+    // decoding finish after their batch has closed, and their messages, credited to
+    // whichever batch was open, closed the next one up to two objects early.
+    let decoded_rows: Rc<Cell<(Time, u64)>> = Rc::default();
     // Objects admitted and not yet decoded on this worker (at most `DECODE_AHEAD`).
     let undecoded: Rc<Cell<usize>> = Rc::default();
     let admit_activator: Rc<RefCell<Option<timely::scheduling::Activator>>> = Rc::default();
@@ -162,7 +176,11 @@ pub fn build<W: Warehouse>(
                         // Advance the batch whether or not anything is admitted: every worker
                         // must move its capability on or the frontier stalls everywhere.
                         clock.tick(now_ms());
-                        clock.admit(decoded_rows.replace(0), 0);
+                        let (batch, decoded) = decoded_rows.get();
+                        decoded_rows.set((batch, 0));
+                        if BatchId(batch) == clock.current() {
+                            clock.admit(decoded, 0);
+                        }
                         if clock.is_full() {
                             clock.close_early();
                         }
@@ -303,8 +321,12 @@ pub fn build<W: Warehouse>(
                                     &mut |new| seen.observe(new),
                                 );
                                 let summary = decoding.rows.summary();
-                                decoded_rows
-                                    .set(decoded_rows.get() + summary.messages - decoding.counted);
+                                let fresh = summary.messages - decoding.counted;
+                                let batch = *entry.key();
+                                decoded_rows.set(match decoding_count(decoded_rows.get(), batch) {
+                                    Some(counted) => (batch, counted + fresh),
+                                    None => decoded_rows.get(),
+                                });
                                 decoding.counted = summary.messages;
                                 let mut session = output.session(&entry.get().0);
                                 if !more {
@@ -611,6 +633,16 @@ mod tests {
             !room(2 + RAMP_BATCHES as usize),
             "a stalled warehouse stops admission"
         );
+    }
+
+    #[test]
+    fn decoded_messages_count_only_toward_their_own_batch() {
+        // The same batch accumulates; a newer batch starts afresh.
+        assert_eq!(decoding_count((7, 150), 7), Some(150));
+        assert_eq!(decoding_count((7, 150), 8), Some(0));
+        // An object of a batch that has closed, finishing after the next one's first:
+        // its messages must not fill the open batch.
+        assert_eq!(decoding_count((8, 40), 7), None);
     }
 
     #[test]
