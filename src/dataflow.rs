@@ -58,14 +58,14 @@ const DECODE_SLICE: Duration = Duration::from_millis(20);
 /// Items DecodeRoute decodes between looks at the clock (a few milliseconds' work).
 const DECODE_PART: usize = 256;
 
-/// What `decoded_rows` already holds for `batch`: its count when it is for `batch`, 0
-/// when it is for an older batch (which has closed), `None` when it is for a newer one
-/// (then `batch` has closed and its late messages count toward nothing).
-fn decoding_count((counted_for, count): (Time, u64), batch: Time) -> Option<u64> {
+/// `decoded_rows` after `fresh` more messages of `batch` are decoded: added to its count
+/// for `batch`, started afresh over an older (closed) batch's, and dropped when a newer
+/// batch is already counting (then `batch` has closed and they count toward nothing).
+fn credit((counted_for, count): (Time, u64), batch: Time, fresh: u64) -> (Time, u64) {
     match counted_for.cmp(&batch) {
-        std::cmp::Ordering::Equal => Some(count),
-        std::cmp::Ordering::Less => Some(0),
-        std::cmp::Ordering::Greater => None,
+        std::cmp::Ordering::Equal => (batch, count + fresh),
+        std::cmp::Ordering::Less => (batch, fresh),
+        std::cmp::Ordering::Greater => (counted_for, count),
     }
 }
 
@@ -321,12 +321,11 @@ pub fn build<W: Warehouse>(
                                     &mut |new| seen.observe(new),
                                 );
                                 let summary = decoding.rows.summary();
-                                let fresh = summary.messages - decoding.counted;
-                                let batch = *entry.key();
-                                decoded_rows.set(match decoding_count(decoded_rows.get(), batch) {
-                                    Some(counted) => (batch, counted + fresh),
-                                    None => decoded_rows.get(),
-                                });
+                                decoded_rows.set(credit(
+                                    decoded_rows.get(),
+                                    *entry.key(),
+                                    summary.messages - decoding.counted,
+                                ));
                                 decoding.counted = summary.messages;
                                 let mut session = output.session(&entry.get().0);
                                 if !more {
@@ -638,11 +637,11 @@ mod tests {
     #[test]
     fn decoded_messages_count_only_toward_their_own_batch() {
         // The same batch accumulates; a newer batch starts afresh.
-        assert_eq!(decoding_count((7, 150), 7), Some(150));
-        assert_eq!(decoding_count((7, 150), 8), Some(0));
+        assert_eq!(credit((7, 150), 7, 100), (7, 250));
+        assert_eq!(credit((7, 150), 8, 100), (8, 100));
         // An object of a batch that has closed, finishing after the next one's first:
         // its messages must not fill the open batch.
-        assert_eq!(decoding_count((8, 40), 7), None);
+        assert_eq!(credit((8, 40), 7, 100), (8, 40));
     }
 
     #[test]
