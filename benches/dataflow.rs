@@ -16,15 +16,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use tracktable::benchmark::Spread;
 use tracktable::config::{
     BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile,
 };
 use tracktable::decode::Limits;
-use tracktable::generate::{GenConfig, write_dir};
 use tracktable::route::Router;
 use tracktable::run::{Cluster, RunOptions, run_with};
-use tracktable::warehouse::counting::CountingWarehouse;
+use tracktable_gen::{GenConfig, write_dir};
+use tracktable_testkit::counting::CountingWarehouse;
 
 const EVENTS: u64 = 100_000;
 
@@ -172,8 +171,14 @@ fn interleaved(dir: &Path, state: &Path) {
     );
 }
 
-fn median(values: Vec<f64>) -> f64 {
-    Spread::of(values).map_or(f64::NAN, |spread| spread.median)
+/// The middle value (the mean of the middle two for an even count); NaN for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 criterion_group!(dataflow_benches, benches);

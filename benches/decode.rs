@@ -17,8 +17,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 use tracktable::decode::{self, Decoded, Limits, frame};
-use tracktable::generate::{GenConfig, Generator};
 use tracktable::route::Router;
+use tracktable_gen::{GenConfig, Generator};
 
 const EVENTS: u64 = 100_000;
 

@@ -17,11 +17,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use tracktable::columns::width_class;
 use tracktable::decode::Limits;
-use tracktable::generate::{GenConfig, write_dir};
 use tracktable::route::{ColumnType, Router, Row};
 use tracktable::warehouse::pg_copy::CopyEncoder;
 use tracktable::warehouse::plan::{Layout, TableSchema};
 use tracktable::warehouse::sql::key_column;
+use tracktable_gen::{GenConfig, write_dir};
 
 const EVENTS: u64 = 50_000;
 

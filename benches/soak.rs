@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use tracktable::generate::{GenConfig, write_dir};
+use tracktable_gen::{GenConfig, write_dir};
 
 const SCHEMA: &str = "tracktable_soak";
 

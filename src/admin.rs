@@ -439,8 +439,7 @@ pub async fn schema_report(
             .await?
             .get(0);
     }
-    let on_redshift =
-        matches!(&pipeline.warehouse, WarehouseFile::Redshift(file) if file.emulate.is_none());
+    let on_redshift = matches!(&pipeline.warehouse, WarehouseFile::Redshift(_));
     if !on_redshift {
         return Ok((schema, tables, None));
     }

@@ -205,14 +205,14 @@ mod tests {
         use std::sync::Arc;
         // Two routers: equal names in separate allocations, the case the address filter
         // must not confuse; generated traffic for variety.
-        let config = crate::generate::GenConfig {
+        let config = tracktable_gen::GenConfig {
             events: 400,
             seed: 5,
             drift_rate: 0.05,
             bad_rate: 0.0,
         };
         let mut rows = Vec::new();
-        for line in crate::generate::Generator::new(&config) {
+        for line in tracktable_gen::Generator::new(&config) {
             let mut router = crate::route::Router::new();
             let object: Arc<str> = Arc::from("o");
             let mut routed = Vec::new();

@@ -166,9 +166,6 @@ pub struct RedshiftFile {
     /// `ACCEPTINVCHARS` replacement character for bytes Redshift cannot store in
     /// varchar (one ASCII character, e.g. `"?"`); unset: such rows fail the load.
     pub accept_invalid_chars: Option<String>,
-    /// Testing only: run the Redshift SQL against a PostgreSQL at `url`, performing
-    /// each `COPY ... FROM 's3://...'` by reading the staged objects itself.
-    pub emulate: Option<EmulateFile>,
 }
 
 fn default_redshift_sslmode() -> SslMode {
@@ -203,15 +200,6 @@ pub struct StagingFile {
 
 fn default_part_bytes() -> usize {
     64 * 1024 * 1024
-}
-
-/// `[warehouse.emulate]`: see [`RedshiftFile::emulate`].
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmulateFile {
-    /// Append every statement sent (as Redshift would receive it) to this file, one
-    /// per line, for grammar checks.
-    pub statement_log: Option<PathBuf>,
 }
 
 /// `[warehouse]` with `type = "postgres"`.
@@ -517,7 +505,6 @@ impl PipelineFile {
             );
             match (staging.iam_role.is_some(), keys) {
                 (true, (false, false)) | (false, (true, true)) => {}
-                (false, (false, false)) if redshift.emulate.is_some() => {}
                 _ => {
                     return Err(invalid(
                         "warehouse.staging",

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile};
-use crate::generate::{self, GenConfig};
-use crate::local_postgres;
 use crate::run::{self, Cluster, RunOptions};
 use crate::telemetry::RunStats;
+use tracktable_gen::{self as generate, GenConfig};
+use tracktable_local_postgres as local_postgres;
 
 /// The default database when `DATABASE_URL` is not set.
 pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";

@@ -33,6 +33,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Generate deterministic sample Segment traffic as gzip NDJSON objects.
+    #[cfg(feature = "demo")]
     Gen(GenArgs),
     /// Print, for each input line, the rows it becomes or why it is rejected (JSON lines).
     Explain(ExplainArgs),
@@ -43,10 +44,8 @@ enum Command {
     Backfill(BackfillArgs),
     /// The whole job locally: sample events into PostgreSQL at DATABASE_URL (default
     /// postgres://postgres@127.0.0.1:5432/postgres, schema tracktable_demo), then a report.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
-    /// End-to-end benchmark: sample events through the pipeline into PostgreSQL, beside a
-    /// plain binary COPY of the same rows into the same tables (the warehouse's own limit).
-    Bench(BenchArgs),
     /// Print the SQL that creates a dedicated loader user (run it as a superuser).
     SetupSql(SetupSqlArgs),
     /// Check that a pipeline can reach and use its source and warehouse, one line per requirement.
@@ -118,6 +117,7 @@ struct PipelineArgs {
     pipeline: PathBuf,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Debug, clap::Args)]
 struct DemoArgs {
     /// PostgreSQL to load into.
@@ -136,52 +136,6 @@ struct DemoArgs {
     /// and the server binaries are installed (default: beside the binary, in the target dir).
     #[arg(long)]
     local_postgres_dir: Option<PathBuf>,
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchArgs {
-    /// PostgreSQL to load into (schemas tracktable_bench and tracktable_bench_copy are replaced).
-    #[arg(long, env = "DATABASE_URL", default_value = tracktable::demo::DEFAULT_DATABASE_URL)]
-    database_url: String,
-    /// How many events to generate.
-    #[arg(long, default_value_t = 300_000)]
-    events: u64,
-    /// Worker threads (and baseline COPY connections).
-    #[arg(long, short = 'w', default_value_t = 2)]
-    workers: usize,
-    /// The pipeline's batch interval (default: the pipeline default, 30s, so the bench
-    /// measures what `run` does; the generated objects are all there at the start, so
-    /// its batches close at `--max-batch-rows` or `--max-batch-bytes`).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    batch_interval: Option<std::time::Duration>,
-    /// Close a worker's batch once it holds this many messages (default: the pipeline
-    /// default).
-    #[arg(long)]
-    max_batch_rows: Option<u64>,
-    /// Close a worker's batch once it holds this many input bytes (default: the
-    /// pipeline default).
-    #[arg(long)]
-    max_batch_bytes: Option<u64>,
-    /// Stop admitting input while this many full batches' worth await their commit
-    /// (default: the pipeline default).
-    #[arg(long)]
-    max_batches_in_flight: Option<usize>,
-    /// Warehouse connections each worker loads over (default: the pipeline default, 4).
-    #[arg(long)]
-    load_connections: Option<usize>,
-    /// Scratch directory for generated objects (default: a directory under the system temp dir).
-    #[arg(long)]
-    scratch: Option<PathBuf>,
-    /// Run the whole benchmark this many times and finish with the medians: one run's
-    /// ratio moves by a quarter on a busy machine.
-    #[arg(long, default_value_t = 1)]
-    rounds: usize,
-    /// Run PostgreSQL's processes on these CPUs (e.g. `1`, `2-3`) and the bench on the
-    /// others, as if the warehouse had a machine of its own; both move back at the end.
-    /// Needs the server on this machine and the right to move its processes (its
-    /// operating-system user, or root).
-    #[arg(long)]
-    warehouse_cpus: Option<tracktable::affinity::CpuList>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -240,6 +194,7 @@ struct BatchArgs {
     max_batches_in_flight: Option<usize>,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Debug, clap::Args)]
 struct GenArgs {
     /// Directory to write objects into (created if missing).
@@ -281,10 +236,11 @@ struct ExplainArgs {
 fn main() -> ExitCode {
     tracktable::allocator::tune();
     let cli = Cli::parse();
-    // `demo` and `bench` print their own report: the service's per-table log lines
+    // `demo` prints its own report: the service's per-table log lines
     // (85 "table created" on a fresh schema) would bury it. TRACKTABLE_LOG still wins.
     let default_filter = match cli.command {
-        Command::Demo(_) | Command::Bench(_) => "warn",
+        #[cfg(feature = "demo")]
+        Command::Demo(_) => "warn",
         _ => "info,tokio_postgres=warn",
     };
     let logs = tracing_subscriber::fmt()
@@ -306,72 +262,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn print_bench_report(
-    report: &tracktable::benchmark::BenchReport,
-    options: &tracktable::benchmark::BenchOptions,
-) {
-    let cpus = match &options.warehouse_cpus {
-        Some(cpus) => format!("  warehouse on CPUs {cpus}"),
-        None => "  warehouse sharing the CPUs".to_owned(),
-    };
-    println!(
-        "events: {}  workers: {}  batch interval: {}{cpus}",
-        report.events,
-        options.workers,
-        humantime::format_duration(options.batch_interval)
-    );
-    println!(
-        "tracktable pipeline: {:>10.0} events/s  ({} rows in {:.2}s, decode to commit)",
-        report.pipeline_rate(),
-        report.pipeline_rows,
-        report.pipeline.as_secs_f64()
-    );
-    println!(
-        "raw binary COPY:     {:>10.0} events/s  ({} rows in {:.2}s, rows prepared in memory)",
-        report.copy_rate(),
-        report.copy_rows,
-        report.copy.as_secs_f64()
-    );
-    println!(
-        "tracktable loader:   {:>10.0} events/s  (the same prepared rows in {:.2}s: the pipeline without decoding)",
-        report.loader_rate(),
-        report.loader.as_secs_f64()
-    );
-    for (phase, cpu, wal) in [
-        ("pipeline", report.pipeline_cpu, report.pipeline_wal),
-        ("raw COPY", report.copy_cpu, report.copy_wal),
-        ("loader alone", report.loader_cpu, report.loader_wal),
-    ] {
-        if let Some(cpu) = cpu {
-            let server = match cpu.server {
-                Some(server) => format!("PostgreSQL's processes {server:.1} s"),
-                None => format!(
-                    "the rest, PostgreSQL's if nothing else ran: {:.1} s",
-                    cpu.machine_busy - cpu.process
-                ),
-            };
-            println!(
-                "  CPU over the {phase}: this process {:.1} s, {server}; the machine busy {:.1} of {:.1} core-seconds",
-                cpu.process, cpu.machine_busy, cpu.machine_total,
-            );
-        }
-        if let Some(wal) = wal {
-            use tracktable::benchmark::WalRange;
-            println!(
-                "  WAL over the {phase}: {:.1} MB (pg_waldump --stats -s {} -e {})",
-                wal.bytes() as f64 / 1e6,
-                WalRange::format(wal.start),
-                WalRange::format(wal.end),
-            );
-        }
-    }
-    println!(
-        "ratio pipeline / COPY: {:.2}   ratio loader / COPY: {:.2}",
-        report.pipeline_ratio(),
-        report.loader_ratio()
-    );
 }
 
 fn pipeline(path: &std::path::Path) -> anyhow::Result<tracktable::config::Pipeline> {
@@ -431,54 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench(args) => {
-            anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
-            anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
-            anyhow::ensure!(
-                args.load_connections != Some(0),
-                "--load-connections must be at least 1"
-            );
-            let options = tracktable::benchmark::BenchOptions {
-                database_url: args.database_url,
-                events: args.events,
-                workers: args.workers,
-                batch_interval: args
-                    .batch_interval
-                    .unwrap_or_else(|| tracktable::config::BatchFile::default().interval),
-                max_batch_rows: args.max_batch_rows,
-                max_batch_bytes: args.max_batch_bytes,
-                max_batches_in_flight: args.max_batches_in_flight,
-                load_connections: args.load_connections,
-                scratch: args
-                    .scratch
-                    .unwrap_or_else(|| std::env::temp_dir().join("tracktable-bench")),
-                warehouse_cpus: args.warehouse_cpus,
-            };
-            let mut reports = Vec::with_capacity(args.rounds);
-            for round in 1..=args.rounds {
-                if args.rounds > 1 {
-                    println!("round {round} of {}", args.rounds);
-                }
-                let report = tracktable::benchmark::bench(&options)?;
-                print_bench_report(&report, &options);
-                reports.push(report);
-            }
-            if reports.len() > 1
-                && let Some(summary) = tracktable::benchmark::Summary::of(&reports)
-            {
-                println!(
-                    "over {} rounds: ratio pipeline / COPY median {:.2} (from {:.2} to {:.2}), loader / COPY median {:.2}; pipeline median {:.2}s, raw COPY median {:.2}s",
-                    reports.len(),
-                    summary.pipeline_ratio.median,
-                    summary.pipeline_ratio.min,
-                    summary.pipeline_ratio.max,
-                    summary.loader_ratio.median,
-                    summary.pipeline_secs.median,
-                    summary.copy_secs.median,
-                );
-            }
-            Ok(())
-        }
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             let options = tracktable::demo::DemoOptions {
                 database_url: args.database_url,
@@ -489,7 +332,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     .unwrap_or_else(|| std::env::temp_dir().join("tracktable-demo")),
                 local_postgres_dir: args
                     .local_postgres_dir
-                    .unwrap_or_else(tracktable::local_postgres::default_dir),
+                    .unwrap_or_else(tracktable_local_postgres::default_dir),
             };
             tracktable::demo::demo(&options)?;
             Ok(())
@@ -584,6 +427,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        #[cfg(feature = "demo")]
         Command::Gen(args) => {
             anyhow::ensure!(
                 (0.0..=1.0).contains(&args.drift_rate),
@@ -594,7 +438,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 "--bad-rate must be between 0 and 1"
             );
             anyhow::ensure!(args.per_object > 0, "--per-object must be at least 1");
-            let config = tracktable::generate::GenConfig {
+            let config = tracktable_gen::GenConfig {
                 events: args.events,
                 seed: args.seed,
                 drift_rate: args.drift_rate,
@@ -603,7 +447,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let (out, upload) = match (&args.out, &args.s3) {
                 (Some(out), _) => (out.clone(), None),
                 (None, Some(url)) => {
-                    let target = tracktable::generate::to_s3::parse_url(url)
+                    let target = tracktable_gen::to_s3::parse_url(url)
                         .map_err(|message| anyhow::anyhow!(message))?;
                     let scratch =
                         std::env::temp_dir().join(format!("tracktable-gen-{}", std::process::id()));
@@ -611,18 +455,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 (None, None) => anyhow::bail!("give --out DIR or --s3 s3://bucket/prefix"),
             };
-            let summary = tracktable::generate::write_dir(&config, &out, args.per_object)
+            let summary = tracktable_gen::write_dir(&config, &out, args.per_object)
                 .with_context(|| format!("generating into {}", out.display()))?;
             let destination = match upload {
                 None => out.display().to_string(),
                 Some((bucket, prefix)) => {
-                    let uploaded = block_on(tracktable::generate::to_s3::upload_dir(
-                        &out,
-                        &bucket,
-                        &prefix,
-                        args.region.as_deref(),
-                        args.endpoint_url.as_deref(),
-                    ));
+                    let uploaded = block_on(async {
+                        let (s3, _) = tracktable::source::sqs::clients(
+                            args.region.as_deref(),
+                            args.endpoint_url.as_deref(),
+                        )
+                        .await;
+                        tracktable_gen::to_s3::upload_dir(&s3, &out, &bucket, &prefix).await
+                    });
                     let _ = std::fs::remove_dir_all(&out);
                     let uploaded = uploaded?.map_err(|message| anyhow::anyhow!(message))?;
                     format!("s3://{bucket}/{prefix} ({uploaded} objects uploaded)")

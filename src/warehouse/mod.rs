@@ -172,7 +172,6 @@ pub trait Loader: Send + 'static {
     ) -> impl Future<Output = Result<LoadReport, Self::Error>> + Send;
 }
 
-pub mod counting;
 pub mod pg_copy;
 pub mod plan;
 pub mod postgres;

@@ -68,7 +68,7 @@ fn server_error(error: &tokio_postgres::Error) -> String {
 /// SQLSTATEs that retrying cannot fix: syntax and naming errors, missing privileges,
 /// data exceptions, unsupported features. Duplicate-object errors (a concurrent creator
 /// won a race) are not among them: the retry sees the object and goes on.
-pub(crate) fn is_permanent_state(code: &str) -> bool {
+pub fn is_permanent_state(code: &str) -> bool {
     const RACES: [&str; 4] = ["42P07", "42701", "42P06", "42710"];
     let class = code.get(..2).unwrap_or("");
     matches!(class, "42" | "22" | "0A" | "28") && !RACES.contains(&code)

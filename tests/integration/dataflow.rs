@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracktable::decode::Limits;
-use tracktable::generate::{GenConfig, write_dir};
 use tracktable::route::{Router, Value};
+use tracktable_gen::{GenConfig, write_dir};
 
 use crate::support;
 

@@ -680,7 +680,7 @@ async fn users_and_accounts_keep_the_newest_traits() {
 }
 
 /// A throwaway PostgreSQL cluster of this test's own, stopped when the test ends.
-struct OwnServer(tracktable::local_postgres::LocalPostgres);
+struct OwnServer(tracktable_local_postgres::LocalPostgres);
 
 impl Drop for OwnServer {
     fn drop(&mut self) {
@@ -695,7 +695,7 @@ impl Drop for OwnServer {
 /// retry, the run completes, and every message id is stored exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
-    if tracktable::local_postgres::find_binaries().is_none() {
+    if tracktable_local_postgres::find_binaries().is_none() {
         assert!(
             !support::in_ci(),
             "PostgreSQL's server binaries (initdb, pg_ctl) are required under CI=true"
@@ -705,7 +705,7 @@ async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
     }
     let cluster_dir = tempfile::tempdir().unwrap();
     let server = OwnServer(
-        tracktable::local_postgres::start(cluster_dir.path()).expect("start a throwaway server"),
+        tracktable_local_postgres::start(cluster_dir.path()).expect("start a throwaway server"),
     );
     let (client, connection) = tokio_postgres::connect(&server.0.url, tokio_postgres::NoTls)
         .await

@@ -7,7 +7,7 @@
 //! and golden SQL for one fixed load.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -17,6 +17,9 @@ use sqlparser::dialect::RedshiftSqlDialect;
 use sqlparser::parser::Parser;
 
 use crate::support;
+
+/// The role every test pipeline names for COPY (the emulator reads the bucket itself).
+const IAM_ROLE: &str = "arn:aws:iam::000000000000:role/tracktable-test";
 
 fn track(id: &str, event: &str, properties: &str) -> String {
     format!(
@@ -65,16 +68,17 @@ impl Redshift {
         ))
     }
 
-    /// Runs the pipeline once over `source` into the Redshift path; returns stderr.
-    fn load(&self, source: &Path, run: &str, extra: &str) -> String {
+    /// Runs the pipeline once over `source` into the Redshift path, in this process,
+    /// with PostgreSQL standing in for the cluster.
+    fn load(&self, source: &Path, run: &str, extra: &str) {
         let state = self.work.path().join(format!("state-{run}"));
         let pipeline = self.work.path().join(format!("{run}.toml"));
         let text = format!(
             "name = \"{schema}\"\n\
              [source]\ntype = \"dir\"\npath = \"{source}\"\nstate_dir = \"{state}\"\npoll_interval = \"200ms\"\n\
              [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n\
-             [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n{staging}\
-             [warehouse.emulate]\nstatement_log = \"{log}\"\n\
+             [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\
+             iam_role = \"{IAM_ROLE}\"\n{staging}\
              [batch]\ninterval = \"1h\"\n{extra}",
             schema = self.schema,
             source = source.display(),
@@ -82,30 +86,24 @@ impl Redshift {
             url = support::database_url(),
             bucket = self.bucket,
             endpoint = self.endpoint,
-            log = self.log.display(),
             staging = self.staging_options,
         );
         std::fs::write(&pipeline, text).expect("write pipeline file");
-        let stderr_path = self.work.path().join(format!("stderr-{run}.log"));
-        let stderr_file = std::fs::File::create(&stderr_path).expect("create stderr log");
-        let mut child = Command::new(support::binary())
-            .args(["run", "--once", "--workers", "1", "--pipeline"])
-            .arg(&pipeline)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .stdout(Stdio::null())
-            .stderr(stderr_file)
-            .spawn()
-            .expect("run tracktable");
-        let status = support::wait_logged(
-            &mut child,
-            Duration::from_secs(120),
-            run,
-            Some(&stderr_path),
-        );
-        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
-        assert!(status.success(), "tracktable failed:\n{stderr}");
-        stderr
+        let log = self.log.clone();
+        // The run starts its own runtime, so it cannot run on this test's.
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(tracktable_testkit::redshift::run_once(
+                &pipeline,
+                1,
+                Some(&log),
+            ));
+        });
+        match finished.recv_timeout(Duration::from_secs(120)) {
+            Ok(Ok(_summary)) => {}
+            Ok(Err(error)) => panic!("tracktable failed: {error}"),
+            Err(error) => panic!("run {run} did not finish within 120 s: {error}"),
+        }
     }
 
     /// Runs `tracktable COMMAND --pipeline` on the pipeline file of run `run`; returns

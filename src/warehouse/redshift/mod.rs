@@ -14,7 +14,7 @@
 //! again under a new directory.
 
 pub mod csv;
-pub mod emulate;
+pub mod executor;
 pub mod sql;
 pub mod stage;
 
@@ -25,7 +25,7 @@ use tokio::sync::OnceCell;
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use self::csv::PartWriter;
-use self::emulate::{EmulateError, Emulator};
+use self::executor::{Direct, Executor, ExecutorError};
 use self::sql::{Credentials, DISCARD_STAGE, STAGE};
 use self::stage::{StageError, Staged, Staging};
 use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
@@ -44,23 +44,23 @@ pub enum RedshiftError {
     NoCredentials,
     #[error(transparent)]
     Stage(#[from] StageError),
-    #[error(transparent)]
-    Emulate(#[from] EmulateError),
+    #[error("{context}: {message}")]
+    Executor {
+        context: String,
+        message: String,
+        permanent: bool,
+    },
     #[error("cannot write staged CSV: {0}")]
     Csv(std::io::Error),
-    #[error("cannot open the statement log: {0}")]
-    StatementLog(std::io::Error),
 }
 
 impl WarehouseError for RedshiftError {
     fn is_permanent(&self) -> bool {
         match self {
             RedshiftError::Connection(error) => error.is_permanent(),
-            RedshiftError::MissingKey { .. }
-            | RedshiftError::NoCredentials
-            | RedshiftError::StatementLog(_) => true,
+            RedshiftError::MissingKey { .. } | RedshiftError::NoCredentials => true,
             RedshiftError::Stage(error) => error.permanent,
-            RedshiftError::Emulate(error) => error.is_permanent(),
+            RedshiftError::Executor { permanent, .. } => *permanent,
             RedshiftError::Csv(_) => false,
         }
     }
@@ -74,7 +74,7 @@ pub struct RedshiftWarehouse {
     credentials: Credentials,
     /// Made on first use (an S3 client needs the tokio runtime).
     staging: Arc<OnceCell<Arc<Staging>>>,
-    emulator: Arc<OnceCell<Option<Arc<Emulator>>>>,
+    executor: Arc<dyn Executor>,
     objects: Arc<tokio::sync::Mutex<Option<Arc<Session>>>>,
 }
 
@@ -114,7 +114,6 @@ impl RedshiftWarehouse {
                 id: env(id, "access_key_id_env")?,
                 secret: env(secret, "secret_access_key_env")?,
             },
-            (None, None, None) if file.emulate.is_some() => Credentials::None,
             _ => return Err(RedshiftError::NoCredentials),
         };
         Ok(RedshiftWarehouse {
@@ -122,7 +121,7 @@ impl RedshiftWarehouse {
             file: Arc::new(file.clone()),
             credentials,
             staging: Arc::default(),
-            emulator: Arc::default(),
+            executor: Arc::new(Direct),
             objects: Arc::default(),
         })
     }
@@ -130,6 +129,22 @@ impl RedshiftWarehouse {
     /// Applies the tracking plan's caps (see `PostgresWarehouse::with_caps`).
     pub fn with_caps(mut self, tables: Option<usize>, columns: Option<usize>) -> Self {
         self.connection = self.connection.with_caps(tables, columns);
+        self
+    }
+
+    /// Runs every session's statements through `executor` instead of sending them to
+    /// the cluster as written.
+    pub fn with_executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.executor = executor;
+        self
+    }
+
+    /// Stages through `s3` instead of a client made from the AWS default chain (for
+    /// credentials the chain cannot find, such as an emulator's).
+    pub fn with_staging_client(mut self, s3: aws_sdk_s3::Client) -> Self {
+        let staging = &self.file.staging;
+        let staging = Staging::new(s3, &staging.bucket, &staging.prefix);
+        self.staging = Arc::new(OnceCell::new_with(Some(Arc::new(staging))));
         self
     }
 
@@ -153,32 +168,15 @@ impl RedshiftWarehouse {
         )
     }
 
-    async fn emulator(&self) -> Result<Option<Arc<Emulator>>, RedshiftError> {
-        let Some(emulate) = &self.file.emulate else {
-            return Ok(None);
-        };
-        let staging = self.staging().await;
-        self.emulator
-            .get_or_try_init(|| async {
-                Emulator::new(staging.client().clone(), emulate.statement_log.as_deref())
-                    .map(|emulator| Some(Arc::new(emulator)))
-                    .map_err(RedshiftError::StatementLog)
-            })
-            .await
-            .cloned()
-    }
-
     /// A new session.
     pub async fn session(&self) -> Result<Session, RedshiftError> {
         let client = self.connection.connect().await?;
-        let emulator = self.emulator().await?;
-        if emulator.is_some() {
-            client
-                .batch_execute(emulate::SESSION_SETUP)
-                .await
-                .map_err(query_error("set up the emulating session"))?;
-        }
-        Ok(Session { client, emulator })
+        let executor = Arc::clone(&self.executor);
+        executor
+            .open(&client)
+            .await
+            .map_err(executor_error("open the session"))?;
+        Ok(Session { client, executor })
     }
 
     async fn object_session(&self) -> Result<Arc<Session>, RedshiftError> {
@@ -197,7 +195,7 @@ impl RedshiftWarehouse {
 /// poorly, and the loader's only literals are names and numbers).
 pub struct Session {
     client: Client,
-    emulator: Option<Arc<Emulator>>,
+    executor: Arc<dyn Executor>,
 }
 
 impl Session {
@@ -235,24 +233,22 @@ impl Session {
         statement: &str,
         context: &str,
     ) -> Result<Vec<SimpleQueryMessage>, RedshiftError> {
-        let translated;
-        let text = match &self.emulator {
-            None => statement,
-            Some(emulator) => {
-                emulator.record(statement);
-                if Emulator::is_s3_copy(statement) {
-                    let rows = emulator.copy(&self.client, statement).await?;
-                    return Ok(vec![SimpleQueryMessage::CommandComplete(rows)]);
-                }
-                translated = Emulator::translate(statement);
-                &translated
-            }
-        };
-        Ok(self
-            .client
-            .simple_query(text)
+        self.executor
+            .send(&self.client, statement)
             .await
-            .map_err(query_error(context.to_owned()))?)
+            .map_err(executor_error(context))
+    }
+}
+
+/// Names a failed statement by what it was for.
+fn executor_error(context: &str) -> impl FnOnce(ExecutorError) -> RedshiftError + '_ {
+    move |error| match error {
+        ExecutorError::Query(error) => query_error(context.to_owned())(error).into(),
+        ExecutorError::Other { message, permanent } => RedshiftError::Executor {
+            context: context.to_owned(),
+            message,
+            permanent,
+        },
     }
 }
 

@@ -160,12 +160,7 @@ pub fn create_stage(schema: &str, table: &str, stage: &str) -> String {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
     IamRole(String),
-    Keys {
-        id: String,
-        secret: String,
-    },
-    /// The emulator reads the bucket itself.
-    None,
+    Keys { id: String, secret: String },
 }
 
 impl std::fmt::Debug for Credentials {
@@ -173,7 +168,6 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::IamRole(role) => write!(f, "IamRole({role})"),
             Credentials::Keys { id, .. } => write!(f, "Keys({id}, ***)"),
-            Credentials::None => f.write_str("None"),
         }
     }
 }
@@ -202,7 +196,6 @@ pub fn copy_from_s3(
             literal(id),
             literal(secret)
         ),
-        Credentials::None => String::new(),
     };
     let manifest = if source.manifest { " MANIFEST" } else { "" };
     let invalid = accept_invalid_chars

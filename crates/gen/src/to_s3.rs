@@ -22,13 +22,11 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
 /// Uploads every file of `dir` (flat) to `bucket` under `prefix`, keeping file names.
 /// Returns the number of objects uploaded.
 pub async fn upload_dir(
+    s3: &aws_sdk_s3::Client,
     dir: &Path,
     bucket: &str,
     prefix: &str,
-    region: Option<&str>,
-    endpoint_url: Option<&str>,
 ) -> Result<u64, String> {
-    let (s3, _) = crate::source::sqs::clients(region, endpoint_url).await;
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .map_err(|error| format!("cannot read {}: {error}", dir.display()))?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))

@@ -1,4 +1,4 @@
-//! generate: deterministic, realistic Segment-spec traffic, for demos, tests and benches.
+//! tracktable-gen: deterministic, realistic Segment-spec traffic, for demos, tests and benches.
 //!
 //! [`Generator`] yields NDJSON lines: sessions of a fixed population of web and mobile
 //! users sending all six Segment call types with the semantic specs' events and

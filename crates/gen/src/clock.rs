@@ -7,7 +7,14 @@ const DAY_MS: i64 = 86_400_000;
 
 /// The first `receivedAt` of a stream: some day of 2024 chosen by the seed, 08:00 UTC.
 pub(super) fn start_ms(seed: u64) -> i64 {
-    let day = (crate::stable_hash::fnv1a64(&[&seed.to_le_bytes()]) % 365) as i64;
+    // FNV-1a of the seed's bytes: fixed forever, so a seed always starts on the same day.
+    let hash = seed
+        .to_le_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let day = (hash % 365) as i64;
     EPOCH_2024_MS + day * DAY_MS + 8 * 3_600_000
 }
 

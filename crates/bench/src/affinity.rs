@@ -1,5 +1,5 @@
 //! affinity: which CPUs processes and threads may run on (Linux), for
-//! `tracktable bench --warehouse-cpus`.
+//! `tracktable-bench --warehouse-cpus`.
 //!
 //! When tracktable and its PostgreSQL share a machine, they take turns on the same
 //! cores, and the benchmark's ratio then measures their CPU added up rather than the

@@ -1,4 +1,4 @@
-//! emulate: PostgreSQL standing in for Redshift, for tests and local development.
+//! emulate: PostgreSQL standing in for Redshift, for tests.
 //!
 //! The loader's statements are Redshift's; this executor runs them on a real
 //! PostgreSQL after the few rewrites PostgreSQL needs (table attributes dropped,
@@ -10,16 +10,18 @@
 //! writes — staged files, column lists, CSV escaping, merge SQL — meets real data.
 //!
 //! Every statement is appended, as Redshift would receive it (secrets masked), to the
-//! statement log when one is configured, for the grammar checks in the tests.
+//! statement log when one is configured, for the grammar checks in the tests. The
+//! loader reaches it as its [`Executor`], so no pipeline file can select it.
 
 use std::io::Write;
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use tokio_postgres::Client;
-
-use super::sql;
+use futures_util::future::BoxFuture;
+use tokio_postgres::{Client, SimpleQueryMessage};
+use tracktable::warehouse::redshift::executor::{Executor, ExecutorError};
+use tracktable::warehouse::redshift::sql;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmulateError {
@@ -235,6 +237,33 @@ impl Emulator {
     }
 }
 
+impl Executor for Emulator {
+    fn open<'a>(&'a self, client: &'a Client) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        Box::pin(async move { Ok(client.batch_execute(SESSION_SETUP).await?) })
+    }
+
+    fn send<'a>(
+        &'a self,
+        client: &'a Client,
+        statement: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<SimpleQueryMessage>, ExecutorError>> {
+        Box::pin(async move {
+            self.record(statement);
+            if Emulator::is_s3_copy(statement) {
+                let rows =
+                    self.copy(client, statement)
+                        .await
+                        .map_err(|error| ExecutorError::Other {
+                            permanent: error.is_permanent(),
+                            message: error.to_string(),
+                        })?;
+                return Ok(vec![SimpleQueryMessage::CommandComplete(rows)]);
+            }
+            Ok(client.simple_query(&Emulator::translate(statement)).await?)
+        })
+    }
+}
+
 fn copy_error(error: &tokio_postgres::Error) -> EmulateError {
     match error.as_db_error() {
         Some(db) => EmulateError::Copy {
@@ -245,7 +274,7 @@ fn copy_error(error: &tokio_postgres::Error) -> EmulateError {
                 db.message(),
                 db.where_().map(|w| format!(" ({w})")).unwrap_or_default()
             ),
-            permanent: crate::warehouse::postgres::is_permanent_state(db.code().code()),
+            permanent: tracktable::warehouse::postgres::is_permanent_state(db.code().code()),
         },
         None => EmulateError::Copy {
             message: error.to_string(),

@@ -1,4 +1,4 @@
-//! benchmark: the end-to-end benchmark behind `tracktable bench`.
+//! benchmark: the end-to-end benchmark behind `tracktable-bench`.
 //!
 //! Generates a directory of sample events, loads it through the real pipeline into
 //! PostgreSQL (schema `tracktable_bench`), then copies the very same rows (decoded and
@@ -16,13 +16,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::affinity::{AffinityError, CpuList, Split};
-use crate::config::{BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile};
-use crate::decode::Limits;
-use crate::generate::{self, GenConfig};
-use crate::route::{Router, Row};
-use crate::run::{self, Cluster, RunOptions};
-use crate::telemetry::RunStats;
-use crate::warehouse::{postgres, sql};
+use tracktable::config::{
+    BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile,
+};
+use tracktable::decode::Limits;
+use tracktable::route::{Router, Row};
+use tracktable::run::{self, Cluster, RunOptions};
+use tracktable::telemetry::RunStats;
+use tracktable::warehouse::{postgres, sql};
+use tracktable_gen::{self as generate, GenConfig};
 
 /// The pipeline's schema; the COPY baseline's is this with `_copy`.
 pub const SCHEMA: &str = "tracktable_bench";
@@ -314,7 +316,7 @@ pub enum BenchError {
     #[error(transparent)]
     Generate(#[from] generate::GenError),
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] tracktable::config::ConfigError),
     #[error(transparent)]
     Run(#[from] run::RunError),
     #[error("PostgreSQL at {url}: {source}")]
@@ -509,7 +511,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
         .collect();
     let sizes: Vec<usize> = present.iter().map(|(_, rows)| rows.len()).collect();
     let shares: Vec<Vec<(String, Vec<Row>)>> =
-        crate::load::assign_lanes_by_size(&sizes, options.workers.max(1))
+        tracktable::load::assign_lanes_by_size(&sizes, options.workers.max(1))
             .into_iter()
             .map(|lane| {
                 lane.into_iter()
@@ -595,7 +597,7 @@ fn load_prepared(
     schema: &str,
     by_table: &HashMap<String, Vec<Row>>,
 ) -> Result<(Duration, Option<CpuUse>), BenchError> {
-    use crate::warehouse::{Loader, TableBatch, Warehouse};
+    use tracktable::warehouse::{Loader, TableBatch, Warehouse};
     let warehouse = Arc::new(postgres::PostgresWarehouse::new(&PostgresFile {
         url: options.database_url.clone(),
         password_env: None,
@@ -613,20 +615,20 @@ fn load_prepared(
             continue;
         };
         let mut seen = std::collections::HashSet::new();
-        crate::columns::observe(&rows, &mut seen);
+        tracktable::columns::observe(&rows, &mut seen);
         let mut observed: Vec<_> = seen
             .into_iter()
             .map(|(_, column, column_type)| (column, column_type))
             .collect();
         observed.sort();
         batches.push(TableBatch {
-            batch: crate::batch::BatchId(1),
+            batch: tracktable::batch::BatchId(1),
             table,
             observed,
             rows,
         });
     }
-    let lanes = crate::load::assign_lanes(
+    let lanes = tracktable::load::assign_lanes(
         &batches,
         options.workers.max(1)
             * options
@@ -670,7 +672,13 @@ fn route_dir(dir: &Path) -> HashMap<String, Vec<Row>> {
                 .unwrap_or_default(),
         );
         if let Ok(file) = std::fs::File::open(path) {
-            crate::route::rows_for_object(file, &name, &Limits::default(), &mut router, &mut rows);
+            tracktable::route::rows_for_object(
+                file,
+                &name,
+                &Limits::default(),
+                &mut router,
+                &mut rows,
+            );
         }
     }
     let mut keyed: HashMap<String, HashMap<String, Row>> = HashMap::new();

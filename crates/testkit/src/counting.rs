@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
+use tracktable::warehouse::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 
 #[derive(Debug, Default, Clone)]
 pub struct CountingWarehouse {

@@ -1,0 +1,197 @@
+//! `tracktable-bench`: the end-to-end benchmark of tracktable against a raw COPY.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The PostgreSQL the tests and the demo use.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// End-to-end benchmark: sample events through the pipeline into PostgreSQL, beside a
+/// plain binary COPY of the same rows into the same tables (the warehouse's own limit),
+/// and the pipeline's loader alone on the same prepared rows.
+#[derive(Debug, Parser)]
+#[command(name = "tracktable-bench", version, about)]
+struct Cli {
+    /// PostgreSQL to load into (schemas tracktable_bench and tracktable_bench_copy are replaced).
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    database_url: String,
+    /// How many events to generate.
+    #[arg(long, default_value_t = 300_000)]
+    events: u64,
+    /// Worker threads (and baseline COPY connections).
+    #[arg(long, short = 'w', default_value_t = 2)]
+    workers: usize,
+    /// The pipeline's batch interval (default: the pipeline default, 30s, so the bench
+    /// measures what `run` does; the generated objects are all there at the start, so
+    /// its batches close at `--max-batch-rows` or `--max-batch-bytes`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    batch_interval: Option<std::time::Duration>,
+    /// Close a worker's batch once it holds this many messages (default: the pipeline
+    /// default).
+    #[arg(long)]
+    max_batch_rows: Option<u64>,
+    /// Close a worker's batch once it holds this many input bytes (default: the
+    /// pipeline default).
+    #[arg(long)]
+    max_batch_bytes: Option<u64>,
+    /// Stop admitting input while this many full batches' worth await their commit
+    /// (default: the pipeline default).
+    #[arg(long)]
+    max_batches_in_flight: Option<usize>,
+    /// Warehouse connections each worker loads over (default: the pipeline default, 4).
+    #[arg(long)]
+    load_connections: Option<usize>,
+    /// Scratch directory for generated objects (default: a directory under the system temp dir).
+    #[arg(long)]
+    scratch: Option<PathBuf>,
+    /// Run the whole benchmark this many times and finish with the medians: one run's
+    /// ratio moves by a quarter on a busy machine.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    /// Run PostgreSQL's processes on these CPUs (e.g. `1`, `2-3`) and the bench on the
+    /// others, as if the warehouse had a machine of its own; both move back at the end.
+    /// Needs the server on this machine and the right to move its processes (its
+    /// operating-system user, or root).
+    #[arg(long)]
+    warehouse_cpus: Option<tracktable_bench::affinity::CpuList>,
+}
+
+fn main() -> ExitCode {
+    tracktable::allocator::tune();
+    let args = Cli::parse();
+    // The per-table log lines of the service would bury the report. TRACKTABLE_LOG wins.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRACKTABLE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match bench(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: Cli) -> anyhow::Result<()> {
+    anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    anyhow::ensure!(
+        args.load_connections != Some(0),
+        "--load-connections must be at least 1"
+    );
+    let options = tracktable_bench::benchmark::BenchOptions {
+        database_url: args.database_url,
+        events: args.events,
+        workers: args.workers,
+        batch_interval: args
+            .batch_interval
+            .unwrap_or_else(|| tracktable::config::BatchFile::default().interval),
+        max_batch_rows: args.max_batch_rows,
+        max_batch_bytes: args.max_batch_bytes,
+        max_batches_in_flight: args.max_batches_in_flight,
+        load_connections: args.load_connections,
+        scratch: args
+            .scratch
+            .unwrap_or_else(|| std::env::temp_dir().join("tracktable-bench")),
+        warehouse_cpus: args.warehouse_cpus,
+    };
+    let mut reports = Vec::with_capacity(args.rounds);
+    for round in 1..=args.rounds {
+        if args.rounds > 1 {
+            println!("round {round} of {}", args.rounds);
+        }
+        let report = tracktable_bench::benchmark::bench(&options)?;
+        print_bench_report(&report, &options);
+        reports.push(report);
+    }
+    if reports.len() > 1
+        && let Some(summary) = tracktable_bench::benchmark::Summary::of(&reports)
+    {
+        println!(
+            "over {} rounds: ratio pipeline / COPY median {:.2} (from {:.2} to {:.2}), loader / COPY median {:.2}; pipeline median {:.2}s, raw COPY median {:.2}s",
+            reports.len(),
+            summary.pipeline_ratio.median,
+            summary.pipeline_ratio.min,
+            summary.pipeline_ratio.max,
+            summary.loader_ratio.median,
+            summary.pipeline_secs.median,
+            summary.copy_secs.median,
+        );
+    }
+    Ok(())
+}
+
+fn print_bench_report(
+    report: &tracktable_bench::benchmark::BenchReport,
+    options: &tracktable_bench::benchmark::BenchOptions,
+) {
+    let cpus = match &options.warehouse_cpus {
+        Some(cpus) => format!("  warehouse on CPUs {cpus}"),
+        None => "  warehouse sharing the CPUs".to_owned(),
+    };
+    println!(
+        "events: {}  workers: {}  batch interval: {}{cpus}",
+        report.events,
+        options.workers,
+        humantime::format_duration(options.batch_interval)
+    );
+    println!(
+        "tracktable pipeline: {:>10.0} events/s  ({} rows in {:.2}s, decode to commit)",
+        report.pipeline_rate(),
+        report.pipeline_rows,
+        report.pipeline.as_secs_f64()
+    );
+    println!(
+        "raw binary COPY:     {:>10.0} events/s  ({} rows in {:.2}s, rows prepared in memory)",
+        report.copy_rate(),
+        report.copy_rows,
+        report.copy.as_secs_f64()
+    );
+    println!(
+        "tracktable loader:   {:>10.0} events/s  (the same prepared rows in {:.2}s: the pipeline without decoding)",
+        report.loader_rate(),
+        report.loader.as_secs_f64()
+    );
+    for (phase, cpu, wal) in [
+        ("pipeline", report.pipeline_cpu, report.pipeline_wal),
+        ("raw COPY", report.copy_cpu, report.copy_wal),
+        ("loader alone", report.loader_cpu, report.loader_wal),
+    ] {
+        if let Some(cpu) = cpu {
+            let server = match cpu.server {
+                Some(server) => format!("PostgreSQL's processes {server:.1} s"),
+                None => format!(
+                    "the rest, PostgreSQL's if nothing else ran: {:.1} s",
+                    cpu.machine_busy - cpu.process
+                ),
+            };
+            println!(
+                "  CPU over the {phase}: this process {:.1} s, {server}; the machine busy {:.1} of {:.1} core-seconds",
+                cpu.process, cpu.machine_busy, cpu.machine_total,
+            );
+        }
+        if let Some(wal) = wal {
+            use tracktable_bench::benchmark::WalRange;
+            println!(
+                "  WAL over the {phase}: {:.1} MB (pg_waldump --stats -s {} -e {})",
+                wal.bytes() as f64 / 1e6,
+                WalRange::format(wal.start),
+                WalRange::format(wal.end),
+            );
+        }
+    }
+    println!(
+        "ratio pipeline / COPY: {:.2}   ratio loader / COPY: {:.2}",
+        report.pipeline_ratio(),
+        report.loader_ratio()
+    );
+}

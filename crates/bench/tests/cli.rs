@@ -1,0 +1,202 @@
+//! `tracktable-bench` as a developer runs it, against the real PostgreSQL.
+
+use std::process::{Command, Output};
+
+use tracktable_testkit::support;
+
+fn tracktable_bench(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tracktable-bench"));
+    command.args(args);
+    command
+}
+
+fn output(command: &mut Command, what: &str) -> Output {
+    command.output().unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Benches replace the same schemas, so the tests that run one take turns.
+fn bench_turn() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[tokio::test]
+async fn bench_runs_its_rounds_and_summarises_them() {
+    // Needs PostgreSQL (fails under CI=true when none answers).
+    let Some(_client) = support::postgres().await else {
+        return;
+    };
+    let _turn = bench_turn();
+    let work = tempfile::tempdir().unwrap();
+    let scratch = work.path().join("bench");
+    let url = support::database_url();
+    let out = output(
+        tracktable_bench(&[
+            "--events",
+            "2000",
+            "--rounds",
+            "2",
+            // One connection per worker: every table of a batch in one lane, which the
+            // bench's check of both sides' row counts still has to pass.
+            "--load-connections",
+            "1",
+            "--database-url",
+            &url,
+            "--scratch",
+            scratch.to_str().unwrap(),
+        ])
+        .env("TRACKTABLE_LOG", "warn"),
+        "tracktable-bench",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(
+        stdout.contains("round 1 of 2") && stdout.contains("round 2 of 2"),
+        "{stdout}"
+    );
+    let ratios: Vec<f64> = stdout
+        .lines()
+        .filter_map(|line| line.strip_prefix("ratio pipeline / COPY: "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert_eq!(ratios.len(), 2, "{stdout}");
+    // Each phase says how much WAL it made the server write: 2000 events' rows are
+    // hundreds of kilobytes of it, so a phase that wrote none was not measured.
+    for phase in ["pipeline", "raw COPY", "loader alone"] {
+        let prefix = format!("  WAL over the {phase}: ");
+        let wal: Vec<f64> = stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix.as_str()))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert_eq!(wal.len(), 2, "{phase}: {stdout}");
+        assert!(wal.iter().all(|mb| *mb > 0.0), "{phase}: {stdout}");
+    }
+    let summary = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("over 2 rounds: ratio pipeline / COPY median "))
+        .unwrap_or_else(|| panic!("no summary line in\n{stdout}"));
+    let median: f64 = summary
+        .split_whitespace()
+        .next()
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no median in {summary}"));
+    // Two rounds: the median is their mean (each printed to two places).
+    assert!(
+        (median - (ratios[0] + ratios[1]) / 2.0).abs() <= 0.011,
+        "{median} from {ratios:?}"
+    );
+
+    let refused = output(
+        &mut tracktable_bench(&["--load-connections", "0", "--database-url", &url]),
+        "tracktable-bench --load-connections 0",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("--load-connections must be at least 1"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+/// `Cpus_allowed_list` of a process, as `/proc` writes it.
+fn cpus_of(pid: u32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_else(|| panic!("no Cpus_allowed_list for {pid}"))
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn bench_gives_the_warehouse_its_own_cpus_and_moves_everything_back() {
+    // Needs PostgreSQL on this machine (fails under CI=true when none answers).
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let backend: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let postmaster = tracktable_bench::affinity::parent_of(backend.unsigned_abs())
+        .expect("the test server runs on this machine");
+    let _turn = bench_turn();
+    let server_before = cpus_of(postmaster);
+    let allowed: tracktable_bench::affinity::CpuList = cpus_of(std::process::id()).parse().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let scratch = work.path().join("bench");
+    let url = support::database_url();
+    let bench = |cpus: &str| {
+        output(
+            tracktable_bench(&[
+                "--events",
+                "2000",
+                "--warehouse-cpus",
+                cpus,
+                "--database-url",
+                &url,
+                "--scratch",
+                scratch.to_str().unwrap(),
+            ])
+            .env("TRACKTABLE_LOG", "warn"),
+            "tracktable-bench --warehouse-cpus",
+        )
+    };
+
+    // Every CPU the bench has: nothing would be left for tracktable.
+    let all = bench(&allowed.to_string());
+    assert!(!all.status.success());
+    assert!(
+        text(&all.stderr).contains("would leave none for tracktable"),
+        "{}",
+        text(&all.stderr)
+    );
+    assert_eq!(
+        cpus_of(postmaster),
+        server_before,
+        "a refusal moves nothing"
+    );
+    if allowed.len() < 2 {
+        return; // One CPU: there is no split to make.
+    }
+
+    let last: tracktable_bench::affinity::CpuList = allowed.iter().last().into_iter().collect();
+    let rest = allowed.without(&last);
+    let out = bench(&last.to_string());
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !out.status.success() && !root {
+        // Not root and not the server's user: the error says how to get the right.
+        assert!(
+            stderr.contains("run the bench as the server's operating-system user or as root"),
+            "{stderr}"
+        );
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("PostgreSQL (postmaster {postmaster}, "))
+            && stderr.contains(&format!("on CPUs {last}, this process on CPUs {rest}")),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!("warehouse on CPUs {last}")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ratio pipeline / COPY: "), "{stdout}");
+    assert_eq!(
+        cpus_of(postmaster),
+        server_before,
+        "the server is back on its CPUs"
+    );
+}

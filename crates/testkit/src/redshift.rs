@@ -1,0 +1,74 @@
+//! A Redshift pipeline run in-process, with PostgreSQL standing in for the cluster and an
+//! S3 emulator (moto) for the staging bucket.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use aws_config::BehaviorVersion;
+use tracktable::config::{PipelineFile, WarehouseFile};
+use tracktable::run::{Cluster, RunOptions, RunSummary};
+use tracktable::warehouse::redshift::RedshiftWarehouse;
+
+use crate::emulate::Emulator;
+
+/// An S3 client for an emulator at `endpoint`: path-style, with dummy credentials.
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "emulator",
+        ))
+        .load()
+        .await;
+    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+/// Runs the Redshift pipeline in `pipeline` once (`run --once` with `workers` workers),
+/// its statements through the emulator, each appended to `statement_log`. The staging
+/// bucket is reached at the pipeline's `warehouse.staging.endpoint_url`.
+///
+/// Call it from a thread that is not running a tokio runtime: the run has its own.
+pub fn run_once(
+    pipeline: &Path,
+    workers: usize,
+    statement_log: Option<&Path>,
+) -> Result<RunSummary, String> {
+    let pipeline = PipelineFile::read(pipeline)
+        .and_then(|file| file.validate(pipeline))
+        .map_err(|error| error.to_string())?;
+    let WarehouseFile::Redshift(file) = &pipeline.warehouse else {
+        return Err("the pipeline's warehouse is not Redshift".into());
+    };
+    let endpoint = file
+        .staging
+        .endpoint_url
+        .as_deref()
+        .ok_or("warehouse.staging.endpoint_url must name the S3 emulator")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| error.to_string())?;
+    let s3 = runtime.block_on(s3_client(endpoint));
+    let emulator = Emulator::new(s3.clone(), statement_log).map_err(|error| error.to_string())?;
+    let warehouse = RedshiftWarehouse::new(file)
+        .map_err(|error| error.to_string())?
+        .with_caps(pipeline.max_tables, pipeline.max_columns)
+        .with_staging_client(s3)
+        .with_executor(Arc::new(emulator));
+    let options = RunOptions {
+        cluster: Cluster {
+            workers,
+            ..Cluster::default()
+        },
+        once: true,
+        stats: Default::default(),
+        backfill: None,
+        metrics_addr: None,
+    };
+    tracktable::run::run_with(&pipeline, &options, Arc::new(warehouse))
+        .map_err(|error| error.to_string())
+}

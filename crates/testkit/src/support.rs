@@ -1,0 +1,347 @@
+//! Integration-test fixtures: finds the real services (PostgreSQL, the S3/SQS
+//! emulator) and gives each test its own names. Under `CI=true` a missing service fails
+//! the test instead of skipping it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::config::Credentials;
+
+/// True under CI, where a missing service is a failure, not a skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
+}
+
+/// Called when a service is missing: fails under CI, otherwise says why it skips.
+fn missing(service: &str, how: &str) {
+    if in_ci() {
+        panic!("{service} is required under CI=true but is not available: {how}");
+    }
+    eprintln!("skipping: {service} not available ({how}); run .ci/run to test against it");
+}
+
+/// A name no other test (or earlier run) uses: lowercase, digits and `-`/`_` only.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 1_000_000_000
+    )
+}
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A connected PostgreSQL client, or `None` (outside CI) when none answers.
+pub async fn postgres() -> Option<tokio_postgres::Client> {
+    let url = database_url();
+    match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    eprintln!("postgres connection ended: {error}");
+                }
+            });
+            Some(client)
+        }
+        Err(error) => {
+            missing("PostgreSQL", &format!("cannot connect to {url}: {error}"));
+            None
+        }
+    }
+}
+
+/// The moto server's URL, or `None` (outside CI) when it is not configured or down.
+pub async fn moto_url() -> Option<String> {
+    let Ok(url) = std::env::var("TRACKTABLE_MOTO_URL") else {
+        missing("moto", "TRACKTABLE_MOTO_URL is not set");
+        return None;
+    };
+    let address = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    match tokio::net::TcpStream::connect(&address).await {
+        Ok(_) => Some(url),
+        Err(error) => {
+            missing("moto", &format!("nothing answers at {url}: {error}"));
+            None
+        }
+    }
+}
+
+/// AWS clients pointed at moto, with path-style S3 addressing and dummy credentials.
+pub struct Aws {
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+pub async fn aws(endpoint: &str) -> Aws {
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await;
+    let s3_config = aws_sdk_s3::config::Builder::from(&shared)
+        .force_path_style(true)
+        .build();
+    Aws {
+        s3: aws_sdk_s3::Client::from_conf(s3_config),
+        sqs: aws_sdk_sqs::Client::new(&shared),
+    }
+}
+
+/// A fresh schema name (lowercase, `_` only), dropped by [`drop_schema`].
+pub fn schema(prefix: &str) -> String {
+    unique(prefix).replace('-', "_")
+}
+
+pub async fn drop_schema(client: &tokio_postgres::Client, schema: &str) {
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .expect("drop schema");
+}
+
+/// Writes a pipeline file for a `dir` source into PostgreSQL and returns its path.
+pub fn pipeline_file(
+    dir: &std::path::Path,
+    source: &std::path::Path,
+    state: &std::path::Path,
+    schema: &str,
+    interval: &str,
+) -> std::path::PathBuf {
+    pipeline_file_at(&database_url(), dir, source, state, schema, interval)
+}
+
+/// [`pipeline_file`] into the PostgreSQL at `url`.
+pub fn pipeline_file_at(
+    url: &str,
+    dir: &std::path::Path,
+    source: &std::path::Path,
+    state: &std::path::Path,
+    schema: &str,
+    interval: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{schema}.toml"));
+    let text = format!(
+        "name = \"{schema}\"\n\
+         [source]\ntype = \"dir\"\npath = \"{}\"\nstate_dir = \"{}\"\npoll_interval = \"200ms\"\n\
+         [warehouse]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n\
+         [batch]\ninterval = \"{interval}\"\n",
+        source.display(),
+        state.display(),
+        url
+    );
+    std::fs::write(&path, text).expect("write pipeline file");
+    path
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free port")
+}
+
+/// Every user table of `schema` (bookkeeping tables excluded): table → message id →
+/// column → value as JSON, plus each table's (column, type) set.
+pub type Dump = std::collections::BTreeMap<String, Table>;
+
+#[derive(Debug, PartialEq)]
+pub struct Table {
+    pub columns: std::collections::BTreeMap<String, String>,
+    pub rows: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+}
+
+pub async fn dump(client: &tokio_postgres::Client, schema: &str) -> Dump {
+    let tables = client
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = $1 AND table_name NOT IN ('_tracktable_loads') ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .expect("list tables");
+    let mut dump = Dump::new();
+    for table in tables {
+        let name: String = table.get(0);
+        let columns = client
+            .query(
+                "SELECT column_name, CASE WHEN data_type = 'character varying' THEN 'varchar(' || character_maximum_length || ')' ELSE data_type END \
+                 FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2",
+                &[&schema, &name],
+            )
+            .await
+            .expect("list columns")
+            .into_iter()
+            .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
+            .filter(|(column, _)| column != "discarded_at")
+            .collect();
+        let key = if name == "_discards" {
+            "table_name || '/' || column_name || '/' || message_id"
+        } else if name == "users" || name == "accounts" {
+            "id"
+        } else {
+            "message_id"
+        };
+        let rows = client
+            .query(&format!("SELECT {key}, (to_jsonb(t) - 'discarded_at')::text FROM \"{schema}\".\"{name}\" t"), &[])
+            .await
+            .expect("read rows")
+            .into_iter()
+            .map(|row| {
+                let json: String = row.get(1);
+                let value: serde_json::Value = serde_json::from_str(&json).expect("row as JSON");
+                let serde_json::Value::Object(map) = value else { panic!("row is not an object") };
+                (row.get::<_, String>(0), map)
+            })
+            .collect();
+        dump.insert(name, Table { columns, rows });
+    }
+    dump
+}
+
+/// Waits for a `tracktable` child for at most `limit`; kills it and fails the test if it
+/// runs longer, so a hang is a failure with a message rather than a stuck CI job.
+pub fn wait_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    wait_logged(child, limit, what, None)
+}
+
+/// [`wait_within`], showing the last lines of the child's stderr log on a timeout.
+pub fn wait_logged(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    what: &str,
+    stderr_log: Option<&std::path::Path>,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = stderr_log
+                    .and_then(|path| std::fs::read_to_string(path).ok())
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "{what}: tracktable did not finish within {limit:?}; killed it. Last log lines:\n{}",
+                    tail.join("\n")
+                );
+            }
+            Err(error) => panic!("{what}: cannot wait for tracktable: {error}"),
+        }
+    }
+}
+
+/// A child process killed when the test ends, also when an assertion fails first, so a
+/// failing test leaves no `tracktable run` behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Sends `signal` (`INT`, `TERM`) to a process, failing the test if `kill` cannot.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// A session of the test's own holding `_tracktable_loads` locked, so every load
+/// blocks at its bookkeeping insert until the session commits or rolls back.
+pub async fn lock_loads(schema: &str) -> tokio_postgres::Client {
+    let client = postgres().await.expect("postgres");
+    client
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{schema}\"._tracktable_loads IN ACCESS EXCLUSIVE MODE"
+        ))
+        .await
+        .expect("lock _tracktable_loads");
+    client
+}
+
+/// Whether a tracktable session waits on the lock [`lock_loads`] holds.
+pub async fn loads_are_waiting(client: &tokio_postgres::Client, schema: &str) -> bool {
+    count(
+        client,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tracktable' \
+             AND wait_event_type = 'Lock' AND query ILIKE '%{schema}%_tracktable_loads%'"
+        ),
+    )
+    .await
+        > 0
+}
+
+/// The single integer a query returns (a `count(*)`); panics with the query on error.
+pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
+/// Polls until `done` holds, failing with `what` and the log after `limit`.
+pub async fn eventually<F, Fut>(
+    limit: std::time::Duration,
+    what: &str,
+    log: &std::path::Path,
+    mut done: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + limit;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} within {limit:?}:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
