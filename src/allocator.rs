@@ -12,7 +12,7 @@
 //! A fresh process still faults in every byte of that peak once (half a gigabyte for a
 //! backlog of 300k events), a fault per 4 KiB page. Asking for transparent huge pages
 //! (`madvise(MADV_HUGEPAGE)` on mimalloc's segments) makes that a fault per 2 MiB: a
-//! third less kernel time in `tracktable run --once` (BENCHMARKS.md, session 12).
+//! third less kernel time in `tracktable run --once` (docs/decisions/0001).
 
 /// mimalloc's `mi_option_purge_delay` (a stable option of its public header:
 /// `include/mimalloc.h`, `typedef enum mi_option_e`).

@@ -94,8 +94,8 @@ impl BatchClock {
     /// The first [`RAMP_BATCHES`] batches of a run close at an eighth, a quarter and a
     /// half of the limits. A backlog present at start (a restart, a queue that built up)
     /// otherwise leaves the warehouse idle while every worker decodes a whole batch:
-    /// with the warehouse on a core of its own that was 1.8 s of an 8.3 s run of
-    /// 300k events (BENCHMARKS.md, session 13). Later batches are whole, so the ramp
+    /// with the warehouse on a core of its own that was a fifth of a run of 300k events
+    /// (docs/decisions/0004). Later batches are whole, so the ramp
     /// costs a few extra loads per run and nothing in steady state.
     pub fn is_full(&self) -> bool {
         let shift = RAMP_BATCHES.saturating_sub(self.opened);

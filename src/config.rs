@@ -281,10 +281,9 @@ fn default_interval() -> Duration {
 /// bound memory under a backlog; a stream slower than this per worker and interval
 /// never reaches them.
 ///
-/// - PostgreSQL: 50k messages, 64 MiB. Measured (BENCHMARKS.md, session 11): 300k events
-///   present at start loaded in 3.7-4.05 s with 50k batches and 2 in flight, against
-///   4.2-4.8 s (and 860 MB instead of 620, a second of it the kernel faulting in fresh
-///   memory) with 1M batches and 4; 25k batches paid each table's transaction too often.
+/// - PostgreSQL: 50k messages, 64 MiB: a backlog loads faster and in less memory than
+///   with 1M batches and 4 in flight, and 25k batches pay each table's transaction too
+///   often (docs/decisions/0003).
 /// - Redshift: 250k messages, 256 MiB. Every (batch, table) load there is an S3 upload,
 ///   a COPY and a merge with a fixed cost of about a second, so a batch of 85 tables
 ///   costs tens of seconds whatever its size; larger batches amortise it. Not measured

@@ -93,7 +93,7 @@ impl BenchReport {
         self.events as f64 / self.loader.as_secs_f64().max(1e-9)
     }
 
-    /// The pipeline's rate as a share of the raw COPY's (issue 4's target: 0.8).
+    /// The pipeline's rate as a share of the raw COPY's.
     pub fn pipeline_ratio(&self) -> f64 {
         self.pipeline_rate() / self.copy_rate()
     }
