@@ -394,140 +394,12 @@ impl PipelineFile {
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty".into()));
         }
-        if self.batch.interval < Duration::from_millis(10) {
-            return Err(invalid(
-                "batch.interval",
-                format!("is {:?}; it must be at least 10ms", self.batch.interval),
-            ));
-        }
-        if self.batch.max_rows == Some(0) {
-            return Err(invalid("batch.max_rows", "must be at least 1".into()));
-        }
-        if self.batch.max_bytes == Some(0) {
-            return Err(invalid("batch.max_bytes", "must be at least 1".into()));
-        }
-        if self.batch.max_in_flight == 0 {
-            return Err(invalid("batch.max_in_flight", "must be at least 1".into()));
-        }
-        if !(1..=64).contains(&self.batch.load_connections) {
-            return Err(invalid(
-                "batch.load_connections",
-                "must be between 1 and 64".into(),
-            ));
-        }
-        if let SourceFile::Sqs {
-            queue_url,
-            receives_in_flight,
-            visibility_timeout,
-            wait_time,
-            ..
-        } = &self.source
-        {
-            if !queue_url.starts_with("http://") && !queue_url.starts_with("https://") {
-                return Err(invalid(
-                    "source.queue_url",
-                    format!("is {queue_url:?}; it must be the queue's http(s) URL"),
-                ));
-            }
-            if !(1..=16).contains(receives_in_flight) {
-                return Err(invalid(
-                    "source.receives_in_flight",
-                    "must be between 1 and 16".into(),
-                ));
-            }
-            if *visibility_timeout < Duration::from_secs(10)
-                || *visibility_timeout > Duration::from_secs(12 * 3600)
-            {
-                return Err(invalid(
-                    "source.visibility_timeout",
-                    "must be between 10s and 12h".into(),
-                ));
-            }
-            if *wait_time > Duration::from_secs(20) {
-                return Err(invalid(
-                    "source.wait_time",
-                    "must be at most 20s (SQS's limit)".into(),
-                ));
-            }
-        }
-        if self.limits.max_message_bytes < 64 {
-            return Err(invalid(
-                "limits.max_message_bytes",
-                "must be at least 64".into(),
-            ));
-        }
-        if self.limits.max_depth == 0
-            || self.limits.max_depth > crate::decode::json::MAX_SUPPORTED_DEPTH
-        {
-            return Err(invalid(
-                "limits.max_depth",
-                format!(
-                    "must be between 1 and {}",
-                    crate::decode::json::MAX_SUPPORTED_DEPTH
-                ),
-            ));
-        }
-        let url = self.warehouse.url();
-        if url.contains('@')
-            && url
-                .split('@')
-                .next()
-                .is_some_and(|userinfo| userinfo.matches(':').count() > 1)
-        {
-            return Err(invalid(
-                "warehouse.url",
-                "contains a password; put it in an environment variable and name it in `password_env`".into(),
-            ));
-        }
-        let schema = self.warehouse.schema();
-        if schema.is_empty()
-            || !schema
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
-            return Err(invalid(
-                "warehouse.schema",
-                format!("{schema:?} must be lowercase letters, digits and `_`"),
-            ));
-        }
-        if let WarehouseFile::Redshift(redshift) = &self.warehouse {
-            let staging = &redshift.staging;
-            if staging.bucket.is_empty() {
-                return Err(invalid(
-                    "warehouse.staging.bucket",
-                    "must name the S3 bucket loads are staged in".into(),
-                ));
-            }
-            let keys = (
-                staging.access_key_id_env.is_some(),
-                staging.secret_access_key_env.is_some(),
-            );
-            match (staging.iam_role.is_some(), keys) {
-                (true, (false, false)) | (false, (true, true)) => {}
-                _ => {
-                    return Err(invalid(
-                        "warehouse.staging",
-                        "set either iam_role (recommended) or both access_key_id_env and \
-                         secret_access_key_env: COPY needs one way to read the staging bucket"
-                            .into(),
-                    ));
-                }
-            }
-            if staging.part_bytes < 1024 * 1024 {
-                return Err(invalid(
-                    "warehouse.staging.part_bytes",
-                    "must be at least 1 MiB".into(),
-                ));
-            }
-            if let Some(replacement) = &redshift.accept_invalid_chars
-                && !(replacement.len() == 1 && replacement.is_ascii() && replacement != "'")
-            {
-                return Err(invalid(
-                    "warehouse.accept_invalid_chars",
-                    "must be one ASCII character (not a quote)".into(),
-                ));
-            }
-        }
+        check_batch(&self.batch)
+            .and_then(|()| check_source(&self.source))
+            .and_then(|()| check_limits(&self.limits))
+            .and_then(|()| check_warehouse(&self.warehouse))
+            .and_then(|()| check_plan_caps(&self.plan))
+            .map_err(|(key, problem)| invalid(key, problem))?;
         let has_plan = !self.plan.allow_events.is_empty()
             || !self.plan.block_events.is_empty()
             || !self.plan.properties.is_empty();
@@ -539,17 +411,6 @@ impl PipelineFile {
         } else {
             None
         };
-        if self.plan.max_tables == Some(0) {
-            return Err(invalid("plan.max_tables", "must be at least 1".into()));
-        }
-        if let Some(columns) = self.plan.max_columns
-            && !(4..=1600).contains(&columns)
-        {
-            return Err(invalid(
-                "plan.max_columns",
-                "must be between 4 and 1600 (the warehouses' own limit)".into(),
-            ));
-        }
         let (default_rows, default_bytes) = default_batch_size(&self.warehouse);
         Ok(Pipeline {
             plan,
@@ -572,6 +433,167 @@ impl PipelineFile {
             },
         })
     }
+}
+
+/// A field's problem: its key and what is wrong with it.
+type Problem = (&'static str, String);
+
+fn check_batch(batch: &BatchFile) -> Result<(), Problem> {
+    if batch.interval < Duration::from_millis(10) {
+        return Err((
+            "batch.interval",
+            format!("is {:?}; it must be at least 10ms", batch.interval),
+        ));
+    }
+    if batch.max_rows == Some(0) {
+        return Err(("batch.max_rows", "must be at least 1".into()));
+    }
+    if batch.max_bytes == Some(0) {
+        return Err(("batch.max_bytes", "must be at least 1".into()));
+    }
+    if batch.max_in_flight == 0 {
+        return Err(("batch.max_in_flight", "must be at least 1".into()));
+    }
+    if !(1..=64).contains(&batch.load_connections) {
+        return Err(("batch.load_connections", "must be between 1 and 64".into()));
+    }
+    Ok(())
+}
+
+fn check_source(source: &SourceFile) -> Result<(), Problem> {
+    if let SourceFile::Sqs {
+        queue_url,
+        receives_in_flight,
+        visibility_timeout,
+        wait_time,
+        ..
+    } = source
+    {
+        if !queue_url.starts_with("http://") && !queue_url.starts_with("https://") {
+            return Err((
+                "source.queue_url",
+                format!("is {queue_url:?}; it must be the queue's http(s) URL"),
+            ));
+        }
+        if !(1..=16).contains(receives_in_flight) {
+            return Err((
+                "source.receives_in_flight",
+                "must be between 1 and 16".into(),
+            ));
+        }
+        if *visibility_timeout < Duration::from_secs(10)
+            || *visibility_timeout > Duration::from_secs(12 * 3600)
+        {
+            return Err((
+                "source.visibility_timeout",
+                "must be between 10s and 12h".into(),
+            ));
+        }
+        if *wait_time > Duration::from_secs(20) {
+            return Err((
+                "source.wait_time",
+                "must be at most 20s (SQS's limit)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_limits(limits: &LimitsFile) -> Result<(), Problem> {
+    if limits.max_message_bytes < 64 {
+        return Err(("limits.max_message_bytes", "must be at least 64".into()));
+    }
+    if limits.max_depth == 0 || limits.max_depth > crate::decode::json::MAX_SUPPORTED_DEPTH {
+        return Err((
+            "limits.max_depth",
+            format!(
+                "must be between 1 and {}",
+                crate::decode::json::MAX_SUPPORTED_DEPTH
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_warehouse(warehouse: &WarehouseFile) -> Result<(), Problem> {
+    let url = warehouse.url();
+    if url.contains('@')
+        && url
+            .split('@')
+            .next()
+            .is_some_and(|userinfo| userinfo.matches(':').count() > 1)
+    {
+        return Err((
+            "warehouse.url",
+            "contains a password; put it in an environment variable and name it in `password_env`"
+                .into(),
+        ));
+    }
+    let schema = warehouse.schema();
+    if schema.is_empty()
+        || !schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err((
+            "warehouse.schema",
+            format!("{schema:?} must be lowercase letters, digits and `_`"),
+        ));
+    }
+    if let WarehouseFile::Redshift(redshift) = &warehouse {
+        let staging = &redshift.staging;
+        if staging.bucket.is_empty() {
+            return Err((
+                "warehouse.staging.bucket",
+                "must name the S3 bucket loads are staged in".into(),
+            ));
+        }
+        let keys = (
+            staging.access_key_id_env.is_some(),
+            staging.secret_access_key_env.is_some(),
+        );
+        match (staging.iam_role.is_some(), keys) {
+            (true, (false, false)) | (false, (true, true)) => {}
+            _ => {
+                return Err((
+                    "warehouse.staging",
+                    "set either iam_role (recommended) or both access_key_id_env and \
+                     secret_access_key_env: COPY needs one way to read the staging bucket"
+                        .into(),
+                ));
+            }
+        }
+        if staging.part_bytes < 1024 * 1024 {
+            return Err((
+                "warehouse.staging.part_bytes",
+                "must be at least 1 MiB".into(),
+            ));
+        }
+        if let Some(replacement) = &redshift.accept_invalid_chars
+            && !(replacement.len() == 1 && replacement.is_ascii() && replacement != "'")
+        {
+            return Err((
+                "warehouse.accept_invalid_chars",
+                "must be one ASCII character (not a quote)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_plan_caps(plan: &PlanFile) -> Result<(), Problem> {
+    if plan.max_tables == Some(0) {
+        return Err(("plan.max_tables", "must be at least 1".into()));
+    }
+    if let Some(columns) = plan.max_columns
+        && !(4..=1600).contains(&columns)
+    {
+        return Err((
+            "plan.max_columns",
+            "must be between 4 and 1600 (the warehouses' own limit)".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `Duration` fields written as humantime strings (`"30s"`, `"500ms"`).

@@ -87,25 +87,7 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
         .enable_all()
         .build()
         .map_err(DemoError::Runtime)?;
-    let (client, database_url) = match runtime.block_on(connect(&options.database_url)) {
-        Ok(client) => (client, options.database_url.clone()),
-        Err(DemoError::NoDatabase { url, source }) => {
-            if !is_loopback(&url) || local_postgres::find_binaries().is_none() {
-                return Err(DemoError::NoDatabase { url, source });
-            }
-            println!("no PostgreSQL answers at {url} ({source}); starting a throwaway one");
-            let local = local_postgres::start(&options.local_postgres_dir)?;
-            println!(
-                "{} a throwaway PostgreSQL at {} (data in {}; stop it with: {})",
-                if local.started { "started" } else { "using" },
-                local.url,
-                local.dir.display(),
-                local.stop_command()
-            );
-            (runtime.block_on(connect(&local.url))?, local.url)
-        }
-        Err(other) => return Err(other),
-    };
+    let (client, database_url) = connect_or_start(&runtime, options)?;
     let options = &DemoOptions {
         database_url,
         ..options.clone()
@@ -113,34 +95,9 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
     runtime
         .block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE")))
         .map_err(DemoError::Report)?;
-
-    // 1. Sample traffic.
+    let (events_dir, generated) = generate_events(options)?;
     let scratch = &options.scratch;
-    if scratch.exists() {
-        std::fs::remove_dir_all(scratch).map_err(|source| DemoError::Scratch {
-            path: scratch.clone(),
-            source,
-        })?;
-    }
-    let events_dir = scratch.join("events");
-    let started = Instant::now();
-    let config = GenConfig {
-        events: options.events,
-        seed: 2024,
-        drift_rate: 0.005,
-        bad_rate: 0.001,
-    };
-    let generated = generate::write_dir(&config, &events_dir, 5_000)?;
-    println!(
-        "generated {} events ({} malformed) in {} gzip objects under {} ({:.1}s)",
-        generated.lines,
-        generated.bad_lines,
-        generated.objects,
-        events_dir.display(),
-        started.elapsed().as_secs_f64()
-    );
-
-    // 2. The real pipeline, once over the directory.
+    // The real pipeline, once over the directory.
     let file = PipelineFile {
         name: "demo".into(),
         source: SourceFile::Dir {
@@ -200,10 +157,71 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
     progress.finish();
     let summary = summary?;
 
-    // 3. What it made.
     let report = runtime
         .block_on(report(&client))
         .map_err(DemoError::Report)?;
+    print_report(&report, &summary, &options.database_url);
+    Ok(())
+}
+
+/// A client of the PostgreSQL at `options.database_url`, or of a throwaway local one
+/// when nothing answers on loopback and the server binaries are installed; and its URL.
+fn connect_or_start(
+    runtime: &tokio::runtime::Runtime,
+    options: &DemoOptions,
+) -> Result<(tokio_postgres::Client, String), DemoError> {
+    match runtime.block_on(connect(&options.database_url)) {
+        Ok(client) => Ok((client, options.database_url.clone())),
+        Err(DemoError::NoDatabase { url, source }) => {
+            if !is_loopback(&url) || local_postgres::find_binaries().is_none() {
+                return Err(DemoError::NoDatabase { url, source });
+            }
+            println!("no PostgreSQL answers at {url} ({source}); starting a throwaway one");
+            let local = local_postgres::start(&options.local_postgres_dir)?;
+            println!(
+                "{} a throwaway PostgreSQL at {} (data in {}; stop it with: {})",
+                if local.started { "started" } else { "using" },
+                local.url,
+                local.dir.display(),
+                local.stop_command()
+            );
+            Ok((runtime.block_on(connect(&local.url))?, local.url))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// Fresh sample traffic in the scratch directory; returns where and what was written.
+fn generate_events(options: &DemoOptions) -> Result<(PathBuf, generate::GenSummary), DemoError> {
+    let scratch = &options.scratch;
+    if scratch.exists() {
+        std::fs::remove_dir_all(scratch).map_err(|source| DemoError::Scratch {
+            path: scratch.clone(),
+            source,
+        })?;
+    }
+    let events_dir = scratch.join("events");
+    let started = Instant::now();
+    let config = GenConfig {
+        events: options.events,
+        seed: 2024,
+        drift_rate: 0.005,
+        bad_rate: 0.001,
+    };
+    let generated = generate::write_dir(&config, &events_dir, 5_000)?;
+    println!(
+        "generated {} events ({} malformed) in {} gzip objects under {} ({:.1}s)",
+        generated.lines,
+        generated.bad_lines,
+        generated.objects,
+        events_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+
+    Ok((events_dir, generated))
+}
+
+fn print_report(report: &Report, summary: &run::RunSummary, database_url: &str) {
     let seconds = summary.elapsed.as_secs_f64();
     let stats = summary.stats;
     println!();
@@ -240,9 +258,8 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
     println!();
     println!(
         "look at it:  psql {} -c 'SET search_path = {SCHEMA}' -c '\\dt'",
-        options.database_url
+        database_url
     );
-    Ok(())
 }
 
 /// Moves every object after the first `keep` (by name) from `dir` into `held`; returns

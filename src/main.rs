@@ -194,6 +194,24 @@ struct BatchArgs {
     max_batches_in_flight: Option<usize>,
 }
 
+impl BatchArgs {
+    /// The flags given, over the pipeline file's `[batch]`.
+    fn apply(&self, batch: &mut tracktable::config::BatchFile) {
+        if let Some(interval) = self.batch_interval {
+            batch.interval = interval;
+        }
+        if let Some(rows) = self.max_batch_rows {
+            batch.max_rows = Some(rows);
+        }
+        if let Some(bytes) = self.max_batch_bytes {
+            batch.max_bytes = Some(bytes);
+        }
+        if let Some(in_flight) = self.max_batches_in_flight {
+            batch.max_in_flight = in_flight;
+        }
+    }
+}
+
 #[cfg(feature = "demo")]
 #[derive(Debug, clap::Args)]
 struct GenArgs {
@@ -277,233 +295,243 @@ fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::SetupSql(args) => {
-            print!(
-                "{}",
-                tracktable::admin::setup_sql(
-                    args.dialect,
-                    &args.user,
-                    &args.database,
-                    args.schema.as_deref()
-                )?
-            );
-            Ok(())
-        }
-        Command::Check(args) => {
-            let pipeline = pipeline(&args.pipeline)?;
-            let checks = block_on(tracktable::admin::check(&pipeline))?;
-            let mut failed = 0;
-            for check in &checks {
-                match &check.fix {
-                    None => println!("pass  {}", check.what),
-                    Some(fix) => {
-                        failed += 1;
-                        println!("FAIL  {}\n      fix: {fix}", check.what);
-                    }
-                }
-            }
-            anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
-            Ok(())
-        }
-        Command::Schema(args) => {
-            let pipeline = pipeline(&args.pipeline)?;
-            let (schema, tables, cluster_disk) =
-                block_on(tracktable::admin::schema_report(&pipeline))??;
-            print!(
-                "{}",
-                tracktable::admin::format_schema(
-                    &schema,
-                    &tables,
-                    pipeline.max_tables,
-                    pipeline.max_columns,
-                    &cluster_disk
-                )
-            );
-            Ok(())
-        }
+        Command::SetupSql(args) => setup_sql(args),
+        Command::Check(args) => check(args),
+        Command::Schema(args) => schema(args),
         #[cfg(feature = "demo")]
-        Command::Demo(args) => {
-            let options = tracktable::demo::DemoOptions {
-                database_url: args.database_url,
-                events: args.events,
-                workers: args.workers,
-                scratch: args
-                    .scratch
-                    .unwrap_or_else(|| std::env::temp_dir().join("tracktable-demo")),
-                local_postgres_dir: args
-                    .local_postgres_dir
-                    .unwrap_or_else(tracktable_local_postgres::default_dir),
-            };
-            tracktable::demo::demo(&options)?;
-            Ok(())
-        }
-        Command::Run(args) => {
-            let mut file = tracktable::config::PipelineFile::read(&args.pipeline)?;
-            if let Some(interval) = args.batch.batch_interval {
-                file.batch.interval = interval;
-            }
-            if let Some(rows) = args.batch.max_batch_rows {
-                file.batch.max_rows = Some(rows);
-            }
-            if let Some(bytes) = args.batch.max_batch_bytes {
-                file.batch.max_bytes = Some(bytes);
-            }
-            if let Some(in_flight) = args.batch.max_batches_in_flight {
-                file.batch.max_in_flight = in_flight;
-            }
-            if let Some(endpoint) = args.endpoint_url {
-                match &mut file.source {
-                    tracktable::config::SourceFile::Sqs { endpoint_url, .. } => {
-                        *endpoint_url = Some(endpoint)
-                    }
-                    tracktable::config::SourceFile::Dir { .. } => {
-                        anyhow::bail!(
-                            "--endpoint-url applies to an SQS source; this pipeline reads a directory"
-                        )
-                    }
-                }
-            }
-            let pipeline = file.validate(&args.pipeline)?;
-            let options = tracktable::run::RunOptions {
-                cluster: tracktable::run::Cluster {
-                    workers: args.cluster.workers,
-                    processes: args.cluster.processes,
-                    process: args.cluster.process,
-                    hostfile: args.cluster.hostfile,
-                },
-                once: args.once,
-                stats: Default::default(),
-                backfill: None,
-                metrics_addr: args.metrics_addr,
-            };
-            let summary = tracktable::run::run(&pipeline, &options)?;
-            let stats = summary.stats;
-            // A log event, so `--log-format json` keeps every line JSON.
-            tracing::info!(
-                "{}: {} objects, {} messages, {} rejected; {} rows loaded, {} duplicates skipped, {} values discarded, {} schema changes, in {:.1}s",
-                pipeline.name,
-                stats.objects,
-                stats.messages,
-                stats.rejections,
-                stats.rows_loaded,
-                stats.duplicates,
-                stats.discards,
-                stats.schema_changes,
-                summary.elapsed.as_secs_f64()
-            );
-            Ok(())
-        }
-        Command::Backfill(args) => {
-            anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
-            let pipeline = pipeline(&args.pipeline)?;
-            let (pipeline_region, pipeline_endpoint) = match &pipeline.source {
-                tracktable::config::SourceFile::Sqs {
-                    region,
-                    endpoint_url,
-                    ..
-                } => (region.clone(), endpoint_url.clone()),
-                tracktable::config::SourceFile::Dir { .. } => (None, None),
-            };
-            let settings = tracktable::source::backfill::BackfillSettings {
-                bucket: args.bucket.clone(),
-                prefix: args.prefix.clone(),
-                since: args.since,
-                until: args.until,
-                region: args.region.or(pipeline_region),
-                endpoint_url: args.endpoint_url.or(pipeline_endpoint),
-            };
-            let summary = tracktable::backfill::backfill(&pipeline, settings, args.workers)?;
-            tracing::info!(
-                "backfill of s3://{}/{}: {} objects listed, {} already loaded, {} loaded now ({} events, {} rejected, {} rows) in {:.1}s",
-                args.bucket,
-                args.prefix,
-                summary.listed,
-                summary.skipped,
-                summary.loaded,
-                summary.run.stats.messages,
-                summary.run.stats.rejections,
-                summary.run.stats.rows_loaded,
-                summary.run.elapsed.as_secs_f64()
-            );
-            Ok(())
-        }
+        Command::Demo(args) => demo(args),
+        Command::Run(args) => run_pipeline(args),
+        Command::Backfill(args) => backfill(args),
         #[cfg(feature = "demo")]
-        Command::Gen(args) => {
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&args.drift_rate),
-                "--drift-rate must be between 0 and 1"
-            );
-            anyhow::ensure!(
-                (0.0..=1.0).contains(&args.bad_rate),
-                "--bad-rate must be between 0 and 1"
-            );
-            anyhow::ensure!(args.per_object > 0, "--per-object must be at least 1");
-            let config = tracktable_gen::GenConfig {
-                events: args.events,
-                seed: args.seed,
-                drift_rate: args.drift_rate,
-                bad_rate: args.bad_rate,
-            };
-            let (out, upload) = match (&args.out, &args.s3) {
-                (Some(out), _) => (out.clone(), None),
-                (None, Some(url)) => {
-                    let target = tracktable_gen::to_s3::parse_url(url)
-                        .map_err(|message| anyhow::anyhow!(message))?;
-                    let scratch =
-                        std::env::temp_dir().join(format!("tracktable-gen-{}", std::process::id()));
-                    (scratch, Some(target))
-                }
-                (None, None) => anyhow::bail!("give --out DIR or --s3 s3://bucket/prefix"),
-            };
-            let summary = tracktable_gen::write_dir(&config, &out, args.per_object)
-                .with_context(|| format!("generating into {}", out.display()))?;
-            let destination = match upload {
-                None => out.display().to_string(),
-                Some((bucket, prefix)) => {
-                    let uploaded = block_on(async {
-                        let (s3, _) = tracktable::source::sqs::clients(
-                            args.region.as_deref(),
-                            args.endpoint_url.as_deref(),
-                        )
-                        .await;
-                        tracktable_gen::to_s3::upload_dir(&s3, &out, &bucket, &prefix).await
-                    });
-                    let _ = std::fs::remove_dir_all(&out);
-                    let uploaded = uploaded?.map_err(|message| anyhow::anyhow!(message))?;
-                    format!("s3://{bucket}/{prefix} ({uploaded} objects uploaded)")
-                }
-            };
-            eprintln!(
-                "wrote {} lines ({} malformed) in {} objects, {} bytes compressed, to {destination}",
-                summary.lines, summary.bad_lines, summary.objects, summary.bytes,
-            );
-            Ok(())
-        }
-        Command::Explain(args) => {
-            let limits = tracktable::decode::Limits::default();
-            let stdout = std::io::stdout().lock();
-            let summary = match args.file.as_deref() {
-                None => tracktable::explain::explain(std::io::stdin().lock(), "-", &limits, stdout),
-                Some(path) if path.as_os_str() == "-" => {
-                    tracktable::explain::explain(std::io::stdin().lock(), "-", &limits, stdout)
-                }
-                Some(path) => {
-                    let file = std::fs::File::open(path)
-                        .with_context(|| format!("cannot open {}", path.display()))?;
-                    tracktable::explain::explain(file, &path.to_string_lossy(), &limits, stdout)
-                }
-            };
-            let summary = match summary {
-                Ok(summary) => summary,
-                // `tracktable explain big.gz | head` closes the pipe early: not an error.
-                Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-                Err(error) => return Err(error).context("writing the explanation"),
-            };
-            eprintln!(
-                "{} messages became {} rows; {} items rejected",
-                summary.messages, summary.rows, summary.rejections
-            );
-            Ok(())
+        Command::Gen(args) => generate(args),
+        Command::Explain(args) => explain(args),
+    }
+}
+
+/// `setup-sql`: the SQL that creates a dedicated loader user.
+fn setup_sql(args: SetupSqlArgs) -> anyhow::Result<()> {
+    print!(
+        "{}",
+        tracktable::admin::setup_sql(
+            args.dialect,
+            &args.user,
+            &args.database,
+            args.schema.as_deref()
+        )?
+    );
+    Ok(())
+}
+
+/// `check`: one line per requirement; fails when any fails.
+fn check(args: PipelineArgs) -> anyhow::Result<()> {
+    let pipeline = pipeline(&args.pipeline)?;
+    let checks = block_on(tracktable::admin::check(&pipeline))?;
+    let mut failed = 0;
+    for check in &checks {
+        match &check.fix {
+            None => println!("pass  {}", check.what),
+            Some(fix) => {
+                failed += 1;
+                println!("FAIL  {}\n      fix: {fix}", check.what);
+            }
         }
     }
+    anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
+    Ok(())
+}
+
+/// `schema`: the tables tracktable created.
+fn schema(args: PipelineArgs) -> anyhow::Result<()> {
+    let pipeline = pipeline(&args.pipeline)?;
+    let (schema, tables, cluster_disk) = block_on(tracktable::admin::schema_report(&pipeline))??;
+    print!(
+        "{}",
+        tracktable::admin::format_schema(
+            &schema,
+            &tables,
+            pipeline.max_tables,
+            pipeline.max_columns,
+            &cluster_disk
+        )
+    );
+    Ok(())
+}
+
+/// `demo`: the whole job locally.
+#[cfg(feature = "demo")]
+fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let options = tracktable::demo::DemoOptions {
+        database_url: args.database_url,
+        events: args.events,
+        workers: args.workers,
+        scratch: args
+            .scratch
+            .unwrap_or_else(|| std::env::temp_dir().join("tracktable-demo")),
+        local_postgres_dir: args
+            .local_postgres_dir
+            .unwrap_or_else(tracktable_local_postgres::default_dir),
+    };
+    tracktable::demo::demo(&options)?;
+    Ok(())
+}
+
+/// `run`: one process of the pipeline, flags over the pipeline file.
+fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
+    let mut file = tracktable::config::PipelineFile::read(&args.pipeline)?;
+    args.batch.apply(&mut file.batch);
+    if let Some(endpoint) = args.endpoint_url {
+        let tracktable::config::SourceFile::Sqs { endpoint_url, .. } = &mut file.source else {
+            anyhow::bail!(
+                "--endpoint-url applies to an SQS source; this pipeline reads a directory"
+            )
+        };
+        *endpoint_url = Some(endpoint);
+    }
+    let pipeline = file.validate(&args.pipeline)?;
+    let options = tracktable::run::RunOptions {
+        cluster: tracktable::run::Cluster {
+            workers: args.cluster.workers,
+            processes: args.cluster.processes,
+            process: args.cluster.process,
+            hostfile: args.cluster.hostfile,
+        },
+        once: args.once,
+        stats: Default::default(),
+        backfill: None,
+        metrics_addr: args.metrics_addr,
+    };
+    let summary = tracktable::run::run(&pipeline, &options)?;
+    let stats = summary.stats;
+    // A log event, so `--log-format json` keeps every line JSON.
+    tracing::info!(
+        "{}: {} objects, {} messages, {} rejected; {} rows loaded, {} duplicates skipped, {} values discarded, {} schema changes, in {:.1}s",
+        pipeline.name,
+        stats.objects,
+        stats.messages,
+        stats.rejections,
+        stats.rows_loaded,
+        stats.duplicates,
+        stats.discards,
+        stats.schema_changes,
+        summary.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `backfill`: an S3 prefix through the pipeline's warehouse, once.
+fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
+    let pipeline = pipeline(&args.pipeline)?;
+    let (pipeline_region, pipeline_endpoint) = match &pipeline.source {
+        tracktable::config::SourceFile::Sqs {
+            region,
+            endpoint_url,
+            ..
+        } => (region.clone(), endpoint_url.clone()),
+        tracktable::config::SourceFile::Dir { .. } => (None, None),
+    };
+    let settings = tracktable::source::backfill::BackfillSettings {
+        bucket: args.bucket.clone(),
+        prefix: args.prefix.clone(),
+        since: args.since,
+        until: args.until,
+        region: args.region.or(pipeline_region),
+        endpoint_url: args.endpoint_url.or(pipeline_endpoint),
+    };
+    let summary = tracktable::backfill::backfill(&pipeline, settings, args.workers)?;
+    tracing::info!(
+        "backfill of s3://{}/{}: {} objects listed, {} already loaded, {} loaded now ({} events, {} rejected, {} rows) in {:.1}s",
+        args.bucket,
+        args.prefix,
+        summary.listed,
+        summary.skipped,
+        summary.loaded,
+        summary.run.stats.messages,
+        summary.run.stats.rejections,
+        summary.run.stats.rows_loaded,
+        summary.run.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `gen`: sample traffic to a directory or an S3 prefix.
+#[cfg(feature = "demo")]
+fn generate(args: GenArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.drift_rate),
+        "--drift-rate must be between 0 and 1"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.bad_rate),
+        "--bad-rate must be between 0 and 1"
+    );
+    anyhow::ensure!(args.per_object > 0, "--per-object must be at least 1");
+    let config = tracktable_gen::GenConfig {
+        events: args.events,
+        seed: args.seed,
+        drift_rate: args.drift_rate,
+        bad_rate: args.bad_rate,
+    };
+    let (out, upload) = match (&args.out, &args.s3) {
+        (Some(out), _) => (out.clone(), None),
+        (None, Some(url)) => {
+            let target = tracktable_gen::to_s3::parse_url(url)
+                .map_err(|message| anyhow::anyhow!(message))?;
+            let scratch =
+                std::env::temp_dir().join(format!("tracktable-gen-{}", std::process::id()));
+            (scratch, Some(target))
+        }
+        (None, None) => anyhow::bail!("give --out DIR or --s3 s3://bucket/prefix"),
+    };
+    let summary = tracktable_gen::write_dir(&config, &out, args.per_object)
+        .with_context(|| format!("generating into {}", out.display()))?;
+    let destination = match upload {
+        None => out.display().to_string(),
+        Some((bucket, prefix)) => {
+            let uploaded = block_on(async {
+                let (s3, _) = tracktable::source::sqs::clients(
+                    args.region.as_deref(),
+                    args.endpoint_url.as_deref(),
+                )
+                .await;
+                tracktable_gen::to_s3::upload_dir(&s3, &out, &bucket, &prefix).await
+            });
+            let _ = std::fs::remove_dir_all(&out);
+            let uploaded = uploaded?.map_err(|message| anyhow::anyhow!(message))?;
+            format!("s3://{bucket}/{prefix} ({uploaded} objects uploaded)")
+        }
+    };
+    eprintln!(
+        "wrote {} lines ({} malformed) in {} objects, {} bytes compressed, to {destination}",
+        summary.lines, summary.bad_lines, summary.objects, summary.bytes,
+    );
+    Ok(())
+}
+
+/// `explain`: what each input line becomes.
+fn explain(args: ExplainArgs) -> anyhow::Result<()> {
+    let limits = tracktable::decode::Limits::default();
+    let stdout = std::io::stdout().lock();
+    let summary = match args.file.as_deref() {
+        None => tracktable::explain::explain(std::io::stdin().lock(), "-", &limits, stdout),
+        Some(path) if path.as_os_str() == "-" => {
+            tracktable::explain::explain(std::io::stdin().lock(), "-", &limits, stdout)
+        }
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?;
+            tracktable::explain::explain(file, &path.to_string_lossy(), &limits, stdout)
+        }
+    };
+    let summary = match summary {
+        Ok(summary) => summary,
+        // `tracktable explain big.gz | head` closes the pipe early: not an error.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        Err(error) => return Err(error).context("writing the explanation"),
+    };
+    eprintln!(
+        "{} messages became {} rows; {} items rejected",
+        summary.messages, summary.rows, summary.rejections
+    );
+    Ok(())
 }

@@ -264,28 +264,55 @@ impl SqsSource {
             return true;
         };
         let body = message.body.as_deref().unwrap_or_default();
-        let objects = match notification::parse(body) {
-            Ok(Notification::Created(objects)) => objects,
+        let Some(objects) = self.announced(&id, &receipt, body).await else {
+            return true;
+        };
+        let (token, fresh, released) = self.hold(&receipt, objects).await;
+        if released {
+            // The run ended while this message was being looked at.
+            self.give_back(vec![receipt]).await;
+            return false;
+        }
+        if fresh.is_empty() {
+            self.stats
+                .sqs_ignored(&id, "objects already loaded (a repeated notification)");
+            self.delete(vec![receipt]).await;
+            return true;
+        }
+
+        self.hand_over(&id, token, fresh, senders, next_worker, shutdown)
+            .await
+    }
+
+    /// The objects a message announces; `None` when it announces none (a test event,
+    /// an unrelated or unreadable body), which this has dealt with.
+    async fn announced(&self, id: &str, receipt: &str, body: &str) -> Option<Vec<S3Object>> {
+        match notification::parse(body) {
+            Ok(Notification::Created(objects)) => Some(objects),
             Ok(Notification::Test) => {
-                self.stats.sqs_ignored(&id, "S3 test event");
-                self.delete(vec![receipt]).await;
-                return true;
+                self.stats.sqs_ignored(id, "S3 test event");
+                self.delete(vec![receipt.to_owned()]).await;
+                None
             }
             Ok(Notification::Unrelated(what)) => {
-                self.stats.sqs_ignored(&id, &what);
-                self.delete(vec![receipt]).await;
-                return true;
+                self.stats.sqs_ignored(id, &what);
+                self.delete(vec![receipt.to_owned()]).await;
+                None
             }
             Err(problem) => {
                 self.stats.sqs_unparseable();
-                if self.state().reported.insert(id.clone()) {
+                if self.state().reported.insert(id.to_owned()) {
                     let prefix: String = body.chars().take(200).collect();
                     tracing::warn!(message = %id, problem = %problem, body = %prefix, "cannot understand an SQS message; leaving it to the queue's redrive policy");
                 }
-                return true;
+                None
             }
-        };
+        }
+    }
 
+    /// Holds `receipt` for the objects not loaded before; returns its token, those
+    /// objects, and whether the run has already released every message.
+    async fn hold(&self, receipt: &str, objects: Vec<S3Object>) -> (u64, Vec<S3Object>, bool) {
         // Objects already loaded (a repeated announcement, in this process or before a
         // restart) are not loaded again. If the log cannot be read, load them: the
         // merge on message id makes that harmless.
@@ -297,7 +324,7 @@ impl SqsSource {
                 HashSet::new()
             }
         };
-        let (token, fresh, released): (u64, Vec<S3Object>, bool) = {
+        {
             let mut state = self.state();
             let fresh: Vec<S3Object> = objects
                 .into_iter()
@@ -312,7 +339,7 @@ impl SqsSource {
                 state.held.insert(
                     token,
                     Held {
-                        receipt: receipt.clone(),
+                        receipt: receipt.to_owned(),
                         outstanding: 0,
                         complete: false,
                     },
@@ -322,19 +349,19 @@ impl SqsSource {
                     .insert(token, fresh.iter().map(S3Object::identity).collect());
             }
             (token, fresh, state.released)
-        };
-        if released {
-            // The run ended while this message was being looked at.
-            self.give_back(vec![receipt]).await;
-            return false;
         }
-        if fresh.is_empty() {
-            self.stats
-                .sqs_ignored(&id, "objects already loaded (a repeated notification)");
-            self.delete(vec![receipt]).await;
-            return true;
-        }
+    }
 
+    /// Hands each fresh object to a worker, fetched; `false` when the workers are gone.
+    async fn hand_over(
+        &self,
+        id: &str,
+        token: u64,
+        fresh: Vec<S3Object>,
+        senders: &[mpsc::Sender<ObjectRef>],
+        next_worker: &AtomicUsize,
+        shutdown: &Shutdown,
+    ) -> bool {
         for object in fresh {
             let body = match self.fetch(&object).await {
                 Ok(body) => body,

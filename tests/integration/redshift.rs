@@ -674,11 +674,9 @@ async fn a_large_load_is_split_into_parts_under_a_manifest_and_long_values_are_k
     );
     let statements = redshift.statements_parse();
     assert!(
-        statements
-            .iter()
-            .any(|s| s.starts_with("COPY")
-                && s.contains("manifest.json' IAM_ROLE")
-                && s.contains(" MANIFEST ")),
+        statements.iter().any(|s| s.starts_with("COPY")
+            && s.contains("manifest.json' IAM_ROLE")
+            && s.contains(" MANIFEST ")),
         "a COPY from the manifest"
     );
     let (length, reason, line): (i32, String, i64) = client
