@@ -26,7 +26,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,8 +102,6 @@ pub struct Context<W: Warehouse> {
     pub limits: Limits,
     /// The tracking plan route applies, if any.
     pub plan: Option<Arc<crate::route::plan::TrackingPlan>>,
-    /// Root of the `dir` source.
-    pub root: PathBuf,
     pub shutdown: Arc<Shutdown>,
     pub stats: Arc<RunStats>,
 }
@@ -252,7 +249,6 @@ pub fn build<W: Warehouse>(
         // (Err), split by `ok_err` without copying: a stream with two consumers would
         // clone every row for the first of them.
         let (rows, observations) = {
-            let root = context.root.clone();
             let limits = context.limits;
             let plan = context.plan.clone();
             let stats = Arc::clone(&context.stats);
@@ -305,8 +301,7 @@ pub fn build<W: Warehouse>(
                                             entry.remove();
                                             continue;
                                         };
-                                        let rows =
-                                            source::ObjectRows::open(&root, &object, &limits);
+                                        let rows = source::ObjectRows::open(&object, &limits);
                                         current.insert(Decoding {
                                             object,
                                             rows,

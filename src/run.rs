@@ -1,22 +1,22 @@
 //! run: one process of a tracktable cluster, from start-up to exit.
 //!
 //! Builds the process's tokio runtime (sources and warehouse I/O), prepares the
-//! warehouse, starts the source's lister and the signal watcher, then runs the timely
-//! workers: each builds the dataflow (`dataflow::build`) and loops
-//! `step_or_park` → acknowledge batches the probe has passed, until the dataflow ends
-//! (input exhausted in `--once` mode, or a graceful shutdown).
+//! warehouse, starts the source (`source::start`: it does not matter which) and the
+//! signal watcher, then runs the timely workers: each builds the dataflow
+//! (`dataflow::build`) and loops `step_or_park` → acknowledge batches the probe has
+//! passed, until the dataflow ends (input exhausted in `--once` mode, or a graceful
+//! shutdown).
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use crate::config::{Pipeline, SourceFile, WarehouseFile};
+use crate::config::{Pipeline, WarehouseFile};
 use crate::dataflow::{self, Context};
 use crate::shutdown::{self, Shutdown};
-use crate::source::{self, ObjectRef, backfill, dir, sqs};
+use crate::source::{self, Acker, Delivery, ObjectRef, Spec, Started, backfill};
 use crate::telemetry::{RunStats, StatsSnapshot};
 use crate::warehouse::Warehouse;
 use crate::warehouse::WarehouseError;
@@ -71,13 +71,11 @@ pub enum RunError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Dir(#[from] dir::DirError),
+    Source(#[from] source::SourceError),
     #[error("warehouse: {0}")]
     Warehouse(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    #[error(transparent)]
-    Backfill(#[from] backfill::BackfillError),
     #[error("cannot serve metrics on {address}: {source}")]
     Metrics {
         address: std::net::SocketAddr,
@@ -151,79 +149,20 @@ pub fn run_with<W: Warehouse>(
         .collect();
     let inboxes = Arc::new(Mutex::new(inboxes));
 
-    // The source: a directory lister, the SQS poller with its acker, or a backfill.
-    let log = Arc::clone(&warehouse) as Arc<dyn crate::warehouse::ObjectLog>;
-    let mut recorder = None;
-    let (root, acks, sqs_source) = if let Some((settings, progress)) = &options.backfill {
-        let source = runtime.block_on(backfill::Backfill::new(
-            settings.clone(),
-            Arc::clone(&log),
-            Arc::clone(progress),
-        ));
-        let plan = runtime.block_on(source.plan())?;
-        tracing::info!(
-            bucket = %settings.bucket,
-            prefix = %settings.prefix,
-            objects = plan.len(),
-            already_loaded = progress.skipped.load(std::sync::atomic::Ordering::Relaxed),
-            "backfill planned"
-        );
-        let (acks, task) = source.start(runtime.handle(), plan, senders, Arc::clone(&shutdown));
-        recorder = Some(task);
-        (PathBuf::new(), Acks::Objects(acks), None)
-    } else {
-        match &pipeline.source {
-            SourceFile::Dir {
-                path: root,
-                state_dir,
-                poll_interval,
-            } => {
-                let state_dir = state_dir
-                    .clone()
-                    .unwrap_or_else(|| root.join(dir::STATE_DIR_NAME));
-                let done = dir::read_done(&state_dir)?;
-                runtime.spawn(list_forever(ListerConfig {
-                    root: root.clone(),
-                    done,
-                    poll_interval: *poll_interval,
-                    first_worker,
-                    peers,
-                    once: options.once,
-                    senders,
-                    shutdown: Arc::clone(&shutdown),
-                }));
-                (root.clone(), Acks::Dir(state_dir), None)
-            }
-            SourceFile::Sqs {
-                queue_url,
-                region,
-                endpoint_url,
-                receives_in_flight,
-                visibility_timeout,
-                wait_time,
-            } => {
-                let source = runtime.block_on(sqs::SqsSource::new(
-                    sqs::SqsSettings {
-                        queue_url: queue_url.clone(),
-                        region: region.clone(),
-                        endpoint_url: endpoint_url.clone(),
-                        receives_in_flight: *receives_in_flight,
-                        visibility_timeout: *visibility_timeout,
-                        wait_time: *wait_time,
-                    },
-                    Arc::clone(&log),
-                    Arc::clone(&stats),
-                ));
-                let (acks, acker) = source.start(
-                    runtime.handle(),
-                    senders,
-                    Arc::clone(&shutdown),
-                    options.once,
-                );
-                (PathBuf::new(), Acks::Sqs(acks), Some((source, acker)))
-            }
-        }
+    let spec = match &options.backfill {
+        Some((settings, progress)) => Spec::Backfill(settings.clone(), Arc::clone(progress)),
+        None => Spec::Pipeline(&pipeline.source),
     };
+    let delivery = Delivery {
+        runtime: runtime.handle().clone(),
+        senders,
+        first_worker,
+        peers,
+        once: options.once,
+        shutdown: Arc::clone(&shutdown),
+    };
+    let log = Arc::clone(&warehouse) as Arc<dyn crate::warehouse::ObjectLog>;
+    let Started { acks, finish } = source::start(spec, delivery, log, &stats)?;
 
     if let Some(address) = options.metrics_addr {
         let probes = readiness_probes(pipeline, &warehouse, options.backfill.is_some());
@@ -240,7 +179,6 @@ pub fn run_with<W: Warehouse>(
         load_connections: pipeline.load_connections,
         limits: pipeline.limits,
         plan: pipeline.plan.clone(),
-        root,
         shutdown: Arc::clone(&shutdown),
         stats: Arc::clone(&stats),
     });
@@ -254,41 +192,8 @@ pub fn run_with<W: Warehouse>(
         let Some(objects) = objects else {
             return Err(format!("worker {} has no object channel", worker.index()));
         };
-        let mut acker = match &acks {
-            Acks::Dir(state_dir) => Acker::Dir(
-                dir::DoneLog::open(state_dir, worker.index()).map_err(|error| error.to_string())?,
-            ),
-            Acks::Sqs(acks) => Acker::Sqs(acks.clone()),
-            Acks::Objects(acks) => Acker::Objects(acks.clone()),
-        };
-        let shutdown = Arc::clone(&context.shutdown);
-        let handles = dataflow::build(worker, &context, objects, |activator| {
-            shutdown.register(activator)
-        });
-        loop {
-            let running = worker.step_or_park(Some(Duration::from_secs(1)));
-            if let Some(failure) = shutdown.failure() {
-                // timely keeps stepping a worker until its dataflows complete, which a
-                // failed load never lets happen: drop them. (Other processes of the
-                // cluster then lose this one and stop too; nothing was acknowledged.)
-                for dataflow in worker.installed_dataflows() {
-                    worker.drop_dataflow(dataflow);
-                }
-                return Err(failure.to_owned());
-            }
-            acknowledge(&handles, &mut acker, &worker_stats)?;
-            {
-                let pending = handles.pending.borrow();
-                worker_stats.pending_batches(
-                    worker.index(),
-                    pending.first_key_value().map(|(batch, _)| *batch),
-                    pending.len(),
-                );
-            }
-            if !running {
-                return Ok(());
-            }
-        }
+        let acker = acks.for_worker(worker.index())?;
+        work(worker, &context, objects, acker, &worker_stats)
     })
     .map_err(RunError::Cluster)?;
 
@@ -299,33 +204,7 @@ pub fn run_with<W: Warehouse>(
             Ok(Err(message)) | Err(message) => failure = Some(message),
         }
     }
-    if let Some(recorder) = recorder
-        && runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(60), recorder).await })
-            .is_err()
-    {
-        tracing::warn!("recording loaded objects did not finish within 60 s");
-    }
-    if let Some((source, acker)) = sqs_source {
-        // Every worker is gone, so every acknowledgement is sent: let the acker delete
-        // the last messages and release the rest.
-        if runtime
-            .block_on(async { tokio::time::timeout(Duration::from_secs(60), acker).await })
-            .is_err()
-        {
-            tracing::warn!("SQS acknowledgements did not finish within 60 s");
-        }
-        let metrics = &stats.metrics;
-        tracing::info!(
-            received = metrics.sqs_received.get(),
-            deleted = metrics.sqs_deleted.get(),
-            ignored = metrics.sqs_ignored.get(),
-            unparseable = metrics.sqs_unparseable.get(),
-            released = metrics.sqs_released.get(),
-            "SQS source finished"
-        );
-        drop(source);
-    }
+    runtime.block_on(finish);
     runtime.shutdown_timeout(Duration::from_secs(5));
     if let Some(message) = failure {
         return Err(RunError::Worker(message));
@@ -334,6 +213,45 @@ pub fn run_with<W: Warehouse>(
         stats: stats.snapshot(),
         elapsed: started.elapsed(),
     })
+}
+
+/// One worker: builds the dataflow, then steps it and acknowledges the batches it has
+/// committed until its input ends or the run stops.
+fn work<W: Warehouse>(
+    worker: &mut timely::worker::Worker,
+    context: &Context<W>,
+    objects: source::Inbox,
+    mut acker: Acker,
+    worker_stats: &RunStats,
+) -> Result<(), String> {
+    let shutdown = Arc::clone(&context.shutdown);
+    let handles = dataflow::build(worker, context, objects, |activator| {
+        shutdown.register(activator)
+    });
+    loop {
+        let running = worker.step_or_park(Some(Duration::from_secs(1)));
+        if let Some(failure) = shutdown.failure() {
+            // timely keeps stepping a worker until its dataflows complete, which a
+            // failed load never lets happen: drop them. (Other processes of the
+            // cluster then lose this one and stop too; nothing was acknowledged.)
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
+            return Err(failure.to_owned());
+        }
+        acknowledge(&handles, &mut acker, worker_stats)?;
+        {
+            let pending = handles.pending.borrow();
+            worker_stats.pending_batches(
+                worker.index(),
+                pending.first_key_value().map(|(batch, _)| *batch),
+                pending.len(),
+            );
+        }
+        if !running {
+            return Ok(());
+        }
+    }
 }
 
 /// What `/ready` checks: the warehouse accepts a connection, and the source (the
@@ -358,71 +276,10 @@ fn readiness_probes<W: Warehouse>(
             })
         }),
     ));
-    if backfill {
-        return probes;
-    }
-    match &pipeline.source {
-        SourceFile::Dir { path, .. } => {
-            let path = path.clone();
-            probes.push((
-                "source",
-                Arc::new(move || {
-                    let path = path.clone();
-                    Box::pin(async move {
-                        std::fs::read_dir(&path)
-                            .map(drop)
-                            .map_err(|error| format!("{}: {error}", path.display()))
-                    })
-                }),
-            ));
-        }
-        SourceFile::Sqs {
-            queue_url,
-            region,
-            endpoint_url,
-            ..
-        } => {
-            let (queue_url, region, endpoint_url) =
-                (queue_url.clone(), region.clone(), endpoint_url.clone());
-            probes.push((
-                "source",
-                Arc::new(move || {
-                    let (queue_url, region, endpoint_url) =
-                        (queue_url.clone(), region.clone(), endpoint_url.clone());
-                    Box::pin(async move {
-                        let (_, sqs) =
-                            sqs::clients(region.as_deref(), endpoint_url.as_deref()).await;
-                        sqs.get_queue_attributes()
-                            .queue_url(&queue_url)
-                            .send()
-                            .await
-                            .map(drop)
-                            .map_err(|error| {
-                                format!("{}", aws_sdk_sqs::error::DisplayErrorContext(&error))
-                            })
-                    })
-                }),
-            ));
-        }
+    if !backfill {
+        probes.push(("source", source::probe(&pipeline.source)));
     }
     probes
-}
-
-/// How a source's objects are acknowledged, as the worker closure captures it.
-enum Acks {
-    /// `dir`: each worker appends to its done log in this state directory.
-    Dir(PathBuf),
-    /// SQS: committed objects go to the source's acker, which deletes their messages.
-    Sqs(sqs::SqsAcks),
-    /// Backfill: committed objects are recorded in the warehouse's object log.
-    Objects(backfill::ObjectAcks),
-}
-
-/// One worker's acknowledger.
-enum Acker {
-    Dir(dir::DoneLog),
-    Sqs(sqs::SqsAcks),
-    Objects(backfill::ObjectAcks),
 }
 
 /// Marks every batch the probe has passed as done: its objects are durable everywhere.
@@ -445,21 +302,7 @@ fn acknowledge(
         };
         drop(pending);
         let count = objects.len() as u64;
-        match acker {
-            Acker::Dir(done_log) => done_log
-                .append(objects.iter().map(|object| object.name.as_ref()))
-                .map_err(|error| error.to_string())?,
-            Acker::Sqs(acks) => {
-                if !acks.acknowledge(objects) {
-                    return Err("the SQS acknowledger stopped".into());
-                }
-            }
-            Acker::Objects(acks) => {
-                if !acks.acknowledge(objects) {
-                    return Err("the object recorder stopped".into());
-                }
-            }
-        }
+        acker.acknowledge(objects)?;
         stats.objects_acknowledged(batch, count);
         acknowledged_any = true;
     }
@@ -544,55 +387,4 @@ fn read_hostfile(path: &Path) -> Result<Vec<String>, RunError> {
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
         .map(str::to_owned)
         .collect())
-}
-
-struct ListerConfig {
-    root: PathBuf,
-    done: HashSet<Arc<str>>,
-    poll_interval: Duration,
-    first_worker: usize,
-    peers: usize,
-    once: bool,
-    senders: Vec<mpsc::Sender<ObjectRef>>,
-    shutdown: Arc<Shutdown>,
-}
-
-/// Lists the directory every poll interval and sends each new object this process owns
-/// to its worker. In `once` mode it lists once and then closes the channels, which ends
-/// the dataflow after everything listed is loaded.
-async fn list_forever(mut lister: ListerConfig) {
-    let settle = if lister.once {
-        Duration::ZERO
-    } else {
-        lister.poll_interval
-    };
-    loop {
-        match dir::list(&lister.root, &lister.done, settle) {
-            Ok(objects) => {
-                for object in objects {
-                    let owner = source::owner(&object.name, lister.peers);
-                    // Remember it as seen whether it is ours or another process's.
-                    lister.done.insert(Arc::clone(&object.name));
-                    let Some(local) = owner
-                        .checked_sub(lister.first_worker)
-                        .filter(|&local| local < lister.senders.len())
-                    else {
-                        continue;
-                    };
-                    if lister.senders[local].send(object).await.is_err() {
-                        return;
-                    }
-                    lister.shutdown.wake_all();
-                }
-            }
-            Err(error) => tracing::error!(error = %error, "cannot list the source directory"),
-        }
-        if lister.once || lister.shutdown.is_requested() {
-            // Dropping the senders closes every worker's input; then wake them to see it.
-            drop(std::mem::take(&mut lister.senders));
-            lister.shutdown.wake_all();
-            return;
-        }
-        tokio::time::sleep(lister.poll_interval).await;
-    }
 }

@@ -197,15 +197,18 @@ impl Backfill {
     }
 
     /// Fetches the planned objects into the workers' channels and records committed
-    /// ones in the object log. Returns the acknowledgement handle for the workers and
-    /// the recorder's task, which ends once every handle is dropped.
+    /// ones in the object log. Returns where the workers send committed objects, and
+    /// the recorder's task, which ends once every sender is dropped.
     pub fn start(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         plan: Vec<ObjectRefPlan>,
         senders: Vec<mpsc::Sender<ObjectRef>>,
         shutdown: Arc<Shutdown>,
-    ) -> (ObjectAcks, tokio::task::JoinHandle<()>) {
+    ) -> (
+        mpsc::UnboundedSender<Vec<ObjectRef>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let fetcher = Arc::clone(self);
         let fetch_shutdown = Arc::clone(&shutdown);
         runtime.spawn(async move {
@@ -242,7 +245,7 @@ impl Backfill {
                     .fetch_add(count, Ordering::Relaxed);
             }
         });
-        (ObjectAcks(sender), task)
+        (sender, task)
     }
 
     async fn fetch_all(
@@ -328,14 +331,3 @@ impl Backfill {
 /// An object the backfill will load (opaque outside this module).
 #[derive(Debug, Clone)]
 pub struct ObjectRefPlan(Listed);
-
-/// The workers' side of acknowledgement for sources that only record loaded objects.
-#[derive(Debug, Clone)]
-pub struct ObjectAcks(mpsc::UnboundedSender<Vec<ObjectRef>>);
-
-impl ObjectAcks {
-    /// Hands a committed batch's objects to the recorder. `false` when it is gone.
-    pub fn acknowledge(&self, objects: Vec<ObjectRef>) -> bool {
-        self.0.send(objects).is_ok()
-    }
-}

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::ObjectRef;
+use super::start::Delivery;
 
 /// Name of the default state directory inside the source directory; the lister skips it.
 pub const STATE_DIR_NAME: &str = ".tracktable";
@@ -80,7 +81,7 @@ pub fn list(
             if skip.contains(name.as_str()) {
                 continue;
             }
-            found.push(ObjectRef::file(Arc::from(name), metadata.len()));
+            found.push(ObjectRef::file(Arc::from(name), path, metadata.len()));
         }
     }
     found.sort();
@@ -94,14 +95,6 @@ fn relative_name(root: &Path, path: &Path) -> Option<String> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     Some(parts.join("/"))
-}
-
-/// The path of an object under `root`.
-pub fn path_of(root: &Path, object: &ObjectRef) -> PathBuf {
-    object
-        .name
-        .split('/')
-        .fold(root.to_owned(), |path, part| path.join(part))
 }
 
 /// Every name in every done log under `state_dir`. Lines without a final newline (a
@@ -185,9 +178,59 @@ impl DoneLog {
     }
 }
 
+/// The `dir` source's lister task.
+pub struct Lister {
+    pub root: PathBuf,
+    /// Objects loaded before (from the done logs), and every one listed since.
+    pub done: HashSet<Arc<str>>,
+    pub poll_interval: Duration,
+    pub delivery: Delivery,
+}
+
+/// Lists the directory every poll interval and sends each new object this process owns
+/// to its worker. In `once` mode it lists once and then closes the channels, which ends
+/// the dataflow after everything listed is loaded.
+pub async fn list_forever(mut lister: Lister) {
+    let settle = if lister.delivery.once {
+        Duration::ZERO
+    } else {
+        lister.poll_interval
+    };
+    loop {
+        match list(&lister.root, &lister.done, settle) {
+            Ok(objects) => {
+                for object in objects {
+                    let owner = super::owner(&object.name, lister.delivery.peers);
+                    // Remember it as seen whether it is ours or another process's.
+                    lister.done.insert(Arc::clone(&object.name));
+                    let Some(local) = owner
+                        .checked_sub(lister.delivery.first_worker)
+                        .filter(|&local| local < lister.delivery.senders.len())
+                    else {
+                        continue;
+                    };
+                    if lister.delivery.senders[local].send(object).await.is_err() {
+                        return;
+                    }
+                    lister.delivery.shutdown.wake_all();
+                }
+            }
+            Err(error) => tracing::error!(error = %error, "cannot list the source directory"),
+        }
+        if lister.delivery.once || lister.delivery.shutdown.is_requested() {
+            // Dropping the senders closes every worker's input; then wake them to see it.
+            drop(std::mem::take(&mut lister.delivery.senders));
+            lister.delivery.shutdown.wake_all();
+            return;
+        }
+        tokio::time::sleep(lister.poll_interval).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::Body;
 
     #[test]
     fn lists_new_settled_files_recursively_and_skips_state() {
@@ -203,8 +246,8 @@ mod tests {
         assert_eq!(names, ["2024/01/b.json", "a.json"]);
         assert_eq!(listed[1].bytes, 3);
         assert_eq!(
-            path_of(root.path(), &listed[0]),
-            root.path().join("2024/01/b.json")
+            listed[0].body,
+            Body::File(Arc::from(root.path().join("2024/01/b.json")))
         );
 
         let skip: HashSet<Arc<str>> = [Arc::from("a.json")].into_iter().collect();

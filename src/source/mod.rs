@@ -12,7 +12,11 @@ pub mod backfill;
 pub mod dir;
 pub mod notification;
 pub mod sqs;
+mod start;
 
+pub use start::{Acker, Acks, Delivery, SourceError, Spec, Started, probe, start};
+
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -41,27 +45,34 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
-    /// A file under the `dir` source's root.
-    pub fn file(name: Arc<str>, bytes: u64) -> ObjectRef {
+    /// A file of the `dir` source: `name` relative to its root, `path` where it is.
+    pub fn file(name: Arc<str>, path: PathBuf, bytes: u64) -> ObjectRef {
         ObjectRef {
             name,
             bytes,
-            body: Body::File,
+            body: Body::File(Arc::from(path)),
             token: 0,
         }
     }
 }
 
 /// Where an object's bytes are.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Body {
-    /// A file under the `dir` source's root, read when it is decoded.
-    #[default]
-    File,
+    /// A file, read when it is decoded.
+    File(Arc<Path>),
     /// Fetched already, as stored (gzip stays gzip: decode detects it).
     Fetched(bytes::Bytes),
     /// Could not be fetched (deleted before it was): one `_rejections` row says why.
     Missing(String),
+}
+
+/// Never used: objects stay in the process that admitted them, so a body is never
+/// deserialized. Should one be, it loads as a rejection rather than as nothing.
+impl Default for Body {
+    fn default() -> Body {
+        Body::Missing("the object's bytes stayed in the process that admitted it".into())
+    }
 }
 
 /// One object, whatever its source, decoded and routed a part at a time: the dataflow
@@ -80,13 +91,9 @@ enum RowsState {
 
 impl ObjectRows {
     /// Opens `object`; reads nothing beyond its first bytes.
-    pub fn open(
-        root: &std::path::Path,
-        object: &ObjectRef,
-        limits: &crate::decode::Limits,
-    ) -> ObjectRows {
+    pub fn open(object: &ObjectRef, limits: &crate::decode::Limits) -> ObjectRows {
         let state = match &object.body {
-            Body::File => match std::fs::File::open(dir::path_of(root, object)) {
+            Body::File(path) => match std::fs::File::open(path) {
                 Ok(file) => RowsState::Decoding(Box::new(crate::decode::ObjectDecoder::new(
                     file,
                     &object.name,
@@ -247,7 +254,7 @@ mod tests {
     }
 
     fn object(name: &str) -> ObjectRef {
-        ObjectRef::file(Arc::from(name), 1)
+        ObjectRef::file(Arc::from(name), PathBuf::from(name), 1)
     }
 
     #[test]

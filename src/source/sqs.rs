@@ -17,7 +17,7 @@
 //! - While a message is held, a keeper task extends its visibility every third of the
 //!   timeout, so a slow load never lets it reappear to another consumer.
 //! - Workers send the objects of every committed batch to the acker
-//!   ([`SqsAcks`]); a message is deleted (`DeleteMessageBatch`, failures retried) when
+//!   (through the channel `start` returns); a message is deleted (`DeleteMessageBatch`, failures retried) when
 //!   all its objects have been acknowledged.
 //! - When the run ends, messages still held (received but not committed) are released
 //!   with visibility 0, so another process takes them at once.
@@ -116,17 +116,6 @@ pub struct SqsSource {
     stats: Arc<RunStats>,
 }
 
-/// The workers' side of acknowledgement: objects of committed batches go here.
-#[derive(Debug, Clone)]
-pub struct SqsAcks(mpsc::UnboundedSender<Vec<ObjectRef>>);
-
-impl SqsAcks {
-    /// Hands a committed batch's objects to the acker. `false` when it is gone.
-    pub fn acknowledge(&self, objects: Vec<ObjectRef>) -> bool {
-        self.0.send(objects).is_ok()
-    }
-}
-
 impl SqsSource {
     pub async fn new(
         settings: SqsSettings,
@@ -151,15 +140,18 @@ impl SqsSource {
     /// Starts the receive loops, the visibility keeper and the acker. Objects go to
     /// `senders` (this process's workers). In `once` mode the receive loops stop at the
     /// first empty receive, which closes the workers' channels and so ends the run.
-    /// Returns the acknowledgement handle for the workers and the acker's task, which
-    /// finishes (deleting, then releasing what is left) once every `SqsAcks` is dropped.
+    /// Returns where the workers send committed objects, and the acker's task, which
+    /// finishes (deleting, then releasing what is left) once every sender is dropped.
     pub fn start(
         self: &Arc<Self>,
         runtime: &tokio::runtime::Handle,
         senders: Vec<mpsc::Sender<ObjectRef>>,
         shutdown: Arc<Shutdown>,
         once: bool,
-    ) -> (SqsAcks, tokio::task::JoinHandle<()>) {
+    ) -> (
+        mpsc::UnboundedSender<Vec<ObjectRef>>,
+        tokio::task::JoinHandle<()>,
+    ) {
         let senders = Arc::new(senders);
         let next_worker = Arc::new(AtomicUsize::new(0));
         let loops = Arc::new(AtomicUsize::new(self.settings.receives_in_flight));
@@ -186,7 +178,7 @@ impl SqsSource {
         let (sender, receiver) = mpsc::unbounded_channel();
         let acker = Arc::clone(self);
         let task = runtime.spawn(async move { acker.acknowledge_loop(receiver).await });
-        (SqsAcks(sender), task)
+        (sender, task)
     }
 
     async fn receive_loop(
