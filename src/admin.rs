@@ -175,7 +175,7 @@ fn check_dir_source(
 /// The queue answers and lets the loader read its attributes (which needs the same
 /// credentials and network path as receiving from it).
 async fn check_queue(queue_url: &str, region: Option<&str>, endpoint_url: Option<&str>) -> Check {
-    let (_, sqs) = crate::source::sqs::clients(region, endpoint_url).await;
+    let (_, sqs) = crate::source::aws::clients(region, endpoint_url).await;
     let what = format!("SQS queue {queue_url} is reachable");
     match sqs
         .get_queue_attributes()
@@ -325,7 +325,7 @@ async fn check_staging(redshift: &crate::config::RedshiftFile) -> Check {
         staging.bucket, staging.prefix
     );
     let (s3, _) =
-        crate::source::sqs::clients(staging.region.as_deref(), staging.endpoint_url.as_deref())
+        crate::source::aws::clients(staging.region.as_deref(), staging.endpoint_url.as_deref())
             .await;
     let key = format!("{}.tracktable-check", staging.prefix);
     let result = async {

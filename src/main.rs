@@ -489,7 +489,7 @@ fn generate(args: GenArgs) -> anyhow::Result<()> {
         None => out.display().to_string(),
         Some((bucket, prefix)) => {
             let uploaded = block_on(async {
-                let (s3, _) = tracktable::source::sqs::clients(
+                let (s3, _) = tracktable::source::aws::clients(
                     args.region.as_deref(),
                     args.endpoint_url.as_deref(),
                 )

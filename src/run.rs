@@ -316,7 +316,7 @@ fn prepare<W: Warehouse>(runtime: &tokio::runtime::Runtime, warehouse: &W) -> Re
     // Start-up waits for the warehouse like a load does, but gives up after a while
     // so a wrong URL is reported instead of retried forever.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut attempt = 0;
+    let mut backoff = crate::retry::Backoff::default();
     loop {
         match runtime.block_on(warehouse.prepare()) {
             Ok(()) => return Ok(()),
@@ -324,8 +324,8 @@ fn prepare<W: Warehouse>(runtime: &tokio::runtime::Runtime, warehouse: &W) -> Re
                 return Err(RunError::Warehouse(error.to_string()));
             }
             Err(error) => {
-                attempt += 1;
-                let wait = crate::load::backoff::delay(attempt, rand::random());
+                let wait = backoff.failed();
+                let attempt = backoff.failures();
                 tracing::warn!(attempt, error = %error, retry_in = ?wait, "cannot prepare the warehouse");
                 std::thread::sleep(wait);
             }

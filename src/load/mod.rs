@@ -3,16 +3,13 @@
 //! The load operator (in `dataflow`) owns the tables that hash to its worker. When its
 //! input frontier passes a batch it sends that batch's tables to this task as one
 //! [`LoadJob`] and holds the batch's capability; the task loads each table through the
-//! warehouse, retrying transient errors forever with capped exponential backoff and
-//! jitter (a batch is never skipped: later batches' acknowledgements wait behind it),
-//! then reports
-//! [`LoadDone`] and wakes the operator, which releases the capability. So the frontier
+//! warehouse, retrying transient errors forever with the crate's backoff (`retry`; a
+//! batch is never skipped: later batches' acknowledgements wait behind it), then
+//! reports [`LoadDone`] and wakes the operator, which releases the capability. So the frontier
 //! after the load operator passes a batch only when every table of that batch has
 //! committed on every worker. An error the warehouse calls permanent (a syntax error, a
 //! missing privilege) stops the run through [`Shutdown::fail`] after a few attempts
 //! rather than retrying forever: nothing of the batch is acknowledged.
-
-pub mod backoff;
 
 use std::sync::Arc;
 
@@ -20,6 +17,7 @@ use timely::scheduling::SyncActivator;
 use tokio::sync::mpsc;
 
 use crate::batch::BatchId;
+use crate::retry::Backoff;
 use crate::route::TableName;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RunStats;
@@ -146,7 +144,7 @@ async fn load_lane<'a, W: Warehouse>(
 ) -> Option<LoadReport> {
     let mut report = LoadReport::default();
     for table in tables {
-        let mut attempt: u32 = 0;
+        let mut backoff = Backoff::default();
         let mut permanent: u32 = 0;
         loop {
             let current = match loader.as_mut() {
@@ -154,13 +152,13 @@ async fn load_lane<'a, W: Warehouse>(
                 None => match warehouse.loader().await {
                     Ok(connected) => loader.insert(connected),
                     Err(error) => {
-                        attempt += 1;
                         if error.is_permanent() {
                             give_up(shutdown, batch, &table.table, &error);
                             return None;
                         }
                         stats.warehouse_retry();
-                        let wait = backoff::delay(attempt, rand::random());
+                        let wait = backoff.failed();
+                        let attempt = backoff.failures();
                         tracing::warn!(batch = batch.0, table = %table.table, attempt, error = %error, retry_in = ?wait, "cannot connect to the warehouse");
                         tokio::time::sleep(wait).await;
                         continue;
@@ -178,7 +176,6 @@ async fn load_lane<'a, W: Warehouse>(
                     // Drop the connection: it may be broken, and a fresh one costs little
                     // next to a failed load.
                     *loader = None;
-                    attempt += 1;
                     // A permanent error is tried a few times (it might have been a
                     // concurrent schema change), then stops the run loudly.
                     if error.is_permanent() {
@@ -189,7 +186,8 @@ async fn load_lane<'a, W: Warehouse>(
                         }
                     }
                     stats.warehouse_retry();
-                    let wait = backoff::delay(attempt, rand::random());
+                    let wait = backoff.failed();
+                    let attempt = backoff.failures();
                     tracing::warn!(batch = batch.0, table = %table.table, attempt, error = %error, retry_in = ?wait, "load failed; retrying");
                     tokio::time::sleep(wait).await;
                 }

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::aws::{GetError, get_object};
 use super::{Body, ObjectRef};
 use crate::shutdown::Shutdown;
 use crate::warehouse::{ObjectId, ObjectLog};
@@ -24,8 +25,6 @@ use crate::warehouse::{ObjectId, ObjectLog};
 const FETCHES_IN_FLIGHT: usize = 8;
 /// Object-log lookups per query.
 const LOOKUP_CHUNK: usize = 1000;
-/// Attempts per object fetch (the SDK retries within each, too).
-const FETCH_ATTEMPTS: u32 = 4;
 
 #[derive(Debug, Clone)]
 pub struct BackfillSettings {
@@ -98,7 +97,7 @@ impl Backfill {
         progress: Arc<BackfillProgress>,
     ) -> Arc<Backfill> {
         let (s3, _) =
-            super::sqs::clients(settings.region.as_deref(), settings.endpoint_url.as_deref()).await;
+            super::aws::clients(settings.region.as_deref(), settings.endpoint_url.as_deref()).await;
         Arc::new(Backfill {
             settings,
             s3,
@@ -291,39 +290,16 @@ impl Backfill {
     /// The object's bytes; a `Missing` body (one `_rejections` row) when it is gone or
     /// cannot be read after retries, so one bad object does not stop the backfill.
     async fn fetch(&self, object: &Listed) -> Body {
-        let name = object.name(&self.settings.bucket);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let result = self
-                .s3
-                .get_object()
-                .bucket(&self.settings.bucket)
-                .key(&object.key)
-                .send()
-                .await;
-            let error = match result {
-                Ok(output) => match output.body.collect().await {
-                    Ok(bytes) => return Body::Fetched(bytes.into_bytes()),
-                    Err(error) => format!("reading the body: {error}"),
-                },
-                Err(error) => {
-                    if error.raw_response().map(|r| r.status().as_u16()) == Some(404) {
-                        return Body::Missing(
-                            "the listed object does not exist any more (deleted before it was fetched)"
-                                .into(),
-                        );
-                    }
-                    format!("{}", aws_sdk_s3::error::DisplayErrorContext(&error))
-                }
-            };
-            if attempt >= FETCH_ATTEMPTS {
+        match get_object(&self.s3, &self.settings.bucket, &object.key, None).await {
+            Ok(bytes) => Body::Fetched(bytes),
+            Err(GetError::Missing) => Body::Missing(
+                "the listed object does not exist any more (deleted before it was fetched)".into(),
+            ),
+            Err(error) => {
+                let name = object.name(&self.settings.bucket);
                 tracing::error!(object = %name, error = %error, "cannot fetch an object; recording it in _rejections");
-                return Body::Missing(format!("cannot fetch the object: {error}"));
+                Body::Missing(format!("cannot fetch the object: {error}"))
             }
-            let wait = crate::load::backoff::delay(attempt, rand::random());
-            tracing::warn!(object = %name, attempt, error = %error, retry_in = ?wait, "cannot fetch an object; retrying");
-            tokio::time::sleep(wait).await;
         }
     }
 }

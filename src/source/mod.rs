@@ -8,6 +8,7 @@
 //! ([`Inbox`]). Acknowledging (marking done, deleting the SQS message) happens only after
 //! the object's batch has committed everywhere: see `ack`.
 
+pub mod aws;
 pub mod backfill;
 pub mod dir;
 pub mod notification;

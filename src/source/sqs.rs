@@ -32,14 +32,14 @@ use aws_sdk_sqs::types::{
 };
 use tokio::sync::mpsc;
 
+use super::aws::{GetError, clients, get_object, sdk_error};
 use super::notification::{self, Notification, S3Object};
 use super::{Body, ObjectRef};
+use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RunStats;
 use crate::warehouse::{ObjectId, ObjectLog};
 
-/// How often a failed fetch is tried before its message is let go.
-const FETCH_ATTEMPTS: u32 = 4;
 /// How often a failed delete is tried before it is left to a redelivery (harmless:
 /// the objects load again and the idempotent merge keeps one row per message).
 const DELETE_ATTEMPTS: u32 = 5;
@@ -53,29 +53,6 @@ pub struct SqsSettings {
     pub receives_in_flight: usize,
     pub visibility_timeout: Duration,
     pub wait_time: Duration,
-}
-
-/// S3 and SQS clients configured from the default AWS chain, with an optional endpoint
-/// (path-style S3 addressing then, as MinIO, LocalStack and moto need).
-pub async fn clients(
-    region: Option<&str>,
-    endpoint_url: Option<&str>,
-) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(region) = region {
-        loader = loader.region(aws_config::Region::new(region.to_owned()));
-    }
-    if let Some(endpoint) = endpoint_url {
-        loader = loader.endpoint_url(endpoint);
-    }
-    let shared = loader.load().await;
-    let s3 = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(endpoint_url.is_some())
-        .build();
-    (
-        aws_sdk_s3::Client::from_conf(s3),
-        aws_sdk_sqs::Client::new(&shared),
-    )
 }
 
 /// A received message whose objects are not all committed yet.
@@ -188,7 +165,7 @@ impl SqsSource {
         shutdown: &Shutdown,
         once: bool,
     ) {
-        let mut failures: u32 = 0;
+        let mut backoff = Backoff::default();
         while !shutdown.is_requested() {
             let received = self
                 .sqs
@@ -201,13 +178,12 @@ impl SqsSource {
                 .await;
             let messages = match received {
                 Ok(output) => {
-                    failures = 0;
+                    backoff.reset();
                     output.messages.unwrap_or_default()
                 }
                 Err(error) => {
-                    failures += 1;
-                    let wait = crate::load::backoff::delay(failures, rand::random());
-                    tracing::warn!(queue = %self.settings.queue_url, error = %aws_error(&error), retry_in = ?wait, "cannot receive from SQS");
+                    let wait = backoff.failed();
+                    tracing::warn!(queue = %self.settings.queue_url, error = %sdk_error(&error), retry_in = ?wait, "cannot receive from SQS");
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -414,46 +390,24 @@ impl SqsSource {
     }
 
     /// The object's bytes, a `Missing` body when it no longer exists, or an error to
-    /// leave its message for a redelivery.
+    /// leave its message for a redelivery (the SDK has retried it already).
     async fn fetch(&self, object: &S3Object) -> Result<Body, String> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut request = self.s3.get_object().bucket(&object.bucket).key(&object.key);
-            if let Some(version) = &object.version {
-                request = request.version_id(version);
+        let fetched = get_object(
+            &self.s3,
+            &object.bucket,
+            &object.key,
+            object.version.as_deref(),
+        )
+        .await;
+        match fetched {
+            Ok(bytes) => Ok(Body::Fetched(bytes)),
+            Err(GetError::Missing) => {
+                self.stats.s3_missing_object(&object.name());
+                Ok(Body::Missing(
+                    "the announced object does not exist (deleted before it was fetched)".into(),
+                ))
             }
-            let error = match request.send().await {
-                Ok(output) => match output.body.collect().await {
-                    Ok(bytes) => return Ok(Body::Fetched(bytes.into_bytes())),
-                    Err(error) => format!("reading the body: {error}"),
-                },
-                Err(error) => {
-                    let status = error.raw_response().map(|r| r.status().as_u16());
-                    let code =
-                        aws_sdk_s3::error::ProvideErrorMetadata::code(&error).map(str::to_owned);
-                    if status == Some(404)
-                        || matches!(code.as_deref(), Some("NoSuchKey" | "NoSuchVersion"))
-                    {
-                        self.stats.s3_missing_object(&object.name());
-                        return Ok(Body::Missing(
-                            "the announced object does not exist (deleted before it was fetched)"
-                                .into(),
-                        ));
-                    }
-                    let text = aws_error(&error);
-                    if status == Some(403) || code.as_deref() == Some("AccessDenied") {
-                        return Err(format!("access denied: {text}"));
-                    }
-                    text
-                }
-            };
-            if attempt >= FETCH_ATTEMPTS {
-                return Err(error);
-            }
-            let wait = crate::load::backoff::delay(attempt, rand::random());
-            tracing::warn!(object = %object.name(), attempt, error = %error, retry_in = ?wait, "cannot fetch an object; retrying");
-            tokio::time::sleep(wait).await;
+            Err(error) => Err(error.to_string()),
         }
     }
 
@@ -511,7 +465,7 @@ impl SqsSource {
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(error = %aws_error(&error), "cannot change message visibility")
+                    tracing::warn!(error = %sdk_error(&error), "cannot change message visibility")
                 }
             }
         }
@@ -567,13 +521,14 @@ impl SqsSource {
         self.delete(receipts).await;
     }
 
-    /// `DeleteMessageBatch`, 10 per call, failed entries retried with backoff.
+    /// `DeleteMessageBatch`, 10 per call, the entries it reports failed retried with
+    /// backoff (a call that failed whole has been retried by the SDK already). A message
+    /// left undeleted is received again, and its objects load as no-ops.
     async fn delete(&self, receipts: Vec<String>) {
         for chunk in receipts.chunks(10) {
             let mut pending: Vec<String> = chunk.to_vec();
-            let mut attempt = 0;
+            let mut backoff = Backoff::default();
             while !pending.is_empty() {
-                attempt += 1;
                 let entries: Vec<DeleteMessageBatchRequestEntry> = pending
                     .iter()
                     .enumerate()
@@ -603,21 +558,21 @@ impl SqsSource {
                             .collect()
                     }
                     Err(error) => {
-                        tracing::warn!(error = %aws_error(&error), "cannot delete SQS messages");
-                        pending.clone()
+                        tracing::error!(error = %sdk_error(&error), messages = pending.len(), "cannot delete SQS messages; they will be received again and load as no-ops");
+                        break;
                     }
                 };
                 if failed.is_empty() {
                     break;
                 }
-                if attempt >= DELETE_ATTEMPTS {
+                if backoff.failures() + 1 >= DELETE_ATTEMPTS {
                     tracing::error!(
                         messages = failed.len(),
                         "giving up deleting SQS messages; they will be received again and load as no-ops"
                     );
                     break;
                 }
-                tokio::time::sleep(crate::load::backoff::delay(attempt, rand::random())).await;
+                tokio::time::sleep(backoff.failed()).await;
                 pending = failed;
             }
         }
@@ -640,24 +595,5 @@ impl SqsSource {
         }
         let released = self.change_visibility(&receipts, Duration::ZERO).await;
         self.stats.sqs_released(released as u64);
-    }
-}
-
-/// An SDK error with its service code and message, not just "service error".
-fn aws_error<E, R>(error: &aws_sdk_sqs::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
-{
-    match error {
-        aws_sdk_sqs::error::SdkError::ServiceError(service) => {
-            let inner = service.err();
-            format!(
-                "{}: {}",
-                inner.code().unwrap_or("error"),
-                inner.message().unwrap_or("no message")
-            )
-        }
-        other => format!("{}", aws_sdk_sqs::error::DisplayErrorContext(other)),
     }
 }

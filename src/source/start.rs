@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::ObjectRef;
 use super::backfill::{self, Backfill, BackfillProgress, BackfillSettings};
 use super::dir::{self, DoneLog};
-use super::sqs::{self, SqsSettings, SqsSource};
+use super::sqs::{SqsSettings, SqsSource};
 use crate::config::SourceFile;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RunStats;
@@ -261,7 +261,8 @@ pub fn probe(source: &SourceFile) -> crate::metrics::Probe {
                 let (queue_url, region, endpoint_url) =
                     (queue_url.clone(), region.clone(), endpoint_url.clone());
                 Box::pin(async move {
-                    let (_, sqs) = sqs::clients(region.as_deref(), endpoint_url.as_deref()).await;
+                    let (_, sqs) =
+                        super::aws::clients(region.as_deref(), endpoint_url.as_deref()).await;
                     sqs.get_queue_attributes()
                         .queue_url(&queue_url)
                         .send()

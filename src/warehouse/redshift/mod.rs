@@ -157,7 +157,7 @@ impl RedshiftWarehouse {
         Arc::clone(
             self.staging
                 .get_or_init(|| async {
-                    let (s3, _) = crate::source::sqs::clients(
+                    let (s3, _) = crate::source::aws::clients(
                         staging.region.as_deref(),
                         staging.endpoint_url.as_deref(),
                     )
