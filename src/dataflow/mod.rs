@@ -24,7 +24,9 @@
 //!  probe ── the worker loop acknowledges a batch's objects once the probe passes it
 //! ```
 
-use std::cell::{Cell, RefCell};
+mod progress;
+
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -41,6 +43,8 @@ use timely::dataflow::operators::{Capability, OkErr, Probe};
 use timely::worker::Worker;
 use tokio::sync::mpsc;
 
+pub use self::progress::AdmitActivator;
+use self::progress::DecodeProgress;
 use crate::batch::{BatchClock, BatchId, BatchPolicy, RAMP_BATCHES, now_ms};
 use crate::columns::{self, Observation};
 use crate::decode::Limits;
@@ -58,22 +62,11 @@ const DECODE_SLICE: Duration = Duration::from_millis(20);
 /// Items DecodeRoute decodes between looks at the clock (a few milliseconds' work).
 const DECODE_PART: usize = 256;
 
-/// `decoded_rows` after `fresh` more messages of `batch` are decoded: added to its count
-/// for `batch`, started afresh over an older (closed) batch's, and dropped when a newer
-/// batch is already counting (then `batch` has closed and they count toward nothing).
-fn credit((counted_for, count): (Time, u64), batch: Time, fresh: u64) -> (Time, u64) {
-    match counted_for.cmp(&batch) {
-        std::cmp::Ordering::Equal => (batch, count + fresh),
-        std::cmp::Ordering::Less => (batch, fresh),
-        std::cmp::Ordering::Greater => (counted_for, count),
-    }
-}
-
 /// An object DecodeRoute is part way through.
 struct Decoding {
     object: ObjectRef,
     rows: source::ObjectRows,
-    /// Its messages already counted into the batch's `decoded_rows`.
+    /// Its messages already counted into [`DecodeProgress`].
     counted: u64,
 }
 
@@ -115,7 +108,7 @@ pub struct Handles {
     pub probe: ProbeHandle<Time>,
     pub pending: Pending,
     /// Wakes this worker's Admit operator (after acknowledgements free room).
-    pub admit: Rc<RefCell<Option<timely::scheduling::Activator>>>,
+    pub admit: AdmitActivator,
 }
 
 /// Builds the dataflow on one worker. `objects` delivers this worker's objects;
@@ -129,21 +122,15 @@ pub fn build<W: Warehouse>(
 ) -> Handles {
     let probe = ProbeHandle::new();
     let pending: Pending = Rc::default();
-    // Messages decoded, with the batch they belong to, fed back to Admit for the row
-    // limit. Admit counts them only toward that batch: the objects admitted ahead of
-    // decoding finish after their batch has closed, and their messages, credited to
-    // whichever batch was open, closed the next one up to two objects early.
-    let decoded_rows: Rc<Cell<(Time, u64)>> = Rc::default();
-    // Objects admitted and not yet decoded on this worker (at most `DECODE_AHEAD`).
-    let undecoded: Rc<Cell<usize>> = Rc::default();
-    let admit_activator: Rc<RefCell<Option<timely::scheduling::Activator>>> = Rc::default();
+    let admit_activator: AdmitActivator = Rc::default();
+    // The feedback edge from DecodeRoute to Admit.
+    let progress = Rc::new(DecodeProgress::new(Rc::clone(&admit_activator)));
 
     worker.dataflow::<Time, _, _>(|scope| {
         // ---------------------------------------------------------------- Admit
         let admitted = {
             let pending = Rc::clone(&pending);
-            let decoded_rows = Rc::clone(&decoded_rows);
-            let undecoded = Rc::clone(&undecoded);
+            let progress = Rc::clone(&progress);
             let shutdown = Arc::clone(&context.shutdown);
             let policy = context.policy;
             let max_in_flight = context.max_in_flight;
@@ -176,11 +163,7 @@ pub fn build<W: Warehouse>(
                         // Advance the batch whether or not anything is admitted: every worker
                         // must move its capability on or the frontier stalls everywhere.
                         clock.tick(now_ms());
-                        let (batch, decoded) = decoded_rows.get();
-                        decoded_rows.set((batch, 0));
-                        if BatchId(batch) == clock.current() {
-                            clock.admit(decoded, 0);
-                        }
+                        clock.admit(progress.take_decoded_for(clock.current().0), 0);
                         if clock.is_full() {
                             clock.close_early();
                         }
@@ -198,13 +181,13 @@ pub fn build<W: Warehouse>(
                         // `DECODE_AHEAD` objects behind: DecodeRoute wakes this operator
                         // after each object.
                         while budget > 0
-                            && undecoded.get() < DECODE_AHEAD
+                            && progress.undecoded() < DECODE_AHEAD
                             && room_for_more(&pending.borrow(), &fills, *held.time(), max_in_flight)
                         {
                             match objects.try_recv() {
                                 Ok(object) => {
                                     budget -= 1;
-                                    undecoded.set(undecoded.get() + 1);
+                                    progress.object_admitted();
                                     let batch = *held.time();
                                     clock.admit(0, object.bytes);
                                     pending
@@ -256,9 +239,7 @@ pub fn build<W: Warehouse>(
             let limits = context.limits;
             let plan = context.plan.clone();
             let stats = Arc::clone(&context.stats);
-            let decoded_rows = Rc::clone(&decoded_rows);
-            let undecoded = Rc::clone(&undecoded);
-            let admit_activator = Rc::clone(&admit_activator);
+            let progress = Rc::clone(&progress);
             admitted
                 .unary::<CapacityContainerBuilder<Vec<Result<Row, Observation>>>, _, _, _>(
                     Pipeline,
@@ -321,20 +302,16 @@ pub fn build<W: Warehouse>(
                                     &mut |new| seen.observe(new),
                                 );
                                 let summary = decoding.rows.summary();
-                                decoded_rows.set(credit(
-                                    decoded_rows.get(),
+                                progress.messages_decoded(
                                     *entry.key(),
                                     summary.messages - decoding.counted,
-                                ));
+                                );
                                 decoding.counted = summary.messages;
                                 let mut session = output.session(&entry.get().0);
                                 if !more {
                                     stats.object_decoded(&decoding.object.name, &summary);
-                                    undecoded.set(undecoded.get().saturating_sub(1));
+                                    progress.object_decoded();
                                     current = None;
-                                    if let Some(admit) = admit_activator.borrow().as_ref() {
-                                        admit.activate();
-                                    }
                                     // An object's distinct columns, once: drained per part
                                     // they were sent many times over, and this process
                                     // spent 2-3 core-s more per 1M events (BENCHMARKS.md).
@@ -632,16 +609,6 @@ mod tests {
             !room(2 + RAMP_BATCHES as usize),
             "a stalled warehouse stops admission"
         );
-    }
-
-    #[test]
-    fn decoded_messages_count_only_toward_their_own_batch() {
-        // The same batch accumulates; a newer batch starts afresh.
-        assert_eq!(credit((7, 150), 7, 100), (7, 250));
-        assert_eq!(credit((7, 150), 8, 100), (8, 100));
-        // An object of a batch that has closed, finishing after the next one's first:
-        // its messages must not fill the open batch.
-        assert_eq!(credit((8, 40), 7, 100), (8, 40));
     }
 
     #[test]
