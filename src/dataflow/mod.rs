@@ -24,6 +24,7 @@
 //!  probe ── the worker loop acknowledges a batch's objects once the probe passes it
 //! ```
 
+mod admit;
 mod progress;
 
 use std::cell::RefCell;
@@ -38,14 +39,15 @@ use differential_dataflow::operators::ThresholdTotal;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
-use timely::dataflow::operators::generic::{Operator, source};
+use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, OkErr, Probe};
 use timely::worker::Worker;
 use tokio::sync::mpsc;
 
+use self::admit::admit;
 pub use self::progress::AdmitActivator;
 use self::progress::DecodeProgress;
-use crate::batch::{BatchClock, BatchId, BatchPolicy, RAMP_BATCHES, now_ms};
+use crate::batch::{BatchId, BatchPolicy};
 use crate::columns::{self, Observation};
 use crate::decode::Limits;
 use crate::load::{self, LoadDone, LoadJob};
@@ -69,14 +71,6 @@ struct Decoding {
     /// Its messages already counted into [`DecodeProgress`].
     counted: u64,
 }
-
-/// How many admitted objects may wait undecoded on a worker. Admit takes the next object
-/// only when decoding has caught up this far, so a batch's message count (fed back from
-/// DecodeRoute) is known when the next object is stamped: without the limit a backlog
-/// present at start was admitted whole into one batch, whatever `max_rows` said, and
-/// nothing could load until all of it was decoded. Two keeps the decoder fed while Admit
-/// runs between objects.
-const DECODE_AHEAD: usize = 2;
 
 /// The dataflow's timestamp: a [`BatchId`]'s number.
 pub type Time = u64;
@@ -117,7 +111,7 @@ pub struct Handles {
 pub fn build<W: Warehouse>(
     worker: &mut Worker,
     context: &Context<W>,
-    mut objects: source::Inbox,
+    objects: source::Inbox,
     register: impl FnOnce(timely::scheduling::SyncActivator),
 ) -> Handles {
     let probe = ProbeHandle::new();
@@ -127,108 +121,15 @@ pub fn build<W: Warehouse>(
     let progress = Rc::new(DecodeProgress::new(Rc::clone(&admit_activator)));
 
     worker.dataflow::<Time, _, _>(|scope| {
-        // ---------------------------------------------------------------- Admit
-        let admitted = {
-            let pending = Rc::clone(&pending);
-            let progress = Rc::clone(&progress);
-            let shutdown = Arc::clone(&context.shutdown);
-            let policy = context.policy;
-            let max_in_flight = context.max_in_flight;
-            let admit_activator = Rc::clone(&admit_activator);
-            let stats = Arc::clone(&context.stats);
-            source::<_, CapacityContainerBuilder<Vec<ObjectRef>>, _, _>(
-                scope,
-                "Admit",
-                move |capability, info| {
-                    let activator = scope.activator_for(Rc::clone(&info.address));
-                    register(scope.worker().sync_activator_for(info.address.to_vec()));
-                    *admit_activator.borrow_mut() =
-                        Some(scope.activator_for(Rc::clone(&info.address)));
-                    let mut clock = BatchClock::new(policy, now_ms());
-                    // Closed batches' fill (a fraction of a full batch), for the
-                    // in-flight bound; pruned as batches are acknowledged.
-                    let mut fills: BTreeMap<Time, f64> = BTreeMap::new();
-                    let mut capability: Option<Capability<Time>> = Some(capability);
-                    let mut timer_for: Option<Time> = None;
-                    move |output| {
-                        let Some(held) = capability.as_mut() else {
-                            return;
-                        };
-                        if shutdown.is_requested() {
-                            // Close the open batch: dropping the capability lets the frontier
-                            // pass it, so it loads and is acknowledged, and the dataflow ends.
-                            capability = None;
-                            return;
-                        }
-                        // Advance the batch whether or not anything is admitted: every worker
-                        // must move its capability on or the frontier stalls everywhere.
-                        clock.tick(now_ms());
-                        clock.admit(progress.take_decoded_for(clock.current().0), 0);
-                        if clock.is_full() {
-                            clock.close_early();
-                        }
-                        advance(held, &clock);
-                        record_fills(&mut fills, &mut clock, &pending.borrow());
-                        let mut closed = false;
-                        let mut budget = 256;
-                        // Backpressure: while closed batches worth `max_in_flight` full
-                        // ones await their commit, leave input in the channel (and so in
-                        // the lister, and in SQS); see [`room_for_more`].
-                        // The open batch does not count: counting it made
-                        // `max_in_flight = 1` admit one object per worker and batch, a
-                        // sixth of the throughput. The worker loop wakes this operator
-                        // when a batch is acknowledged. Likewise while decoding is
-                        // `DECODE_AHEAD` objects behind: DecodeRoute wakes this operator
-                        // after each object.
-                        while budget > 0
-                            && progress.undecoded() < DECODE_AHEAD
-                            && room_for_more(&pending.borrow(), &fills, *held.time(), max_in_flight)
-                        {
-                            match objects.try_recv() {
-                                Ok(object) => {
-                                    budget -= 1;
-                                    progress.object_admitted();
-                                    let batch = *held.time();
-                                    clock.admit(0, object.bytes);
-                                    pending
-                                        .borrow_mut()
-                                        .entry(batch)
-                                        .or_default()
-                                        .push(object.clone());
-                                    output.session(&*held).give(object);
-                                    stats.object_admitted();
-                                    if clock.is_full() && clock.close_early() {
-                                        advance(held, &clock);
-                                        record_fills(&mut fills, &mut clock, &pending.borrow());
-                                    }
-                                }
-                                Err(source::InboxEmpty::Empty) => break,
-                                Err(source::InboxEmpty::Closed) => {
-                                    closed = true;
-                                    break;
-                                }
-                            }
-                        }
-                        if closed {
-                            capability = None;
-                            return;
-                        }
-                        if budget == 0 {
-                            activator.activate();
-                        }
-                        // Wake at the window's end even when nothing arrives, so every worker
-                        // advances and the frontier moves.
-                        let end = clock.window_end_ms();
-                        if timer_for != Some(end) {
-                            activator.activate_after(Duration::from_millis(
-                                end.saturating_sub(now_ms()).max(1),
-                            ));
-                            timer_for = Some(end);
-                        }
-                    }
-                },
-            )
-        };
+        let admitted = admit(
+            scope,
+            context,
+            objects,
+            &pending,
+            &progress,
+            &admit_activator,
+            register,
+        );
 
         // ---------------------------------------------------------------- DecodeRoute
         // One output carrying both rows (Ok) and each object's distinct observations
@@ -460,64 +361,6 @@ pub fn build<W: Warehouse>(
     }
 }
 
-/// Notes the fill of batches the clock closed, and forgets acknowledged ones.
-fn record_fills(
-    fills: &mut BTreeMap<Time, f64>,
-    clock: &mut BatchClock,
-    pending: &BTreeMap<Time, Vec<ObjectRef>>,
-) {
-    for (batch, fill) in clock.take_closed() {
-        fills.insert(batch.0, fill);
-    }
-    fills.retain(|batch, _| pending.contains_key(batch));
-}
-
-/// Whether Admit may take more input while the batches in `pending` before `open` await
-/// their commit on this worker.
-///
-/// They are weighed by their fill when they closed, and may add up to `max_in_flight`
-/// full batches: the start-up ramp's small batches (an eighth, a quarter and a half) and
-/// those a short interval closes early then do not stop decoding while the warehouse has
-/// little to do (counting batches, the warehouse idled between loads: BENCHMARKS.md,
-/// session 13). Their number is capped too, at `max_in_flight +` [`RAMP_BATCHES`]: while
-/// the warehouse is down a trickle would otherwise close a tiny batch every interval, and
-/// each is a load of its own once it is back (on Redshift, a second a table), where
-/// input left in the queue joins whole batches.
-fn room_for_more(
-    pending: &BTreeMap<Time, Vec<ObjectRef>>,
-    fills: &BTreeMap<Time, f64>,
-    open: Time,
-    max_in_flight: usize,
-) -> bool {
-    let (batches, worth) = in_flight(pending, fills, open);
-    batches < max_in_flight + RAMP_BATCHES as usize && worth < max_in_flight as f64
-}
-
-/// The closed batches before `open` awaiting their commit on this worker: how many, and
-/// how many full batches they are worth (each by its fill when it closed, 1 if unknown).
-fn in_flight(
-    pending: &BTreeMap<Time, Vec<ObjectRef>>,
-    fills: &BTreeMap<Time, f64>,
-    open: Time,
-) -> (usize, f64) {
-    pending
-        .range(..open)
-        .fold((0, 0.0), |(batches, worth), (batch, _)| {
-            (
-                batches + 1,
-                worth + fills.get(batch).copied().unwrap_or(1.0),
-            )
-        })
-}
-
-/// Moves the held capability up to the clock's current batch.
-fn advance(held: &mut Capability<Time>, clock: &BatchClock) {
-    let batch = clock.current().0;
-    if *held.time() < batch {
-        held.downgrade(&batch);
-    }
-}
-
 /// One batch's rows and new observations on the worker that owns their tables.
 /// Rows arrive one at a time, so the table map uses foldhash (SipHash of every row's
 /// table name was a visible share of the worker's time).
@@ -565,73 +408,5 @@ impl Stash {
             .collect();
         tables.sort_by(|a, b| a.table.cmp(&b.table));
         LoadJob { batch, tables }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn in_flight_weighs_pending_batches_by_their_fill() {
-        let pending: BTreeMap<Time, Vec<ObjectRef>> = [
-            (10, Vec::new()),
-            (20, Vec::new()),
-            (30, Vec::new()),
-            (40, Vec::new()),
-        ]
-        .into_iter()
-        .collect();
-        let fills: BTreeMap<Time, f64> = [(10, 0.125), (20, 0.25)].into_iter().collect();
-        // Batch 30's fill is unknown and counts as a full batch; the open batch 40 does
-        // not count at all.
-        assert_eq!(in_flight(&pending, &fills, 40), (3, 1.375));
-        assert_eq!(in_flight(&pending, &fills, 30), (2, 0.375));
-        assert_eq!(in_flight(&BTreeMap::new(), &fills, 40), (0, 0.0));
-        assert!(room_for_more(&pending, &fills, 40, 2));
-        assert!(!room_for_more(&pending, &fills, 40, 1));
-    }
-
-    #[test]
-    fn tiny_batches_are_capped_in_number() {
-        let open = 100;
-        let pending: BTreeMap<Time, Vec<ObjectRef>> =
-            (0..open).map(|batch| (batch, Vec::new())).collect();
-        let fills: BTreeMap<Time, f64> = (0..open).map(|batch| (batch, 0.001)).collect();
-        let room = |batches: usize| {
-            let pending = pending
-                .range(open - batches as Time..)
-                .map(|(k, v)| (*k, v.clone()));
-            room_for_more(&pending.collect(), &fills, open, 2)
-        };
-        assert!(room(2 + RAMP_BATCHES as usize - 1));
-        assert!(
-            !room(2 + RAMP_BATCHES as usize),
-            "a stalled warehouse stops admission"
-        );
-    }
-
-    #[test]
-    fn fills_are_recorded_at_close_and_forgotten_once_acknowledged() {
-        let policy = BatchPolicy {
-            interval: Duration::from_secs(60),
-            max_rows: 80,
-            max_bytes: u64::MAX,
-        };
-        let mut clock = BatchClock::new(policy, 60_000);
-        clock.admit(10, 0);
-        assert!(clock.is_full() && clock.close_early());
-        let first = 60_000;
-        let mut pending: BTreeMap<Time, Vec<ObjectRef>> = BTreeMap::new();
-        pending.insert(first, Vec::new());
-        let mut fills = BTreeMap::new();
-        record_fills(&mut fills, &mut clock, &pending);
-        assert_eq!(fills.get(&first), Some(&0.125));
-        pending.remove(&first);
-        record_fills(&mut fills, &mut clock, &pending);
-        assert!(
-            fills.is_empty(),
-            "acknowledged batches are forgotten: {fills:?}"
-        );
     }
 }
