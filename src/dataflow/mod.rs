@@ -25,14 +25,14 @@
 //! ```
 
 mod admit;
+mod decode_route;
 mod progress;
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 
 use differential_dataflow::AsCollection;
 use differential_dataflow::operators::ThresholdTotal;
@@ -40,37 +40,23 @@ use timely::container::CapacityContainerBuilder;
 use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Capability, OkErr, Probe};
+use timely::dataflow::operators::{Capability, Probe};
 use timely::worker::Worker;
 use tokio::sync::mpsc;
 
 use self::admit::admit;
+use self::decode_route::{decode_route, split};
 pub use self::progress::AdmitActivator;
 use self::progress::DecodeProgress;
 use crate::batch::{BatchId, BatchPolicy};
-use crate::columns::{self, Observation};
+use crate::columns::Observation;
 use crate::decode::Limits;
 use crate::load::{self, LoadDone, LoadJob};
-use crate::route::{ColumnName, ColumnType, Router, Row, TableName};
+use crate::route::{ColumnName, ColumnType, Row, TableName};
 use crate::shutdown::Shutdown;
 use crate::source::{self, ObjectRef};
 use crate::telemetry::RunStats;
 use crate::warehouse::{TableBatch, Warehouse};
-
-/// How long DecodeRoute decodes before it yields to the rest of the worker (and lets
-/// finished batches' frontier move on to Load).
-const DECODE_SLICE: Duration = Duration::from_millis(20);
-
-/// Items DecodeRoute decodes between looks at the clock (a few milliseconds' work).
-const DECODE_PART: usize = 256;
-
-/// An object DecodeRoute is part way through.
-struct Decoding {
-    object: ObjectRef,
-    rows: source::ObjectRows,
-    /// Its messages already counted into [`DecodeProgress`].
-    counted: u64,
-}
 
 /// The dataflow's timestamp: a [`BatchId`]'s number.
 pub type Time = u64;
@@ -131,112 +117,7 @@ pub fn build<W: Warehouse>(
             register,
         );
 
-        // ---------------------------------------------------------------- DecodeRoute
-        // One output carrying both rows (Ok) and each object's distinct observations
-        // (Err), split by `ok_err` without copying: a stream with two consumers would
-        // clone every row for the first of them.
-        let (rows, observations) = {
-            let root = context.root.clone();
-            let limits = context.limits;
-            let plan = context.plan.clone();
-            let stats = Arc::clone(&context.stats);
-            let progress = Rc::clone(&progress);
-            admitted
-                .unary::<CapacityContainerBuilder<Vec<Result<Row, Observation>>>, _, _, _>(
-                    Pipeline,
-                    "DecodeRoute",
-                    move |_, info| {
-                        let activator = scope.activator_for(Rc::clone(&info.address));
-                        let mut router = Router::with_plan(plan);
-                        let mut rows = Vec::new();
-                        let mut seen = columns::Observer::default();
-                        // Admitted objects not yet decoded, oldest batch first, each
-                        // batch holding its capability until its last object is done.
-                        let mut queue: BTreeMap<Time, (Capability<Time>, VecDeque<ObjectRef>)> =
-                            BTreeMap::new();
-                        // The object being decoded: the first of the oldest batch.
-                        let mut current: Option<Decoding> = None;
-                        move |input, output| {
-                            let port = output.output_index();
-                            input.for_each_stamp(|stamp, objects| {
-                                let Some(capability) = stamp.retain_least(port) else {
-                                    return;
-                                };
-                                queue
-                                    .entry(*capability.time())
-                                    .or_insert_with(|| (capability, VecDeque::new()))
-                                    .1
-                                    .extend(objects.flat_map(|batch| batch.drain(..)));
-                            });
-                            // Decode for a slice of time, then yield: the frontier can
-                            // only move between activations, so a backlog decoded in one
-                            // go would hold every batch's load back until all of it was
-                            // decoded. Objects are decoded a part at a time, so the slice
-                            // holds however large an object is.
-                            let started = std::time::Instant::now();
-                            while started.elapsed() < DECODE_SLICE {
-                                let Some(mut entry) = queue.first_entry() else {
-                                    break;
-                                };
-                                let decoding = match current.as_mut() {
-                                    Some(decoding) => decoding,
-                                    None => {
-                                        let Some(object) = entry.get_mut().1.pop_front() else {
-                                            // The batch's last object is done: release it.
-                                            tracing::debug!(batch = *entry.key(), "batch decoded");
-                                            entry.remove();
-                                            continue;
-                                        };
-                                        let rows =
-                                            source::ObjectRows::open(&root, &object, &limits);
-                                        current.insert(Decoding {
-                                            object,
-                                            rows,
-                                            counted: 0,
-                                        })
-                                    }
-                                };
-                                let more = decoding.rows.next_rows(
-                                    DECODE_PART,
-                                    &mut router,
-                                    &mut rows,
-                                    &mut |new| seen.observe(new),
-                                );
-                                let summary = decoding.rows.summary();
-                                progress.messages_decoded(
-                                    *entry.key(),
-                                    summary.messages - decoding.counted,
-                                );
-                                decoding.counted = summary.messages;
-                                let mut session = output.session(&entry.get().0);
-                                if !more {
-                                    stats.object_decoded(&decoding.object.name, &summary);
-                                    progress.object_decoded();
-                                    current = None;
-                                    // An object's distinct columns, once: drained per part
-                                    // they were sent many times over, and this process
-                                    // spent 2-3 core-s more per 1M events (BENCHMARKS.md).
-                                    session.give_iterator(seen.drain().map(Err));
-                                }
-                                session.give_iterator(rows.drain(..).map(Ok));
-                            }
-                            // Batches whose objects are all done release their capability
-                            // now, not at the next activation.
-                            while let Some(entry) = queue.first_entry() {
-                                if !entry.get().1.is_empty() || current.is_some() {
-                                    break;
-                                }
-                                tracing::debug!(batch = *entry.key(), "batch decoded");
-                                entry.remove();
-                            }
-                            if !queue.is_empty() {
-                                activator.activate();
-                            }
-                        }
-                    },
-                )
-                .ok_err::<Vec<Row>, _, Vec<Observation>, _, _>(|item| item)
-        };
+        let (rows, observations) = split(decode_route(admitted, context, &progress));
 
         // ---------------------------------------------------------------- Observe + columns
         let schema_changes = observations
