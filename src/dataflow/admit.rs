@@ -226,8 +226,8 @@ fn record_fills(
 /// They are weighed by their fill when they closed, and may add up to `max_in_flight`
 /// full batches: the start-up ramp's small batches (an eighth, a quarter and a half) and
 /// those a short interval closes early then do not stop decoding while the warehouse has
-/// little to do (counting batches, the warehouse idled between loads: BENCHMARKS.md,
-/// session 13). Their number is capped too, at `max_in_flight +` [`RAMP_BATCHES`]: while
+/// little to do (counting batches, the warehouse idled between loads: BENCHMARKS.md).
+/// Their number is capped too, at `max_in_flight +` [`RAMP_BATCHES`]: while
 /// the warehouse is down a trickle would otherwise close a tiny batch every interval, and
 /// each is a load of its own once it is back (on Redshift, a second a table), where
 /// input left in the queue joins whole batches. The open batch does not count: counting
