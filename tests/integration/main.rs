@@ -8,6 +8,7 @@
 //! it fails: CI must never pass by skipping.
 
 mod backfill;
+mod batching;
 mod cli;
 mod dataflow;
 mod metrics;
