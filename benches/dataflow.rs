@@ -16,12 +16,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use tracktable::config::{
-    BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile,
-};
+use tracktable::config::{BatchFile, PipelineFile};
 use tracktable::decode::Limits;
 use tracktable::route::Router;
-use tracktable::run::{Cluster, RunOptions, run_with};
+use tracktable::run::{RunOptions, run_with};
 use tracktable_gen::{GenConfig, write_dir};
 use tracktable_testkit::counting::CountingWarehouse;
 
@@ -59,44 +57,27 @@ fn decode_route_files(dir: &Path) -> u64 {
 fn run_dataflow(dir: &Path, state: &Path, workers: usize) -> u64 {
     // A fresh state directory each time, or the done logs would skip every file.
     let _ = std::fs::remove_dir_all(state);
-    let file = PipelineFile {
-        name: "bench".into(),
-        source: SourceFile::Dir {
-            path: dir.to_owned(),
-            state_dir: Some(state.to_owned()),
-            poll_interval: Duration::from_secs(1),
-        },
-        warehouse: WarehouseFile::Postgres(PostgresFile {
-            url: "postgres://unused@127.0.0.1/unused".into(),
-            password_env: None,
-            schema: "unused".into(),
-            sslmode: SslMode::Disable,
-            sslrootcert: None,
-        }),
-        // Batches close by size, as a busy pipeline's do: 10k messages per worker, so a
-        // run is several batches and memory holds one or two of them, not the whole input.
-        batch: BatchFile {
-            interval: Duration::from_secs(3600),
-            max_rows: Some(10_000),
-            ..BatchFile::default()
-        },
-        limits: Default::default(),
-        plan: Default::default(),
+    // Batches close by size, as a busy pipeline's do: 10k messages per worker, so a
+    // run is several batches and memory holds one or two of them, not the whole input.
+    // The warehouse named only sets the batch defaults: nothing connects to it.
+    let batch = BatchFile {
+        interval: Duration::from_secs(3600),
+        max_rows: Some(10_000),
+        ..BatchFile::default()
     };
+    let file = PipelineFile::local(
+        "bench",
+        dir,
+        state,
+        "postgres://unused@127.0.0.1/unused",
+        "unused",
+        batch,
+    );
     let pipeline = file
         .validate(Path::new("bench.toml"))
         .expect("valid pipeline");
     let warehouse = Arc::new(CountingWarehouse::default());
-    let options = RunOptions {
-        cluster: Cluster {
-            workers,
-            ..Cluster::default()
-        },
-        once: true,
-        stats: Default::default(),
-        backfill: None,
-        metrics_addr: None,
-    };
+    let options = RunOptions::once(workers);
     let summary = run_with(&pipeline, &options, Arc::clone(&warehouse)).expect("dataflow run");
     summary.stats.messages
 }

@@ -369,6 +369,37 @@ pub enum ConfigError {
 }
 
 impl PipelineFile {
+    /// A pipeline over the directory `events` (its done logs in `state`) into `schema`
+    /// of the PostgreSQL at `url`, with default limits and no tracking plan: what `demo`,
+    /// the benchmarks and the tests run.
+    pub fn local(
+        name: &str,
+        events: &Path,
+        state: &Path,
+        url: &str,
+        schema: &str,
+        batch: BatchFile,
+    ) -> PipelineFile {
+        PipelineFile {
+            name: name.to_owned(),
+            source: SourceFile::Dir {
+                path: events.to_owned(),
+                state_dir: Some(state.to_owned()),
+                poll_interval: Duration::from_secs(1),
+            },
+            warehouse: WarehouseFile::Postgres(PostgresFile {
+                url: url.to_owned(),
+                password_env: None,
+                schema: schema.to_owned(),
+                sslmode: SslMode::Auto,
+                sslrootcert: None,
+            }),
+            batch,
+            limits: LimitsFile::default(),
+            plan: PlanFile::default(),
+        }
+    }
+
     pub fn read(path: &Path) -> Result<PipelineFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::{PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile};
-use crate::run::{self, Cluster, RunOptions};
+use crate::config::PipelineFile;
+use crate::run::{self, RunOptions};
 use crate::telemetry::RunStats;
 use tracktable_gen::{self as generate, GenConfig};
 use tracktable_local_postgres as local_postgres;
@@ -98,41 +98,24 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
     let (events_dir, generated) = generate_events(options)?;
     let scratch = &options.scratch;
     // The real pipeline, once over the directory.
-    let file = PipelineFile {
-        name: "demo".into(),
-        source: SourceFile::Dir {
-            path: events_dir.clone(),
-            state_dir: Some(scratch.join("state")),
-            poll_interval: Duration::from_secs(1),
-        },
-        warehouse: WarehouseFile::Postgres(PostgresFile {
-            url: options.database_url.clone(),
-            password_env: None,
-            schema: SCHEMA.into(),
-            sslmode: SslMode::Auto,
-            sslrootcert: None,
-        }),
-        batch: crate::config::BatchFile {
+    let file = PipelineFile::local(
+        "demo",
+        &events_dir,
+        &scratch.join("state"),
+        &options.database_url,
+        SCHEMA,
+        crate::config::BatchFile {
             interval: Duration::from_secs(2),
             ..Default::default()
         },
-        limits: Default::default(),
-        plan: Default::default(),
-    };
+    );
     let pipeline = file.validate(&scratch.join("demo.toml"))?;
     let stats = Arc::new(RunStats::default());
     let progress = progress_bar(generated.objects, Arc::clone(&stats));
     let run_options = RunOptions {
-        cluster: Cluster {
-            workers: options.workers,
-            ..Cluster::default()
-        },
-        once: true,
         stats: Arc::clone(&stats),
-        backfill: None,
-        metrics_addr: None,
-    };
-    // Two rounds, like a pipeline that has been running a while: a fifth of the objects,
+        ..RunOptions::once(options.workers)
+    }; // Two rounds, like a pipeline that has been running a while: a fifth of the objects,
     // then the rest. Column types settle in the first round, so drifted values in the
     // second go to _discards (as in production) instead of widening the new column.
     let held_back = scratch.join("later");

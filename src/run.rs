@@ -85,6 +85,20 @@ pub enum RunError {
     Worker(String),
 }
 
+impl RunOptions {
+    /// `run --once` with `workers` worker threads in one process.
+    pub fn once(workers: usize) -> RunOptions {
+        RunOptions {
+            cluster: Cluster {
+                workers,
+                ..Cluster::default()
+            },
+            once: true,
+            ..RunOptions::default()
+        }
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone, Copy)]
 pub struct RunSummary {

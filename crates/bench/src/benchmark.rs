@@ -16,12 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::affinity::{AffinityError, CpuList, Split};
-use tracktable::config::{
-    BatchFile, PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile,
-};
+use tracktable::config::{BatchFile, PipelineFile, PostgresFile, SslMode};
 use tracktable::decode::Limits;
 use tracktable::route::{Router, Row};
-use tracktable::run::{self, Cluster, RunOptions};
+use tracktable::run::{self, RunOptions};
 use tracktable::telemetry::RunStats;
 use tracktable::warehouse::{postgres, sql};
 use tracktable_gen::{self as generate, GenConfig};
@@ -407,37 +405,26 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
 
     // 2. The pipeline, on a quiet server.
     settle(&runtime, &client, &options.database_url, &[])?;
-    let file = PipelineFile {
-        name: "bench".into(),
-        source: SourceFile::Dir {
-            path: events_dir.clone(),
-            state_dir: Some(scratch.join("state")),
-            poll_interval: Duration::from_secs(1),
-        },
-        warehouse: WarehouseFile::Postgres(PostgresFile {
-            url: options.database_url.clone(),
-            password_env: None,
-            schema: SCHEMA.into(),
-            sslmode: SslMode::Auto,
-            sslrootcert: None,
-        }),
-        batch: {
-            let defaults = BatchFile::default();
-            BatchFile {
-                interval: options.batch_interval,
-                max_rows: options.max_batch_rows,
-                max_bytes: options.max_batch_bytes,
-                max_in_flight: options
-                    .max_batches_in_flight
-                    .unwrap_or(defaults.max_in_flight),
-                load_connections: options
-                    .load_connections
-                    .unwrap_or(defaults.load_connections),
-            }
-        },
-        limits: Default::default(),
-        plan: Default::default(),
+    let defaults = BatchFile::default();
+    let batch = BatchFile {
+        interval: options.batch_interval,
+        max_rows: options.max_batch_rows,
+        max_bytes: options.max_batch_bytes,
+        max_in_flight: options
+            .max_batches_in_flight
+            .unwrap_or(defaults.max_in_flight),
+        load_connections: options
+            .load_connections
+            .unwrap_or(defaults.load_connections),
     };
+    let file = PipelineFile::local(
+        "bench",
+        &events_dir,
+        &scratch.join("state"),
+        &options.database_url,
+        SCHEMA,
+        batch,
+    );
     let pipeline = file.validate(&scratch.join("bench.toml"))?;
     let stats = Arc::new(RunStats::default());
     let wal_start = runtime.block_on(wal_position(&client));
@@ -445,14 +432,8 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     let summary = run::run(
         &pipeline,
         &RunOptions {
-            cluster: Cluster {
-                workers: options.workers,
-                ..Cluster::default()
-            },
-            once: true,
             stats,
-            backfill: None,
-            metrics_addr: None,
+            ..RunOptions::once(options.workers)
         },
     )?;
     let pipeline_cpu = cpu_since(cpu_start);

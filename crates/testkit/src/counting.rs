@@ -101,38 +101,21 @@ pub fn run_dir(
     workers: usize,
     batch: tracktable::config::BatchFile,
 ) -> Result<(tracktable::run::RunSummary, CountingWarehouse), String> {
-    use tracktable::config::{PipelineFile, PostgresFile, SourceFile, SslMode, WarehouseFile};
-    let file = PipelineFile {
-        name: "counting".into(),
-        source: SourceFile::Dir {
-            path: source.to_owned(),
-            state_dir: Some(state.to_owned()),
-            poll_interval: std::time::Duration::from_millis(200),
-        },
-        // Only names the schema and the batch defaults: nothing connects to it.
-        warehouse: WarehouseFile::Postgres(PostgresFile {
-            url: "postgres://counting@127.0.0.1/counting".into(),
-            password_env: None,
-            schema: "counting".into(),
-            sslmode: SslMode::Disable,
-            sslrootcert: None,
-        }),
+    use tracktable::config::PipelineFile;
+    // The warehouse named only sets the batch defaults: nothing connects to it.
+    let file = PipelineFile::local(
+        "counting",
+        source,
+        state,
+        "postgres://counting@127.0.0.1/counting",
+        "counting",
         batch,
-        limits: Default::default(),
-        plan: Default::default(),
-    };
+    );
     let pipeline = file
         .validate(&state.join("counting.toml"))
         .map_err(|error| error.to_string())?;
     let warehouse = CountingWarehouse::default();
-    let options = tracktable::run::RunOptions {
-        cluster: tracktable::run::Cluster {
-            workers,
-            ..Default::default()
-        },
-        once: true,
-        ..Default::default()
-    };
+    let options = tracktable::run::RunOptions::once(workers);
     let summary = tracktable::run::run_with(&pipeline, &options, Arc::new(warehouse.clone()))
         .map_err(|error| error.to_string())?;
     Ok((summary, warehouse))

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use tracktable::config::{PipelineFile, WarehouseFile};
-use tracktable::run::{Cluster, RunOptions, RunSummary};
+use tracktable::run::{RunOptions, RunSummary};
 use tracktable::warehouse::redshift::RedshiftWarehouse;
 
 use crate::emulate::Emulator;
@@ -59,16 +59,7 @@ pub fn run_once(
         .with_caps(pipeline.max_tables, pipeline.max_columns)
         .with_staging_client(s3)
         .with_executor(Arc::new(emulator));
-    let options = RunOptions {
-        cluster: Cluster {
-            workers,
-            ..Cluster::default()
-        },
-        once: true,
-        stats: Default::default(),
-        backfill: None,
-        metrics_addr: None,
-    };
+    let options = RunOptions::once(workers);
     tracktable::run::run_with(&pipeline, &options, Arc::new(warehouse))
         .map_err(|error| error.to_string())
 }
