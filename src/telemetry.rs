@@ -73,13 +73,14 @@ impl RunStats {
     }
 
     /// One table of a batch committed.
-    pub fn table_loaded(&self, table: &str, rows: u64) {
+    pub fn table_loaded(&self, batch: u64, table: &str, rows: u64) {
         self.metrics
             .rows_loaded
             .get_or_create(&TableLabel {
                 table: table.to_owned(),
             })
             .inc_by(rows);
+        tracing::debug!(batch, table, rows, "table batch committed");
     }
 
     /// An object admitted into a batch.
@@ -101,6 +102,7 @@ impl RunStats {
 
     pub fn sqs_received(&self, messages: u64) {
         self.metrics.sqs_received.inc_by(messages);
+        tracing::debug!(messages, "SQS messages received");
     }
 
     pub fn sqs_deleted(&self, messages: u64) {
@@ -117,8 +119,14 @@ impl RunStats {
         );
     }
 
-    pub fn sqs_unparseable(&self) {
+    /// A message that is not an S3 notification; logged the first time it is seen
+    /// (`first`), since it comes back after every visibility timeout.
+    pub fn sqs_unparseable(&self, message: &str, problem: &str, body: &str, first: bool) {
         self.metrics.sqs_unparseable.inc();
+        if first {
+            let prefix: String = body.chars().take(200).collect();
+            tracing::warn!(message, problem, body = %prefix, "cannot understand an SQS message; leaving it to the queue's redrive policy");
+        }
     }
 
     pub fn sqs_visibility_extended(&self, messages: u64) {
@@ -142,8 +150,14 @@ impl RunStats {
         );
     }
 
-    pub fn s3_fetch_failed(&self) {
+    pub fn s3_fetch_failed(&self, message: &str, object: &str, error: &str) {
         self.metrics.s3_fetch_failures.inc();
+        tracing::error!(
+            message,
+            object,
+            error,
+            "cannot fetch an announced object; its message is not deleted and will be received again"
+        );
     }
 
     pub fn batch_loaded(&self, report: &LoadReport) {
@@ -183,9 +197,19 @@ impl RunStats {
         );
     }
 
-    pub fn warehouse_retry(&self) {
+    /// A (batch, table) load, or the connection for it, failed and is tried again.
+    pub fn warehouse_retry(
+        &self,
+        what: &'static str,
+        batch: u64,
+        table: &str,
+        attempt: u32,
+        error: &dyn std::fmt::Display,
+        retry_in: std::time::Duration,
+    ) {
         self.warehouse_retries.fetch_add(1, Ordering::Relaxed);
         self.metrics.warehouse_retries.inc();
+        tracing::warn!(batch, table, attempt, error = %error, retry_in = ?retry_in, "{what}; retrying");
     }
 
     pub fn objects_acknowledged(&self, batch: u64, count: u64) {

@@ -156,10 +156,15 @@ async fn load_lane<'a, W: Warehouse>(
                             give_up(shutdown, batch, &table.table, &error);
                             return None;
                         }
-                        stats.warehouse_retry();
                         let wait = backoff.failed();
-                        let attempt = backoff.failures();
-                        tracing::warn!(batch = batch.0, table = %table.table, attempt, error = %error, retry_in = ?wait, "cannot connect to the warehouse");
+                        stats.warehouse_retry(
+                            "cannot connect to the warehouse",
+                            batch.0,
+                            table.table.as_str(),
+                            backoff.failures(),
+                            &error,
+                            wait,
+                        );
                         tokio::time::sleep(wait).await;
                         continue;
                     }
@@ -167,8 +172,7 @@ async fn load_lane<'a, W: Warehouse>(
             };
             match current.load(table).await {
                 Ok(table_report) => {
-                    tracing::debug!(batch = batch.0, table = %table.table, rows = table_report.rows_loaded, "table batch committed");
-                    stats.table_loaded(table.table.as_str(), table_report.rows_loaded);
+                    stats.table_loaded(batch.0, table.table.as_str(), table_report.rows_loaded);
                     report += table_report;
                     break;
                 }
@@ -185,10 +189,15 @@ async fn load_lane<'a, W: Warehouse>(
                             return None;
                         }
                     }
-                    stats.warehouse_retry();
                     let wait = backoff.failed();
-                    let attempt = backoff.failures();
-                    tracing::warn!(batch = batch.0, table = %table.table, attempt, error = %error, retry_in = ?wait, "load failed; retrying");
+                    stats.warehouse_retry(
+                        "load failed",
+                        batch.0,
+                        table.table.as_str(),
+                        backoff.failures(),
+                        &error,
+                        wait,
+                    );
                     tokio::time::sleep(wait).await;
                 }
             }

@@ -268,11 +268,9 @@ impl SqsSource {
                 None
             }
             Err(problem) => {
-                self.stats.sqs_unparseable();
-                if self.state().reported.insert(id.to_owned()) {
-                    let prefix: String = body.chars().take(200).collect();
-                    tracing::warn!(message = %id, problem = %problem, body = %prefix, "cannot understand an SQS message; leaving it to the queue's redrive policy");
-                }
+                let first = self.state().reported.insert(id.to_owned());
+                self.stats
+                    .sqs_unparseable(id, &problem.to_string(), body, first);
                 None
             }
         }
@@ -335,8 +333,7 @@ impl SqsSource {
                 Ok(body) => body,
                 Err(error) => {
                     // Let the message go: it reappears after its visibility timeout.
-                    self.stats.s3_fetch_failed();
-                    tracing::error!(message = %id, object = %object.name(), error = %error, "cannot fetch an announced object; its message is not deleted and will be received again");
+                    self.stats.s3_fetch_failed(id, &object.name(), &error);
                     let mut state = self.state();
                     state.held.remove(&token);
                     state.identities.remove(&token);
