@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasherDefault;
 
+use super::discard::{Discard, DiscardReason};
 use crate::columns::{AddressHasher, VARCHAR_WIDTHS, creation_type};
 use crate::route::{ColumnName, ColumnType, Row, Value};
 
@@ -83,25 +84,6 @@ fn cap_width(column_type: ColumnType) -> ColumnType {
     }
 }
 
-/// The reason text of [`DiscardReason::Nul`].
-pub const NUL_REASON: &str = "value contains a NUL character, which the warehouse cannot store (kept here with NUL written as \\u0000)";
-
-/// Why a row's key (message id, or user or group id) cannot be stored, if it cannot:
-/// a NUL character, or (Redshift) more bytes than the key column holds. Such rows go
-/// to `_discards` whole.
-pub fn key_problem(key: &str, max_bytes: Option<usize>) -> Option<String> {
-    if key.contains('\0') {
-        return Some("key contains a NUL character, which the warehouse cannot store".into());
-    }
-    match max_bytes {
-        Some(max) if key.len() > max => Some(format!(
-            "key is {} bytes, longer than the key column's {max}",
-            key.len()
-        )),
-        _ => None,
-    }
-}
-
 /// What a value becomes in a column. Text borrows the row's value where it can: a
 /// load converts every cell of every row, and copying each string cost more than
 /// encoding it.
@@ -113,36 +95,6 @@ pub enum Cell<'a> {
     /// Microseconds since the Unix epoch, UTC.
     Timestamp(i64),
     Text(Cow<'a, str>),
-}
-
-/// Why a value was discarded instead of loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiscardReason {
-    /// The value's type cannot be stored in the column's type.
-    TypeMismatch { column_type: ColumnType },
-    /// The text is longer than the column, which is already at its widest.
-    TooLong { bytes: usize, width: u32 },
-    /// The table has no such column (it could not be added: see the log).
-    NoColumn,
-    /// Text with a NUL character, which neither PostgreSQL nor Redshift can store.
-    Nul,
-}
-
-impl std::fmt::Display for DiscardReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DiscardReason::TypeMismatch { column_type } => write!(
-                f,
-                "value does not fit column type {}",
-                column_type.sql_name()
-            ),
-            DiscardReason::TooLong { bytes, width } => {
-                write!(f, "value is {bytes} bytes, longer than varchar({width})")
-            }
-            DiscardReason::NoColumn => f.write_str("table has no such column"),
-            DiscardReason::Nul => f.write_str(NUL_REASON),
-        }
-    }
 }
 
 /// Converts `value` for a column of `column_type`, or says why it cannot be stored.
@@ -268,71 +220,16 @@ impl<'a> Layout<'a> {
                             cells[index] = Some(cell);
                             continue;
                         }
-                        Err(reason) => reason.to_string(),
+                        Err(reason) => reason,
                     }
                 }
                 None => match self.max_columns {
-                    Some(cap) if self.columns >= cap => {
-                        format!("over the tracking plan's cap of {cap} columns per table")
-                    }
-                    _ => DiscardReason::NoColumn.to_string(),
+                    Some(cap) if self.columns >= cap => DiscardReason::ColumnCap { cap },
+                    _ => DiscardReason::NoColumn,
                 },
             };
             discards.push(Discard::new(table, column.as_str(), row, value, reason));
         }
-    }
-}
-
-/// A value that went to `_discards` instead of its column.
-#[derive(Debug, Clone)]
-pub struct Discard {
-    pub table: String,
-    pub column: String,
-    pub message_id: String,
-    pub value: String,
-    pub reason: String,
-    pub object: String,
-    pub line: i64,
-    pub received_at: Option<i64>,
-}
-
-impl Discard {
-    pub fn new(table: &str, column: &str, row: &Row, value: &Value, reason: String) -> Discard {
-        let received_at = match row.cell("received_at") {
-            Some(Value::Timestamp(t)) => Some(t.0),
-            _ => None,
-        };
-        Discard {
-            table: table.to_owned(),
-            column: column.to_owned(),
-            message_id: row.message_id.replace('\0', "\\u0000"),
-            value: value.to_text().replace('\0', "\\u0000"),
-            reason,
-            object: row.object.to_string(),
-            line: row.position.line as i64,
-            received_at,
-        }
-    }
-
-    /// A whole row that cannot load (its table is over a cap, its key too long):
-    /// column `*`, the row as a JSON object of text values.
-    pub fn whole_row(table: &str, row: &Row, reason: String) -> Discard {
-        let object: serde_json::Map<String, serde_json::Value> = row
-            .cells()
-            .map(|(column, value)| {
-                (
-                    column.as_str().to_owned(),
-                    serde_json::Value::String(value.to_text()),
-                )
-            })
-            .collect();
-        Discard::new(
-            table,
-            "*",
-            row,
-            &Value::Varchar(serde_json::Value::Object(object).to_string().into()),
-            reason,
-        )
     }
 }
 
@@ -445,9 +342,6 @@ mod tests {
             ),
             Err(DiscardReason::Nul)
         );
-        assert!(key_problem("m1", Some(4)).is_none());
-        assert!(key_problem("m\0", None).is_some());
-        assert!(key_problem("12345", Some(4)).is_some_and(|why| why.contains("5 bytes")));
     }
 
     #[test]
@@ -554,10 +448,6 @@ mod tests {
         let mut discards = Vec::new();
         layout.place("t", &rows[2], &mut cells, &mut discards);
         assert_eq!(discards.len(), 1);
-        assert!(
-            discards[0].reason.contains("cap of 4"),
-            "{}",
-            discards[0].reason
-        );
+        assert_eq!(discards[0].reason, DiscardReason::ColumnCap { cap: 4 });
     }
 }

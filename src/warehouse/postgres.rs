@@ -18,8 +18,9 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::{Client, NoTls, Statement, ToStatement};
 
+use super::discard::{self, Discard, DiscardCounts, DiscardReason, KeptDiscards};
 use super::pg_copy::CopyEncoder;
-use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
+use super::plan::{self, Cell, SchemaChange, TableSchema};
 use super::sql;
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 use crate::config::{PostgresFile, SslMode};
@@ -698,7 +699,7 @@ impl PostgresLoader {
         let keyed: Vec<&crate::route::Row> = batch
             .rows
             .iter()
-            .filter(|row| match plan::key_problem(&row.message_id, None) {
+            .filter(|row| match discard::key_problem(&row.message_id, None) {
                 None => true,
                 Some(reason) => {
                     unkeyed_discards.push(Discard::whole_row(table, row, reason));
@@ -821,7 +822,7 @@ impl PostgresLoader {
 
         if !discards.is_empty() {
             report.discards_by_reason = write_discards(&transaction, &schema, &discards).await?;
-            report.discards = report.discards_by_reason.iter().sum();
+            report.discards = report.discards_by_reason.total();
         }
         let record = self
             .prepared
@@ -861,7 +862,7 @@ impl PostgresLoader {
     ) -> Result<LoadReport, PostgresError> {
         let schema = self.warehouse.schema.clone();
         let table = batch.table.as_str();
-        let reason = format!("table not created: over the tracking plan's cap of {cap} tables");
+        let reason = DiscardReason::TableCap { cap };
         let mut seen = HashSet::new();
         let discards: Vec<Discard> = batch
             .rows
@@ -877,7 +878,7 @@ impl PostgresLoader {
         let mut report = LoadReport::default();
         if !discards.is_empty() {
             report.discards_by_reason = write_discards(&transaction, &schema, &discards).await?;
-            report.discards = report.discards_by_reason.iter().sum();
+            report.discards = report.discards_by_reason.total();
         }
         let record = self
             .prepared
@@ -1028,7 +1029,7 @@ async fn write_discards(
     transaction: &tokio_postgres::Transaction<'_>,
     schema: &str,
     discards: &[Discard],
-) -> Result<[u64; super::DISCARD_REASONS.len()], PostgresError> {
+) -> Result<DiscardCounts, PostgresError> {
     let stage = "tracktable_discard_stage";
     transaction
         .batch_execute(&sql::create_discard_stage(schema, stage))
@@ -1037,19 +1038,21 @@ async fn write_discards(
     fn text(value: &str) -> Option<Cell<'_>> {
         Some(Cell::Text(Cow::Borrowed(value)))
     }
+    // The reasons' texts, written out once (cells borrow them).
+    let reasons: Vec<String> = discards.iter().map(|d| d.reason.to_string()).collect();
     let copy = sql::copy_into_stage(stage, &sql::DISCARD_COLUMNS);
     copy_in(
         transaction,
         &copy,
         "_discards",
-        discards.iter(),
-        |encoder, discard| {
+        discards.iter().zip(&reasons),
+        |encoder, (discard, reason)| {
             encoder.row(&[
                 text(&discard.table),
                 text(&discard.column),
                 text(&discard.message_id),
                 text(&discard.value),
-                text(&discard.reason),
+                text(reason),
                 text(&discard.object),
                 Some(Cell::BigInt(discard.line)),
                 discard.received_at.map(Cell::Timestamp),
@@ -1058,20 +1061,20 @@ async fn write_discards(
     )
     .await?;
     // Counted by reason from what was actually inserted (a replay inserts nothing).
-    let mut inserted = [0u64; super::DISCARD_REASONS.len()];
+    let mut inserted = KeptDiscards::new(discards);
     for row in transaction
         .query(&sql::merge_discards(schema, stage), &[])
         .await
         .map_err(query_error("merge discards"))?
     {
-        let reason: String = row.get(0);
-        inserted[super::discard_reason_index(&reason)] += 1;
+        let reason: &str = row.try_get(0).map_err(query_error("merge discards"))?;
+        inserted.kept(reason, 1);
     }
     transaction
         .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
         .await
         .map_err(query_error("drop discard staging table"))?;
-    Ok(inserted)
+    Ok(inserted.counts())
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ use self::csv::PartWriter;
 use self::executor::{Direct, Executor, ExecutorError};
 use self::sql::{Credentials, DISCARD_STAGE, STAGE};
 use self::stage::{StageError, Staged, Staging};
-use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
+use super::discard::{self, Discard, DiscardCounts, DiscardReason, KeptDiscards};
+use super::plan::{self, Cell, SchemaChange, TableSchema};
 use super::postgres::{PostgresError, PostgresWarehouse, query_error};
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse, WarehouseError};
 use crate::config::{PostgresFile, RedshiftFile};
@@ -581,7 +582,7 @@ impl RedshiftLoader {
         let mut chosen: HashMap<&str, &Row> = HashMap::with_capacity(batch.rows.len());
         let mut order: Vec<&str> = Vec::with_capacity(batch.rows.len());
         for row in &batch.rows {
-            if let Some(reason) = plan::key_problem(&row.message_id, Some(sql::KEY_WIDTH)) {
+            if let Some(reason) = discard::key_problem(&row.message_id, Some(sql::KEY_WIDTH)) {
                 discards.push(Discard::whole_row(table, row, reason));
                 continue;
             }
@@ -687,8 +688,8 @@ impl RedshiftLoader {
         report.rows_loaded = inserted;
         report.duplicates = (batch.rows.len() as u64).saturating_sub(inserted + unkeyed);
         if let Some(source) = &discards_staged {
-            report.discards_by_reason = self.merge_discards(&schema, source).await?;
-            report.discards = report.discards_by_reason.iter().sum();
+            report.discards_by_reason = self.merge_discards(&schema, source, &discards).await?;
+            report.discards = report.discards_by_reason.total();
         }
         session
             .execute(
@@ -733,6 +734,7 @@ impl RedshiftLoader {
                 continue;
             }
             let line = discard.line.to_string();
+            let reason = discard.reason.to_string();
             let received_at = discard.received_at.map(|micros| {
                 let mut text = String::new();
                 csv::timestamp(&mut text, micros);
@@ -744,7 +746,7 @@ impl RedshiftLoader {
                     Some(fit(&discard.column, 127)),
                     Some(message_id),
                     Some(fit(&discard.value, sql::MAX_VARCHAR)),
-                    Some(fit(&discard.reason, 1024)),
+                    Some(fit(&reason, 1024)),
                     Some(fit(&discard.object, 2048)),
                     Some(&line),
                     received_at.as_deref(),
@@ -765,7 +767,8 @@ impl RedshiftLoader {
         &self,
         schema: &str,
         source: &Staged,
-    ) -> Result<[u64; super::DISCARD_REASONS.len()], RedshiftError> {
+        written: &[Discard],
+    ) -> Result<DiscardCounts, RedshiftError> {
         let session = &self.session;
         session
             .execute(
@@ -791,7 +794,7 @@ impl RedshiftLoader {
                 "COPY discards",
             )
             .await?;
-        let mut by_reason = [0u64; super::DISCARD_REASONS.len()];
+        let mut kept = KeptDiscards::new(written);
         for row in session
             .query(
                 &sql::count_new_discards(schema, DISCARD_STAGE),
@@ -800,7 +803,7 @@ impl RedshiftLoader {
             .await?
         {
             let count: u64 = row.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-            by_reason[super::discard_reason_index(row.get(0).unwrap_or(""))] += count;
+            kept.kept(row.get(0).unwrap_or(""), count);
         }
         session
             .execute(
@@ -814,7 +817,7 @@ impl RedshiftLoader {
                 "drop the discard staging table",
             )
             .await?;
-        Ok(by_reason)
+        Ok(kept.counts())
     }
 
     /// A table the tracking plan's table cap keeps out: its rows go to `_discards`
@@ -827,7 +830,7 @@ impl RedshiftLoader {
     ) -> Result<LoadReport, RedshiftError> {
         let schema = self.warehouse.schema().to_owned();
         let table = batch.table.as_str();
-        let reason = format!("table not created: over the tracking plan's cap of {cap} tables");
+        let reason = DiscardReason::TableCap { cap };
         let discards: Vec<Discard> = batch
             .rows
             .iter()
@@ -838,8 +841,8 @@ impl RedshiftLoader {
             .await?;
         self.session.execute("BEGIN", "begin").await?;
         if let Some(source) = &staged {
-            report.discards_by_reason = self.merge_discards(&schema, source).await?;
-            report.discards = report.discards_by_reason.iter().sum();
+            report.discards_by_reason = self.merge_discards(&schema, source, &discards).await?;
+            report.discards = report.discards_by_reason.total();
         }
         self.session
             .execute(
