@@ -137,6 +137,7 @@ pub trait Loader: Send + 'static {
     ) -> impl Future<Output = Result<LoadReport, Self::Error>> + Send;
 }
 
+pub mod ddl;
 pub mod discard;
 pub mod pg_copy;
 pub mod plan;

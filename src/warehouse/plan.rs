@@ -1,88 +1,19 @@
-//! plan: the pure decisions every warehouse shares — which DDL a table batch needs, and
-//! what each value becomes in its column (the value itself, converted, or a discard).
+//! plan: what each value of a table batch becomes in its column — the value itself,
+//! converted, or a discard with its reason — and where each column goes in a load.
 //!
-//! No SQL text here (that is `sql`), and no I/O.
+//! Pure and shared by both warehouses; which DDL a batch needs is `ddl`'s. No SQL text
+//! here (that is `sql`), and no I/O.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
 use super::discard::{Discard, DiscardReason};
-use crate::columns::{AddressHasher, VARCHAR_WIDTHS, creation_type};
-use crate::route::{ColumnName, ColumnType, Row, Value};
+use crate::columns::AddressHasher;
+use crate::route::{ColumnType, Row, Value};
 
 /// The columns a table has, by name.
 pub type TableSchema = HashMap<String, ColumnType>;
-
-/// One DDL step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SchemaChange {
-    AddColumn {
-        column: ColumnName,
-        column_type: ColumnType,
-    },
-    Widen {
-        column: ColumnName,
-        width: u32,
-    },
-}
-
-/// The changes that make `schema` hold everything `observed` in this batch. A column
-/// keeps the type it was created with; only varchar widths grow (up to 65535).
-pub fn plan_schema(
-    schema: &TableSchema,
-    observed: &[(ColumnName, ColumnType)],
-) -> Vec<SchemaChange> {
-    let mut by_column: BTreeMap<&ColumnName, Vec<ColumnType>> = BTreeMap::new();
-    for (column, column_type) in observed {
-        by_column.entry(column).or_default().push(*column_type);
-    }
-    let mut changes = Vec::new();
-    for (column, types) in by_column {
-        match schema.get(column.as_str()) {
-            None => {
-                if let Some(column_type) = creation_type(types.iter().copied()) {
-                    changes.push(SchemaChange::AddColumn {
-                        column: column.clone(),
-                        column_type: cap_width(column_type),
-                    });
-                }
-            }
-            Some(ColumnType::Varchar(current)) => {
-                let wanted = types
-                    .iter()
-                    .filter_map(|t| match t {
-                        ColumnType::Varchar(width) => Some(*width),
-                        // Other kinds are stored as text in a varchar column.
-                        _ => None,
-                    })
-                    .max()
-                    .map(|width| width.min(max_width()));
-                if let Some(width) = wanted
-                    && width > *current
-                {
-                    changes.push(SchemaChange::Widen {
-                        column: column.clone(),
-                        width,
-                    });
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    changes
-}
-
-fn max_width() -> u32 {
-    VARCHAR_WIDTHS[VARCHAR_WIDTHS.len() - 1]
-}
-
-fn cap_width(column_type: ColumnType) -> ColumnType {
-    match column_type {
-        ColumnType::Varchar(width) => ColumnType::Varchar(width.min(max_width())),
-        other => other,
-    }
-}
 
 /// What a value becomes in a column. Text borrows the row's value where it can: a
 /// load converts every cell of every row, and copying each string cost more than
@@ -237,67 +168,6 @@ impl<'a> Layout<'a> {
 mod tests {
     use super::*;
     use crate::route::naming::column_name;
-
-    fn schema(columns: &[(&str, ColumnType)]) -> TableSchema {
-        columns
-            .iter()
-            .map(|(name, t)| (name.to_string(), *t))
-            .collect()
-    }
-
-    #[test]
-    fn new_columns_are_added_with_the_type_that_holds_the_batch() {
-        let observed = vec![
-            (column_name("price"), ColumnType::BigInt),
-            (column_name("price"), ColumnType::Double),
-            (column_name("sku"), ColumnType::Varchar(64)),
-            (column_name("known"), ColumnType::BigInt),
-        ];
-        let changes = plan_schema(&schema(&[("known", ColumnType::BigInt)]), &observed);
-        assert_eq!(
-            changes,
-            vec![
-                SchemaChange::AddColumn {
-                    column: column_name("price"),
-                    column_type: ColumnType::Double
-                },
-                SchemaChange::AddColumn {
-                    column: column_name("sku"),
-                    column_type: ColumnType::Varchar(64)
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn varchar_columns_widen_but_other_types_never_change() {
-        let existing = schema(&[
-            ("name", ColumnType::Varchar(64)),
-            ("price", ColumnType::BigInt),
-        ]);
-        let observed = vec![
-            (column_name("name"), ColumnType::Varchar(1024)),
-            (column_name("price"), ColumnType::Varchar(64)),
-        ];
-        assert_eq!(
-            plan_schema(&existing, &observed),
-            vec![SchemaChange::Widen {
-                column: column_name("name"),
-                width: 1024
-            }]
-        );
-        let huge = vec![(column_name("name"), ColumnType::Varchar(100_000))];
-        assert_eq!(
-            plan_schema(&existing, &huge),
-            vec![SchemaChange::Widen {
-                column: column_name("name"),
-                width: 65535
-            }]
-        );
-        assert!(
-            plan_schema(&existing, &[(column_name("name"), ColumnType::Varchar(64))]).is_empty()
-        );
-    }
 
     #[test]
     fn cells_convert_or_say_why_not() {

@@ -18,9 +18,10 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::{Client, NoTls, Statement, ToStatement};
 
+use super::ddl::{self, Caps, SchemaChange, SchemaPlan, TablePlan};
 use super::discard::{self, Discard, DiscardCounts, DiscardReason, KeptDiscards};
 use super::pg_copy::CopyEncoder;
-use super::plan::{self, Cell, SchemaChange, TableSchema};
+use super::plan::{self, Cell, TableSchema};
 use super::sql;
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 use crate::config::{PostgresFile, SslMode};
@@ -125,8 +126,7 @@ pub struct PostgresWarehouse {
     /// The object log's connection (S3 sources), made on first use.
     objects: Arc<tokio::sync::Mutex<Option<Arc<Client>>>>,
     /// The tracking plan's caps: tables in the schema, columns per table.
-    max_tables: Option<usize>,
-    max_columns: Option<usize>,
+    caps: Caps,
 }
 
 impl PostgresWarehouse {
@@ -161,8 +161,7 @@ impl PostgresWarehouse {
             tables: Arc::default(),
             overlapping: Arc::default(),
             objects: Arc::default(),
-            max_tables: None,
-            max_columns: None,
+            caps: Caps::default(),
         })
     }
 
@@ -170,8 +169,7 @@ impl PostgresWarehouse {
     /// (bookkeeping tables, whose names start with `_`, aside) and `columns` columns
     /// per table. What does not fit goes to `_discards` with the reason.
     pub fn with_caps(mut self, tables: Option<usize>, columns: Option<usize>) -> Self {
-        self.max_tables = tables;
-        self.max_columns = columns;
+        self.caps = Caps { tables, columns };
         self
     }
 
@@ -238,9 +236,9 @@ impl PostgresWarehouse {
         &self.schema
     }
 
-    /// The tracking plan's caps: (tables in the schema, columns per table).
-    pub fn caps(&self) -> (Option<usize>, Option<usize>) {
-        (self.max_tables, self.max_columns)
+    /// The tracking plan's caps.
+    pub fn caps(&self) -> Caps {
+        self.caps
     }
 
     /// A new connection, its driver running on the current tokio runtime.
@@ -548,139 +546,11 @@ impl PostgresLoader {
     async fn load_once(&mut self, batch: &TableBatch) -> Result<LoadReport, PostgresError> {
         let schema = self.warehouse.schema.clone();
         let table = batch.table.as_str();
-        let lock_key = self.warehouse.table_lock_key(table);
         let mut report = LoadReport::default();
-
-        let cached = self.warehouse.cached(table);
-
-        // Schema, in its own short transaction: the DDL lock (one per schema, across
-        // workers and processes) is held only while tables are created and altered, not
-        // while rows are copied, so loads of different tables run in parallel. Committed
-        // DDL that outlives a failed data load is harmless: it is what the retry needs.
-        let mut created = false;
-        let settled = cached.as_ref().is_some_and(|known| {
-            !known.is_empty() && plan::plan_schema(known, &batch.observed).is_empty()
-        });
-        let mut columns = cached.unwrap_or_default();
-        if !settled {
-            let ddl = self
-                .client
-                .transaction()
-                .await
-                .map_err(query_error("begin"))?;
-            if columns.is_empty() {
-                columns = read_columns(&ddl, &mut self.prepared, &schema, table).await?;
-            }
-            let changes = plan::plan_schema(&columns, &batch.observed);
-            if columns.is_empty() || !changes.is_empty() {
-                ddl.execute(sql::DDL_LOCK, &[&lock_key])
-                    .await
-                    .map_err(query_error("take the DDL lock"))?;
-                // Another worker or process may have changed the table meanwhile.
-                columns = read_columns(&ddl, &mut self.prepared, &schema, table).await?;
-                created = columns.is_empty();
-                if created
-                    && let Some(cap) = self.warehouse.max_tables
-                    && !sql::is_fixed_table(table)
-                {
-                    // Counting and creating under the schema's lock, so workers
-                    // creating different tables at once cannot overshoot the cap.
-                    ddl.execute(sql::DDL_LOCK, &[&self.warehouse.schema_lock_key()])
-                        .await
-                        .map_err(query_error("take the schema lock"))?;
-                    let existing: i64 = ddl
-                        .query_one(sql::COUNT_TABLES, &[&schema])
-                        .await
-                        .map_err(query_error("count tables"))?
-                        .get(0);
-                    if existing as usize >= cap {
-                        ddl.commit()
-                            .await
-                            .map_err(query_error("end the schema transaction"))?;
-                        return self.refuse_table(batch, cap).await;
-                    }
-                }
-                if created {
-                    // One statement with every column the batch needs: the table and its
-                    // columns appear together.
-                    let key = sql::key_column(table);
-                    columns.insert(key.to_owned(), ColumnType::Varchar(u32::MAX));
-                    let mut planned: Vec<(String, ColumnType)> =
-                        plan::plan_schema(&columns, &batch.observed)
-                            .into_iter()
-                            .filter_map(|change| match change {
-                                SchemaChange::AddColumn {
-                                    column,
-                                    column_type,
-                                } => Some((column.as_str().to_owned(), column_type)),
-                                SchemaChange::Widen { .. } => None,
-                            })
-                            .collect();
-                    if let Some(cap) = self.warehouse.max_columns {
-                        // The key (and `timestamp` of users/accounts) count too.
-                        let fixed = if sql::is_latest(table) { 2 } else { 1 };
-                        planned.truncate(cap.saturating_sub(fixed));
-                    }
-                    ddl.batch_execute(&sql::create_table(&schema, table, &planned))
-                        .await
-                        .map_err(query_error(format!("create table {table}")))?;
-                    report.schema_changes += 1 + planned.len() as u64;
-                    columns.extend(planned.iter().cloned());
-                    if sql::is_latest(table) {
-                        columns.insert("timestamp".to_owned(), ColumnType::Timestamp);
-                    }
-                    tracing::info!(
-                        table,
-                        batch = batch.batch.0,
-                        columns = planned.len(),
-                        "table created"
-                    );
-                }
-                let mut added = Vec::new();
-                let mut widened = Vec::new();
-                let mut clauses = Vec::new();
-                for change in plan::plan_schema(&columns, &batch.observed) {
-                    report.schema_changes += 1;
-                    match change {
-                        SchemaChange::AddColumn {
-                            column,
-                            column_type,
-                        } => {
-                            if self
-                                .warehouse
-                                .max_columns
-                                .is_some_and(|cap| columns.len() >= cap)
-                            {
-                                // Over the cap: not added; its values go to _discards.
-                                report.schema_changes -= 1;
-                                continue;
-                            }
-                            clauses.push(sql::add_column_clause(column.as_str(), column_type));
-                            added.push(column.as_str().to_owned());
-                            columns.insert(column.as_str().to_owned(), column_type);
-                        }
-                        SchemaChange::Widen { column, width } => {
-                            clauses.push(sql::widen_clause(column.as_str(), width));
-                            widened.push(format!("{column} to varchar({width})"));
-                            columns.insert(column.as_str().to_owned(), ColumnType::Varchar(width));
-                        }
-                    }
-                }
-                // One statement for all of them: a new event table brings dozens of
-                // columns, and one ALTER per column made first loads DDL-bound.
-                if !clauses.is_empty() {
-                    ddl.batch_execute(&sql::alter_table(&schema, table, &clauses))
-                        .await
-                        .map_err(query_error(format!("change table {table}")))?;
-                }
-                if !added.is_empty() || !widened.is_empty() {
-                    tracing::info!(table, batch = batch.batch.0, added = ?added, widened = ?widened, "schema changed");
-                }
-            }
-            ddl.commit()
-                .await
-                .map_err(query_error(format!("commit schema changes of {table}")))?;
-        }
+        let (columns, created) = match self.settle_schema(batch, &mut report).await? {
+            Settled::Ready { columns, created } => (columns, created),
+            Settled::Refused(reason) => return self.refuse_table(batch, reason).await,
+        };
 
         // Rows. Event tables: one row per message id (the first in the batch), COPYed
         // straight into the table, whose primary key refuses a second row for an id.
@@ -763,7 +633,7 @@ impl PostgresLoader {
             if rows.is_empty() {
                 break (transaction, 0, discards);
             }
-            let mut layout = plan::Layout::of_table(key, &columns, self.warehouse.max_columns);
+            let mut layout = plan::Layout::of_table(key, &columns, self.warehouse.caps.columns);
             let copy = if latest {
                 transaction
                     .batch_execute(&sql::create_stage(&schema, table, stage))
@@ -852,17 +722,159 @@ impl PostgresLoader {
     }
 }
 
+/// What [`PostgresLoader::settle_schema`] found: the table's columns (and whether
+/// this load created it), or the table cap's refusal.
+enum Settled {
+    Ready { columns: TableSchema, created: bool },
+    Refused(DiscardReason),
+}
+
+impl PostgresLoader {
+    /// Brings the table up to what the batch observed, in a short transaction of its
+    /// own: the DDL lock (one per table, across workers and processes) is held only
+    /// while the table is created and altered, not while rows are copied, so loads of
+    /// different tables run in parallel. Committed DDL that outlives a failed data load
+    /// is harmless: it is what the retry needs.
+    async fn settle_schema(
+        &mut self,
+        batch: &TableBatch,
+        report: &mut LoadReport,
+    ) -> Result<Settled, PostgresError> {
+        let schema = self.warehouse.schema.clone();
+        let table = batch.table.as_str();
+        let mut columns = self.warehouse.cached(table).unwrap_or_default();
+        if ddl::is_settled(&columns, &batch.observed) {
+            return Ok(Settled::Ready {
+                columns,
+                created: false,
+            });
+        }
+        let transaction = self
+            .client
+            .transaction()
+            .await
+            .map_err(query_error("begin"))?;
+        if columns.is_empty() {
+            columns = read_columns(&transaction, &mut self.prepared, &schema, table).await?;
+        }
+        let mut created = false;
+        if !ddl::is_settled(&columns, &batch.observed) {
+            transaction
+                .execute(sql::DDL_LOCK, &[&self.warehouse.table_lock_key(table)])
+                .await
+                .map_err(query_error("take the DDL lock"))?;
+            // Another worker or process may have changed the table meanwhile.
+            columns = read_columns(&transaction, &mut self.prepared, &schema, table).await?;
+            let caps = self.warehouse.caps;
+            let tables_in_schema = match caps.table_cap(table) {
+                Some(_) if columns.is_empty() => {
+                    Some(count_tables(&transaction, &self.warehouse).await?)
+                }
+                _ => None,
+            };
+            match ddl::plan_table(table, &columns, &batch.observed, caps, tables_in_schema) {
+                TablePlan::Refuse(reason) => {
+                    transaction
+                        .commit()
+                        .await
+                        .map_err(query_error("end the schema transaction"))?;
+                    return Ok(Settled::Refused(reason));
+                }
+                TablePlan::Apply(plan) => {
+                    created = plan.create.is_some();
+                    apply_plan(&transaction, &schema, batch, &plan, report).await?;
+                    columns = plan.columns;
+                }
+            }
+        }
+        transaction
+            .commit()
+            .await
+            .map_err(query_error(format!("commit schema changes of {table}")))?;
+        Ok(Settled::Ready { columns, created })
+    }
+}
+
+/// The tables that count against the table cap, counted under the schema's lock so
+/// that workers creating different tables at once cannot overshoot the cap.
+async fn count_tables(
+    transaction: &tokio_postgres::Transaction<'_>,
+    warehouse: &PostgresWarehouse,
+) -> Result<usize, PostgresError> {
+    transaction
+        .execute(sql::DDL_LOCK, &[&warehouse.schema_lock_key()])
+        .await
+        .map_err(query_error("take the schema lock"))?;
+    let existing: i64 = transaction
+        .query_one(sql::COUNT_TABLES, &[&warehouse.schema])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(query_error("count tables"))?;
+    Ok(usize::try_from(existing).unwrap_or(0))
+}
+
+/// Runs `plan` in PostgreSQL's dialect: the table with every column it starts with in
+/// one statement (the table and its columns appear together), then every column change
+/// in one `ALTER TABLE` (a new event table brings dozens of columns, and one ALTER per
+/// column made first loads DDL-bound).
+async fn apply_plan(
+    transaction: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    batch: &TableBatch,
+    plan: &SchemaPlan,
+    report: &mut LoadReport,
+) -> Result<(), PostgresError> {
+    let table = batch.table.as_str();
+    if let Some(create) = &plan.create {
+        let listed: Vec<(&str, ColumnType)> = create
+            .iter()
+            .map(|(column, column_type)| (column.as_str(), *column_type))
+            .collect();
+        transaction
+            .batch_execute(&sql::create_table(schema, table, &listed))
+            .await
+            .map_err(query_error(format!("create table {table}")))?;
+        report.schema_changes += 1 + create.len() as u64;
+        tracing::info!(
+            table,
+            batch = batch.batch.0,
+            columns = create.len(),
+            "table created"
+        );
+    }
+    if !plan.alter.is_empty() {
+        let clauses: Vec<String> = plan
+            .alter
+            .iter()
+            .map(|change| match change {
+                SchemaChange::AddColumn {
+                    column,
+                    column_type,
+                } => sql::add_column_clause(column.as_str(), *column_type),
+                SchemaChange::Widen { column, width } => sql::widen_clause(column.as_str(), *width),
+            })
+            .collect();
+        transaction
+            .batch_execute(&sql::alter_table(schema, table, &clauses))
+            .await
+            .map_err(query_error(format!("change table {table}")))?;
+        report.schema_changes += plan.alter.len() as u64;
+        ddl::log_changes(table, batch.batch.0, &plan.alter);
+    }
+    ddl::log_refused(table, batch.batch.0, &plan.refused);
+    Ok(())
+}
+
 impl PostgresLoader {
     /// A table the tracking plan's table cap keeps out: every row of the batch goes to
     /// `_discards` whole (column `*`, the row as JSON), and the load is recorded.
     async fn refuse_table(
         &mut self,
         batch: &TableBatch,
-        cap: usize,
+        reason: DiscardReason,
     ) -> Result<LoadReport, PostgresError> {
         let schema = self.warehouse.schema.clone();
         let table = batch.table.as_str();
-        let reason = DiscardReason::TableCap { cap };
         let mut seen = HashSet::new();
         let discards: Vec<Discard> = batch
             .rows
@@ -907,7 +919,7 @@ impl PostgresLoader {
             table,
             batch = batch.batch.0,
             rows = batch.rows.len(),
-            cap,
+            cap = self.warehouse.caps.tables.unwrap_or(0),
             "table over the tracking plan's table cap; its rows went to _discards"
         );
         Ok(report)

@@ -69,7 +69,7 @@ pub fn column_type(column_type: ColumnType) -> String {
 
 /// A new table with its key (PostgreSQL: enforced primary key).
 /// [`LATEST`] tables always have `timestamp`, which their merge orders by.
-pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)]) -> String {
+pub fn create_table(schema: &str, table: &str, columns: &[(&str, ColumnType)]) -> String {
     let newest = if is_latest(table) {
         ", \"timestamp\" timestamp"
     } else {
@@ -77,7 +77,7 @@ pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)])
     };
     let columns: String = columns
         .iter()
-        .filter(|(name, _)| !(is_latest(table) && name == "timestamp"))
+        .filter(|(name, _)| !(is_latest(table) && *name == "timestamp"))
         .map(|(name, column_type)| format!(", {} {}", ident(name), self::column_type(*column_type)))
         .collect();
     format!(
@@ -350,8 +350,8 @@ mod tests {
                 "s",
                 "users",
                 &[
-                    ("timestamp".into(), ColumnType::Timestamp),
-                    ("plan".into(), ColumnType::Varchar(64))
+                    ("timestamp", ColumnType::Timestamp),
+                    ("plan", ColumnType::Varchar(64))
                 ]
             ),
             "CREATE TABLE IF NOT EXISTS \"s\".\"users\" (\"id\" text NOT NULL PRIMARY KEY, \"timestamp\" timestamp, \"plan\" varchar(64))"

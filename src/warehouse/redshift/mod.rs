@@ -28,12 +28,13 @@ use self::csv::PartWriter;
 use self::executor::{Direct, Executor, ExecutorError};
 use self::sql::{Credentials, DISCARD_STAGE, STAGE};
 use self::stage::{StageError, Staged, Staging};
+use super::ddl::{self, SchemaChange, TablePlan};
 use super::discard::{self, Discard, DiscardCounts, DiscardReason, KeptDiscards};
-use super::plan::{self, Cell, SchemaChange, TableSchema};
+use super::plan::{self, Cell, TableSchema};
 use super::postgres::{PostgresError, PostgresWarehouse, query_error};
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse, WarehouseError};
 use crate::config::{PostgresFile, RedshiftFile};
-use crate::route::{ColumnType, Row, Value};
+use crate::route::{ColumnName, ColumnType, Row, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedshiftError {
@@ -444,102 +445,115 @@ impl RedshiftLoader {
     }
 
     /// Creates the table or adds and widens its columns, one autocommitted statement at
-    /// a time; returns the columns as the catalogue has them afterwards, or `None` if
+    /// a time; returns the columns as the catalogue has them afterwards, or the reason
     /// the table cap refuses the table.
     async fn settle_schema(
         &self,
         batch: &TableBatch,
         report: &mut LoadReport,
-    ) -> Result<Option<TableSchema>, RedshiftError> {
-        let schema = self.warehouse.schema();
+    ) -> Result<Result<TableSchema, DiscardReason>, RedshiftError> {
         let table = batch.table.as_str();
-        let (max_tables, max_columns) = self.warehouse.connection.caps();
+        let caps = self.warehouse.connection.caps();
         if let Some(known) = self.warehouse.connection.cached(table)
-            && !known.is_empty()
-            && plan::plan_schema(&known, &batch.observed).is_empty()
+            && ddl::is_settled(&known, &batch.observed)
         {
-            return Ok(Some(known));
+            return Ok(Ok(known));
         }
         let mut columns = self.read_columns(table).await?;
-        if columns.is_empty() {
-            if let Some(cap) = max_tables
-                && !crate::warehouse::sql::is_fixed_table(table)
-            {
-                let existing: usize = self
-                    .session
-                    .query(&sql::count_tables(schema), "count tables")
-                    .await?
-                    .first()
-                    .and_then(|row| row.get(0))
-                    .and_then(|count| count.parse().ok())
-                    .unwrap_or(0);
-                if existing >= cap {
-                    return Ok(None);
-                }
-            }
-            let key = crate::warehouse::sql::key_column(table);
-            columns.insert(key.to_owned(), ColumnType::Varchar(u32::MAX));
-            let mut planned: Vec<(String, ColumnType)> =
-                plan::plan_schema(&columns, &batch.observed)
-                    .into_iter()
-                    .filter_map(|change| match change {
-                        SchemaChange::AddColumn {
-                            column,
-                            column_type,
-                        } => Some((column.as_str().to_owned(), column_type)),
-                        SchemaChange::Widen { .. } => None,
-                    })
-                    .collect();
-            if let Some(cap) = max_columns {
-                let fixed = if crate::warehouse::sql::is_latest(table) {
-                    2
-                } else {
-                    1
-                };
-                planned.truncate(cap.saturating_sub(fixed));
-            }
-            match self
-                .session
-                .execute(
-                    &sql::create_table(schema, table, &planned),
-                    &format!("create table {table}"),
-                )
-                .await
-            {
-                Ok(_) => {
-                    report.schema_changes += 1 + planned.len() as u64;
-                    tracing::info!(
-                        table,
-                        batch = batch.batch.0,
-                        columns = planned.len(),
-                        "table created"
-                    );
-                }
-                Err(error) if is_race(&error) => {}
-                Err(error) => return Err(error),
-            }
+        let tables_in_schema = match caps.table_cap(table) {
+            Some(_) if columns.is_empty() => Some(self.count_tables().await?),
+            _ => None,
+        };
+        let mut plan =
+            match ddl::plan_table(table, &columns, &batch.observed, caps, tables_in_schema) {
+                TablePlan::Refuse(reason) => return Ok(Err(reason)),
+                TablePlan::Apply(plan) => plan,
+            };
+        if let Some(create) = &plan.create {
+            self.create_table(batch, create, report).await?;
+            // What is left to change comes from the catalogue: a concurrent creator may
+            // have made the table with other columns.
+            columns = self.read_columns(table).await?;
+            plan = match ddl::plan_table(table, &columns, &batch.observed, caps, None) {
+                TablePlan::Refuse(reason) => return Ok(Err(reason)),
+                TablePlan::Apply(plan) => plan,
+            };
+        }
+        ddl::log_refused(table, batch.batch.0, &plan.refused);
+        if self.alter_table(batch, &plan.alter, report).await? {
             columns = self.read_columns(table).await?;
         }
-        let mut added = Vec::new();
-        let mut widened = Vec::new();
-        for change in plan::plan_schema(&columns, &batch.observed) {
-            let (statement, what) = match &change {
+        Ok(Ok(columns))
+    }
+
+    /// The tables that count against the table cap. Redshift has no advisory locks, so
+    /// processes creating different tables at once may overshoot the cap by a few.
+    async fn count_tables(&self) -> Result<usize, RedshiftError> {
+        Ok(self
+            .session
+            .query(&sql::count_tables(self.warehouse.schema()), "count tables")
+            .await?
+            .first()
+            .and_then(|row| row.get(0))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Creates the table with the columns the plan starts it with. A concurrent
+    /// creator's "already exists" is no error: the catalogue is read next anyway.
+    async fn create_table(
+        &self,
+        batch: &TableBatch,
+        create: &[(ColumnName, ColumnType)],
+        report: &mut LoadReport,
+    ) -> Result<(), RedshiftError> {
+        let table = batch.table.as_str();
+        let listed: Vec<(&str, ColumnType)> = create
+            .iter()
+            .map(|(column, column_type)| (column.as_str(), *column_type))
+            .collect();
+        let statement = sql::create_table(self.warehouse.schema(), table, &listed);
+        match self
+            .session
+            .execute(&statement, &format!("create table {table}"))
+            .await
+        {
+            Ok(_) => {
+                report.schema_changes += 1 + create.len() as u64;
+                tracing::info!(
+                    table,
+                    batch = batch.batch.0,
+                    columns = create.len(),
+                    "table created"
+                );
+                Ok(())
+            }
+            Err(error) if is_race(&error) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Applies column changes one statement at a time (Redshift allows one column per
+    /// `ALTER TABLE`); a change a concurrent loader made first is no error. Returns
+    /// whether any change was applied.
+    async fn alter_table(
+        &self,
+        batch: &TableBatch,
+        changes: &[SchemaChange],
+        report: &mut LoadReport,
+    ) -> Result<bool, RedshiftError> {
+        let schema = self.warehouse.schema();
+        let table = batch.table.as_str();
+        let mut applied = Vec::new();
+        for change in changes {
+            let statement = match change {
                 SchemaChange::AddColumn {
                     column,
                     column_type,
-                } => {
-                    if max_columns.is_some_and(|cap| columns.len() + added.len() >= cap) {
-                        continue;
-                    }
-                    (
-                        sql::add_column(schema, table, column.as_str(), *column_type),
-                        column.as_str().to_owned(),
-                    )
+                } => sql::add_column(schema, table, column.as_str(), *column_type),
+                SchemaChange::Widen { column, width } => {
+                    sql::widen_varchar(schema, table, column.as_str(), *width)
                 }
-                SchemaChange::Widen { column, width } => (
-                    sql::widen_varchar(schema, table, column.as_str(), *width),
-                    format!("{column} to varchar({width})"),
-                ),
             };
             match self
                 .session
@@ -548,31 +562,25 @@ impl RedshiftLoader {
             {
                 Ok(_) => {
                     report.schema_changes += 1;
-                    match change {
-                        SchemaChange::AddColumn { .. } => added.push(what),
-                        SchemaChange::Widen { .. } => widened.push(what),
-                    }
+                    applied.push(change);
                 }
                 Err(error) if is_race(&error) => {}
                 Err(error) => return Err(error),
             }
         }
-        if !added.is_empty() || !widened.is_empty() {
-            tracing::info!(table, batch = batch.batch.0, added = ?added, widened = ?widened, "schema changed");
-            columns = self.read_columns(table).await?;
-        }
-        Ok(Some(columns))
+        ddl::log_changes(table, batch.batch.0, applied.iter().copied());
+        Ok(!applied.is_empty())
     }
 
     async fn load_once(&mut self, batch: &TableBatch) -> Result<LoadReport, RedshiftError> {
         let schema = self.warehouse.schema().to_owned();
         let table = batch.table.as_str();
         let mut report = LoadReport::default();
-        let Some(columns) = self.settle_schema(batch, &mut report).await? else {
-            let cap = self.warehouse.connection.caps().0.unwrap_or(0);
-            return self.refuse_table(batch, cap, report).await;
+        let columns = match self.settle_schema(batch, &mut report).await? {
+            Ok(columns) => columns,
+            Err(reason) => return self.refuse_table(batch, reason, report).await,
         };
-        let max_columns = self.warehouse.connection.caps().1;
+        let max_columns = self.warehouse.connection.caps().columns;
         let latest = crate::warehouse::sql::is_latest(table);
         let key = crate::warehouse::sql::key_column(table);
 
@@ -825,12 +833,11 @@ impl RedshiftLoader {
     async fn refuse_table(
         &mut self,
         batch: &TableBatch,
-        cap: usize,
+        reason: DiscardReason,
         mut report: LoadReport,
     ) -> Result<LoadReport, RedshiftError> {
         let schema = self.warehouse.schema().to_owned();
         let table = batch.table.as_str();
-        let reason = DiscardReason::TableCap { cap };
         let discards: Vec<Discard> = batch
             .rows
             .iter()
@@ -862,7 +869,7 @@ impl RedshiftLoader {
             table,
             batch = batch.batch.0,
             rows = batch.rows.len(),
-            cap,
+            cap = self.warehouse.connection.caps().tables.unwrap_or(0),
             "table over the tracking plan's table cap; its rows went to _discards"
         );
         Ok(report)

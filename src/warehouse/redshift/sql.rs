@@ -80,7 +80,7 @@ pub fn column_type(column_type: ColumnType) -> String {
 /// it has one (every event table does), distribution left to Redshift. Encodings too:
 /// `ENCODE AUTO` is Redshift's default for a table whose columns name none, so it is
 /// not spelled out (sqlparser's Redshift grammar does not take the clause).
-pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)]) -> String {
+pub fn create_table(schema: &str, table: &str, columns: &[(&str, ColumnType)]) -> String {
     let newest = if is_latest(table) {
         ", \"timestamp\" timestamp"
     } else {
@@ -88,10 +88,10 @@ pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)])
     };
     let listed: String = columns
         .iter()
-        .filter(|(name, _)| !(is_latest(table) && name == "timestamp"))
+        .filter(|(name, _)| !(is_latest(table) && *name == "timestamp"))
         .map(|(name, column_type)| format!(", {} {}", ident(name), self::column_type(*column_type)))
         .collect();
-    let sort = if columns.iter().any(|(name, _)| name == "received_at") {
+    let sort = if columns.iter().any(|(name, _)| *name == "received_at") {
         " SORTKEY (\"received_at\")"
     } else {
         ""
@@ -363,8 +363,8 @@ mod tests {
                 "s",
                 "order_completed",
                 &[
-                    ("received_at".into(), ColumnType::Timestamp),
-                    ("total".into(), ColumnType::Double)
+                    ("received_at", ColumnType::Timestamp),
+                    ("total", ColumnType::Double)
                 ]
             ),
             "CREATE TABLE IF NOT EXISTS \"s\".\"order_completed\" (\"message_id\" varchar(1024) NOT NULL, \
