@@ -182,10 +182,9 @@ impl PostgresWarehouse {
         let client = self.connect().await?;
         // Under the schema's lock: two processes creating it at once would collide.
         client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({}); {}; COMMIT",
+            .batch_execute(&sql::create_objects_table_locked(
+                &self.schema,
                 self.schema_lock_key(),
-                sql::create_objects_table(&self.schema)
             ))
             .await
             .map_err(query_error("create the object log"))?;
@@ -592,7 +591,7 @@ impl PostgresLoader {
         };
         let mut look_up = !latest && !created && self.warehouse.expects_stored(table);
 
-        let stage = "tracktable_stage";
+        let stage = sql::STAGE;
         let (transaction, inserted, discards) = loop {
             let transaction = self
                 .client
@@ -682,7 +681,7 @@ impl PostgresLoader {
                 .await
                 .map_err(query_error(format!("merge into {table}")))?;
             transaction
-                .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
+                .batch_execute(&sql::drop_table(stage))
                 .await
                 .map_err(query_error("drop staging table"))?;
             break (transaction, merged, discards);
@@ -1042,7 +1041,7 @@ async fn write_discards(
     schema: &str,
     discards: &[Discard],
 ) -> Result<DiscardCounts, PostgresError> {
-    let stage = "tracktable_discard_stage";
+    let stage = sql::DISCARD_STAGE;
     transaction
         .batch_execute(&sql::create_discard_stage(schema, stage))
         .await
@@ -1083,7 +1082,7 @@ async fn write_discards(
         inserted.kept(reason, 1);
     }
     transaction
-        .batch_execute(&format!("DROP TABLE {}", sql::ident(stage)))
+        .batch_execute(&sql::drop_table(stage))
         .await
         .map_err(query_error("drop discard staging table"))?;
     Ok(inserted.counts())

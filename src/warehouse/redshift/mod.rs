@@ -369,7 +369,7 @@ impl Loader for RedshiftLoader {
         if result.is_err() {
             self.warehouse.connection.forget(batch.table.as_str());
             // The transaction may be open; the loader task drops this session anyway.
-            let _ = self.session.client.batch_execute("ROLLBACK").await;
+            let _ = self.session.client.batch_execute(sql::ROLLBACK).await;
         }
         result
     }
@@ -640,7 +640,7 @@ impl RedshiftLoader {
         }
 
         let session = &self.session;
-        session.execute("BEGIN", "begin").await?;
+        session.execute(sql::BEGIN, "begin").await?;
         let mut inserted = 0;
         if let Some(source) = &rows_staged {
             session
@@ -713,7 +713,7 @@ impl RedshiftLoader {
             )
             .await?;
         session
-            .execute("COMMIT", &format!("commit {table}"))
+            .execute(sql::COMMIT, &format!("commit {table}"))
             .await?;
         self.warehouse.connection.remember(table, columns);
         if !self.warehouse.file.staging.keep {
@@ -846,7 +846,7 @@ impl RedshiftLoader {
         let staged = self
             .stage_discards(&schema, table, batch, &discards)
             .await?;
-        self.session.execute("BEGIN", "begin").await?;
+        self.session.execute(sql::BEGIN, "begin").await?;
         if let Some(source) = &staged {
             report.discards_by_reason = self.merge_discards(&schema, source, &discards).await?;
             report.discards = report.discards_by_reason.total();
@@ -858,7 +858,7 @@ impl RedshiftLoader {
             )
             .await?;
         self.session
-            .execute("COMMIT", &format!("commit {table}"))
+            .execute(sql::COMMIT, &format!("commit {table}"))
             .await?;
         if let Some(put) = &staged
             && !self.warehouse.file.staging.keep
