@@ -141,6 +141,21 @@ pub fn plan_table(
     })
 }
 
+/// The column type of a catalogue entry (`information_schema.columns`' `data_type` and
+/// `character_maximum_length`), if it is one tracktable writes: a column made by hand
+/// with another type is not, and its values go to `_discards`. A varchar of no stated
+/// length holds up to 65535 bytes.
+pub fn catalogue_type(data_type: &str, length: Option<u32>) -> Option<ColumnType> {
+    match data_type {
+        "boolean" => Some(ColumnType::Boolean),
+        "bigint" => Some(ColumnType::BigInt),
+        "double precision" => Some(ColumnType::Double),
+        "timestamp without time zone" => Some(ColumnType::Timestamp),
+        "character varying" => Some(ColumnType::Varchar(length.unwrap_or(65535).max(1))),
+        _ => None,
+    }
+}
+
 /// Logs the column changes a load applied (nothing when there are none).
 pub fn log_changes<'a>(
     table: &str,
@@ -600,6 +615,29 @@ mod tests {
             );
             assert_eq!(plan, case.expected, "{}", case.name);
         }
+    }
+
+    #[test]
+    fn catalogue_types_are_the_ones_tracktable_writes() {
+        assert_eq!(catalogue_type("bigint", None), Some(BigInt));
+        assert_eq!(catalogue_type("boolean", None), Some(Boolean));
+        assert_eq!(catalogue_type("double precision", None), Some(Double));
+        let timestamp = catalogue_type("timestamp without time zone", None);
+        assert_eq!(timestamp, Some(Timestamp));
+        assert_eq!(
+            catalogue_type("character varying", Some(256)),
+            Some(Varchar(256))
+        );
+        assert_eq!(
+            catalogue_type("character varying", None),
+            Some(Varchar(65535))
+        );
+        assert_eq!(
+            catalogue_type("character varying", Some(0)),
+            Some(Varchar(1))
+        );
+        assert_eq!(catalogue_type("timestamp with time zone", None), None);
+        assert_eq!(catalogue_type("jsonb", None), None);
     }
 
     #[test]
