@@ -21,6 +21,12 @@ pub const KEY_WIDTH: usize = 1024;
 /// Redshift's widest varchar, in bytes.
 pub const MAX_VARCHAR: usize = 65535;
 
+/// Widths of the bookkeeping tables' text columns: names (Redshift's identifiers are at
+/// most 127 bytes), discard reasons, object names. A discard's fields are cut to fit.
+pub const NAME_WIDTH: usize = 127;
+pub const REASON_WIDTH: usize = 1024;
+pub const OBJECT_WIDTH: usize = 2048;
+
 /// The staging tables (temporary, per session). A leading `_` cannot clash with an
 /// event's table: the router never names one so.
 pub const STAGE: &str = "_tracktable_stage";
@@ -58,20 +64,20 @@ pub fn create_schema(schema: &str) -> String {
 pub fn create_bookkeeping(schema: &str) -> Vec<String> {
     vec![
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (batch bigint NOT NULL, table_name varchar(127) NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {} (batch bigint NOT NULL, table_name varchar({NAME_WIDTH}) NOT NULL, \
              rows_loaded bigint NOT NULL, duplicates bigint NOT NULL, discards bigint NOT NULL, \
              loaded_at timestamp NOT NULL DEFAULT GETDATE())",
             qualified(schema, LOADS_TABLE)
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (table_name varchar(127) NOT NULL, column_name varchar(127) NOT NULL, \
-             message_id varchar({KEY_WIDTH}) NOT NULL, value varchar({MAX_VARCHAR}), reason varchar(1024) NOT NULL, \
-             object varchar(2048), line bigint, received_at timestamp, \
+            "CREATE TABLE IF NOT EXISTS {} (table_name varchar({NAME_WIDTH}) NOT NULL, column_name varchar({NAME_WIDTH}) NOT NULL, \
+             message_id varchar({KEY_WIDTH}) NOT NULL, value varchar({MAX_VARCHAR}), reason varchar({REASON_WIDTH}) NOT NULL, \
+             object varchar({OBJECT_WIDTH}), line bigint, received_at timestamp, \
              discarded_at timestamp NOT NULL DEFAULT GETDATE())",
             qualified(schema, DISCARDS_TABLE)
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (object varchar(2048) NOT NULL, content varchar(1024) NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {} (object varchar({OBJECT_WIDTH}) NOT NULL, content varchar(1024) NOT NULL, \
              loaded_at timestamp NOT NULL DEFAULT GETDATE())",
             qualified(schema, OBJECTS_TABLE)
         ),
