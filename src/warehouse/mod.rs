@@ -6,6 +6,12 @@
 //! batch again, or rows an earlier batch already loaded, must not duplicate anything,
 //! because acknowledgement happens after the commit and a crash in between replays the
 //! inputs.
+//!
+//! The decisions both warehouses share are pure and tested without a server: which DDL
+//! a batch needs ([`ddl`]), what each value becomes in its column ([`plan`]), and what
+//! cannot be stored and why ([`discard`]). Each warehouse ([`postgres`], [`redshift`])
+//! executes them in its own dialect, whose every statement is in one file ([`sql`],
+//! [`redshift::sql`]).
 
 use std::collections::HashSet;
 use std::future::Future;

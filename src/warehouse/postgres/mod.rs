@@ -1,12 +1,12 @@
 //! postgres: the PostgreSQL warehouse — one schema in one database.
 //!
 //! Per (batch, table): the schema changes in a short transaction of their own under an
-//! advisory lock per table ([`ddl`]), then one data transaction: the rows, de-duplicated
+//! advisory lock per table (`ddl`), then one data transaction: the rows, de-duplicated
 //! by message id in memory and binary-COPYed straight into the table or merged newest-wins
-//! ([`load`]), their discards and the `_tracktable_loads` row ([`record`]). A failed
+//! (`load`), their discards and the `_tracktable_loads` row (`record`). A failed
 //! load rolls the data back and is retried by the loader task with a fresh connection;
 //! committed DDL is what the retry needs anyway. Every statement's text is in
-//! `warehouse::sql`; the connection and its errors are [`connect`]'s.
+//! `warehouse::sql`; the connection and its errors are `connect`'s.
 //!
 //! This file owns the warehouse's shared state: the per-process column cache, which
 //! tables expect stored ids, the object log's connection, and the lock keys.

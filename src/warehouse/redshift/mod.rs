@@ -8,8 +8,8 @@
 //! column or why it goes to `_discards` (`warehouse::plan`, `warehouse::discard`). What
 //! differs is SQL (all of it in [`sql`]) and how rows travel (CSV through S3 instead of
 //! binary COPY). The DDL runs one autocommitted statement at a time before the load's
-//! transaction ([`ddl`]); the rows ([`load`]), their discards and the load's record
-//! ([`record`]) in it. A failed load rolls back, and the retry stages again under a new
+//! transaction (`ddl`); the rows (`load`), their discards and the load's record
+//! (`record`) in it. A failed load rolls back, and the retry stages again under a new
 //! directory.
 //!
 //! This file owns the warehouse's shared state (the connection settings, staging
