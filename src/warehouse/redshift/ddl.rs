@@ -104,7 +104,7 @@ impl RedshiftLoader {
             .query(&sql::count_tables(self.warehouse.schema()), "count tables")
             .await?
             .first()
-            .and_then(|row| row.get(0))
+            .and_then(|row| row.try_get(0).ok().flatten())
             .and_then(|count| count.parse().ok())
             .unwrap_or(0))
     }
