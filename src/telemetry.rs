@@ -171,15 +171,12 @@ impl RunStats {
             .fetch_add(report.schema_changes, Ordering::Relaxed);
         self.metrics.batches.inc();
         self.metrics.duplicates.inc_by(report.duplicates);
-        for (reason, count) in crate::warehouse::DISCARD_REASONS
-            .iter()
-            .zip(report.discards_by_reason)
-        {
+        for (reason, count) in report.discards_by_reason.iter() {
             if count > 0 {
                 self.metrics
                     .discards
                     .get_or_create(&ReasonLabel {
-                        reason: (*reason).to_owned(),
+                        reason: reason.to_owned(),
                     })
                     .inc_by(count);
             }

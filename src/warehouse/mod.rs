@@ -6,6 +6,12 @@
 //! batch again, or rows an earlier batch already loaded, must not duplicate anything,
 //! because acknowledgement happens after the commit and a crash in between replays the
 //! inputs.
+//!
+//! The decisions both warehouses share are pure and tested without a server: which DDL
+//! a batch needs ([`ddl`]), what each value becomes in its column ([`plan`]), and what
+//! cannot be stored and why ([`discard`]). Each warehouse ([`postgres`], [`redshift`])
+//! executes them in its own dialect, whose every statement is in one file ([`sql`],
+//! [`redshift::sql`]).
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -14,6 +20,7 @@ use futures_util::future::BoxFuture;
 
 use crate::batch::BatchId;
 use crate::route::{ColumnName, ColumnType, Row, TableName};
+pub use discard::DiscardCounts;
 
 /// One table's share of one batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,38 +46,8 @@ pub struct LoadReport {
     pub discards: u64,
     /// DDL statements applied (tables created, columns added or widened).
     pub schema_changes: u64,
-    /// `discards` by reason, indexed like [`DISCARD_REASONS`].
-    pub discards_by_reason: [u64; DISCARD_REASONS.len()],
-}
-
-/// Why values go to `_discards`, as metric labels.
-pub const DISCARD_REASONS: [&str; 7] = [
-    "type_mismatch",
-    "too_long",
-    "no_column",
-    "column_cap",
-    "table_cap",
-    "nul_character",
-    "bad_key",
-];
-
-/// The [`DISCARD_REASONS`] index of a `_discards.reason` text (as the loaders write it).
-pub fn discard_reason_index(reason: &str) -> usize {
-    if reason.starts_with("value does not fit") {
-        0
-    } else if reason.starts_with("value contains a NUL") {
-        5
-    } else if reason.starts_with("key ") {
-        6
-    } else if reason.starts_with("value is ") {
-        1
-    } else if reason.contains("cap of") && reason.contains("columns") {
-        3
-    } else if reason.contains("cap of") && reason.contains("tables") {
-        4
-    } else {
-        2
-    }
+    /// `discards` by reason.
+    pub discards_by_reason: DiscardCounts,
 }
 
 impl std::ops::AddAssign for LoadReport {
@@ -79,13 +56,7 @@ impl std::ops::AddAssign for LoadReport {
         self.duplicates += other.duplicates;
         self.discards += other.discards;
         self.schema_changes += other.schema_changes;
-        for (total, more) in self
-            .discards_by_reason
-            .iter_mut()
-            .zip(other.discards_by_reason)
-        {
-            *total += more;
-        }
+        self.discards_by_reason += other.discards_by_reason;
     }
 }
 
@@ -172,6 +143,8 @@ pub trait Loader: Send + 'static {
     ) -> impl Future<Output = Result<LoadReport, Self::Error>> + Send;
 }
 
+pub mod ddl;
+pub mod discard;
 pub mod pg_copy;
 pub mod plan;
 pub mod postgres;

@@ -1,106 +1,19 @@
-//! plan: the pure decisions every warehouse shares — which DDL a table batch needs, and
-//! what each value becomes in its column (the value itself, converted, or a discard).
+//! plan: what each value of a table batch becomes in its column — the value itself,
+//! converted, or a discard with its reason — and where each column goes in a load.
 //!
-//! No SQL text here (that is `sql`), and no I/O.
+//! Pure and shared by both warehouses; which DDL a batch needs is `ddl`'s. No SQL text
+//! here (that is `sql`), and no I/O.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
-use crate::columns::{AddressHasher, VARCHAR_WIDTHS, creation_type};
-use crate::route::{ColumnName, ColumnType, Row, Value};
+use super::discard::{Discard, DiscardReason};
+use crate::columns::AddressHasher;
+use crate::route::{ColumnType, Row, Value};
 
 /// The columns a table has, by name.
 pub type TableSchema = HashMap<String, ColumnType>;
-
-/// One DDL step.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SchemaChange {
-    AddColumn {
-        column: ColumnName,
-        column_type: ColumnType,
-    },
-    Widen {
-        column: ColumnName,
-        width: u32,
-    },
-}
-
-/// The changes that make `schema` hold everything `observed` in this batch. A column
-/// keeps the type it was created with; only varchar widths grow (up to 65535).
-pub fn plan_schema(
-    schema: &TableSchema,
-    observed: &[(ColumnName, ColumnType)],
-) -> Vec<SchemaChange> {
-    let mut by_column: BTreeMap<&ColumnName, Vec<ColumnType>> = BTreeMap::new();
-    for (column, column_type) in observed {
-        by_column.entry(column).or_default().push(*column_type);
-    }
-    let mut changes = Vec::new();
-    for (column, types) in by_column {
-        match schema.get(column.as_str()) {
-            None => {
-                if let Some(column_type) = creation_type(types.iter().copied()) {
-                    changes.push(SchemaChange::AddColumn {
-                        column: column.clone(),
-                        column_type: cap_width(column_type),
-                    });
-                }
-            }
-            Some(ColumnType::Varchar(current)) => {
-                let wanted = types
-                    .iter()
-                    .filter_map(|t| match t {
-                        ColumnType::Varchar(width) => Some(*width),
-                        // Other kinds are stored as text in a varchar column.
-                        _ => None,
-                    })
-                    .max()
-                    .map(|width| width.min(max_width()));
-                if let Some(width) = wanted
-                    && width > *current
-                {
-                    changes.push(SchemaChange::Widen {
-                        column: column.clone(),
-                        width,
-                    });
-                }
-            }
-            Some(_) => {}
-        }
-    }
-    changes
-}
-
-fn max_width() -> u32 {
-    VARCHAR_WIDTHS[VARCHAR_WIDTHS.len() - 1]
-}
-
-fn cap_width(column_type: ColumnType) -> ColumnType {
-    match column_type {
-        ColumnType::Varchar(width) => ColumnType::Varchar(width.min(max_width())),
-        other => other,
-    }
-}
-
-/// The reason text of [`DiscardReason::Nul`].
-pub const NUL_REASON: &str = "value contains a NUL character, which the warehouse cannot store (kept here with NUL written as \\u0000)";
-
-/// Why a row's key (message id, or user or group id) cannot be stored, if it cannot:
-/// a NUL character, or (Redshift) more bytes than the key column holds. Such rows go
-/// to `_discards` whole.
-pub fn key_problem(key: &str, max_bytes: Option<usize>) -> Option<String> {
-    if key.contains('\0') {
-        return Some("key contains a NUL character, which the warehouse cannot store".into());
-    }
-    match max_bytes {
-        Some(max) if key.len() > max => Some(format!(
-            "key is {} bytes, longer than the key column's {max}",
-            key.len()
-        )),
-        _ => None,
-    }
-}
 
 /// What a value becomes in a column. Text borrows the row's value where it can: a
 /// load converts every cell of every row, and copying each string cost more than
@@ -113,36 +26,6 @@ pub enum Cell<'a> {
     /// Microseconds since the Unix epoch, UTC.
     Timestamp(i64),
     Text(Cow<'a, str>),
-}
-
-/// Why a value was discarded instead of loaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiscardReason {
-    /// The value's type cannot be stored in the column's type.
-    TypeMismatch { column_type: ColumnType },
-    /// The text is longer than the column, which is already at its widest.
-    TooLong { bytes: usize, width: u32 },
-    /// The table has no such column (it could not be added: see the log).
-    NoColumn,
-    /// Text with a NUL character, which neither PostgreSQL nor Redshift can store.
-    Nul,
-}
-
-impl std::fmt::Display for DiscardReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DiscardReason::TypeMismatch { column_type } => write!(
-                f,
-                "value does not fit column type {}",
-                column_type.sql_name()
-            ),
-            DiscardReason::TooLong { bytes, width } => {
-                write!(f, "value is {bytes} bytes, longer than varchar({width})")
-            }
-            DiscardReason::NoColumn => f.write_str("table has no such column"),
-            DiscardReason::Nul => f.write_str(NUL_REASON),
-        }
-    }
 }
 
 /// Converts `value` for a column of `column_type`, or says why it cannot be stored.
@@ -268,14 +151,12 @@ impl<'a> Layout<'a> {
                             cells[index] = Some(cell);
                             continue;
                         }
-                        Err(reason) => reason.to_string(),
+                        Err(reason) => reason,
                     }
                 }
                 None => match self.max_columns {
-                    Some(cap) if self.columns >= cap => {
-                        format!("over the tracking plan's cap of {cap} columns per table")
-                    }
-                    _ => DiscardReason::NoColumn.to_string(),
+                    Some(cap) if self.columns >= cap => DiscardReason::ColumnCap { cap },
+                    _ => DiscardReason::NoColumn,
                 },
             };
             discards.push(Discard::new(table, column.as_str(), row, value, reason));
@@ -283,124 +164,10 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// A value that went to `_discards` instead of its column.
-#[derive(Debug, Clone)]
-pub struct Discard {
-    pub table: String,
-    pub column: String,
-    pub message_id: String,
-    pub value: String,
-    pub reason: String,
-    pub object: String,
-    pub line: i64,
-    pub received_at: Option<i64>,
-}
-
-impl Discard {
-    pub fn new(table: &str, column: &str, row: &Row, value: &Value, reason: String) -> Discard {
-        let received_at = match row.cell("received_at") {
-            Some(Value::Timestamp(t)) => Some(t.0),
-            _ => None,
-        };
-        Discard {
-            table: table.to_owned(),
-            column: column.to_owned(),
-            message_id: row.message_id.replace('\0', "\\u0000"),
-            value: value.to_text().replace('\0', "\\u0000"),
-            reason,
-            object: row.object.to_string(),
-            line: row.position.line as i64,
-            received_at,
-        }
-    }
-
-    /// A whole row that cannot load (its table is over a cap, its key too long):
-    /// column `*`, the row as a JSON object of text values.
-    pub fn whole_row(table: &str, row: &Row, reason: String) -> Discard {
-        let object: serde_json::Map<String, serde_json::Value> = row
-            .cells()
-            .map(|(column, value)| {
-                (
-                    column.as_str().to_owned(),
-                    serde_json::Value::String(value.to_text()),
-                )
-            })
-            .collect();
-        Discard::new(
-            table,
-            "*",
-            row,
-            &Value::Varchar(serde_json::Value::Object(object).to_string().into()),
-            reason,
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::route::naming::column_name;
-
-    fn schema(columns: &[(&str, ColumnType)]) -> TableSchema {
-        columns
-            .iter()
-            .map(|(name, t)| (name.to_string(), *t))
-            .collect()
-    }
-
-    #[test]
-    fn new_columns_are_added_with_the_type_that_holds_the_batch() {
-        let observed = vec![
-            (column_name("price"), ColumnType::BigInt),
-            (column_name("price"), ColumnType::Double),
-            (column_name("sku"), ColumnType::Varchar(64)),
-            (column_name("known"), ColumnType::BigInt),
-        ];
-        let changes = plan_schema(&schema(&[("known", ColumnType::BigInt)]), &observed);
-        assert_eq!(
-            changes,
-            vec![
-                SchemaChange::AddColumn {
-                    column: column_name("price"),
-                    column_type: ColumnType::Double
-                },
-                SchemaChange::AddColumn {
-                    column: column_name("sku"),
-                    column_type: ColumnType::Varchar(64)
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn varchar_columns_widen_but_other_types_never_change() {
-        let existing = schema(&[
-            ("name", ColumnType::Varchar(64)),
-            ("price", ColumnType::BigInt),
-        ]);
-        let observed = vec![
-            (column_name("name"), ColumnType::Varchar(1024)),
-            (column_name("price"), ColumnType::Varchar(64)),
-        ];
-        assert_eq!(
-            plan_schema(&existing, &observed),
-            vec![SchemaChange::Widen {
-                column: column_name("name"),
-                width: 1024
-            }]
-        );
-        let huge = vec![(column_name("name"), ColumnType::Varchar(100_000))];
-        assert_eq!(
-            plan_schema(&existing, &huge),
-            vec![SchemaChange::Widen {
-                column: column_name("name"),
-                width: 65535
-            }]
-        );
-        assert!(
-            plan_schema(&existing, &[(column_name("name"), ColumnType::Varchar(64))]).is_empty()
-        );
-    }
 
     #[test]
     fn cells_convert_or_say_why_not() {
@@ -445,9 +212,6 @@ mod tests {
             ),
             Err(DiscardReason::Nul)
         );
-        assert!(key_problem("m1", Some(4)).is_none());
-        assert!(key_problem("m\0", None).is_some());
-        assert!(key_problem("12345", Some(4)).is_some_and(|why| why.contains("5 bytes")));
     }
 
     #[test]
@@ -554,10 +318,6 @@ mod tests {
         let mut discards = Vec::new();
         layout.place("t", &rows[2], &mut cells, &mut discards);
         assert_eq!(discards.len(), 1);
-        assert!(
-            discards[0].reason.contains("cap of 4"),
-            "{}",
-            discards[0].reason
-        );
+        assert_eq!(discards[0].reason, DiscardReason::ColumnCap { cap: 4 });
     }
 }

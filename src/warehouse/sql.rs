@@ -1,9 +1,11 @@
-//! sql: every SQL statement tracktable sends, in one place.
+//! sql: every statement the PostgreSQL warehouse sends — the whole dialect in one
+//! place — and the naming facts both dialects share (quoting, key columns, the tables
+//! tracktable always creates). Redshift's dialect is `redshift::sql`.
 //!
-//! Identifiers are always double-quoted (our names are already `[a-z0-9_]`, so quoting
-//! only protects against reserved words); values never enter SQL text — they travel by
-//! COPY or as bound parameters. PostgreSQL-only statements are marked; the Redshift
-//! dialect will sit beside them here.
+//! Identifiers are always double-quoted, embedded quotes doubled (our names are
+//! already `[a-z0-9_]`, so quoting protects against reserved words; a hostile name
+//! still cannot leave its quotes); values never enter SQL text — they travel by COPY
+//! or as bound parameters.
 
 use crate::route::ColumnType;
 
@@ -69,7 +71,7 @@ pub fn column_type(column_type: ColumnType) -> String {
 
 /// A new table with its key (PostgreSQL: enforced primary key).
 /// [`LATEST`] tables always have `timestamp`, which their merge orders by.
-pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)]) -> String {
+pub fn create_table(schema: &str, table: &str, columns: &[(&str, ColumnType)]) -> String {
     let newest = if is_latest(table) {
         ", \"timestamp\" timestamp"
     } else {
@@ -77,7 +79,7 @@ pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)])
     };
     let columns: String = columns
         .iter()
-        .filter(|(name, _)| !(is_latest(table) && name == "timestamp"))
+        .filter(|(name, _)| !(is_latest(table) && *name == "timestamp"))
         .map(|(name, column_type)| format!(", {} {}", ident(name), self::column_type(*column_type)))
         .collect();
     format!(
@@ -107,14 +109,6 @@ pub fn alter_table(schema: &str, table: &str, clauses: &[String]) -> String {
         qualified(schema, table),
         clauses.join(", ")
     )
-}
-
-pub fn add_column(schema: &str, table: &str, column: &str, column_type: ColumnType) -> String {
-    alter_table(schema, table, &[add_column_clause(column, column_type)])
-}
-
-pub fn widen_varchar(schema: &str, table: &str, column: &str, width: u32) -> String {
-    alter_table(schema, table, &[widen_clause(column, width)])
 }
 
 /// The columns of a table, for the catalogue cache.
@@ -169,21 +163,6 @@ pub fn copy_into_table(schema: &str, table: &str, columns: &[&str]) -> String {
         "COPY {} {} FROM STDIN (FORMAT binary)",
         qualified(schema, table),
         column_list(columns)
-    )
-}
-
-/// Inserts staged rows whose message id is new: one row per message id within the
-/// batch, none already in the table (PostgreSQL: `ON CONFLICT DO NOTHING`). Not for
-/// [`LATEST`] tables: see [`merge_latest`].
-pub fn merge_from_stage(schema: &str, table: &str, stage: &str, columns: &[&str]) -> String {
-    let list = column_list(columns);
-    format!(
-        "INSERT INTO {target} {list} SELECT DISTINCT ON ({id}) {select} FROM {stage} ORDER BY {id} \
-         ON CONFLICT ({id}) DO NOTHING",
-        target = qualified(schema, table),
-        id = ident(MESSAGE_ID),
-        select = list.trim_start_matches('(').trim_end_matches(')'),
-        stage = ident(stage),
     )
 }
 
@@ -316,12 +295,48 @@ pub fn record_load(schema: &str) -> String {
     )
 }
 
-/// Serialises DDL on one schema across workers and processes for the transaction.
+/// Serialises DDL on one schema (or table: `$1` is the lock's key) across workers and
+/// processes until the transaction ends.
 pub const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// The object log's table, created under the schema's DDL lock (`lock_key`) in a
+/// transaction of its own: two processes creating it at once would collide.
+pub fn create_objects_table_locked(schema: &str, lock_key: i64) -> String {
+    format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({lock_key}); {}; COMMIT",
+        create_objects_table(schema)
+    )
+}
+
+/// The staging tables of a load (temporary: per session, dropped at commit).
+pub const STAGE: &str = "tracktable_stage";
+pub const DISCARD_STAGE: &str = "tracktable_discard_stage";
+
+/// Drops a staging table before the commit would, so the next statement in the same
+/// transaction can create it again.
+pub fn drop_table(table: &str) -> String {
+    format!("DROP TABLE {}", ident(table))
+}
 
 #[cfg(test)]
 mod tests {
+    //! One snapshot per statement family, built from hostile names: a reserved word, an
+    //! embedded quote, a statement terminator and a comment, non-ASCII. Whatever the
+    //! name, it must stay one quoted identifier. `UPDATE_EXPECT=1 cargo test` rewrites
+    //! the snapshots after an intended change; review the diff like code.
+
+    use expect_test::{Expect, expect};
+
     use super::*;
+
+    const SCHEMA: &str = "sch\"ema";
+    const TABLE: &str = "select";
+    const HOSTILE: &str = "a\"; DROP TABLE x; --";
+    const UNICODE: &str = "prix_€";
+
+    fn check(statements: &[String], expected: Expect) {
+        expected.assert_eq(&(statements.join("\n") + "\n"));
+    }
 
     #[test]
     fn identifiers_are_always_quoted() {
@@ -331,74 +346,148 @@ mod tests {
     }
 
     #[test]
-    fn merge_statement() {
-        assert_eq!(
-            merge_from_stage("s", "order_completed", "stage", &["message_id", "revenue"]),
-            "INSERT INTO \"s\".\"order_completed\" (\"message_id\", \"revenue\") SELECT DISTINCT ON (\"message_id\") \
-             \"message_id\", \"revenue\" FROM \"stage\" ORDER BY \"message_id\" ON CONFLICT (\"message_id\") DO NOTHING"
+    fn schema_and_bookkeeping() {
+        let mut statements = vec![SCHEMA_EXISTS.to_owned(), create_schema(SCHEMA)];
+        statements.extend(create_bookkeeping(SCHEMA));
+        statements.push(create_objects_table_locked(SCHEMA, -42));
+        statements.push(DDL_LOCK.to_owned());
+        check(
+            &statements,
+            expect![[r#"
+            SELECT 1 FROM pg_namespace WHERE nspname = $1
+            CREATE SCHEMA IF NOT EXISTS "sch""ema"
+            CREATE TABLE IF NOT EXISTS "sch""ema"."_tracktable_loads" (batch bigint NOT NULL, table_name text NOT NULL, rows_loaded bigint NOT NULL, duplicates bigint NOT NULL, discards bigint NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (batch, table_name))
+            CREATE TABLE IF NOT EXISTS "sch""ema"."_discards" (table_name text NOT NULL, column_name text NOT NULL, message_id text NOT NULL, value text, reason text NOT NULL, object text, line bigint, received_at timestamp, discarded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (table_name, column_name, message_id))
+            BEGIN; SELECT pg_advisory_xact_lock(-42); CREATE TABLE IF NOT EXISTS "sch""ema"."_tracktable_objects" (object text NOT NULL, content text NOT NULL, loaded_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (object, content)); COMMIT
+            SELECT pg_advisory_xact_lock($1)
+        "#]],
         );
     }
 
     #[test]
-    fn latest_tables_upsert_newest_wins() {
-        assert_eq!(
-            create_table("s", "users", &[]),
-            "CREATE TABLE IF NOT EXISTS \"s\".\"users\" (\"id\" text NOT NULL PRIMARY KEY, \"timestamp\" timestamp)"
+    fn catalogue_reads() {
+        check(
+            &[SELECT_COLUMNS.to_owned(), COUNT_TABLES.to_owned()],
+            expect![[r#"
+                SELECT a.attname::text, CASE a.atttypid WHEN 'boolean'::regtype THEN 'boolean' WHEN 'bigint'::regtype THEN 'bigint' WHEN 'double precision'::regtype THEN 'double precision' WHEN 'timestamp without time zone'::regtype THEN 'timestamp without time zone' WHEN 'character varying'::regtype THEN 'character varying' ELSE format_type(a.atttypid, a.atttypmod) END, CASE WHEN a.atttypid = 'character varying'::regtype AND a.atttypmod > 4 THEN a.atttypmod - 4 END FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+                SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND left(c.relname, 1) <> '_'
+            "#]],
         );
-        assert_eq!(
-            create_table(
-                "s",
-                "users",
-                &[
-                    ("timestamp".into(), ColumnType::Timestamp),
-                    ("plan".into(), ColumnType::Varchar(64))
-                ]
-            ),
-            "CREATE TABLE IF NOT EXISTS \"s\".\"users\" (\"id\" text NOT NULL PRIMARY KEY, \"timestamp\" timestamp, \"plan\" varchar(64))"
-        );
-        assert_eq!(
-            merge_latest(
-                "s",
-                "users",
-                "stage",
-                &["id", "message_id", "timestamp", "plan"]
-            ),
-            "INSERT INTO \"s\".\"users\" AS \"users\" (\"id\", \"message_id\", \"timestamp\", \"plan\") SELECT DISTINCT ON (\"id\") \
-             \"id\", \"message_id\", \"timestamp\", \"plan\" FROM \"stage\" ORDER BY \"id\", \"timestamp\" DESC NULLS LAST, \"message_id\" DESC \
-             ON CONFLICT (\"id\") DO UPDATE SET \"message_id\" = EXCLUDED.\"message_id\", \"timestamp\" = EXCLUDED.\"timestamp\", \
-             \"plan\" = EXCLUDED.\"plan\" WHERE (COALESCE(EXCLUDED.\"timestamp\", '-infinity'), EXCLUDED.\"message_id\") \
-             >= (COALESCE(\"users\".\"timestamp\", '-infinity'), \"users\".\"message_id\")"
+    }
+
+    #[test]
+    fn table_creation() {
+        let columns = [
+            (HOSTILE, ColumnType::Varchar(64)),
+            (UNICODE, ColumnType::Double),
+            ("received_at", ColumnType::Timestamp),
+        ];
+        check(
+            &[
+                create_table(SCHEMA, TABLE, &columns),
+                create_table(SCHEMA, TABLE, &[]),
+                // `users` always has `timestamp`, once, whatever the batch observed.
+                create_table(SCHEMA, "users", &[("timestamp", ColumnType::Varchar(64))]),
+                create_table(SCHEMA, "accounts", &columns),
+            ],
+            expect![[r#"
+                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("message_id" text NOT NULL PRIMARY KEY, "a""; DROP TABLE x; --" varchar(64), "prix_€" double precision, "received_at" timestamp)
+                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("message_id" text NOT NULL PRIMARY KEY)
+                CREATE TABLE IF NOT EXISTS "sch""ema"."users" ("id" text NOT NULL PRIMARY KEY, "timestamp" timestamp)
+                CREATE TABLE IF NOT EXISTS "sch""ema"."accounts" ("id" text NOT NULL PRIMARY KEY, "timestamp" timestamp, "a""; DROP TABLE x; --" varchar(64), "prix_€" double precision, "received_at" timestamp)
+            "#]],
         );
     }
 
     #[test]
     fn column_changes_share_one_statement() {
-        assert_eq!(
-            alter_table(
-                "s",
-                "t",
+        check(
+            &[alter_table(
+                SCHEMA,
+                TABLE,
                 &[
-                    add_column_clause("a", ColumnType::BigInt),
-                    widen_clause("b", 256)
-                ]
-            ),
-            "ALTER TABLE \"s\".\"t\" ADD COLUMN IF NOT EXISTS \"a\" bigint, ALTER COLUMN \"b\" TYPE varchar(256)"
+                    add_column_clause(HOSTILE, ColumnType::BigInt),
+                    add_column_clause(UNICODE, ColumnType::Boolean),
+                    widen_clause("from", 256),
+                ],
+            )],
+            expect![[r#"
+                ALTER TABLE "sch""ema"."select" ADD COLUMN IF NOT EXISTS "a""; DROP TABLE x; --" bigint, ADD COLUMN IF NOT EXISTS "prix_€" boolean, ALTER COLUMN "from" TYPE varchar(256)
+            "#]],
         );
     }
 
     #[test]
-    fn ddl_statements() {
-        assert_eq!(
-            add_column("s", "t", "price", ColumnType::Double),
-            "ALTER TABLE \"s\".\"t\" ADD COLUMN IF NOT EXISTS \"price\" double precision"
+    fn rows() {
+        let names = [MESSAGE_ID, HOSTILE, UNICODE];
+        check(
+            &[
+                copy_into_table(SCHEMA, TABLE, &names),
+                select_stored_keys(SCHEMA, TABLE),
+                create_stage(SCHEMA, TABLE, STAGE),
+                copy_into_stage(STAGE, &names),
+                drop_table(STAGE),
+            ],
+            expect![[r#"
+                COPY "sch""ema"."select" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM STDIN (FORMAT binary)
+                SELECT "message_id" FROM "sch""ema"."select" WHERE "message_id" = ANY($1)
+                CREATE TEMPORARY TABLE "tracktable_stage" (LIKE "sch""ema"."select" INCLUDING DEFAULTS) ON COMMIT DROP
+                COPY "tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM STDIN (FORMAT binary)
+                DROP TABLE "tracktable_stage"
+            "#]],
         );
-        assert_eq!(
-            widen_varchar("s", "t", "name", 1024),
-            "ALTER TABLE \"s\".\"t\" ALTER COLUMN \"name\" TYPE varchar(1024)"
+    }
+
+    #[test]
+    fn newest_wins_merge() {
+        check(
+            &[
+                merge_latest(
+                    SCHEMA,
+                    "users",
+                    STAGE,
+                    &["id", MESSAGE_ID, "timestamp", HOSTILE],
+                ),
+                select_stored_keys(SCHEMA, "accounts"),
+            ],
+            expect![[r#"
+                INSERT INTO "sch""ema"."users" AS "users" ("id", "message_id", "timestamp", "a""; DROP TABLE x; --") SELECT DISTINCT ON ("id") "id", "message_id", "timestamp", "a""; DROP TABLE x; --" FROM "tracktable_stage" ORDER BY "id", "timestamp" DESC NULLS LAST, "message_id" DESC ON CONFLICT ("id") DO UPDATE SET "message_id" = EXCLUDED."message_id", "timestamp" = EXCLUDED."timestamp", "a""; DROP TABLE x; --" = EXCLUDED."a""; DROP TABLE x; --" WHERE (COALESCE(EXCLUDED."timestamp", '-infinity'), EXCLUDED."message_id") >= (COALESCE("users"."timestamp", '-infinity'), "users"."message_id")
+                SELECT "id" FROM "sch""ema"."accounts" WHERE "id" = ANY($1)
+            "#]],
         );
-        assert_eq!(
-            copy_into_stage("st", &["message_id", "a"]),
-            "COPY \"st\" (\"message_id\", \"a\") FROM STDIN (FORMAT binary)"
+    }
+
+    #[test]
+    fn discards() {
+        check(
+            &[
+                create_discard_stage(SCHEMA, DISCARD_STAGE),
+                copy_into_stage(DISCARD_STAGE, &DISCARD_COLUMNS),
+                merge_discards(SCHEMA, DISCARD_STAGE),
+                drop_table(DISCARD_STAGE),
+            ],
+            expect![[r#"
+                CREATE TEMPORARY TABLE "tracktable_discard_stage" (LIKE "sch""ema"."_discards" INCLUDING DEFAULTS) ON COMMIT DROP
+                COPY "tracktable_discard_stage" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") FROM STDIN (FORMAT binary)
+                INSERT INTO "sch""ema"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT DISTINCT ON (table_name, column_name, message_id) "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "tracktable_discard_stage" ORDER BY table_name, column_name, message_id ON CONFLICT DO NOTHING RETURNING reason
+                DROP TABLE "tracktable_discard_stage"
+            "#]],
+        );
+    }
+
+    #[test]
+    fn records() {
+        check(
+            &[
+                record_load(SCHEMA),
+                select_loaded_objects(SCHEMA),
+                record_objects(SCHEMA),
+            ],
+            expect![[r#"
+                INSERT INTO "sch""ema"."_tracktable_loads" (batch, table_name, rows_loaded, duplicates, discards) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (batch, table_name) DO UPDATE SET rows_loaded = "_tracktable_loads".rows_loaded + EXCLUDED.rows_loaded, duplicates = "_tracktable_loads".duplicates + EXCLUDED.duplicates, discards = "_tracktable_loads".discards + EXCLUDED.discards, loaded_at = now()
+                SELECT o.object, o.content FROM "sch""ema"."_tracktable_objects" o JOIN unnest($1::text[], $2::text[]) AS q(object, content) ON o.object = q.object AND o.content = q.content
+                INSERT INTO "sch""ema"."_tracktable_objects" (object, content) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT DO NOTHING
+            "#]],
         );
     }
 }

@@ -1,70 +1,43 @@
-//! redshift: each (batch, table) staged as gzip CSV in S3, `COPY`ed into a session
-//! staging table, merged delete-then-insert on the key, and recorded, in one
-//! transaction.
+//! redshift: the Redshift warehouse — each (batch, table) staged as gzip CSV in S3,
+//! `COPY`ed into a session staging table, merged delete-then-insert on the key, and
+//! recorded, in one transaction.
 //!
 //! What it shares with the PostgreSQL loader: the connection (TLS, password from the
 //! environment, the per-process column cache, the tracking plan's caps) and every pure
-//! decision in `plan` — which DDL a batch needs, what each value becomes in its column
-//! or why it goes to `_discards`. What differs is SQL (all of it in [`sql`]) and how
-//! rows travel (CSV through S3 instead of binary COPY). DDL runs before the load's
-//! transaction, one autocommitted statement at a time: Redshift allows one column per
-//! `ALTER TABLE ... ADD COLUMN` and no `ALTER COLUMN ... TYPE` inside a transaction
-//! block, and has no advisory locks; a concurrent creator's "already exists" is
-//! tolerated and the catalogue re-read. A failed load rolls back, and the retry stages
-//! again under a new directory.
+//! decision — which DDL a batch needs (`warehouse::ddl`), what each value becomes in its
+//! column or why it goes to `_discards` (`warehouse::plan`, `warehouse::discard`). What
+//! differs is SQL (all of it in [`sql`]) and how rows travel (CSV through S3 instead of
+//! binary COPY). The DDL runs one autocommitted statement at a time before the load's
+//! transaction (`ddl`); the rows (`load`), their discards and the load's record
+//! (`record`) in it. A failed load rolls back, and the retry stages again under a new
+//! directory.
+//!
+//! This file owns the warehouse's shared state (the connection settings, staging
+//! client, credentials, executor and the object log's session) and the load's order of
+//! steps.
 
 pub mod csv;
+mod ddl;
 pub mod executor;
+mod load;
+mod record;
+mod session;
 pub mod sql;
 pub mod stage;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tokio::sync::OnceCell;
-use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
-use self::csv::PartWriter;
-use self::executor::{Direct, Executor, ExecutorError};
-use self::sql::{Credentials, DISCARD_STAGE, STAGE};
-use self::stage::{StageError, Staged, Staging};
-use super::plan::{self, Cell, Discard, SchemaChange, TableSchema};
-use super::postgres::{PostgresError, PostgresWarehouse, query_error};
+use self::executor::Executor;
+use self::session::is_race;
+pub use self::session::{RedshiftError, Session};
+use self::sql::Credentials;
+use self::stage::Staging;
+use super::postgres::{PostgresWarehouse, query_error};
 use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse, WarehouseError};
-use crate::config::{PostgresFile, RedshiftFile};
-use crate::route::{ColumnType, Row, Value};
-
-#[derive(Debug, thiserror::Error)]
-pub enum RedshiftError {
-    #[error(transparent)]
-    Connection(#[from] PostgresError),
-    #[error("environment variable {name} (named by warehouse.staging.{field}) is not set")]
-    MissingKey { name: String, field: &'static str },
-    #[error("warehouse.staging: set iam_role, or access_key_id_env and secret_access_key_env")]
-    NoCredentials,
-    #[error(transparent)]
-    Stage(#[from] StageError),
-    #[error("{context}: {message}")]
-    Executor {
-        context: String,
-        message: String,
-        permanent: bool,
-    },
-    #[error("cannot write staged CSV: {0}")]
-    Csv(std::io::Error),
-}
-
-impl WarehouseError for RedshiftError {
-    fn is_permanent(&self) -> bool {
-        match self {
-            RedshiftError::Connection(error) => error.is_permanent(),
-            RedshiftError::MissingKey { .. } | RedshiftError::NoCredentials => true,
-            RedshiftError::Stage(error) => error.permanent,
-            RedshiftError::Executor { permanent, .. } => *permanent,
-            RedshiftError::Csv(_) => false,
-        }
-    }
-}
+use crate::config::RedshiftFile;
 
 /// A Redshift warehouse: one schema, one staging prefix.
 #[derive(Clone)]
@@ -89,43 +62,6 @@ impl std::fmt::Debug for RedshiftWarehouse {
 }
 
 impl RedshiftWarehouse {
-    pub fn new(file: &RedshiftFile) -> Result<RedshiftWarehouse, RedshiftError> {
-        let connection = PostgresWarehouse::new(&PostgresFile {
-            url: file.url.clone(),
-            password_env: file.password_env.clone(),
-            schema: file.schema.clone(),
-            sslmode: file.sslmode,
-            sslrootcert: file.sslrootcert.clone(),
-        })?;
-        let staging = &file.staging;
-        let env = |name: &String, field| {
-            std::env::var(name).map_err(|_| RedshiftError::MissingKey {
-                name: name.clone(),
-                field,
-            })
-        };
-        let credentials = match (
-            &staging.iam_role,
-            &staging.access_key_id_env,
-            &staging.secret_access_key_env,
-        ) {
-            (Some(role), None, None) => Credentials::IamRole(role.clone()),
-            (None, Some(id), Some(secret)) => Credentials::Keys {
-                id: env(id, "access_key_id_env")?,
-                secret: env(secret, "secret_access_key_env")?,
-            },
-            _ => return Err(RedshiftError::NoCredentials),
-        };
-        Ok(RedshiftWarehouse {
-            connection,
-            file: Arc::new(file.clone()),
-            credentials,
-            staging: Arc::default(),
-            executor: Arc::new(Direct),
-            objects: Arc::default(),
-        })
-    }
-
     /// Applies the tracking plan's caps (see `PostgresWarehouse::with_caps`).
     pub fn with_caps(mut self, tables: Option<usize>, columns: Option<usize>) -> Self {
         self.connection = self.connection.with_caps(tables, columns);
@@ -152,6 +88,28 @@ impl RedshiftWarehouse {
         self.connection.schema()
     }
 
+    /// Creates the schema (only when missing) and the bookkeeping tables.
+    async fn prepare_once(&self) -> Result<(), RedshiftError> {
+        let schema = self.schema();
+        let session = self.session().await?;
+        let exists = !session
+            .query(&sql::schema_exists(schema), "look up the schema")
+            .await?
+            .is_empty();
+        if !exists {
+            session
+                .execute(&sql::create_schema(schema), "create the schema")
+                .await?;
+        }
+        for statement in sql::create_bookkeeping(schema) {
+            session
+                .execute(&statement, "create bookkeeping tables")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The staging area, made on first use.
     async fn staging(&self) -> Arc<Staging> {
         let staging = &self.file.staging;
         Arc::clone(
@@ -167,95 +125,6 @@ impl RedshiftWarehouse {
                 .await,
         )
     }
-
-    /// A new session.
-    pub async fn session(&self) -> Result<Session, RedshiftError> {
-        let client = self.connection.connect().await?;
-        let executor = Arc::clone(&self.executor);
-        executor
-            .open(&client)
-            .await
-            .map_err(executor_error("open the session"))?;
-        Ok(Session { client, executor })
-    }
-
-    async fn object_session(&self) -> Result<Arc<Session>, RedshiftError> {
-        let mut slot = self.objects.lock().await;
-        if let Some(session) = slot.as_ref() {
-            return Ok(Arc::clone(session));
-        }
-        let session = Arc::new(self.session().await?);
-        *slot = Some(Arc::clone(&session));
-        Ok(session)
-    }
-}
-
-/// One connection, speaking Redshift's SQL over the simple-query protocol (no
-/// prepared statements: parameters would need a type round trip Redshift handles
-/// poorly, and the loader's only literals are names and numbers).
-pub struct Session {
-    client: Client,
-    executor: Arc<dyn Executor>,
-}
-
-impl Session {
-    /// Runs one statement; returns the rows it affected.
-    pub async fn execute(&self, statement: &str, context: &str) -> Result<u64, RedshiftError> {
-        let messages = self.send(statement, context).await?;
-        Ok(messages
-            .iter()
-            .rev()
-            .find_map(|message| match message {
-                SimpleQueryMessage::CommandComplete(rows) => Some(*rows),
-                _ => None,
-            })
-            .unwrap_or(0))
-    }
-
-    /// Runs one query; returns its rows as text.
-    pub async fn query(
-        &self,
-        statement: &str,
-        context: &str,
-    ) -> Result<Vec<SimpleQueryRow>, RedshiftError> {
-        let messages = self.send(statement, context).await?;
-        Ok(messages
-            .into_iter()
-            .filter_map(|message| match message {
-                SimpleQueryMessage::Row(row) => Some(row),
-                _ => None,
-            })
-            .collect())
-    }
-
-    async fn send(
-        &self,
-        statement: &str,
-        context: &str,
-    ) -> Result<Vec<SimpleQueryMessage>, RedshiftError> {
-        self.executor
-            .send(&self.client, statement)
-            .await
-            .map_err(executor_error(context))
-    }
-}
-
-/// Names a failed statement by what it was for.
-fn executor_error(context: &str) -> impl FnOnce(ExecutorError) -> RedshiftError + '_ {
-    move |error| match error {
-        ExecutorError::Query(error) => query_error(context.to_owned())(error).into(),
-        ExecutorError::Other { message, permanent } => RedshiftError::Executor {
-            context: context.to_owned(),
-            message,
-            permanent,
-        },
-    }
-}
-
-/// Whether a statement failed because a concurrent creator got there first.
-fn is_race(error: &RedshiftError) -> bool {
-    matches!(error, RedshiftError::Connection(PostgresError::Query { source, .. })
-        if source.as_db_error().is_some_and(|db| matches!(db.code().code(), "42701" | "42P07" | "42P06" | "23505")))
 }
 
 impl Warehouse for RedshiftWarehouse {
@@ -263,30 +132,10 @@ impl Warehouse for RedshiftWarehouse {
     type Loader = RedshiftLoader;
 
     async fn prepare(&self) -> Result<(), RedshiftError> {
-        let schema = self.schema().to_owned();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = async {
-                let session = self.session().await?;
-                let exists = !session
-                    .query(&sql::schema_exists(&schema), "look up the schema")
-                    .await?
-                    .is_empty();
-                if !exists {
-                    session
-                        .execute(&sql::create_schema(&schema), "create the schema")
-                        .await?;
-                }
-                for statement in sql::create_bookkeeping(&schema) {
-                    session
-                        .execute(&statement, "create bookkeeping tables")
-                        .await?;
-                }
-                Ok::<(), RedshiftError>(())
-            }
-            .await;
-            match result {
+            match self.prepare_once().await {
                 // Several processes preparing at once can collide on a CREATE.
                 Err(error) if attempt < 3 && (is_race(&error) || !error.is_permanent()) => {
                     tracing::debug!(error = %error, "preparing the schema again");
@@ -312,11 +161,9 @@ impl Warehouse for RedshiftWarehouse {
         let mut loaded = HashSet::new();
         for chunk in objects.chunks(100) {
             let session = self.object_session().await?;
+            let context = "look up loaded objects";
             let rows = session
-                .query(
-                    &sql::select_loaded_objects(self.schema(), chunk),
-                    "look up loaded objects",
-                )
+                .query(&sql::select_loaded_objects(self.schema(), chunk), context)
                 .await;
             let rows = match rows {
                 Ok(rows) => rows,
@@ -326,7 +173,8 @@ impl Warehouse for RedshiftWarehouse {
                 }
             };
             for row in rows {
-                if let (Some(object), Some(content)) = (row.get(0), row.get(1)) {
+                let cell = |index| row.try_get(index).map_err(query_error(context));
+                if let (Some(object), Some(content)) = (cell(0)?, cell(1)?) {
                     loaded.insert((object.to_owned(), content.to_owned()));
                 }
             }
@@ -365,515 +213,41 @@ impl Loader for RedshiftLoader {
     async fn load(&mut self, batch: &TableBatch) -> Result<LoadReport, RedshiftError> {
         let result = self.load_once(batch).await;
         if result.is_err() {
+            // The catalogue may differ from what this load thought: read it afresh.
             self.warehouse.connection.forget(batch.table.as_str());
-            // The transaction may be open; the loader task drops this session anyway.
-            let _ = self.session.client.batch_execute("ROLLBACK").await;
+            self.session.rollback().await;
         }
         result
     }
 }
 
-/// The text `_discards.value` keeps of a value: at most Redshift's widest varchar, cut
-/// at a character boundary. The reason says how long the whole value was, and the
-/// object and line point to it.
-fn fit(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// The newest of a `users`/`accounts` row's calls: (timestamp, message id), a missing
-/// timestamp oldest — as the merge in SQL orders them.
-fn recency(row: &Row) -> (Option<i64>, Option<&str>) {
-    let mut timestamp = None;
-    let mut message_id = None;
-    for (column, value) in row.cells() {
-        match (column.as_str(), value) {
-            ("timestamp", Value::Timestamp(t)) => timestamp = Some(t.0),
-            ("message_id", Value::Varchar(id)) => message_id = Some(&**id),
-            _ => {}
-        }
-    }
-    (timestamp, message_id)
-}
-
 impl RedshiftLoader {
-    async fn read_columns(&self, table: &str) -> Result<TableSchema, RedshiftError> {
-        let rows = self
-            .session
-            .query(
-                &sql::select_columns(self.warehouse.schema(), table),
-                &format!("read the columns of {table}"),
-            )
-            .await?;
-        let mut columns = TableSchema::new();
-        for row in rows {
-            let (Some(name), Some(data_type)) = (row.get(0), row.get(1)) else {
-                continue;
-            };
-            let length: Option<u32> = row.get(2).and_then(|l| l.parse().ok());
-            if name == crate::warehouse::sql::key_column(table) {
-                columns.insert(name.to_owned(), ColumnType::Varchar(u32::MAX));
-                continue;
-            }
-            let column_type = match data_type {
-                "boolean" => ColumnType::Boolean,
-                "bigint" => ColumnType::BigInt,
-                "double precision" => ColumnType::Double,
-                "timestamp without time zone" => ColumnType::Timestamp,
-                "character varying" => ColumnType::Varchar(length.unwrap_or(65535).max(1)),
-                other => {
-                    tracing::warn!(
-                        table,
-                        column = name,
-                        data_type = other,
-                        "column has a type tracktable does not write; its values go to _discards"
-                    );
-                    continue;
-                }
-            };
-            columns.insert(name.to_owned(), column_type);
-        }
-        Ok(columns)
-    }
-
-    /// Creates the table or adds and widens its columns, one autocommitted statement at
-    /// a time; returns the columns as the catalogue has them afterwards, or `None` if
-    /// the table cap refuses the table.
-    async fn settle_schema(
-        &self,
-        batch: &TableBatch,
-        report: &mut LoadReport,
-    ) -> Result<Option<TableSchema>, RedshiftError> {
-        let schema = self.warehouse.schema();
-        let table = batch.table.as_str();
-        let (max_tables, max_columns) = self.warehouse.connection.caps();
-        if let Some(known) = self.warehouse.connection.cached(table)
-            && !known.is_empty()
-            && plan::plan_schema(&known, &batch.observed).is_empty()
-        {
-            return Ok(Some(known));
-        }
-        let mut columns = self.read_columns(table).await?;
-        if columns.is_empty() {
-            if let Some(cap) = max_tables
-                && !crate::warehouse::sql::is_fixed_table(table)
-            {
-                let existing: usize = self
-                    .session
-                    .query(&sql::count_tables(schema), "count tables")
-                    .await?
-                    .first()
-                    .and_then(|row| row.get(0))
-                    .and_then(|count| count.parse().ok())
-                    .unwrap_or(0);
-                if existing >= cap {
-                    return Ok(None);
-                }
-            }
-            let key = crate::warehouse::sql::key_column(table);
-            columns.insert(key.to_owned(), ColumnType::Varchar(u32::MAX));
-            let mut planned: Vec<(String, ColumnType)> =
-                plan::plan_schema(&columns, &batch.observed)
-                    .into_iter()
-                    .filter_map(|change| match change {
-                        SchemaChange::AddColumn {
-                            column,
-                            column_type,
-                        } => Some((column.as_str().to_owned(), column_type)),
-                        SchemaChange::Widen { .. } => None,
-                    })
-                    .collect();
-            if let Some(cap) = max_columns {
-                let fixed = if crate::warehouse::sql::is_latest(table) {
-                    2
-                } else {
-                    1
-                };
-                planned.truncate(cap.saturating_sub(fixed));
-            }
-            match self
-                .session
-                .execute(
-                    &sql::create_table(schema, table, &planned),
-                    &format!("create table {table}"),
-                )
-                .await
-            {
-                Ok(_) => {
-                    report.schema_changes += 1 + planned.len() as u64;
-                    tracing::info!(
-                        table,
-                        batch = batch.batch.0,
-                        columns = planned.len(),
-                        "table created"
-                    );
-                }
-                Err(error) if is_race(&error) => {}
-                Err(error) => return Err(error),
-            }
-            columns = self.read_columns(table).await?;
-        }
-        let mut added = Vec::new();
-        let mut widened = Vec::new();
-        for change in plan::plan_schema(&columns, &batch.observed) {
-            let (statement, what) = match &change {
-                SchemaChange::AddColumn {
-                    column,
-                    column_type,
-                } => {
-                    if max_columns.is_some_and(|cap| columns.len() + added.len() >= cap) {
-                        continue;
-                    }
-                    (
-                        sql::add_column(schema, table, column.as_str(), *column_type),
-                        column.as_str().to_owned(),
-                    )
-                }
-                SchemaChange::Widen { column, width } => (
-                    sql::widen_varchar(schema, table, column.as_str(), *width),
-                    format!("{column} to varchar({width})"),
-                ),
-            };
-            match self
-                .session
-                .execute(&statement, &format!("change table {table}"))
-                .await
-            {
-                Ok(_) => {
-                    report.schema_changes += 1;
-                    match change {
-                        SchemaChange::AddColumn { .. } => added.push(what),
-                        SchemaChange::Widen { .. } => widened.push(what),
-                    }
-                }
-                Err(error) if is_race(&error) => {}
-                Err(error) => return Err(error),
-            }
-        }
-        if !added.is_empty() || !widened.is_empty() {
-            tracing::info!(table, batch = batch.batch.0, added = ?added, widened = ?widened, "schema changed");
-            columns = self.read_columns(table).await?;
-        }
-        Ok(Some(columns))
-    }
-
     async fn load_once(&mut self, batch: &TableBatch) -> Result<LoadReport, RedshiftError> {
-        let schema = self.warehouse.schema().to_owned();
         let table = batch.table.as_str();
         let mut report = LoadReport::default();
-        let Some(columns) = self.settle_schema(batch, &mut report).await? else {
-            let cap = self.warehouse.connection.caps().0.unwrap_or(0);
-            return self.refuse_table(batch, cap, report).await;
+        let columns = match self.settle_schema(batch, &mut report).await? {
+            Ok(columns) => columns,
+            Err(reason) => return self.refuse_table(batch, reason, report).await,
         };
-        let max_columns = self.warehouse.connection.caps().1;
-        let latest = crate::warehouse::sql::is_latest(table);
-        let key = crate::warehouse::sql::key_column(table);
-
-        // Rows with a key Redshift cannot store go to _discards whole; of the rest, one
-        // row per key: the first in the batch, or for users/accounts the newest.
-        let mut discards: Vec<Discard> = Vec::new();
-        let mut chosen: HashMap<&str, &Row> = HashMap::with_capacity(batch.rows.len());
-        let mut order: Vec<&str> = Vec::with_capacity(batch.rows.len());
-        for row in &batch.rows {
-            if let Some(reason) = plan::key_problem(&row.message_id, Some(sql::KEY_WIDTH)) {
-                discards.push(Discard::whole_row(table, row, reason));
-                continue;
-            }
-            match chosen.get_mut(row.message_id.as_str()) {
-                None => {
-                    chosen.insert(&row.message_id, row);
-                    order.push(&row.message_id);
-                }
-                Some(kept) => {
-                    if latest && recency(row) > recency(kept) {
-                        *kept = row;
-                    }
-                }
-            }
-        }
-        let unkeyed = discards.len() as u64;
-        let rows: Vec<&Row> = order
-            .iter()
-            .filter_map(|id| chosen.get(id).copied())
-            .collect();
-
-        let mut layout = plan::Layout::of_table(key, &columns, max_columns);
-
-        let mut writer = PartWriter::new(self.warehouse.file.staging.part_bytes);
-        let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
-        for row in &rows {
-            layout.place(table, row, &mut cells, &mut discards);
-            writer.push(&cells).map_err(RedshiftError::Csv)?;
-        }
-        let parts = writer.finish().map_err(RedshiftError::Csv)?;
-        let mut staged: Vec<Staged> = Vec::new();
-        let rows_staged = if parts.is_empty() {
-            None
-        } else {
-            let put = self
-                .staging
-                .put(&schema, table, batch.batch.0, "rows", parts)
-                .await?;
-            staged.push(put.clone());
-            Some(put)
+        let chosen = load::choose_rows(table, &batch.rows);
+        let mut discards = chosen.unkeyed.clone();
+        let written = self.write_rows(table, &columns, &chosen.rows, &mut discards)?;
+        // Rows first, then discards: each load's staging directories are numbered in
+        // that order.
+        let rows_staged = self.stage_rows(batch, written.parts).await?;
+        let discards_staged = self.stage_discards(batch, &discards).await?;
+        self.session.execute(sql::BEGIN, "begin").await?;
+        let inserted = match &rows_staged {
+            Some(source) => self.merge_rows(table, &written.names, source).await?,
+            None => 0,
         };
-        let discards_staged = self
-            .stage_discards(&schema, table, batch, &discards)
-            .await?;
-        if let Some(put) = &discards_staged {
-            staged.push(put.clone());
-        }
-
-        let session = &self.session;
-        session.execute("BEGIN", "begin").await?;
-        let mut inserted = 0;
-        if let Some(source) = &rows_staged {
-            session
-                .execute(&sql::drop_stage(STAGE), "drop an old staging table")
-                .await?;
-            session
-                .execute(
-                    &sql::create_stage(&schema, table, STAGE),
-                    &format!("create staging table for {table}"),
-                )
-                .await?;
-            session
-                .execute(
-                    &sql::copy_from_s3(
-                        STAGE,
-                        &layout.names,
-                        &source.source,
-                        &self.warehouse.credentials,
-                        self.warehouse.file.accept_invalid_chars.as_deref(),
-                    ),
-                    &format!("COPY into the staging table of {table}"),
-                )
-                .await?;
-            if latest {
-                session
-                    .execute(
-                        &sql::drop_stale_staged(&schema, table, STAGE),
-                        &format!("compare {table} with stored rows"),
-                    )
-                    .await?;
-            }
-            let replaced = session
-                .execute(
-                    &sql::delete_staged_keys(&schema, table, STAGE),
-                    &format!("merge into {table}"),
-                )
-                .await?;
-            let added = session
-                .execute(
-                    &sql::insert_from_stage(&schema, table, STAGE, &layout.names),
-                    &format!("merge into {table}"),
-                )
-                .await?;
-            inserted = if latest {
-                added
-            } else {
-                added.saturating_sub(replaced)
-            };
-            session
-                .execute(&sql::drop_stage(STAGE), "drop the staging table")
-                .await?;
-        }
         report.rows_loaded = inserted;
+        let unkeyed = chosen.unkeyed.len() as u64;
         report.duplicates = (batch.rows.len() as u64).saturating_sub(inserted + unkeyed);
-        if let Some(source) = &discards_staged {
-            report.discards_by_reason = self.merge_discards(&schema, source).await?;
-            report.discards = report.discards_by_reason.iter().sum();
-        }
-        session
-            .execute(
-                &sql::record_load(
-                    &schema,
-                    batch.batch.0,
-                    table,
-                    report.rows_loaded,
-                    report.duplicates,
-                    report.discards,
-                ),
-                "record the load",
-            )
-            .await?;
-        session
-            .execute("COMMIT", &format!("commit {table}"))
+        self.finish(batch, discards_staged.as_ref(), &discards, &mut report)
             .await?;
         self.warehouse.connection.remember(table, columns);
-        if !self.warehouse.file.staging.keep {
-            for put in &staged {
-                self.staging.remove(put).await;
-            }
-        }
+        self.remove_staged([rows_staged, discards_staged]).await;
         Ok(report)
-    }
-
-    async fn stage_discards(
-        &self,
-        schema: &str,
-        table: &str,
-        batch: &TableBatch,
-        discards: &[Discard],
-    ) -> Result<Option<Staged>, RedshiftError> {
-        if discards.is_empty() {
-            return Ok(None);
-        }
-        let mut seen = HashSet::new();
-        let mut writer = PartWriter::new(self.warehouse.file.staging.part_bytes);
-        for discard in discards {
-            let message_id = fit(&discard.message_id, sql::KEY_WIDTH);
-            if !seen.insert((discard.table.as_str(), discard.column.as_str(), message_id)) {
-                continue;
-            }
-            let line = discard.line.to_string();
-            let received_at = discard.received_at.map(|micros| {
-                let mut text = String::new();
-                csv::timestamp(&mut text, micros);
-                text
-            });
-            writer
-                .push_text(&[
-                    Some(&discard.table),
-                    Some(fit(&discard.column, 127)),
-                    Some(message_id),
-                    Some(fit(&discard.value, sql::MAX_VARCHAR)),
-                    Some(fit(&discard.reason, 1024)),
-                    Some(fit(&discard.object, 2048)),
-                    Some(&line),
-                    received_at.as_deref(),
-                ])
-                .map_err(RedshiftError::Csv)?;
-        }
-        let parts = writer.finish().map_err(RedshiftError::Csv)?;
-        Ok(Some(
-            self.staging
-                .put(schema, table, batch.batch.0, "discards", parts)
-                .await?,
-        ))
-    }
-
-    /// Within the open transaction: COPYs the staged discards and keeps the new ones;
-    /// returns how many were new, by reason.
-    async fn merge_discards(
-        &self,
-        schema: &str,
-        source: &Staged,
-    ) -> Result<[u64; super::DISCARD_REASONS.len()], RedshiftError> {
-        let session = &self.session;
-        session
-            .execute(
-                &sql::drop_stage(DISCARD_STAGE),
-                "drop an old discard staging table",
-            )
-            .await?;
-        session
-            .execute(
-                &sql::create_discard_stage(schema, DISCARD_STAGE),
-                "create the discard staging table",
-            )
-            .await?;
-        session
-            .execute(
-                &sql::copy_from_s3(
-                    DISCARD_STAGE,
-                    &sql::DISCARD_COLUMNS,
-                    &source.source,
-                    &self.warehouse.credentials,
-                    self.warehouse.file.accept_invalid_chars.as_deref(),
-                ),
-                "COPY discards",
-            )
-            .await?;
-        let mut by_reason = [0u64; super::DISCARD_REASONS.len()];
-        for row in session
-            .query(
-                &sql::count_new_discards(schema, DISCARD_STAGE),
-                "count new discards",
-            )
-            .await?
-        {
-            let count: u64 = row.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-            by_reason[super::discard_reason_index(row.get(0).unwrap_or(""))] += count;
-        }
-        session
-            .execute(
-                &sql::merge_discards(schema, DISCARD_STAGE),
-                "merge discards",
-            )
-            .await?;
-        session
-            .execute(
-                &sql::drop_stage(DISCARD_STAGE),
-                "drop the discard staging table",
-            )
-            .await?;
-        Ok(by_reason)
-    }
-
-    /// A table the tracking plan's table cap keeps out: its rows go to `_discards`
-    /// whole and the load is recorded.
-    async fn refuse_table(
-        &mut self,
-        batch: &TableBatch,
-        cap: usize,
-        mut report: LoadReport,
-    ) -> Result<LoadReport, RedshiftError> {
-        let schema = self.warehouse.schema().to_owned();
-        let table = batch.table.as_str();
-        let reason = format!("table not created: over the tracking plan's cap of {cap} tables");
-        let discards: Vec<Discard> = batch
-            .rows
-            .iter()
-            .map(|row| Discard::whole_row(table, row, reason.clone()))
-            .collect();
-        let staged = self
-            .stage_discards(&schema, table, batch, &discards)
-            .await?;
-        self.session.execute("BEGIN", "begin").await?;
-        if let Some(source) = &staged {
-            report.discards_by_reason = self.merge_discards(&schema, source).await?;
-            report.discards = report.discards_by_reason.iter().sum();
-        }
-        self.session
-            .execute(
-                &sql::record_load(&schema, batch.batch.0, table, 0, 0, report.discards),
-                "record the load",
-            )
-            .await?;
-        self.session
-            .execute("COMMIT", &format!("commit {table}"))
-            .await?;
-        if let Some(put) = &staged
-            && !self.warehouse.file.staging.keep
-        {
-            self.staging.remove(put).await;
-        }
-        tracing::warn!(
-            table,
-            batch = batch.batch.0,
-            rows = batch.rows.len(),
-            cap,
-            "table over the tracking plan's table cap; its rows went to _discards"
-        );
-        Ok(report)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn discarded_values_are_cut_at_a_character_boundary() {
-        assert_eq!(fit("héllo", 2), "h");
-        assert_eq!(fit("héllo", 3), "hé");
-        assert_eq!(fit("abc", 10), "abc");
     }
 }

@@ -21,10 +21,22 @@ pub const KEY_WIDTH: usize = 1024;
 /// Redshift's widest varchar, in bytes.
 pub const MAX_VARCHAR: usize = 65535;
 
+/// Widths of the bookkeeping tables' text columns: names (Redshift's identifiers are at
+/// most 127 bytes), discard reasons, object names. A discard's fields are cut to fit.
+pub const NAME_WIDTH: usize = 127;
+pub const REASON_WIDTH: usize = 1024;
+pub const OBJECT_WIDTH: usize = 2048;
+
 /// The staging tables (temporary, per session). A leading `_` cannot clash with an
 /// event's table: the router never names one so.
 pub const STAGE: &str = "_tracktable_stage";
 pub const DISCARD_STAGE: &str = "_tracktable_discard_stage";
+
+/// Transaction control. DDL runs outside any transaction (Redshift refuses some of it
+/// inside one); a load's data statements run between these.
+pub const BEGIN: &str = "BEGIN";
+pub const COMMIT: &str = "COMMIT";
+pub const ROLLBACK: &str = "ROLLBACK";
 
 /// The NULL marker in staged CSV; every non-null text field is quoted, so a value that
 /// reads `\N` is written `"\N"` and stays text.
@@ -52,20 +64,20 @@ pub fn create_schema(schema: &str) -> String {
 pub fn create_bookkeeping(schema: &str) -> Vec<String> {
     vec![
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (batch bigint NOT NULL, table_name varchar(127) NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {} (batch bigint NOT NULL, table_name varchar({NAME_WIDTH}) NOT NULL, \
              rows_loaded bigint NOT NULL, duplicates bigint NOT NULL, discards bigint NOT NULL, \
              loaded_at timestamp NOT NULL DEFAULT GETDATE())",
             qualified(schema, LOADS_TABLE)
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (table_name varchar(127) NOT NULL, column_name varchar(127) NOT NULL, \
-             message_id varchar({KEY_WIDTH}) NOT NULL, value varchar({MAX_VARCHAR}), reason varchar(1024) NOT NULL, \
-             object varchar(2048), line bigint, received_at timestamp, \
+            "CREATE TABLE IF NOT EXISTS {} (table_name varchar({NAME_WIDTH}) NOT NULL, column_name varchar({NAME_WIDTH}) NOT NULL, \
+             message_id varchar({KEY_WIDTH}) NOT NULL, value varchar({MAX_VARCHAR}), reason varchar({REASON_WIDTH}) NOT NULL, \
+             object varchar({OBJECT_WIDTH}), line bigint, received_at timestamp, \
              discarded_at timestamp NOT NULL DEFAULT GETDATE())",
             qualified(schema, DISCARDS_TABLE)
         ),
         format!(
-            "CREATE TABLE IF NOT EXISTS {} (object varchar(2048) NOT NULL, content varchar(1024) NOT NULL, \
+            "CREATE TABLE IF NOT EXISTS {} (object varchar({OBJECT_WIDTH}) NOT NULL, content varchar(1024) NOT NULL, \
              loaded_at timestamp NOT NULL DEFAULT GETDATE())",
             qualified(schema, OBJECTS_TABLE)
         ),
@@ -80,7 +92,7 @@ pub fn column_type(column_type: ColumnType) -> String {
 /// it has one (every event table does), distribution left to Redshift. Encodings too:
 /// `ENCODE AUTO` is Redshift's default for a table whose columns name none, so it is
 /// not spelled out (sqlparser's Redshift grammar does not take the clause).
-pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)]) -> String {
+pub fn create_table(schema: &str, table: &str, columns: &[(&str, ColumnType)]) -> String {
     let newest = if is_latest(table) {
         ", \"timestamp\" timestamp"
     } else {
@@ -88,10 +100,10 @@ pub fn create_table(schema: &str, table: &str, columns: &[(String, ColumnType)])
     };
     let listed: String = columns
         .iter()
-        .filter(|(name, _)| !(is_latest(table) && name == "timestamp"))
+        .filter(|(name, _)| !(is_latest(table) && *name == "timestamp"))
         .map(|(name, column_type)| format!(", {} {}", ident(name), self::column_type(*column_type)))
         .collect();
-    let sort = if columns.iter().any(|(name, _)| name == "received_at") {
+    let sort = if columns.iter().any(|(name, _)| *name == "received_at") {
         " SORTKEY (\"received_at\")"
     } else {
         ""
@@ -347,7 +359,27 @@ pub fn record_objects(schema: &str, objects: &[(String, String)]) -> String {
 
 #[cfg(test)]
 mod tests {
+    //! One snapshot per statement family, built from hostile names and values: a
+    //! reserved word, embedded quotes, backslashes (Redshift's literals take backslash
+    //! escapes), a statement terminator and a comment, non-ASCII. Whatever the name, it
+    //! must stay one quoted identifier, and every value one literal. `UPDATE_EXPECT=1
+    //! cargo test` rewrites the snapshots after an intended change; review the diff
+    //! like code. The statements of one whole load are also pinned, end to end, by
+    //! `tests/golden/redshift_load.sql`.
+
+    use expect_test::{Expect, expect};
+
     use super::*;
+
+    const SCHEMA: &str = "sch\"ema";
+    const TABLE: &str = "select";
+    const HOSTILE: &str = "a\"; DROP TABLE x; --";
+    const UNICODE: &str = "prix_€";
+    const QUOTED: &str = "it's \\' OR 1=1; --";
+
+    fn check(statements: &[String], expected: Expect) {
+        expected.assert_eq(&(statements.join("\n") + "\n"));
+    }
 
     #[test]
     fn literals_escape_quotes_and_backslashes() {
@@ -357,50 +389,189 @@ mod tests {
     }
 
     #[test]
-    fn tables_sort_by_received_at_and_keep_a_bounded_key() {
-        assert_eq!(
-            create_table(
-                "s",
-                "order_completed",
-                &[
-                    ("received_at".into(), ColumnType::Timestamp),
-                    ("total".into(), ColumnType::Double)
-                ]
-            ),
-            "CREATE TABLE IF NOT EXISTS \"s\".\"order_completed\" (\"message_id\" varchar(1024) NOT NULL, \
-             \"received_at\" timestamp, \"total\" double precision, PRIMARY KEY (\"message_id\")) \
-             DISTSTYLE AUTO SORTKEY (\"received_at\")"
+    fn schema_and_bookkeeping() {
+        let mut statements = vec![schema_exists(QUOTED), create_schema(SCHEMA)];
+        statements.extend(create_bookkeeping(SCHEMA));
+        check(
+            &statements,
+            expect![[r#"
+            SELECT 1 FROM pg_namespace WHERE nspname = 'it''s \\'' OR 1=1; --'
+            CREATE SCHEMA IF NOT EXISTS "sch""ema"
+            CREATE TABLE IF NOT EXISTS "sch""ema"."_tracktable_loads" (batch bigint NOT NULL, table_name varchar(127) NOT NULL, rows_loaded bigint NOT NULL, duplicates bigint NOT NULL, discards bigint NOT NULL, loaded_at timestamp NOT NULL DEFAULT GETDATE())
+            CREATE TABLE IF NOT EXISTS "sch""ema"."_discards" (table_name varchar(127) NOT NULL, column_name varchar(127) NOT NULL, message_id varchar(1024) NOT NULL, value varchar(65535), reason varchar(1024) NOT NULL, object varchar(2048), line bigint, received_at timestamp, discarded_at timestamp NOT NULL DEFAULT GETDATE())
+            CREATE TABLE IF NOT EXISTS "sch""ema"."_tracktable_objects" (object varchar(2048) NOT NULL, content varchar(1024) NOT NULL, loaded_at timestamp NOT NULL DEFAULT GETDATE())
+        "#]],
         );
-        assert_eq!(
-            create_table("s", "users", &[]),
-            "CREATE TABLE IF NOT EXISTS \"s\".\"users\" (\"id\" varchar(1024) NOT NULL, \"timestamp\" timestamp, \
-             PRIMARY KEY (\"id\")) DISTSTYLE AUTO"
+    }
+
+    #[test]
+    fn catalogue_reads() {
+        check(
+            &[select_columns(SCHEMA, QUOTED), count_tables(QUOTED)],
+            expect![[r#"
+                SELECT column_name, data_type, character_maximum_length FROM information_schema.columns WHERE table_schema = 'sch"ema' AND table_name = 'it''s \\'' OR 1=1; --'
+                SELECT count(*) FROM information_schema.tables WHERE table_schema = 'it''s \\'' OR 1=1; --' AND table_type = 'BASE TABLE' AND left(table_name, 1) <> '_'
+            "#]],
+        );
+    }
+
+    #[test]
+    fn table_creation() {
+        check(
+            &[
+                create_table(
+                    SCHEMA,
+                    TABLE,
+                    &[
+                        (HOSTILE, ColumnType::Varchar(64)),
+                        ("received_at", ColumnType::Timestamp),
+                        (UNICODE, ColumnType::Double),
+                    ],
+                ),
+                // No `received_at`: no sort key.
+                create_table(SCHEMA, TABLE, &[(HOSTILE, ColumnType::BigInt)]),
+                // `users` always has `timestamp`, once, whatever the batch observed.
+                create_table(SCHEMA, "users", &[("timestamp", ColumnType::Varchar(64))]),
+                create_table(SCHEMA, "accounts", &[]),
+            ],
+            expect![[r#"
+                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("message_id" varchar(1024) NOT NULL, "a""; DROP TABLE x; --" varchar(64), "received_at" timestamp, "prix_€" double precision, PRIMARY KEY ("message_id")) DISTSTYLE AUTO SORTKEY ("received_at")
+                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("message_id" varchar(1024) NOT NULL, "a""; DROP TABLE x; --" bigint, PRIMARY KEY ("message_id")) DISTSTYLE AUTO
+                CREATE TABLE IF NOT EXISTS "sch""ema"."users" ("id" varchar(1024) NOT NULL, "timestamp" timestamp, PRIMARY KEY ("id")) DISTSTYLE AUTO
+                CREATE TABLE IF NOT EXISTS "sch""ema"."accounts" ("id" varchar(1024) NOT NULL, "timestamp" timestamp, PRIMARY KEY ("id")) DISTSTYLE AUTO
+            "#]],
+        );
+    }
+
+    #[test]
+    fn column_changes_one_per_statement() {
+        check(
+            &[
+                add_column(SCHEMA, TABLE, HOSTILE, ColumnType::Boolean),
+                add_column(SCHEMA, TABLE, UNICODE, ColumnType::Varchar(256)),
+                widen_varchar(SCHEMA, TABLE, HOSTILE, 65535),
+            ],
+            expect![[r#"
+                ALTER TABLE "sch""ema"."select" ADD COLUMN "a""; DROP TABLE x; --" boolean
+                ALTER TABLE "sch""ema"."select" ADD COLUMN "prix_€" varchar(256)
+                ALTER TABLE "sch""ema"."select" ALTER COLUMN "a""; DROP TABLE x; --" TYPE varchar(65535)
+            "#]],
         );
     }
 
     #[test]
     fn copy_names_its_source_credentials_and_format() {
-        let source = CopySource {
-            url: "s3://b/p/manifest.json".into(),
+        let names = ["message_id", HOSTILE, UNICODE];
+        let one = CopySource {
+            url: format!("s3://bucket/{QUOTED}/part-00000.csv.gz"),
+            manifest: false,
+        };
+        let manifest = CopySource {
+            url: "s3://bucket/p/manifest.json".into(),
             manifest: true,
         };
-        let copy = copy_from_s3(
-            STAGE,
-            &["message_id", "n"],
-            &source,
-            &Credentials::Keys {
-                id: "AKIA".into(),
-                secret: "s3cr3t".into(),
-            },
-            Some("?"),
+        let keys = Credentials::Keys {
+            id: "AKIA".into(),
+            // AWS secret keys are base64: letters, digits, `/` and `+`.
+            secret: "wJalrXUtnFEMI/K7MDENG+s3cr3tEXAMPLEKEY".into(),
+        };
+        let role = Credentials::IamRole(format!("arn:aws:iam::1:role/{QUOTED}"));
+        let copies = [
+            copy_from_s3(STAGE, &names, &one, &role, None),
+            copy_from_s3(STAGE, &names, &manifest, &keys, Some(QUOTED)),
+        ];
+        check(
+            &copies,
+            expect![[r#"
+            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::1:role/it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY 'wJalrXUtnFEMI/K7MDENG+s3cr3tEXAMPLEKEY' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
+        "#]],
         );
-        assert_eq!(
-            copy,
-            "COPY \"_tracktable_stage\" (\"message_id\", \"n\") FROM 's3://b/p/manifest.json' ACCESS_KEY_ID 'AKIA' \
-             SECRET_ACCESS_KEY 's3cr3t' MANIFEST FORMAT AS CSV NULL AS '\\\\N' GZIP TIMEFORMAT 'auto' \
-             ACCEPTINVCHARS AS '?' COMPUPDATE OFF STATUPDATE OFF"
+        assert!(!masked(&copies[1]).contains("s3cr3t"));
+        check(
+            &[masked(&copies[1])],
+            expect![[r#"
+            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY '***' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
+        "#]],
         );
-        assert!(!masked(&copy).contains("s3cr3t"));
-        assert!(masked(&copy).contains("SECRET_ACCESS_KEY '***' MANIFEST"));
+    }
+
+    #[test]
+    fn transaction_and_merge() {
+        let names = ["message_id", HOSTILE, UNICODE];
+        check(
+            &[
+                BEGIN.to_owned(),
+                drop_stage(STAGE),
+                create_stage(SCHEMA, TABLE, STAGE),
+                delete_staged_keys(SCHEMA, TABLE, STAGE),
+                insert_from_stage(SCHEMA, TABLE, STAGE, &names),
+                COMMIT.to_owned(),
+                ROLLBACK.to_owned(),
+            ],
+            expect![[r#"
+                BEGIN
+                DROP TABLE IF EXISTS "_tracktable_stage"
+                CREATE TEMP TABLE "_tracktable_stage" (LIKE "sch""ema"."select" INCLUDING DEFAULTS)
+                DELETE FROM "sch""ema"."select" USING "_tracktable_stage" WHERE "select"."message_id" = "_tracktable_stage"."message_id"
+                INSERT INTO "sch""ema"."select" ("message_id", "a""; DROP TABLE x; --", "prix_€") SELECT "message_id", "a""; DROP TABLE x; --", "prix_€" FROM "_tracktable_stage"
+                COMMIT
+                ROLLBACK
+            "#]],
+        );
+    }
+
+    #[test]
+    fn newest_wins_merge() {
+        check(
+            &[
+                drop_stale_staged(SCHEMA, "users", STAGE),
+                delete_staged_keys(SCHEMA, "users", STAGE),
+                insert_from_stage(SCHEMA, "users", STAGE, &["id", "timestamp", HOSTILE]),
+            ],
+            expect![[r#"
+                DELETE FROM "_tracktable_stage" USING "sch""ema"."users" AS stored WHERE stored."id" = "_tracktable_stage"."id" AND (COALESCE(stored."timestamp", '0001-01-01 00:00:00'::timestamp) > COALESCE("_tracktable_stage"."timestamp", '0001-01-01 00:00:00'::timestamp) OR (COALESCE(stored."timestamp", '0001-01-01 00:00:00'::timestamp) = COALESCE("_tracktable_stage"."timestamp", '0001-01-01 00:00:00'::timestamp) AND stored."message_id" > "_tracktable_stage"."message_id"))
+                DELETE FROM "sch""ema"."users" USING "_tracktable_stage" WHERE "users"."id" = "_tracktable_stage"."id"
+                INSERT INTO "sch""ema"."users" ("id", "timestamp", "a""; DROP TABLE x; --") SELECT "id", "timestamp", "a""; DROP TABLE x; --" FROM "_tracktable_stage"
+            "#]],
+        );
+    }
+
+    #[test]
+    fn discards() {
+        check(
+            &[
+                create_discard_stage(SCHEMA, DISCARD_STAGE),
+                count_new_discards(SCHEMA, DISCARD_STAGE),
+                merge_discards(SCHEMA, DISCARD_STAGE),
+                drop_stage(DISCARD_STAGE),
+            ],
+            expect![[r#"
+                CREATE TEMP TABLE "_tracktable_discard_stage" (LIKE "sch""ema"."_discards" INCLUDING DEFAULTS)
+                SELECT reason, count(*) FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id) GROUP BY reason
+                INSERT INTO "sch""ema"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id)
+                DROP TABLE IF EXISTS "_tracktable_discard_stage"
+            "#]],
+        );
+    }
+
+    #[test]
+    fn records() {
+        let objects = [
+            (format!("s3://bucket/{QUOTED}"), "\"etag\"".to_owned()),
+            ("s3://bucket/b.json".to_owned(), "v1".to_owned()),
+        ];
+        check(
+            &[
+                record_load(SCHEMA, 17, QUOTED, 3, 2, 1),
+                select_loaded_objects(SCHEMA, &objects),
+                record_objects(SCHEMA, &objects),
+            ],
+            expect![[r#"
+                INSERT INTO "sch""ema"."_tracktable_loads" (batch, table_name, rows_loaded, duplicates, discards) VALUES (17, 'it''s \\'' OR 1=1; --', 3, 2, 1)
+                SELECT DISTINCT object, content FROM "sch""ema"."_tracktable_objects" WHERE (object = 's3://bucket/it''s \\'' OR 1=1; --' AND content = '"etag"') OR (object = 's3://bucket/b.json' AND content = 'v1')
+                INSERT INTO "sch""ema"."_tracktable_objects" (object, content) VALUES ('s3://bucket/it''s \\'' OR 1=1; --', '"etag"'), ('s3://bucket/b.json', 'v1')
+            "#]],
+        );
     }
 }

@@ -80,50 +80,61 @@ impl Staging {
         for (index, part) in parts.into_iter().enumerate() {
             let key = format!("{dir}part-{index:05}.csv.gz");
             let length = part.gzip.len();
-            self.s3
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .content_type("application/gzip")
-                .body(ByteStream::from(part.gzip))
-                .send()
-                .await
-                .map_err(|error| self.error("stage", &key, &error))?;
+            self.upload("stage", &key, "application/gzip", part.gzip)
+                .await?;
             entries.push(serde_json::json!({
-                "url": format!("s3://{}/{key}", self.bucket),
+                "url": self.url(&key),
                 "mandatory": true,
                 "meta": {"content_length": length},
             }));
             keys.push(key);
         }
-        if keys.len() == 1 {
-            return Ok(Staged {
-                source: CopySource {
-                    url: format!("s3://{}/{}", self.bucket, keys[0]),
-                    manifest: false,
-                },
-                keys,
-            });
+        if let [key] = keys.as_slice() {
+            let source = CopySource {
+                url: self.url(key),
+                manifest: false,
+            };
+            return Ok(Staged { source, keys });
         }
         let key = format!("{dir}manifest.json");
         let manifest = serde_json::json!({ "entries": entries }).to_string();
+        self.upload(
+            "stage manifest",
+            &key,
+            "application/json",
+            manifest.into_bytes(),
+        )
+        .await?;
+        let source = CopySource {
+            url: self.url(&key),
+            manifest: true,
+        };
+        keys.push(key);
+        Ok(Staged { source, keys })
+    }
+
+    /// `s3://bucket/key`.
+    fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    async fn upload(
+        &self,
+        action: &'static str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<(), StageError> {
         self.s3
             .put_object()
             .bucket(&self.bucket)
-            .key(&key)
-            .content_type("application/json")
-            .body(ByteStream::from(manifest.into_bytes()))
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|error| self.error("stage manifest", &key, &error))?;
-        keys.push(key.clone());
-        Ok(Staged {
-            source: CopySource {
-                url: format!("s3://{}/{key}", self.bucket),
-                manifest: true,
-            },
-            keys,
-        })
+            .map(|_| ())
+            .map_err(|error| self.error(action, key, &error))
     }
 
     /// Removes a load's staged objects (after its commit). A failure is logged, not

@@ -1,0 +1,679 @@
+//! ddl: the schema decisions both warehouses share, as one pure planner.
+//!
+//! Given what a table has (its known columns; none when it does not exist), what a
+//! batch observed, and the tracking plan's caps, [`plan_table`] says what to do: refuse
+//! the table (its rows go to `_discards` whole), or create it, add and widen columns,
+//! and refuse the columns the cap keeps out (their values go to `_discards`). Each
+//! loader executes the plan in its own dialect and transaction discipline
+//! (`postgres::ddl`, `redshift::ddl`). No SQL text and no I/O here.
+//!
+//! Invariants: a column keeps the type it was created with, and only varchar widths
+//! grow (up to 65535); the caps never refuse what the table already has; the tables
+//! tracktable always creates (`sql::is_fixed_table`) are never refused.
+
+use std::collections::BTreeMap;
+
+use super::discard::DiscardReason;
+use super::plan::TableSchema;
+use super::sql::{is_fixed_table, is_latest, key_column};
+use crate::columns::{VARCHAR_WIDTHS, creation_type};
+use crate::route::{ColumnName, ColumnType};
+
+/// One column change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaChange {
+    AddColumn {
+        column: ColumnName,
+        column_type: ColumnType,
+    },
+    Widen {
+        column: ColumnName,
+        width: u32,
+    },
+}
+
+/// The tracking plan's caps: tables in the schema (bookkeeping tables, named with a
+/// leading `_`, aside) and columns per table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caps {
+    pub tables: Option<usize>,
+    pub columns: Option<usize>,
+}
+
+impl Caps {
+    /// The table cap that `table` must fit under before it is created, if any: the
+    /// tables tracktable always creates are never refused. A loader counts the schema's
+    /// tables (for [`plan_table`]) only when this is `Some` and the table is missing.
+    pub fn table_cap(&self, table: &str) -> Option<usize> {
+        self.tables.filter(|_| !is_fixed_table(table))
+    }
+}
+
+/// What a table batch needs before its rows can load.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TablePlan {
+    /// The table does not exist and the table cap keeps it out: every row of the batch
+    /// goes to `_discards` whole, with this reason.
+    Refuse(DiscardReason),
+    /// Create and change the table as planned (possibly nothing).
+    Apply(SchemaPlan),
+}
+
+/// The DDL for one table batch, in the order it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaPlan {
+    /// `Some`: the table does not exist; create it with these columns, in name order,
+    /// besides its key (and, for `users`/`accounts`, `timestamp`, which their merge
+    /// orders by and which is created as `timestamp` whatever its observed type).
+    pub create: Option<Vec<(ColumnName, ColumnType)>>,
+    /// Then these changes, in column name order.
+    pub alter: Vec<SchemaChange>,
+    /// Observed columns the column cap keeps out: their values go to `_discards`.
+    pub refused: Vec<(ColumnName, DiscardReason)>,
+    /// The table's columns once the plan has run (the key column as
+    /// `Varchar(u32::MAX)`, as the loaders' catalogue reads mark it).
+    pub columns: TableSchema,
+}
+
+impl SchemaPlan {
+    /// Whether the plan runs no DDL.
+    pub fn is_empty(&self) -> bool {
+        self.create.is_none() && self.alter.is_empty()
+    }
+}
+
+/// Whether `known` (a table's columns, as last read) already holds everything
+/// `observed`, so a load needs no DDL, no lock and no catalogue read. A column the cap
+/// refused still counts as unsettled: the loader looks at the catalogue again.
+pub fn is_settled(known: &TableSchema, observed: &[(ColumnName, ColumnType)]) -> bool {
+    !known.is_empty() && wanted_changes(known, observed).is_empty()
+}
+
+/// Plans the DDL that makes `table` (with columns `known`, empty when it does not
+/// exist) hold the columns `observed` in a batch, under the tracking plan's `caps`.
+/// `tables_in_schema` is how many tables count against the table cap; it is read only
+/// when the table is missing and [`Caps::table_cap`] applies (`None` there admits the
+/// table).
+pub fn plan_table(
+    table: &str,
+    known: &TableSchema,
+    observed: &[(ColumnName, ColumnType)],
+    caps: Caps,
+    tables_in_schema: Option<usize>,
+) -> TablePlan {
+    let mut columns = known.clone();
+    let mut create = None;
+    if columns.is_empty() {
+        if let Some(cap) = caps.table_cap(table)
+            && tables_in_schema.is_some_and(|tables| tables >= cap)
+        {
+            return TablePlan::Refuse(DiscardReason::TableCap { cap });
+        }
+        create = Some(creation(table, &mut columns, observed, caps.columns));
+    }
+    let mut alter = Vec::new();
+    let mut refused = Vec::new();
+    for change in wanted_changes(&columns, observed) {
+        match &change {
+            SchemaChange::AddColumn {
+                column,
+                column_type,
+            } => {
+                if let Some(cap) = caps.columns
+                    && columns.len() >= cap
+                {
+                    refused.push((column.clone(), DiscardReason::ColumnCap { cap }));
+                    continue;
+                }
+                columns.insert(column.as_str().to_owned(), *column_type);
+            }
+            SchemaChange::Widen { column, width } => {
+                columns.insert(column.as_str().to_owned(), ColumnType::Varchar(*width));
+            }
+        }
+        alter.push(change);
+    }
+    TablePlan::Apply(SchemaPlan {
+        create,
+        alter,
+        refused,
+        columns,
+    })
+}
+
+/// The column type of a catalogue entry (`information_schema.columns`' `data_type` and
+/// `character_maximum_length`), if it is one tracktable writes: a column made by hand
+/// with another type is not, and its values go to `_discards`. A varchar of no stated
+/// length holds up to 65535 bytes.
+pub fn catalogue_type(data_type: &str, length: Option<u32>) -> Option<ColumnType> {
+    match data_type {
+        "boolean" => Some(ColumnType::Boolean),
+        "bigint" => Some(ColumnType::BigInt),
+        "double precision" => Some(ColumnType::Double),
+        "timestamp without time zone" => Some(ColumnType::Timestamp),
+        "character varying" => Some(ColumnType::Varchar(length.unwrap_or(65535).max(1))),
+        _ => None,
+    }
+}
+
+/// Logs the column changes a load applied (nothing when there are none).
+pub fn log_changes<'a>(
+    table: &str,
+    batch: u64,
+    applied: impl IntoIterator<Item = &'a SchemaChange>,
+) {
+    let mut added = Vec::new();
+    let mut widened = Vec::new();
+    for change in applied {
+        match change {
+            SchemaChange::AddColumn { column, .. } => added.push(column.as_str().to_owned()),
+            SchemaChange::Widen { column, width } => {
+                widened.push(format!("{column} to varchar({width})"))
+            }
+        }
+    }
+    if !added.is_empty() || !widened.is_empty() {
+        tracing::info!(table, batch, added = ?added, widened = ?widened, "schema changed");
+    }
+}
+
+/// Logs the columns the column cap kept out of a table (nothing when there are none).
+pub fn log_refused(table: &str, batch: u64, refused: &[(ColumnName, DiscardReason)]) {
+    if let Some((_, reason)) = refused.first() {
+        let columns: Vec<&str> = refused.iter().map(|(column, _)| column.as_str()).collect();
+        tracing::warn!(
+            table,
+            batch,
+            columns = ?columns,
+            reason = %reason,
+            "columns not added; their values go to _discards"
+        );
+    }
+}
+
+/// The columns a new table is created with: every column the batch observed, in name
+/// order, as many as the column cap leaves room for once the key (and the `timestamp`
+/// of `users`/`accounts`) are counted. Fills `columns` with the new table's columns.
+fn creation(
+    table: &str,
+    columns: &mut TableSchema,
+    observed: &[(ColumnName, ColumnType)],
+    max_columns: Option<usize>,
+) -> Vec<(ColumnName, ColumnType)> {
+    columns.insert(key_column(table).to_owned(), ColumnType::Varchar(u32::MAX));
+    let mut create: Vec<(ColumnName, ColumnType)> = wanted_changes(columns, observed)
+        .into_iter()
+        .filter_map(|change| match change {
+            SchemaChange::AddColumn {
+                column,
+                column_type,
+            } => Some((column, column_type)),
+            SchemaChange::Widen { .. } => None,
+        })
+        .collect();
+    if let Some(cap) = max_columns {
+        let fixed = if is_latest(table) { 2 } else { 1 };
+        create.truncate(cap.saturating_sub(fixed));
+    }
+    columns.extend(
+        create
+            .iter()
+            .map(|(column, column_type)| (column.as_str().to_owned(), *column_type)),
+    );
+    if is_latest(table) {
+        columns.insert("timestamp".to_owned(), ColumnType::Timestamp);
+    }
+    create
+}
+
+/// The changes that make `schema` hold everything `observed`, caps aside, in column
+/// name order. A column keeps the type it was created with; only varchar widths grow
+/// (up to 65535).
+pub fn wanted_changes(
+    schema: &TableSchema,
+    observed: &[(ColumnName, ColumnType)],
+) -> Vec<SchemaChange> {
+    let mut by_column: BTreeMap<&ColumnName, Vec<ColumnType>> = BTreeMap::new();
+    for (column, column_type) in observed {
+        by_column.entry(column).or_default().push(*column_type);
+    }
+    let mut changes = Vec::new();
+    for (column, types) in by_column {
+        match schema.get(column.as_str()) {
+            None => {
+                if let Some(column_type) = creation_type(types.iter().copied()) {
+                    changes.push(SchemaChange::AddColumn {
+                        column: column.clone(),
+                        column_type: cap_width(column_type),
+                    });
+                }
+            }
+            Some(ColumnType::Varchar(current)) => {
+                let wanted = types
+                    .iter()
+                    .filter_map(|t| match t {
+                        ColumnType::Varchar(width) => Some(*width),
+                        // Other kinds are stored as text in a varchar column.
+                        _ => None,
+                    })
+                    .max()
+                    .map(|width| width.min(max_width()));
+                if let Some(width) = wanted
+                    && width > *current
+                {
+                    changes.push(SchemaChange::Widen {
+                        column: column.clone(),
+                        width,
+                    });
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    changes
+}
+
+fn max_width() -> u32 {
+    VARCHAR_WIDTHS[VARCHAR_WIDTHS.len() - 1]
+}
+
+fn cap_width(column_type: ColumnType) -> ColumnType {
+    match column_type {
+        ColumnType::Varchar(width) => ColumnType::Varchar(width.min(max_width())),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::naming::column_name;
+    use ColumnType::{BigInt, Boolean, Double, Timestamp, Varchar};
+
+    const KEY: ColumnType = Varchar(u32::MAX);
+
+    fn schema(columns: &[(&str, ColumnType)]) -> TableSchema {
+        columns
+            .iter()
+            .map(|(name, t)| (name.to_string(), *t))
+            .collect()
+    }
+
+    /// Names as the router makes them: `timestamp` is its own fixed column (a property
+    /// of that name is normalised to `timestamp_`).
+    fn named(columns: &'static [(&'static str, ColumnType)]) -> Vec<(ColumnName, ColumnType)> {
+        columns
+            .iter()
+            .map(|(name, t)| match *name {
+                "timestamp" => (ColumnName::fixed(name), *t),
+                _ => (column_name(name), *t),
+            })
+            .collect()
+    }
+
+    fn add(column: &str, column_type: ColumnType) -> SchemaChange {
+        SchemaChange::AddColumn {
+            column: column_name(column),
+            column_type,
+        }
+    }
+
+    fn widen(column: &str, width: u32) -> SchemaChange {
+        SchemaChange::Widen {
+            column: column_name(column),
+            width,
+        }
+    }
+
+    fn refused(columns: &[&str], cap: usize) -> Vec<(ColumnName, DiscardReason)> {
+        columns
+            .iter()
+            .map(|name| (column_name(name), DiscardReason::ColumnCap { cap }))
+            .collect()
+    }
+
+    fn apply(
+        create: Option<&'static [(&'static str, ColumnType)]>,
+        alter: Vec<SchemaChange>,
+        refused: Vec<(ColumnName, DiscardReason)>,
+        columns: &[(&str, ColumnType)],
+    ) -> TablePlan {
+        TablePlan::Apply(SchemaPlan {
+            create: create.map(named),
+            alter,
+            refused,
+            columns: schema(columns),
+        })
+    }
+
+    struct Case {
+        name: &'static str,
+        table: &'static str,
+        known: &'static [(&'static str, ColumnType)],
+        observed: &'static [(&'static str, ColumnType)],
+        caps: Caps,
+        tables_in_schema: Option<usize>,
+        expected: TablePlan,
+    }
+
+    const NO_CAPS: Caps = Caps {
+        tables: None,
+        columns: None,
+    };
+
+    fn caps(tables: Option<usize>, columns: Option<usize>) -> Caps {
+        Caps { tables, columns }
+    }
+
+    fn cases() -> Vec<Case> {
+        vec![
+            Case {
+                name: "a table that has every observed column needs nothing",
+                table: "tracks",
+                known: &[("message_id", KEY), ("event", Varchar(64))],
+                observed: &[("event", Varchar(64))],
+                caps: NO_CAPS,
+                tables_in_schema: None,
+                expected: apply(
+                    None,
+                    vec![],
+                    vec![],
+                    &[("message_id", KEY), ("event", Varchar(64))],
+                ),
+            },
+            Case {
+                name: "new columns take the type that holds every observed value",
+                table: "order_completed",
+                known: &[("message_id", KEY), ("known", BigInt)],
+                observed: &[
+                    ("price", BigInt),
+                    ("price", Double),
+                    ("sku", Varchar(64)),
+                    ("known", BigInt),
+                    ("gift", Boolean),
+                ],
+                caps: NO_CAPS,
+                tables_in_schema: None,
+                expected: apply(
+                    None,
+                    vec![
+                        add("gift", Boolean),
+                        add("price", Double),
+                        add("sku", Varchar(64)),
+                    ],
+                    vec![],
+                    &[
+                        ("message_id", KEY),
+                        ("known", BigInt),
+                        ("gift", Boolean),
+                        ("price", Double),
+                        ("sku", Varchar(64)),
+                    ],
+                ),
+            },
+            Case {
+                name: "varchars widen (to 65535 at most); other types never change",
+                table: "t",
+                known: &[
+                    ("message_id", KEY),
+                    ("name", Varchar(64)),
+                    ("note", Varchar(256)),
+                    ("price", BigInt),
+                    ("same", Varchar(1024)),
+                ],
+                observed: &[
+                    ("name", Varchar(1024)),
+                    ("note", Varchar(100_000)),
+                    ("price", Varchar(64)),
+                    ("same", Varchar(256)),
+                ],
+                caps: NO_CAPS,
+                tables_in_schema: None,
+                expected: apply(
+                    None,
+                    vec![widen("name", 1024), widen("note", 65535)],
+                    vec![],
+                    &[
+                        ("message_id", KEY),
+                        ("name", Varchar(1024)),
+                        ("note", Varchar(65535)),
+                        ("price", BigInt),
+                        ("same", Varchar(1024)),
+                    ],
+                ),
+            },
+            Case {
+                name: "a missing table is created with every observed column",
+                table: "page_viewed",
+                known: &[],
+                observed: &[("url", Varchar(256)), ("depth", BigInt)],
+                caps: NO_CAPS,
+                tables_in_schema: None,
+                expected: apply(
+                    Some(&[("depth", BigInt), ("url", Varchar(256))]),
+                    vec![],
+                    vec![],
+                    &[
+                        ("message_id", KEY),
+                        ("depth", BigInt),
+                        ("url", Varchar(256)),
+                    ],
+                ),
+            },
+            Case {
+                name: "users are keyed by id and always have a timestamp",
+                table: "users",
+                known: &[],
+                observed: &[("plan", Varchar(64)), ("timestamp", Timestamp)],
+                caps: NO_CAPS,
+                tables_in_schema: None,
+                expected: apply(
+                    Some(&[("plan", Varchar(64)), ("timestamp", Timestamp)]),
+                    vec![],
+                    vec![],
+                    &[("id", KEY), ("plan", Varchar(64)), ("timestamp", Timestamp)],
+                ),
+            },
+            Case {
+                name: "the table cap refuses a new table once the schema is full",
+                table: "order_completed",
+                known: &[],
+                observed: &[("total", Double)],
+                caps: caps(Some(4), None),
+                tables_in_schema: Some(4),
+                expected: TablePlan::Refuse(DiscardReason::TableCap { cap: 4 }),
+            },
+            Case {
+                name: "the table cap admits a new table while there is room",
+                table: "order_completed",
+                known: &[],
+                observed: &[("total", Double)],
+                caps: caps(Some(4), None),
+                tables_in_schema: Some(3),
+                expected: apply(
+                    Some(&[("total", Double)]),
+                    vec![],
+                    vec![],
+                    &[("message_id", KEY), ("total", Double)],
+                ),
+            },
+            Case {
+                name: "the table cap never refuses the tables tracktable always creates",
+                table: "tracks",
+                known: &[],
+                observed: &[("event", Varchar(64))],
+                caps: caps(Some(0), None),
+                tables_in_schema: Some(9),
+                expected: apply(
+                    Some(&[("event", Varchar(64))]),
+                    vec![],
+                    vec![],
+                    &[("message_id", KEY), ("event", Varchar(64))],
+                ),
+            },
+            Case {
+                name: "the table cap never refuses a table that exists",
+                table: "order_completed",
+                known: &[("message_id", KEY)],
+                observed: &[("total", Double)],
+                caps: caps(Some(1), None),
+                tables_in_schema: Some(9),
+                expected: apply(
+                    None,
+                    vec![add("total", Double)],
+                    vec![],
+                    &[("message_id", KEY), ("total", Double)],
+                ),
+            },
+            Case {
+                name: "the column cap, key included, cuts a new table's columns in name order",
+                table: "t",
+                known: &[],
+                observed: &[("d", BigInt), ("a", BigInt), ("c", BigInt), ("b", BigInt)],
+                caps: caps(None, Some(3)),
+                tables_in_schema: None,
+                expected: apply(
+                    Some(&[("a", BigInt), ("b", BigInt)]),
+                    vec![],
+                    refused(&["c", "d"], 3),
+                    &[("message_id", KEY), ("a", BigInt), ("b", BigInt)],
+                ),
+            },
+            Case {
+                name: "the column cap counts a users table's id and timestamp",
+                table: "users",
+                known: &[],
+                observed: &[("a", BigInt), ("b", BigInt), ("c", BigInt)],
+                caps: caps(None, Some(3)),
+                tables_in_schema: None,
+                expected: apply(
+                    Some(&[("a", BigInt)]),
+                    vec![],
+                    refused(&["b", "c"], 3),
+                    &[("id", KEY), ("a", BigInt), ("timestamp", Timestamp)],
+                ),
+            },
+            Case {
+                name: "a table at the column cap adds nothing but still widens",
+                table: "t",
+                known: &[("message_id", KEY), ("a", Varchar(64)), ("b", BigInt)],
+                observed: &[("a", Varchar(256)), ("z", Boolean), ("c", BigInt)],
+                caps: caps(None, Some(3)),
+                tables_in_schema: None,
+                expected: apply(
+                    None,
+                    vec![widen("a", 256)],
+                    refused(&["c", "z"], 3),
+                    &[("message_id", KEY), ("a", Varchar(256)), ("b", BigInt)],
+                ),
+            },
+            Case {
+                name: "a table below the column cap adds until it is full",
+                table: "t",
+                known: &[("message_id", KEY), ("a", BigInt)],
+                observed: &[("c", BigInt), ("b", BigInt), ("d", BigInt)],
+                caps: caps(None, Some(4)),
+                tables_in_schema: None,
+                expected: apply(
+                    None,
+                    vec![add("b", BigInt), add("c", BigInt)],
+                    refused(&["d"], 4),
+                    &[
+                        ("message_id", KEY),
+                        ("a", BigInt),
+                        ("b", BigInt),
+                        ("c", BigInt),
+                    ],
+                ),
+            },
+            Case {
+                name: "a column cap below the key still creates the table, with no column",
+                table: "t",
+                known: &[],
+                observed: &[("a", BigInt)],
+                caps: caps(None, Some(0)),
+                tables_in_schema: None,
+                expected: apply(
+                    Some(&[]),
+                    vec![],
+                    refused(&["a"], 0),
+                    &[("message_id", KEY)],
+                ),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_case_plans_as_expected() {
+        for case in cases() {
+            let plan = plan_table(
+                case.table,
+                &schema(case.known),
+                &named(case.observed),
+                case.caps,
+                case.tables_in_schema,
+            );
+            assert_eq!(plan, case.expected, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn catalogue_types_are_the_ones_tracktable_writes() {
+        assert_eq!(catalogue_type("bigint", None), Some(BigInt));
+        assert_eq!(catalogue_type("boolean", None), Some(Boolean));
+        assert_eq!(catalogue_type("double precision", None), Some(Double));
+        let timestamp = catalogue_type("timestamp without time zone", None);
+        assert_eq!(timestamp, Some(Timestamp));
+        assert_eq!(
+            catalogue_type("character varying", Some(256)),
+            Some(Varchar(256))
+        );
+        assert_eq!(
+            catalogue_type("character varying", None),
+            Some(Varchar(65535))
+        );
+        assert_eq!(
+            catalogue_type("character varying", Some(0)),
+            Some(Varchar(1))
+        );
+        assert_eq!(catalogue_type("timestamp with time zone", None), None);
+        assert_eq!(catalogue_type("jsonb", None), None);
+    }
+
+    #[test]
+    fn a_table_is_settled_only_when_it_exists_and_wants_nothing() {
+        let known = schema(&[("message_id", KEY), ("a", Varchar(64))]);
+        assert!(is_settled(&known, &named(&[("a", Varchar(64))])));
+        assert!(!is_settled(&known, &named(&[("a", Varchar(256))])));
+        assert!(!is_settled(&known, &named(&[("b", BigInt)])));
+        assert!(!is_settled(&TableSchema::new(), &[]));
+        // A column the cap refuses is not settled: the catalogue is read again.
+        let full = schema(&[("message_id", KEY)]);
+        let plan = plan_table(
+            "t",
+            &full,
+            &named(&[("b", BigInt)]),
+            caps(None, Some(1)),
+            None,
+        );
+        assert!(matches!(&plan, TablePlan::Apply(plan) if plan.is_empty()));
+        assert!(!is_settled(&full, &named(&[("b", BigInt)])));
+    }
+
+    #[test]
+    fn applying_a_plan_settles_the_table() {
+        for case in cases() {
+            let observed = named(case.observed);
+            if let TablePlan::Apply(plan) = plan_table(
+                case.table,
+                &schema(case.known),
+                &observed,
+                case.caps,
+                case.tables_in_schema,
+            ) && plan.refused.is_empty()
+            {
+                assert!(is_settled(&plan.columns, &observed), "{}", case.name);
+            }
+        }
+    }
+}

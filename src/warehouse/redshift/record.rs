@@ -1,0 +1,200 @@
+//! record: what a Redshift load writes besides its rows, in the same transaction — its
+//! discards (staged as CSV like the rows, merged only where `_discards` lacks them, so
+//! a replayed batch adds none twice) and its `_tracktable_loads` row — and the load of
+//! a table the table cap refuses.
+
+use std::collections::HashSet;
+
+use super::RedshiftLoader;
+use super::csv::{self, PartWriter};
+use super::session::RedshiftError;
+use super::sql::{self, DISCARD_STAGE};
+use super::stage::Staged;
+use crate::warehouse::discard::{Discard, DiscardCounts, DiscardReason, KeptDiscards};
+use crate::warehouse::postgres::query_error;
+use crate::warehouse::{LoadReport, TableBatch};
+
+/// The text a column of `max` bytes keeps of `text`: all of it, or as much as fits,
+/// cut at a character boundary. A discarded value's reason says how long the whole
+/// value was, and its object and line point to it.
+fn fit(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+impl RedshiftLoader {
+    /// Writes `discards` as gzip CSV parts (one per `_discards` key: the table keeps
+    /// no duplicate) and stages them; `None` when there are none.
+    pub(super) async fn stage_discards(
+        &self,
+        batch: &TableBatch,
+        discards: &[Discard],
+    ) -> Result<Option<Staged>, RedshiftError> {
+        if discards.is_empty() {
+            return Ok(None);
+        }
+        let mut seen = HashSet::new();
+        let mut writer = PartWriter::new(self.warehouse.file.staging.part_bytes);
+        for discard in discards {
+            let message_id = fit(&discard.message_id, sql::KEY_WIDTH);
+            if !seen.insert((discard.table.as_str(), discard.column.as_str(), message_id)) {
+                continue;
+            }
+            let line = discard.line.to_string();
+            let reason = discard.reason.to_string();
+            let received_at = discard.received_at.map(|micros| {
+                let mut text = String::new();
+                csv::timestamp(&mut text, micros);
+                text
+            });
+            writer
+                .push_text(&[
+                    Some(&discard.table),
+                    Some(fit(&discard.column, sql::NAME_WIDTH)),
+                    Some(message_id),
+                    Some(fit(&discard.value, sql::MAX_VARCHAR)),
+                    Some(fit(&reason, sql::REASON_WIDTH)),
+                    Some(fit(&discard.object, sql::OBJECT_WIDTH)),
+                    Some(&line),
+                    received_at.as_deref(),
+                ])
+                .map_err(RedshiftError::Csv)?;
+        }
+        let parts = writer.finish().map_err(RedshiftError::Csv)?;
+        let (schema, table) = (self.warehouse.schema(), batch.table.as_str());
+        let staged = self
+            .staging
+            .put(schema, table, batch.batch.0, "discards", parts);
+        Ok(Some(staged.await?))
+    }
+
+    /// Ends a load's open transaction: merges the staged discards (`written`, staged
+    /// from `source`), counting in `report` those new to `_discards`, records the load,
+    /// and commits.
+    pub(super) async fn finish(
+        &self,
+        batch: &TableBatch,
+        source: Option<&Staged>,
+        written: &[Discard],
+        report: &mut LoadReport,
+    ) -> Result<(), RedshiftError> {
+        let (schema, table) = (self.warehouse.schema(), batch.table.as_str());
+        if let Some(source) = source {
+            report.discards_by_reason = self.merge_discards(source, written).await?;
+            report.discards = report.discards_by_reason.total();
+        }
+        let record = sql::record_load(
+            schema,
+            batch.batch.0,
+            table,
+            report.rows_loaded,
+            report.duplicates,
+            report.discards,
+        );
+        self.session.execute(&record, "record the load").await?;
+        self.session
+            .execute(sql::COMMIT, &format!("commit {table}"))
+            .await?;
+        Ok(())
+    }
+
+    /// Within the open transaction: COPYs the staged discards and keeps the new ones;
+    /// returns how many were new, by reason.
+    async fn merge_discards(
+        &self,
+        source: &Staged,
+        written: &[Discard],
+    ) -> Result<DiscardCounts, RedshiftError> {
+        let (session, schema) = (&self.session, self.warehouse.schema());
+        let drop = sql::drop_stage(DISCARD_STAGE);
+        session
+            .execute(&drop, "drop an old discard staging table")
+            .await?;
+        let create = sql::create_discard_stage(schema, DISCARD_STAGE);
+        session
+            .execute(&create, "create the discard staging table")
+            .await?;
+        let copy = self.copy_from(DISCARD_STAGE, &sql::DISCARD_COLUMNS, source);
+        session.execute(&copy, "COPY discards").await?;
+        let kept = self.count_new_discards(written).await?;
+        let merge = sql::merge_discards(schema, DISCARD_STAGE);
+        session.execute(&merge, "merge discards").await?;
+        session
+            .execute(&drop, "drop the discard staging table")
+            .await?;
+        Ok(kept)
+    }
+
+    /// The staged discards `_discards` lacks, by reason (Redshift has no `RETURNING`).
+    async fn count_new_discards(
+        &self,
+        written: &[Discard],
+    ) -> Result<DiscardCounts, RedshiftError> {
+        let context = "count new discards";
+        let count = sql::count_new_discards(self.warehouse.schema(), DISCARD_STAGE);
+        let mut kept = KeptDiscards::new(written);
+        for row in self.session.query(&count, context).await? {
+            let cell = |index| row.try_get(index).map_err(query_error(context));
+            let (reason, count) = (cell(0)?, cell(1)?);
+            let count: u64 = count.and_then(|c| c.parse().ok()).unwrap_or(0);
+            kept.kept(reason.unwrap_or(""), count);
+        }
+        Ok(kept.counts())
+    }
+
+    /// A table the tracking plan's table cap keeps out: its rows go to `_discards`
+    /// whole with `reason`, and the load is recorded.
+    pub(super) async fn refuse_table(
+        &mut self,
+        batch: &TableBatch,
+        reason: DiscardReason,
+        mut report: LoadReport,
+    ) -> Result<LoadReport, RedshiftError> {
+        let table = batch.table.as_str();
+        let discards: Vec<Discard> = batch
+            .rows
+            .iter()
+            .map(|row| Discard::whole_row(table, row, reason.clone()))
+            .collect();
+        let staged = self.stage_discards(batch, &discards).await?;
+        self.session.execute(sql::BEGIN, "begin").await?;
+        self.finish(batch, staged.as_ref(), &discards, &mut report)
+            .await?;
+        self.remove_staged([staged]).await;
+        tracing::warn!(
+            table,
+            batch = batch.batch.0,
+            rows = batch.rows.len(),
+            cap = self.warehouse.connection.caps().tables.unwrap_or(0),
+            "table over the tracking plan's table cap; its rows went to _discards"
+        );
+        Ok(report)
+    }
+
+    /// After the commit: removes what the load staged, unless the pipeline keeps it.
+    pub(super) async fn remove_staged(&self, staged: impl IntoIterator<Item = Option<Staged>>) {
+        if !self.warehouse.file.staging.keep {
+            for put in staged.into_iter().flatten() {
+                self.staging.remove(&put).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    #[test]
+    fn discarded_values_are_cut_at_a_character_boundary() {
+        assert_eq!(fit("héllo", 2), "h");
+        assert_eq!(fit("héllo", 3), "hé");
+        assert_eq!(fit("abc", 10), "abc");
+    }
+}
