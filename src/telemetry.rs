@@ -1,9 +1,9 @@
 //! telemetry: every fact tracktable counts is counted and logged from one function here,
 //! so counters and logs never drift apart.
 //!
-//! `RunStats` is one set of process-wide counters (atomics: workers only add to them).
-//! It feeds `run`'s closing summary and the `demo` report; the Prometheus exporter of the
-//! operations issue will read the same counters.
+//! `RunStats` is one set of process-wide counters (atomics: workers only add to them)
+//! and the Prometheus metrics (`metrics`) beside them. It feeds `run`'s closing summary,
+//! the `demo` report and `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

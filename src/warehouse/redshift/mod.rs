@@ -132,14 +132,16 @@ impl Warehouse for RedshiftWarehouse {
     type Loader = RedshiftLoader;
 
     async fn prepare(&self) -> Result<(), RedshiftError> {
-        let mut attempt = 0;
+        let mut backoff = crate::retry::Backoff::default();
         loop {
-            attempt += 1;
             match self.prepare_once().await {
-                // Several processes preparing at once can collide on a CREATE.
-                Err(error) if attempt < 3 && (is_race(&error) || !error.is_permanent()) => {
+                // Several processes preparing at once can collide on a CREATE; the
+                // caller waits out a transient failure beyond these few attempts.
+                Err(error)
+                    if backoff.failures() < 2 && (is_race(&error) || !error.is_permanent()) =>
+                {
                     tracing::debug!(error = %error, "preparing the schema again");
-                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                    tokio::time::sleep(backoff.failed()).await;
                 }
                 other => return other,
             }
