@@ -149,6 +149,8 @@ pub struct Check {
     pub what: String,
     /// `None` when it passed; otherwise what to do about it.
     pub fix: Option<String>,
+    /// A pass that deserves attention: what to consider.
+    pub warning: Option<String>,
 }
 
 fn check_dir_source(
@@ -159,10 +161,12 @@ fn check_dir_source(
     checks.push(match std::fs::read_dir(path) {
         Ok(_) => Check {
             what: format!("source directory {} is readable", path.display()),
+            warning: None,
             fix: None,
         },
         Err(error) => Check {
             what: format!("source directory {} is readable", path.display()),
+            warning: None,
             fix: Some(format!("{error}: create it or fix its permissions")),
         },
     });
@@ -184,9 +188,14 @@ async fn check_queue(queue_url: &str, region: Option<&str>, endpoint_url: Option
         .send()
         .await
     {
-        Ok(_) => Check { what, fix: None },
+        Ok(_) => Check {
+            what,
+            fix: None,
+            warning: None,
+        },
         Err(error) => Check {
             what,
+            warning: None,
             fix: Some(format!(
                 "{}: check source.queue_url, the region and the AWS credentials; the loader needs \
                  sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility and \
@@ -224,6 +233,7 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
         Err(error) => {
             checks.push(Check {
                 what: "warehouse settings".into(),
+                warning: None,
                 fix: Some(error.to_string()),
             });
             return checks;
@@ -233,6 +243,7 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
         Ok(client) => {
             checks.push(Check {
                 what: "connect to the warehouse".into(),
+                warning: None,
                 fix: None,
             });
             client
@@ -240,6 +251,7 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
         Err(error) => {
             checks.push(Check {
                 what: "connect to the warehouse".into(),
+                warning: None,
                 fix: Some(format!("{error}: check warehouse.url, the password variable, and that the server accepts this host")),
             });
             return checks;
@@ -262,6 +274,7 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
         Err(error) => {
             checks.push(Check {
                 what: "read privileges".into(),
+                warning: None,
                 fix: Some(error.to_string()),
             });
             return checks;
@@ -277,26 +290,33 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
     let grant = |what: &str| format!("as a superuser: GRANT {what} TO {}", sql::ident(&user));
     checks.push(Check {
         what: format!("create temporary staging tables in {database}"),
+        warning: None,
         fix: (!temporary)
             .then(|| grant(&format!("TEMPORARY ON DATABASE {}", sql::ident(&database)))),
     });
     if schema_exists {
         checks.push(Check {
             what: format!("create and alter tables in schema {schema}"),
+            warning: None,
             fix: (!schema_rights)
                 .then(|| grant(&format!("USAGE, CREATE ON SCHEMA {}", sql::ident(schema)))),
         });
     } else {
         checks.push(Check {
             what: format!("create schema {schema}"),
+            warning: None,
             fix: (!create_db)
                 .then(|| grant(&format!("CREATE ON DATABASE {}", sql::ident(&database)))),
         });
     }
     checks.push(Check {
-        what: format!("loader user {user} is not a superuser"),
-        fix: superuser
-            .then(|| "use a dedicated loader user: see `tracktable setup-sql`".to_owned()),
+        what: format!("loader user {user}"),
+        fix: None,
+        warning: superuser.then(|| {
+            "is a superuser: fine to try tracktable, but load production data as a dedicated \
+             user with only these privileges (`tracktable setup-sql`)"
+                .to_owned()
+        }),
     });
     checks
 }
@@ -358,6 +378,7 @@ async fn check_staging(redshift: &crate::config::RedshiftFile) -> Check {
     .await;
     Check {
         what,
+        warning: None,
         fix: result.err().map(|error| {
             format!("{error}: grant s3:PutObject, s3:GetObject and s3:DeleteObject on the prefix (see `tracktable setup-sql --dialect redshift`)")
         }),
@@ -372,6 +393,7 @@ fn writable(dir: &Path) -> Check {
         .and_then(|()| std::fs::remove_file(&probe));
     Check {
         what,
+        warning: None,
         fix: result
             .err()
             .map(|error| format!("{error}: create it or fix its permissions")),

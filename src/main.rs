@@ -19,7 +19,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log lines as human-readable text (default) or one JSON object per line.
-    /// Verbosity: TRACKTABLE_LOG (e.g. `info`, `tracktable=debug`).
+    /// Verbosity: TRACKTABLE_LOG (e.g. `info`, `tracktable=debug`), else RUST_LOG.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 }
@@ -52,13 +52,15 @@ enum Command {
     Check(PipelineArgs),
     /// Show the tables and columns tracktable created, with types, row counts and column budget.
     Schema(PipelineArgs),
+    /// Print shell completions: `tracktable completions bash > /etc/bash_completion.d/tracktable`.
+    Completions(CompletionsArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct BackfillArgs {
     /// The pipeline file: its warehouse and batch settings are used (and, for an SQS
     /// pipeline, its region and endpoint).
-    #[arg(long)]
+    #[arg(long, env = "TRACKTABLE_PIPELINE")]
     pipeline: PathBuf,
     /// The bucket to list.
     #[arg(long)]
@@ -111,9 +113,15 @@ struct SetupSqlArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct CompletionsArgs {
+    /// bash, zsh, fish, elvish or powershell.
+    shell: clap_complete::Shell,
+}
+
+#[derive(Debug, clap::Args)]
 struct PipelineArgs {
     /// The pipeline file (TOML; see pipelines/).
-    #[arg(long)]
+    #[arg(long, env = "TRACKTABLE_PIPELINE")]
     pipeline: PathBuf,
 }
 
@@ -141,7 +149,7 @@ struct DemoArgs {
 #[derive(Debug, clap::Args)]
 struct RunArgs {
     /// The pipeline file (TOML; see pipelines/).
-    #[arg(long)]
+    #[arg(long, env = "TRACKTABLE_PIPELINE")]
     pipeline: PathBuf,
     #[command(flatten)]
     cluster: ClusterArgs,
@@ -156,7 +164,7 @@ struct RunArgs {
     endpoint_url: Option<String>,
     /// Serve Prometheus metrics (/metrics), liveness (/health) and readiness (/ready)
     /// on this address, e.g. 0.0.0.0:9464 (default: off).
-    #[arg(long)]
+    #[arg(long, env = "TRACKTABLE_METRICS_ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
 }
 
@@ -164,7 +172,7 @@ struct RunArgs {
 #[derive(Debug, clap::Args)]
 struct ClusterArgs {
     /// Worker threads in this process.
-    #[arg(long, short = 'w', default_value_t = 1)]
+    #[arg(long, short = 'w', env = "TRACKTABLE_WORKERS", default_value_t = 1)]
     workers: usize,
     /// Processes in the cluster.
     #[arg(long, short = 'n', default_value_t = 1)]
@@ -255,7 +263,8 @@ fn main() -> ExitCode {
     tracktable::allocator::tune();
     let cli = Cli::parse();
     // `demo` prints its own report: the service's per-table log lines
-    // (85 "table created" on a fresh schema) would bury it. TRACKTABLE_LOG still wins.
+    // (85 "table created" on a fresh schema) would bury it. TRACKTABLE_LOG (else
+    // RUST_LOG) still wins.
     let default_filter = match cli.command {
         #[cfg(feature = "demo")]
         Command::Demo(_) => "warn",
@@ -264,6 +273,7 @@ fn main() -> ExitCode {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRACKTABLE_LOG")
+                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr);
@@ -295,6 +305,16 @@ fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(
+                args.shell,
+                &mut command,
+                "tracktable",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::SetupSql(args) => setup_sql(args),
         Command::Check(args) => check(args),
         Command::Schema(args) => schema(args),
@@ -328,9 +348,10 @@ fn check(args: PipelineArgs) -> anyhow::Result<()> {
     let checks = block_on(tracktable::admin::check(&pipeline))?;
     let mut failed = 0;
     for check in &checks {
-        match &check.fix {
-            None => println!("pass  {}", check.what),
-            Some(fix) => {
+        match (&check.fix, &check.warning) {
+            (None, None) => println!("pass  {}", check.what),
+            (None, Some(warning)) => println!("warn  {} {warning}", check.what),
+            (Some(fix), _) => {
                 failed += 1;
                 println!("FAIL  {}\n      fix: {fix}", check.what);
             }

@@ -198,6 +198,7 @@ async fn setup_sql_makes_a_loader_user_that_check_run_and_schema_accept() {
         report.lines().count() >= 5 && report.lines().all(|line| line.starts_with("pass")),
         "{report}"
     );
+    assert!(report.contains("pass  loader user"), "{report}");
     assert!(
         !report.contains("change-me") && !text(&out.stderr).contains("change-me"),
         "no password in output"
@@ -343,4 +344,39 @@ fn demo_starts_a_throwaway_postgres_when_none_answers() {
         stdout.contains("psql postgres://postgres@127.0.0.1:"),
         "the psql hint names the throwaway server:\n{stdout}"
     );
+}
+
+/// Completions come from the same flag definitions as the CLI.
+#[test]
+fn completions_name_every_command_and_flag() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = output(&mut tracktable(&["completions", shell]), "completions");
+        let script = text(&out.stdout);
+        assert!(out.status.success(), "{shell}: {}", text(&out.stderr));
+        for word in ["backfill", "setup-sql", "pipeline", "metrics-addr"] {
+            assert!(script.contains(word), "{shell} completions lack {word}");
+        }
+    }
+}
+
+/// The main flags also come from the environment, as a container or unit file sets them.
+#[test]
+fn the_pipeline_and_workers_can_come_from_the_environment() {
+    let work = tempfile::tempdir().unwrap();
+    let missing = work.path().join("nowhere.toml");
+    let out = output(
+        tracktable(&["run", "--once"])
+            .env("TRACKTABLE_PIPELINE", &missing)
+            .env("TRACKTABLE_WORKERS", "0"),
+        "run from the environment",
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("nowhere.toml"), "{stderr}");
+    let out = output(
+        tracktable(&["run", "--once", "--pipeline", "x.toml"]).env("TRACKTABLE_WORKERS", "many"),
+        "workers from the environment",
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("many"), "{}", text(&out.stderr));
 }
