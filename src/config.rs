@@ -547,13 +547,7 @@ fn check_limits(limits: &LimitsFile) -> Result<(), Problem> {
 }
 
 fn check_warehouse(warehouse: &WarehouseFile) -> Result<(), Problem> {
-    let url = warehouse.url();
-    if url.contains('@')
-        && url
-            .split('@')
-            .next()
-            .is_some_and(|userinfo| userinfo.matches(':').count() > 1)
-    {
+    if crate::conninfo::has_password(warehouse.url()) {
         return Err((
             "warehouse.url",
             "contains a password; put it in an environment variable and name it in `password_env`"
@@ -816,15 +810,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("soon"), "{error}");
-        let text = MINIMAL.replace("loader@", "loader:hunter2@");
-        let error = PipelineFile::parse(&text, Path::new("p.toml"))
-            .unwrap()
-            .validate(Path::new("p.toml"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("password_env") && !error.contains("hunter2"),
-            "{error}"
-        );
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_in_every_form() {
+        for url in [
+            "postgres://loader:hunter2@127.0.0.1:5432/analytics",
+            "postgres://loader@127.0.0.1:5432/analytics?password=hunter2",
+            "postgres://loader@127.0.0.1:5432/analytics?sslmode=disable&password=hunter2",
+            "host=127.0.0.1 user=loader password=hunter2 dbname=analytics",
+        ] {
+            let text = MINIMAL.replace("postgres://loader@127.0.0.1:5432/analytics", url);
+            let error = PipelineFile::parse(&text, Path::new("p.toml"))
+                .unwrap()
+                .validate(Path::new("p.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.contains("password_env") && !error.contains("hunter2"),
+                "{url}: {error}"
+            );
+        }
     }
 }

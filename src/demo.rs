@@ -24,7 +24,14 @@ pub const SCHEMA: &str = "tracktable_demo";
 /// What to demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
-    pub database_url: String,
+    /// The PostgreSQL the user named (`DATABASE_URL`), which may carry a password: it is
+    /// the user's own environment. `None`: [`DEFAULT_DATABASE_URL`], or a throwaway
+    /// server when nothing answers there.
+    pub database_url: Option<String>,
+    /// Start a throwaway server even if one answers at the default URL.
+    pub local_server: bool,
+    /// Leave the throwaway server running when the demo ends (for `psql`).
+    pub keep_server: bool,
     pub events: u64,
     pub workers: usize,
     /// Scratch directory for the generated objects (emptied first).
@@ -36,14 +43,26 @@ pub struct DemoOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error(
-        "no PostgreSQL answers at {url}: {source}\n\
+        "no PostgreSQL answers at {}: {}\n\
          (and no PostgreSQL server binaries are installed here to start a throwaway one)\n\
          Start one, or point DATABASE_URL at one, e.g.:\n  \
          sudo apt-get install postgresql && sudo pg_ctlcluster $(ls /etc/postgresql) main start\n  \
          docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n  \
-         DATABASE_URL=postgres://user@host:5432/db tracktable demo"
+         DATABASE_URL=postgres://user@host:5432/db tracktable demo",
+        crate::conninfo::redacted(url),
+        error_chain(source)
     )]
     NoDatabase {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "cannot connect to DATABASE_URL {}: {}\n\
+         (the demo uses the server you name; unset DATABASE_URL to let it find or start one)",
+        crate::conninfo::redacted(url),
+        error_chain(source)
+    )]
+    Named {
         url: String,
         source: tokio_postgres::Error,
     },
@@ -66,19 +85,28 @@ pub enum DemoError {
     LocalPostgres(#[from] local_postgres::LocalPostgresError),
 }
 
-/// Whether a PostgreSQL URL points at this machine (only then may the demo start its own).
-fn is_loopback(url: &str) -> bool {
-    url.parse::<tokio_postgres::Config>().is_ok_and(|config| {
-        config.get_hosts().iter().all(|host| match host {
-            tokio_postgres::config::Host::Tcp(name) => {
-                name == "localhost"
-                    || name
-                        .parse::<std::net::IpAddr>()
-                        .is_ok_and(|ip| ip.is_loopback())
-            }
-            tokio_postgres::config::Host::Unix(_) => true,
-        })
-    })
+/// An error and its causes, each once: tokio-postgres says "error connecting to server"
+/// and keeps the cause (connection refused, …) in its source.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The PostgreSQL the demo loads into, and the throwaway server it started, if any.
+struct Target {
+    client: tokio_postgres::Client,
+    /// Its URL, password included when the user gave one (never printed as is).
+    url: String,
+    local: Option<local_postgres::LocalPostgres>,
 }
 
 /// Runs the demo and prints its report to stdout.
@@ -87,29 +115,42 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
         .enable_all()
         .build()
         .map_err(DemoError::Runtime)?;
-    let (client, database_url) = connect_or_start(&runtime, options)?;
-    let options = &DemoOptions {
-        database_url,
-        ..options.clone()
-    };
+    let target = connect_or_start(&runtime, options)?;
+    let result = demo_on(&runtime, &target, options);
+    finish_local(target.local, options.keep_server);
+    result
+}
+
+/// The demo against `target`.
+fn demo_on(
+    runtime: &tokio::runtime::Runtime,
+    target: &Target,
+    options: &DemoOptions,
+) -> Result<(), DemoError> {
+    let client = &target.client;
     runtime
         .block_on(client.batch_execute(&format!("DROP SCHEMA IF EXISTS \"{SCHEMA}\" CASCADE")))
         .map_err(DemoError::Report)?;
     let (events_dir, generated) = generate_events(options)?;
     let scratch = &options.scratch;
-    // The real pipeline, once over the directory.
+    // The real pipeline, once over the directory. A pipeline file may not hold a
+    // password, so it is validated without one and given the user's URL afterwards.
+    let (url_without_password, _) = crate::conninfo::take_password(&target.url);
     let file = PipelineFile::local(
         "demo",
         &events_dir,
         &scratch.join("state"),
-        &options.database_url,
+        &url_without_password,
         SCHEMA,
         crate::config::BatchFile {
             interval: Duration::from_secs(2),
             ..Default::default()
         },
     );
-    let pipeline = file.validate(&scratch.join("demo.toml"))?;
+    let mut pipeline = file.validate(&scratch.join("demo.toml"))?;
+    if let crate::config::WarehouseFile::Postgres(postgres) = &mut pipeline.warehouse {
+        postgres.url = target.url.clone();
+    }
     let stats = Arc::new(RunStats::default());
     let progress = progress_bar(generated.objects, Arc::clone(&stats));
     let run_options = RunOptions {
@@ -141,36 +182,94 @@ pub fn demo(options: &DemoOptions) -> Result<(), DemoError> {
     let summary = summary?;
 
     let report = runtime
-        .block_on(report(&client))
+        .block_on(report(client))
         .map_err(DemoError::Report)?;
-    print_report(&report, &summary, &options.database_url);
+    // A throwaway server stopped at the end cannot be looked at: no psql hint then.
+    let stays = target.local.is_none() || options.keep_server;
+    print_report(&report, &summary, stays.then_some(target.url.as_str()));
     Ok(())
 }
 
-/// A client of the PostgreSQL at `options.database_url`, or of a throwaway local one
-/// when nothing answers on loopback and the server binaries are installed; and its URL.
+/// The user's PostgreSQL when they named one (an error if it does not answer); else
+/// the default URL; else, or with `local_server`, a throwaway local server.
 fn connect_or_start(
     runtime: &tokio::runtime::Runtime,
     options: &DemoOptions,
-) -> Result<(tokio_postgres::Client, String), DemoError> {
-    match runtime.block_on(connect(&options.database_url)) {
-        Ok(client) => Ok((client, options.database_url.clone())),
-        Err(DemoError::NoDatabase { url, source }) => {
-            if !is_loopback(&url) || local_postgres::find_binaries().is_none() {
-                return Err(DemoError::NoDatabase { url, source });
+) -> Result<Target, DemoError> {
+    if let Some(url) = &options.database_url {
+        let client = runtime
+            .block_on(connect(url))
+            .map_err(|error| match error {
+                DemoError::NoDatabase { url, source } => DemoError::Named { url, source },
+                other => other,
+            })?;
+        return Ok(Target {
+            client,
+            url: url.clone(),
+            local: None,
+        });
+    }
+    if !options.local_server {
+        match runtime.block_on(connect(DEFAULT_DATABASE_URL)) {
+            Ok(client) => {
+                return Ok(Target {
+                    client,
+                    url: DEFAULT_DATABASE_URL.to_owned(),
+                    local: None,
+                });
             }
-            println!("no PostgreSQL answers at {url} ({source}); starting a throwaway one");
-            let local = local_postgres::start(&options.local_postgres_dir)?;
-            println!(
-                "{} a throwaway PostgreSQL at {} (data in {}; stop it with: {})",
-                if local.started { "started" } else { "using" },
-                local.url,
-                local.dir.display(),
-                local.stop_command()
-            );
-            Ok((runtime.block_on(connect(&local.url))?, local.url))
+            Err(error) if local_postgres::find_binaries().is_none() => return Err(error),
+            Err(error) => println!(
+                "{error_line}; starting a throwaway one",
+                error_line = first_line(&error)
+            ),
         }
-        Err(other) => Err(other),
+    }
+    let local = local_postgres::start(&options.local_postgres_dir)?;
+    println!(
+        "{} a throwaway PostgreSQL at {} (data in {})",
+        if local.started { "started" } else { "using" },
+        local.url,
+        local.dir.display(),
+    );
+    let client = runtime.block_on(connect(&local.url))?;
+    Ok(Target {
+        client,
+        url: local.url.clone(),
+        local: Some(local),
+    })
+}
+
+fn first_line(error: &DemoError) -> String {
+    error
+        .to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Stops the throwaway server this demo started, unless asked to keep it; the last line
+/// says what became of it.
+fn finish_local(local: Option<local_postgres::LocalPostgres>, keep: bool) {
+    let Some(local) = local else {
+        return;
+    };
+    if keep || !local.started {
+        println!(
+            "the throwaway PostgreSQL is still running; stop it with: {}",
+            local.stop_command()
+        );
+        return;
+    }
+    match local.stop() {
+        Ok(()) => println!(
+            "stopped the throwaway PostgreSQL (run with --keep-server to look at the tables with psql)"
+        ),
+        Err(error) => println!(
+            "could not stop the throwaway PostgreSQL ({error}); stop it with: {}",
+            local.stop_command()
+        ),
     }
 }
 
@@ -204,7 +303,7 @@ fn generate_events(options: &DemoOptions) -> Result<(PathBuf, generate::GenSumma
     Ok((events_dir, generated))
 }
 
-fn print_report(report: &Report, summary: &run::RunSummary, database_url: &str) {
+fn print_report(report: &Report, summary: &run::RunSummary, database_url: Option<&str>) {
     let seconds = summary.elapsed.as_secs_f64();
     let stats = summary.stats;
     println!();
@@ -238,11 +337,13 @@ fn print_report(report: &Report, summary: &run::RunSummary, database_url: &str) 
     for (code, count) in &report.rejections {
         println!("  {count:>8}  {code}");
     }
-    println!();
-    println!(
-        "look at it:  psql {} -c 'SET search_path = {SCHEMA}' -c '\\dt'",
-        database_url
-    );
+    if let Some(url) = database_url {
+        println!();
+        println!(
+            "look at it:  psql {} -c 'SET search_path = {SCHEMA}' -c '\\dt'",
+            crate::conninfo::redacted(url)
+        );
+    }
 }
 
 /// Moves every object after the first `keep` (by name) from `dir` into `held`; returns

@@ -3,7 +3,7 @@
 //!
 //! The modules follow the data (ARCHITECTURE.md has the drawing):
 //!
-//! - [`config`]: the pipeline file, validated.
+//! - [`config`]: the pipeline file, validated; [`conninfo`]: connection strings, masked.
 //! - [`source`]: where objects come from (a directory, SQS notifications, an S3 prefix).
 //! - [`decode`]: an object's bytes → messages or rejections (framing, gzip, limits).
 //! - [`route`]: a message → typed rows for its tables (naming, flattening, typing, plan).
@@ -23,6 +23,7 @@ pub mod backfill;
 pub mod batch;
 pub mod columns;
 pub mod config;
+pub mod conninfo;
 pub mod dataflow;
 pub mod decode;
 #[cfg(feature = "demo")]

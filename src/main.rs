@@ -128,9 +128,16 @@ struct PipelineArgs {
 #[cfg(feature = "demo")]
 #[derive(Debug, clap::Args)]
 struct DemoArgs {
-    /// PostgreSQL to load into.
-    #[arg(long, env = "DATABASE_URL", default_value = tracktable::demo::DEFAULT_DATABASE_URL)]
-    database_url: String,
+    /// PostgreSQL to load into; it must answer. Unset: postgres://postgres@127.0.0.1:5432/postgres,
+    /// or a throwaway local server when nothing answers there.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Load into a throwaway local PostgreSQL even if one answers at the default URL.
+    #[arg(long, conflicts_with = "database_url")]
+    local_server: bool,
+    /// Leave the throwaway server running at the end (the last line says how to stop it).
+    #[arg(long)]
+    keep_server: bool,
     /// How many events to generate.
     #[arg(long, default_value_t = 300_000)]
     events: u64,
@@ -140,8 +147,8 @@ struct DemoArgs {
     /// Scratch directory for generated objects (default: a directory under the system temp dir).
     #[arg(long)]
     scratch: Option<PathBuf>,
-    /// Where to keep a throwaway PostgreSQL cluster, started when none answers on loopback
-    /// and the server binaries are installed (default: beside the binary, in the target dir).
+    /// Where to keep the throwaway PostgreSQL cluster (default: beside the binary, in the
+    /// target dir).
     #[arg(long)]
     local_postgres_dir: Option<PathBuf>,
 }
@@ -383,6 +390,8 @@ fn schema(args: PipelineArgs) -> anyhow::Result<()> {
 fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let options = tracktable::demo::DemoOptions {
         database_url: args.database_url,
+        local_server: args.local_server,
+        keep_server: args.keep_server,
         events: args.events,
         workers: args.workers,
         scratch: args

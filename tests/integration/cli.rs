@@ -270,31 +270,27 @@ async fn setup_sql_makes_a_loader_user_that_check_run_and_schema_accept() {
         .expect("drop the test roles");
 }
 
-/// With nothing listening at a loopback DATABASE_URL and the server binaries installed,
-/// `demo` starts its own throwaway PostgreSQL and runs the whole job against it.
+/// `demo --local-server` starts its own throwaway PostgreSQL, runs the whole job against
+/// it, and stops it at the end.
 #[test]
-fn demo_starts_a_throwaway_postgres_when_none_answers() {
-    if tracktable_local_postgres::find_binaries().is_none() {
+fn demo_on_a_throwaway_postgres_stops_it_at_the_end() {
+    let Some(binaries) = tracktable_local_postgres::find_binaries() else {
         assert!(
             !support::in_ci(),
             "CI=true but no PostgreSQL server binaries (initdb, pg_ctl) are installed"
         );
         eprintln!("skipping: no PostgreSQL server binaries");
         return;
-    }
+    };
     // Under /tmp directly: as root the server runs as `postgres`, which must reach it.
     let cluster = std::env::temp_dir().join(support::unique("tt-demo-pg"));
     let scratch = tempfile::tempdir().unwrap();
     let logs = tempfile::tempdir().unwrap();
-    let url = format!(
-        "postgres://postgres@127.0.0.1:{}/postgres",
-        support::free_port()
-    );
-    let mut demo = tracktable(&["demo", "--events", "3000", "--scratch"]);
+    let mut demo = tracktable(&["demo", "--local-server", "--events", "3000", "--scratch"]);
     demo.arg(scratch.path())
         .arg("--local-postgres-dir")
         .arg(&cluster)
-        .env("DATABASE_URL", &url)
+        .env_remove("DATABASE_URL")
         // Files, not pipes: a pipe nobody reads until exit fills up and blocks the child.
         .stdout(std::fs::File::create(logs.path().join("stdout")).unwrap())
         .stderr(std::fs::File::create(logs.path().join("stderr")).unwrap());
@@ -303,13 +299,16 @@ fn demo_starts_a_throwaway_postgres_when_none_answers() {
     let stdout = std::fs::read_to_string(logs.path().join("stdout")).unwrap_or_default();
     let stderr = std::fs::read_to_string(logs.path().join("stderr")).unwrap_or_default();
 
-    // Stop the throwaway server whatever happened.
-    let stop = stdout
-        .lines()
-        .find_map(|line| line.split("stop it with: ").nth(1))
-        .map(|command| command.trim_end_matches(')').to_owned());
-    if let Some(stop) = &stop {
-        let _ = Command::new("sh").args(["-c", stop]).output();
+    // Whatever happened, leave no server behind; but the demo must have stopped it.
+    let left_running = cluster.join("data").join("postmaster.pid").exists();
+    if left_running {
+        let server = tracktable_local_postgres::LocalPostgres {
+            url: String::new(),
+            dir: cluster.clone(),
+            pg_ctl: binaries.join("pg_ctl"),
+            started: true,
+        };
+        let _ = server.stop();
     }
     let _ = std::fs::remove_dir_all(&cluster);
 
@@ -317,13 +316,18 @@ fn demo_starts_a_throwaway_postgres_when_none_answers() {
         status.success(),
         "demo failed:\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
-    assert!(
-        stop.is_some(),
-        "demo says how to stop its server:\n{stdout}"
-    );
+    assert!(!left_running, "the demo left its server running:\n{stdout}");
     assert!(
         stdout.contains("started a throwaway PostgreSQL"),
         "{stdout}"
+    );
+    assert!(
+        stdout
+            .trim_end()
+            .lines()
+            .last()
+            .is_some_and(|line| line.starts_with("stopped the throwaway PostgreSQL")),
+        "the last line says the server was stopped:\n{stdout}"
     );
     assert!(stdout.contains("tables created"), "{stdout}");
     let loaded: u64 = stdout
@@ -340,10 +344,67 @@ fn demo_starts_a_throwaway_postgres_when_none_answers() {
         (2900..=3000).contains(&loaded),
         "loaded {loaded} of 3000 events (a few are malformed)"
     );
+}
+
+/// A `DATABASE_URL` with a password (the user's own environment) runs the demo, and the
+/// password appears nowhere in what it prints. The test server trusts every local
+/// connection, so any password is accepted.
+#[tokio::test]
+async fn demo_takes_a_database_url_with_a_password_and_never_prints_it() {
+    let Some(_client) = support::postgres().await else {
+        return;
+    };
+    let secret = "s3cr3t-demo-pw";
+    let url = support::database_url().replacen("postgres@", &format!("postgres:{secret}@"), 1);
     assert!(
-        stdout.contains("psql postgres://postgres@127.0.0.1:"),
-        "the psql hint names the throwaway server:\n{stdout}"
+        url.contains(secret),
+        "the test's DATABASE_URL has a user: {url}"
     );
+    let scratch = tempfile::tempdir().unwrap();
+    let out = output(
+        tracktable(&["demo", "--events", "2000", "--scratch"])
+            .arg(scratch.path())
+            .env("DATABASE_URL", &url)
+            .env("TRACKTABLE_LOG", "debug"),
+        "demo with a password",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("tables created"), "{stdout}");
+    assert!(
+        !stdout.contains(secret) && !stderr.contains(secret),
+        "the password was printed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("psql postgres://postgres:***@"), "{stdout}");
+}
+
+/// A `DATABASE_URL` that does not answer is an error naming it (password masked) and its
+/// cause: the demo never swaps the user's server for a throwaway one.
+#[test]
+fn demo_with_an_unreachable_database_url_fails_and_starts_nothing() {
+    let url = format!(
+        "postgres://postgres:hunter2@127.0.0.1:{}/postgres",
+        support::free_port()
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    let cluster = scratch.path().join("cluster");
+    let out = output(
+        tracktable(&["demo", "--events", "100", "--scratch"])
+            .arg(scratch.path().join("work"))
+            .arg("--local-postgres-dir")
+            .arg(&cluster)
+            .env("DATABASE_URL", &url),
+        "demo with an unreachable server",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("cannot connect to DATABASE_URL postgres://postgres:***@127.0.0.1:")
+            && stderr.contains("refused"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("hunter2") && !stderr.contains("hunter2"));
+    assert!(!cluster.exists(), "no throwaway server was started");
 }
 
 /// Completions come from the same flag definitions as the CLI.

@@ -17,7 +17,10 @@ use crate::warehouse::ddl::Caps;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
-    #[error("warehouse.url {url:?} is not a PostgreSQL URL: {source}")]
+    #[error(
+        "warehouse.url {:?} is not a PostgreSQL URL: {source}",
+        crate::conninfo::redacted(url)
+    )]
     Url {
         url: String,
         source: tokio_postgres::Error,
