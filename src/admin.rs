@@ -158,22 +158,30 @@ fn check_dir_source(
     path: &std::path::Path,
     state_dir: Option<&std::path::Path>,
 ) {
-    checks.push(match std::fs::read_dir(path) {
-        Ok(_) => Check {
-            what: format!("source directory {} is readable", path.display()),
-            warning: None,
-            fix: None,
-        },
-        Err(error) => Check {
-            what: format!("source directory {} is readable", path.display()),
-            warning: None,
-            fix: Some(format!("{error}: create it or fix its permissions")),
-        },
+    let what = format!("source directory {} is readable", path.display());
+    let readable = crate::source::check_exists(&crate::config::SourceFile::Dir {
+        path: path.to_owned(),
+        state_dir: None,
+        poll_interval: std::time::Duration::ZERO,
+    })
+    .map_err(|error| error.to_string())
+    .and_then(|()| {
+        std::fs::read_dir(path)
+            .map(drop)
+            .map_err(|error| format!("{error}: fix its permissions"))
     });
-    let state = state_dir
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_else(|| path.join(crate::source::dir::STATE_DIR_NAME));
-    checks.push(writable(&state));
+    let exists = readable.is_ok();
+    checks.push(Check {
+        what,
+        warning: None,
+        fix: readable.err(),
+    });
+    if exists {
+        let state = state_dir
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_else(|| path.join(crate::source::dir::STATE_DIR_NAME));
+        checks.push(writable(&state));
+    }
 }
 
 /// The queue answers and lets the loader read its attributes (which needs the same
@@ -385,12 +393,16 @@ async fn check_staging(redshift: &crate::config::RedshiftFile) -> Check {
     }
 }
 
+/// Whether tracktable could create and write `dir`, found without creating it: a probe
+/// file is written and removed in `dir`, or in its nearest existing ancestor.
 fn writable(dir: &Path) -> Check {
     let what = format!("state directory {} is writable", dir.display());
-    let probe = dir.join(".tracktable-check");
-    let result = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&probe, b"ok"))
-        .and_then(|()| std::fs::remove_file(&probe));
+    let existing = dir
+        .ancestors()
+        .find(|ancestor| ancestor.is_dir())
+        .unwrap_or(dir);
+    let probe = existing.join(".tracktable-check");
+    let result = std::fs::write(&probe, b"ok").and_then(|()| std::fs::remove_file(&probe));
     Check {
         what,
         warning: None,

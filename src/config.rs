@@ -355,10 +355,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("pipeline file {path}: {source}")]
+    #[error("pipeline file {path}, line {line}: {message}\n{line:>5} | {text}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        /// 1-based line of the offending key (or of the syntax error).
+        line: usize,
+        /// That line, as written.
+        text: String,
+        message: String,
     },
     #[error("pipeline file {path}: `{key}` {problem}")]
     Invalid {
@@ -409,10 +413,7 @@ impl PipelineFile {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<PipelineFile, ConfigError> {
-        toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+        toml::from_str(text).map_err(|error| parse_error(text, path, &error))
     }
 
     /// Checks every field; `path` is named in the errors.
@@ -463,6 +464,61 @@ impl PipelineFile {
                 ..Limits::default()
             },
         })
+    }
+}
+
+/// A TOML error located at the offending key. For an unknown key the parser points at
+/// its table's header; the key's own line is what the reader needs, with the known key
+/// it most resembles.
+fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError {
+    let offset = error.span().map_or(0, |span| span.start).min(text.len());
+    let mut line = text[..offset].matches('\n').count() + 1;
+    let mut message = error.message().trim().to_owned();
+    if let Some(rest) = message.strip_prefix("unknown field `")
+        && let Some((key, expected)) = rest.split_once('`')
+    {
+        let table = text
+            .lines()
+            .nth(line - 1)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        if let Some(found) = text
+            .lines()
+            .enumerate()
+            .skip(line - 1)
+            .find(|(_, written)| {
+                written
+                    .trim_start()
+                    .strip_prefix(key)
+                    .is_some_and(|after| after.trim_start().starts_with('='))
+            })
+        {
+            line = found.0 + 1;
+        }
+        let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+        let suggestion = known
+            .iter()
+            .map(|candidate| (strsim::levenshtein(key, candidate), *candidate))
+            .filter(|(distance, _)| *distance <= 2)
+            .min()
+            .map(|(_, candidate)| format!("did you mean `{candidate}`? "))
+            .unwrap_or_default();
+        let within = if table.starts_with('[') {
+            format!(" in {table}")
+        } else {
+            String::new()
+        };
+        message = format!(
+            "unknown key `{key}`{within} ({suggestion}known keys: {})",
+            known.join(", ")
+        );
+    }
+    ConfigError::Parse {
+        path: path.to_owned(),
+        line,
+        text: text.lines().nth(line - 1).unwrap_or_default().to_owned(),
+        message,
     }
 }
 

@@ -131,6 +131,7 @@ pub fn run_with<W: Warehouse>(
     warehouse: Arc<W>,
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
+    source::check_exists(&pipeline.source)?;
     let timely_config = timely_config(&options.cluster)?;
 
     // Few threads: the timely workers need the cores.

@@ -15,7 +15,7 @@ pub mod notification;
 pub mod sqs;
 mod start;
 
-pub use start::{Acker, Acks, Delivery, SourceError, Spec, Started, probe, start};
+pub use start::{Acker, Acks, Delivery, SourceError, Spec, Started, check_exists, probe, start};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

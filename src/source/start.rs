@@ -29,6 +29,10 @@ const FINISH_WITHIN: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    #[error(
+        "source directory {0} does not exist: create it or fix source.path (tracktable never creates it)"
+    )]
+    MissingDir(PathBuf),
     #[error(transparent)]
     Dir(#[from] dir::DirError),
     #[error(transparent)]
@@ -114,6 +118,17 @@ impl Acker {
                 .send(objects)
                 .map_err(|_| format!("the {task} stopped")),
         }
+    }
+}
+
+/// A `dir` source's directory must exist before anything runs: a typo in the path is a
+/// configuration error, never an empty source (and never a directory made up for it).
+pub fn check_exists(source: &SourceFile) -> Result<(), SourceError> {
+    match source {
+        SourceFile::Dir { path, .. } if !path.is_dir() => {
+            Err(SourceError::MissingDir(path.clone()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -441,3 +441,73 @@ fn the_pipeline_and_workers_can_come_from_the_environment() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("many"), "{}", text(&out.stderr));
 }
+
+/// A `dir` source whose directory does not exist is a configuration error for every
+/// command that reads the pipeline's source, and nothing creates it.
+#[test]
+fn a_missing_source_directory_fails_run_check_and_backfill_and_creates_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let missing = work.path().join("incomming");
+    let pipeline = support::pipeline_file(
+        work.path(),
+        &missing,
+        &missing.join(".tracktable"),
+        "tt_missing_dir",
+        "1s",
+    );
+    for args in [
+        vec!["run", "--once", "--pipeline"],
+        vec!["check", "--pipeline"],
+        vec!["backfill", "--bucket", "any", "--pipeline"],
+    ] {
+        let out = output(tracktable(&args).arg(&pipeline), "a missing directory");
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert!(
+            !out.status.success(),
+            "{args:?} succeeded:\n{stdout}{stderr}"
+        );
+        assert!(
+            format!("{stdout}{stderr}").contains("does not exist"),
+            "{args:?}:\n{stdout}{stderr}"
+        );
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+}
+
+/// A mistyped key is reported at its own line, with the key it most resembles.
+#[test]
+fn a_mistyped_key_is_shown_on_its_line_with_a_suggestion() {
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = work.path().join("typo.toml");
+    std::fs::write(
+        &pipeline,
+        "name = \"typo\"\n[source]\ntype = \"dir\"\npath = \"/tmp\"\n[warehouse]\ntype = \"postgres\"\n\
+         url = \"postgres://loader@127.0.0.1/db\"\nschema = \"typo\"\npasword_env = \"PW\"\n",
+    )
+    .unwrap();
+    let out = output(tracktable(&["check", "--pipeline"]).arg(&pipeline), "typo");
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 9: unknown key `pasword_env` in [warehouse]")
+            && stderr.contains("did you mean `password_env`?")
+            && stderr.contains("    9 | pasword_env = \"PW\""),
+        "{stderr}"
+    );
+}
+
+/// An error's cause is said once, not repeated by every layer that wraps it.
+#[test]
+fn an_error_says_its_cause_once() {
+    let out = output(
+        &mut tracktable(&["check", "--pipeline", "/nonexistent/pipeline.toml"]),
+        "a missing pipeline file",
+    );
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+}
