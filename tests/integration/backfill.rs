@@ -26,6 +26,10 @@ fn tracktable(args: &[&str], log: &std::path::Path) -> String {
 /// an object outside the prefix is left alone; running the backfill again loads
 /// nothing new; a time range in the future selects nothing.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn backfilling_a_prefix_loads_everything_once() {
     let Some(endpoint) = support::moto_url().await else {
         return;

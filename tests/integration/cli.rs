@@ -122,6 +122,10 @@ fn gen_writes_the_requested_events_as_gzip_objects() {
 /// as that user passes every line; `run` loads as that user; `schema` shows the result.
 /// A user without those grants fails `check` with the GRANT that fixes it.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn setup_sql_makes_a_loader_user_that_check_run_and_schema_accept() {
     let Some(client) = support::postgres().await else {
         return;
@@ -273,6 +277,10 @@ async fn setup_sql_makes_a_loader_user_that_check_run_and_schema_accept() {
 /// `demo --local-server` starts its own throwaway PostgreSQL, runs the whole job against
 /// it, and stops it at the end.
 #[test]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 fn demo_on_a_throwaway_postgres_stops_it_at_the_end() {
     let Some(binaries) = tracktable_local_postgres::find_binaries() else {
         assert!(
@@ -350,6 +358,10 @@ fn demo_on_a_throwaway_postgres_stops_it_at_the_end() {
 /// password appears nowhere in what it prints. The test server trusts every local
 /// connection, so any password is accepted.
 #[tokio::test]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn demo_takes_a_database_url_with_a_password_and_never_prints_it() {
     let Some(_client) = support::postgres().await else {
         return;
@@ -445,6 +457,10 @@ fn the_pipeline_and_workers_can_come_from_the_environment() {
 /// A `dir` source whose directory does not exist is a configuration error for every
 /// command that reads the pipeline's source, and nothing creates it.
 #[test]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 fn a_missing_source_directory_fails_run_check_and_backfill_and_creates_nothing() {
     let work = tempfile::tempdir().unwrap();
     let missing = work.path().join("incomming");

@@ -145,6 +145,10 @@ fn same_value(value: &Value, cell: &serde_json::Value) -> bool {
 /// The same objects through 1×1, 1×2 and 2 processes × 1 worker give identical
 /// warehouses, and those match what route produces directly.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn topologies_load_identical_warehouses() {
     let Some(client) = support::postgres().await else {
         return;
@@ -237,6 +241,10 @@ async fn topologies_load_identical_warehouses() {
 /// A property first seen in a later batch becomes a column in that batch; earlier rows
 /// hold NULL there. Then SIGINT: the open batch commits and the process exits 0.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn new_property_becomes_a_column_in_its_batch_and_sigint_exits_cleanly() {
     let Some(client) = support::postgres().await else {
         return;
@@ -334,6 +342,10 @@ async fn wait_for_count(client: &tokio_postgres::Client, schema: &str, table: &s
 
 /// An idle pipeline parks its workers: under 5% of a core over several seconds.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn idle_pipeline_uses_almost_no_cpu() {
     let Some(client) = support::postgres().await else {
         return;
@@ -381,6 +393,10 @@ fn cpu_seconds(pid: u32) -> f64 {
 /// the process exits at once with 130, having acknowledged nothing of the blocked batch,
 /// and a restart loads it exactly once.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
     let Some(client) = support::postgres().await else {
         return;

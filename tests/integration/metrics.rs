@@ -54,6 +54,10 @@ fn scalar(exposition: &str, metric: &str) -> Option<f64> {
 /// exits 0, every log line is JSON, and the password from `password_env` appears in no
 /// log line even at the most verbose level.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
     let Some(client) = support::postgres().await else {
         return;

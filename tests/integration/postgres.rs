@@ -40,6 +40,10 @@ fn load_logging(work: &Path, source: &Path, schema: &str, run: &str, filter: &st
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn loading_twice_keeps_one_row_per_message_id() {
     let Some(client) = support::postgres().await else {
         return;
@@ -99,6 +103,10 @@ async fn loading_twice_keeps_one_row_per_message_id() {
 /// half, once, and the discards of the refused attempt are not written twice. The next
 /// batch of the same table, all new, loads too.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_batch_overlapping_stored_rows_loads_only_its_new_rows_once() {
     let Some(client) = support::postgres().await else {
         return;
@@ -197,6 +205,10 @@ async fn a_batch_overlapping_stored_rows_loads_only_its_new_rows_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
     let Some(client) = support::postgres().await else {
         return;
@@ -269,6 +281,10 @@ async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn hostile_names_create_safe_tables_and_nothing_else() {
     let Some(client) = support::postgres().await else {
         return;
@@ -391,6 +407,10 @@ async fn hostile_names_create_safe_tables_and_nothing_else() {
 /// Connections killed while loading: the loader reconnects and retries, and every
 /// message is in the warehouse exactly once.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn killed_connections_are_retried_until_everything_loads() {
     let Some(client) = support::postgres().await else {
         return;
@@ -495,6 +515,10 @@ async fn killed_connections_are_retried_until_everything_loads() {
 /// error instead of retrying forever, and acknowledges nothing: once the table is
 /// fixed, the same state directory loads everything.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
     let Some(client) = support::postgres().await else {
         return;
@@ -580,6 +604,10 @@ async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
 /// `users` and `accounts` hold the newest call's traits per id, whatever order and
 /// batches the calls arrive in, and reloading changes nothing.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn users_and_accounts_keep_the_newest_traits() {
     let Some(client) = support::postgres().await else {
         return;
@@ -694,6 +722,10 @@ impl Drop for OwnServer {
 /// of the test's own, so no other test's sessions die): the loaders reconnect and
 /// retry, the run completes, and every message id is stored exactly once.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
     if tracktable_local_postgres::find_binaries().is_none() {
         assert!(
@@ -812,6 +844,10 @@ async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
 /// still sees columns another connection added: a column added in batch 2 on one
 /// connection takes batch 3's values on another, none of them discarded.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_column_added_on_one_load_connection_is_known_to_the_others() {
     let Some(client) = support::postgres().await else {
         return;
@@ -897,6 +933,10 @@ async fn a_column_added_on_one_load_connection_is_known_to_the_others() {
 /// event tables out (their rows go to `_discards` whole) and the column cap keeps a wide
 /// event's extra columns out (their values go to `_discards`).
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
     let Some(client) = support::postgres().await else {
         return;

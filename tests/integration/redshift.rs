@@ -172,6 +172,10 @@ impl Redshift {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn reloading_keeps_one_row_per_message_id() {
     let Some((redshift, client)) = Redshift::new("twice").await else {
         return;
@@ -241,6 +245,10 @@ async fn reloading_keeps_one_row_per_message_id() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
     let Some((redshift, client)) = Redshift::new("conflict").await else {
         return;
@@ -312,6 +320,10 @@ async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn hostile_names_create_safe_tables_and_nothing_else() {
     let Some((redshift, client)) = Redshift::new("hostile").await else {
         return;
@@ -408,6 +420,10 @@ async fn hostile_names_create_safe_tables_and_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn new_columns_mid_stream_and_the_newest_traits_win() {
     let Some((redshift, client)) = Redshift::new("grow").await else {
         return;
@@ -504,6 +520,10 @@ fn hostile_text() -> impl Strategy<Value = String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn csv_escaping_survives_hostile_strings_and_nul_is_discarded() {
     let Some((redshift, client)) = Redshift::new("csv").await else {
         return;
@@ -566,6 +586,10 @@ async fn csv_escaping_survives_hostile_strings_and_nul_is_discarded() {
 
 /// The SQL of one fixed load, reviewed like code. `UPDATE_GOLDEN=1` rewrites it.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn golden_sql_of_one_load() {
     let Some((redshift, client)) = Redshift::new("golden").await else {
         return;
@@ -628,6 +652,10 @@ fn run_and_batch(statements: &[String]) -> Option<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_large_load_is_split_into_parts_under_a_manifest_and_long_values_are_kept_aside() {
     let Some((mut redshift, client)) = Redshift::new("parts").await else {
         return;

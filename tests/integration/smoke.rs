@@ -10,6 +10,10 @@ use crate::support;
 
 /// Bucket → ObjectCreated notification → queue, with a key that needs URL-encoding.
 #[tokio::test]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn moto_delivers_object_created_notifications_to_sqs() {
     let Some(endpoint) = support::moto_url().await else {
         return;
@@ -185,6 +189,10 @@ fn form_decode(encoded: &str) -> String {
 
 /// The PostgreSQL the tests use accepts DDL in its own schema.
 #[tokio::test]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn postgres_creates_and_drops_a_schema() {
     let Some(client) = support::postgres().await else {
         return;

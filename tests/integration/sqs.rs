@@ -31,6 +31,10 @@ fn gzip(text: &str) -> Vec<u8> {
 /// `_rejections` row, and the queue ends holding only the garbage (left for the redrive
 /// policy).
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn notifications_load_every_object_once_and_empty_the_queue() {
     let Some(endpoint) = support::moto_url().await else {
         return;
@@ -442,6 +446,10 @@ fn start(pipeline: &std::path::Path, stderr: &std::path::Path) -> support::KillO
 /// message's visibility, so a second consumer polling all along never sees it; once
 /// the load commits, the message is deleted and the queue is empty.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_slow_load_keeps_its_messages_invisible_until_they_are_deleted() {
     let Some(endpoint) = support::moto_url().await else {
         return;
@@ -531,6 +539,10 @@ async fn a_slow_load_keeps_its_messages_invisible_until_they_are_deleted() {
 /// messages it held reappear after their visibility timeout, and every message id is
 /// in the warehouse exactly once.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
     let Some(endpoint) = support::moto_url().await else {
         return;
@@ -644,6 +656,10 @@ fn run_once(pipeline: &std::path::Path, log: &std::path::Path) -> String {
 /// The same object announced again, after a restart: the object log in the warehouse
 /// says it is loaded, so the repeat is deleted without loading anything.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn an_object_announced_again_after_a_restart_loads_once() {
     let Some(endpoint) = support::moto_url().await else {
         return;
@@ -697,6 +713,10 @@ async fn an_object_announced_again_after_a_restart_loads_once() {
 /// deleted, and the waiting messages are released (visibility 0), so another consumer
 /// gets them at once rather than after the visibility timeout.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
     let Some(endpoint) = support::moto_url().await else {
         return;

@@ -22,6 +22,10 @@ fn file(host: &str, sslmode: SslMode, sslrootcert: Option<&str>) -> PostgresFile
 }
 
 #[tokio::test]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn require_verifies_the_server_certificate() {
     let Some(client) = support::postgres().await else {
         return;

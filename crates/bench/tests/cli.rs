@@ -26,6 +26,10 @@ fn bench_turn() -> std::sync::MutexGuard<'static, ()> {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn bench_runs_its_rounds_and_summarises_them() {
     // Needs PostgreSQL (fails under CI=true when none answers).
     let Some(_client) = support::postgres().await else {
@@ -117,6 +121,10 @@ fn cpus_of(pid: u32) -> String {
 }
 
 #[tokio::test]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn bench_gives_the_warehouse_its_own_cpus_and_moves_everything_back() {
     // Needs PostgreSQL on this machine (fails under CI=true when none answers).
     let Some(client) = support::postgres().await else {

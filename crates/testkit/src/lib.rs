@@ -4,9 +4,11 @@
 //!   statement executor (it performs `COPY ... FROM 's3://'` itself);
 //! - [`redshift`]: a Redshift pipeline file run in-process through that emulator;
 //! - [`counting`]: a warehouse that only counts, to measure the dataflow alone;
+//! - [`services`]: PostgreSQL and moto for the integration tests, found or started;
 //! - [`support`]: the integration tests' fixtures (services, unique names, waits).
 
 pub mod counting;
 pub mod emulate;
 pub mod redshift;
+pub mod services;
 pub mod support;

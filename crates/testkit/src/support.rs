@@ -1,6 +1,6 @@
-//! Integration-test fixtures: finds the real services (PostgreSQL, the S3/SQS
-//! emulator) and gives each test its own names. Under `CI=true` a missing service fails
-//! the test instead of skipping it.
+//! Integration-test fixtures: the real services (PostgreSQL, the S3/SQS emulator),
+//! found or started by [`crate::services`], and names of each test's own. A service
+//! that is missing fails the test, unless `TRACKTABLE_SKIP_SERVICES=1` opts out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,17 +8,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::config::Credentials;
 
-/// True under CI, where a missing service is a failure, not a skip.
+pub use crate::services::missing;
+
+/// True under CI (`CI=true`).
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
-}
-
-/// Called when a service is missing: fails under CI, otherwise says why it skips.
-fn missing(service: &str, how: &str) {
-    if in_ci() {
-        panic!("{service} is required under CI=true but is not available: {how}");
-    }
-    eprintln!("skipping: {service} not available ({how}); run .ci/run to test against it");
 }
 
 /// A name no other test (or earlier run) uses: lowercase, digits and `-`/`_` only.
@@ -36,12 +30,12 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The PostgreSQL the tests use: `DATABASE_URL`, the local server, or a throwaway one.
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    crate::services::postgres_url()
 }
 
-/// A connected PostgreSQL client, or `None` (outside CI) when none answers.
+/// A connected PostgreSQL client; `None` only when the user opted out of services.
 pub async fn postgres() -> Option<tokio_postgres::Client> {
     let url = database_url();
     match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
@@ -60,20 +54,16 @@ pub async fn postgres() -> Option<tokio_postgres::Client> {
     }
 }
 
-/// The moto server's URL, or `None` (outside CI) when it is not configured or down.
+/// The moto server's URL (found or started); `None` only when the user opted out.
 pub async fn moto_url() -> Option<String> {
-    let Ok(url) = std::env::var("TRACKTABLE_MOTO_URL") else {
-        missing("moto", "TRACKTABLE_MOTO_URL is not set");
-        return None;
-    };
-    let address = url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    match tokio::net::TcpStream::connect(&address).await {
-        Ok(_) => Some(url),
+    match tokio::task::spawn_blocking(crate::services::moto_url).await {
+        Ok(Ok(url)) => Some(url),
+        Ok(Err(why)) => {
+            missing("moto (the S3/SQS emulator)", &why);
+            None
+        }
         Err(error) => {
-            missing("moto", &format!("nothing answers at {url}: {error}"));
+            missing("moto (the S3/SQS emulator)", &error.to_string());
             None
         }
     }
