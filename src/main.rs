@@ -182,13 +182,13 @@ struct ClusterArgs {
     #[arg(long, short = 'w', env = "TRACKTABLE_WORKERS", default_value_t = 1)]
     workers: usize,
     /// Processes in the cluster.
-    #[arg(long, short = 'n', default_value_t = 1)]
+    #[arg(long, short = 'n', env = "TRACKTABLE_PROCESSES", default_value_t = 1)]
     processes: usize,
-    /// This process's index in the hostfile, from 0.
-    #[arg(long, short = 'p', default_value_t = 0)]
+    /// This process's index in the hostfile, from 0 (in Kubernetes: the pod's ordinal).
+    #[arg(long, short = 'p', env = "TRACKTABLE_PROCESS", default_value_t = 0)]
     process: usize,
     /// One `host:port` line per process, in process order.
-    #[arg(long)]
+    #[arg(long, env = "TRACKTABLE_HOSTFILE")]
     hostfile: Option<PathBuf>,
 }
 

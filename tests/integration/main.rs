@@ -11,6 +11,7 @@ mod backfill;
 mod batching;
 mod cli;
 mod dataflow;
+mod deploy;
 mod metrics;
 mod postgres;
 mod redshift;
