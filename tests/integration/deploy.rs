@@ -159,8 +159,8 @@ fn the_systemd_unit_and_the_image_run_tracktable_unprivileged() {
     );
     let user = dockerfile
         .lines()
-        .filter_map(|line| line.strip_prefix("USER "))
-        .last()
+        .rev()
+        .find_map(|line| line.strip_prefix("USER "))
         .unwrap_or_default();
     assert!(
         !user.is_empty() && user != "root" && user != "0",
