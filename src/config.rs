@@ -17,6 +17,7 @@ use crate::decode::Limits;
 
 /// A pipeline file as written.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PipelineFile {
     /// The pipeline's name, used in logs and metrics.
@@ -40,6 +41,7 @@ pub struct PipelineFile {
 /// `[plan]`: what the plan refuses goes to `_rejections` (events, properties) or
 /// `_discards` (over a cap), never silently away.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PlanFile {
     /// Track events that may load, as globs on the raw event name (`Order *`); empty:
@@ -61,6 +63,7 @@ pub struct PlanFile {
 
 /// `[source]`
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
 pub enum SourceFile {
     /// A local directory of objects (gzip or plain NDJSON, JSON arrays, batch envelopes).
@@ -73,6 +76,7 @@ pub enum SourceFile {
         state_dir: Option<PathBuf>,
         /// How often to look for new files (humantime, default `1s`).
         #[serde(default = "default_poll_interval", with = "humantime_serde_compat")]
+        #[cfg_attr(test, schemars(with = "String"))]
         poll_interval: Duration,
     },
     /// An SQS queue receiving S3 "object created" notifications (S3's own, wrapped by
@@ -95,9 +99,11 @@ pub enum SourceFile {
             default = "default_visibility_timeout",
             with = "humantime_serde_compat"
         )]
+        #[cfg_attr(test, schemars(with = "String"))]
         visibility_timeout: Duration,
         /// Long-poll wait per receive (humantime, 0s to 20s, default `20s`).
         #[serde(default = "default_wait_time", with = "humantime_serde_compat")]
+        #[cfg_attr(test, schemars(with = "String"))]
         wait_time: Duration,
     },
 }
@@ -118,6 +124,7 @@ fn default_poll_interval() -> Duration {
 
 /// `[warehouse]`
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
 pub enum WarehouseFile {
     /// PostgreSQL.
@@ -146,6 +153,7 @@ impl WarehouseFile {
 
 /// `[warehouse]` with `type = "redshift"`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RedshiftFile {
     /// Connection URL without a password, e.g.
@@ -174,6 +182,7 @@ fn default_redshift_sslmode() -> SslMode {
 
 /// `[warehouse.staging]`: the S3 prefix Redshift's `COPY` reads from.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StagingFile {
     /// Bucket, in the cluster's region.
@@ -204,6 +213,7 @@ fn default_part_bytes() -> usize {
 
 /// `[warehouse]` with `type = "postgres"`.
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PostgresFile {
     /// Connection URL without a password, e.g. `postgres://loader@db.example.com:5432/analytics`.
@@ -223,6 +233,7 @@ pub struct PostgresFile {
 
 /// TLS to the warehouse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SslMode {
     /// TLS unless the host is a loopback address or a Unix socket.
@@ -234,10 +245,12 @@ pub enum SslMode {
 
 /// `[batch]`
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchFile {
     /// Batches close on multiples of this wall-clock interval (humantime: `500ms`, `30s`, `5m`).
     #[serde(default = "default_interval", with = "humantime_serde_compat")]
+    #[cfg_attr(test, schemars(with = "String"))]
     pub interval: Duration,
     /// Close a worker's batch early once this many of its messages are decoded (give or
     /// take the two objects admitted ahead of decoding). `None`: the warehouse's default
@@ -304,6 +317,7 @@ fn default_max_in_flight() -> usize {
 
 /// `[limits]`
 #[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct LimitsFile {
     /// Largest message in bytes (Segment's own limit is 32 KiB).
@@ -691,6 +705,15 @@ mod humantime_serde_compat {
             ))
         })
     }
+
+    /// Only the JSON Schema's defaults are written this way (in tests).
+    #[cfg(test)]
+    pub fn serialize<S: serde::Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+    }
 }
 
 #[cfg(test)]
@@ -707,6 +730,35 @@ mod tests {
         url = "postgres://loader@127.0.0.1:5432/analytics"
         schema = "clickstream_web"
     "#;
+
+    /// The JSON Schema editors validate pipeline files with (Taplo / Even Better TOML
+    /// read the `#:schema` line of each example) is derived from these types, so it
+    /// cannot drift; `UPDATE_SCHEMA=1` rewrites it.
+    #[test]
+    fn the_pipeline_schema_file_matches_the_config_types() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/pipeline.schema.json");
+        let schema = schemars::schema_for!(PipelineFile);
+        let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let stored = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            stored == text,
+            "pipelines/pipeline.schema.json is stale: rerun with UPDATE_SCHEMA=1 and review it"
+        );
+        let examples = std::fs::read_dir(path.parent().unwrap()).unwrap();
+        for example in examples.filter_map(Result::ok).map(|entry| entry.path()) {
+            if example.extension().is_some_and(|ext| ext == "toml") {
+                let text = std::fs::read_to_string(&example).unwrap();
+                assert!(
+                    text.starts_with("#:schema ./pipeline.schema.json\n"),
+                    "{} does not point editors at the schema",
+                    example.display()
+                );
+            }
+        }
+    }
 
     #[test]
     fn every_example_pipeline_parses_and_validates() {
