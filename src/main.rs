@@ -123,6 +123,9 @@ struct PipelineArgs {
     /// The pipeline file (TOML; see pipelines/).
     #[arg(long, env = "TRACKTABLE_PIPELINE")]
     pipeline: PathBuf,
+    /// S3 and SQS endpoint (MinIO, LocalStack, moto), overriding the pipeline's.
+    #[arg(long)]
+    endpoint_url: Option<String>,
 }
 
 #[cfg(feature = "demo")]
@@ -316,8 +319,33 @@ fn causes(error: &anyhow::Error) -> String {
     text
 }
 
-fn pipeline(path: &std::path::Path) -> anyhow::Result<tracktable::config::Pipeline> {
-    Ok(tracktable::config::PipelineFile::read(path)?.validate(path)?)
+/// The pipeline file at `path`, validated after the flags that override it: the batch
+/// flags, and an S3/SQS endpoint for its SQS source and Redshift staging bucket.
+fn pipeline(
+    path: &std::path::Path,
+    endpoint: Option<String>,
+    batch: Option<&BatchArgs>,
+) -> anyhow::Result<tracktable::config::Pipeline> {
+    let mut file = tracktable::config::PipelineFile::read(path)?;
+    if let Some(batch) = batch {
+        batch.apply(&mut file.batch);
+    }
+    if let Some(endpoint) = endpoint {
+        let mut applied = false;
+        if let tracktable::config::SourceFile::Sqs { endpoint_url, .. } = &mut file.source {
+            *endpoint_url = Some(endpoint.clone());
+            applied = true;
+        }
+        if let tracktable::config::WarehouseFile::Redshift(redshift) = &mut file.warehouse {
+            redshift.staging.endpoint_url = Some(endpoint);
+            applied = true;
+        }
+        anyhow::ensure!(
+            applied,
+            "--endpoint-url applies to an SQS source or a Redshift staging bucket; this pipeline has neither"
+        );
+    }
+    Ok(file.validate(path)?)
 }
 
 fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
@@ -368,7 +396,7 @@ fn setup_sql(args: SetupSqlArgs) -> anyhow::Result<()> {
 
 /// `check`: one line per requirement; fails when any fails.
 fn check(args: PipelineArgs) -> anyhow::Result<()> {
-    let pipeline = pipeline(&args.pipeline)?;
+    let pipeline = pipeline(&args.pipeline, args.endpoint_url.clone(), None)?;
     let checks = block_on(tracktable::admin::check(&pipeline))?;
     let mut failed = 0;
     for check in &checks {
@@ -387,7 +415,7 @@ fn check(args: PipelineArgs) -> anyhow::Result<()> {
 
 /// `schema`: the tables tracktable created.
 fn schema(args: PipelineArgs) -> anyhow::Result<()> {
-    let pipeline = pipeline(&args.pipeline)?;
+    let pipeline = pipeline(&args.pipeline, args.endpoint_url.clone(), None)?;
     let (schema, tables, cluster_disk) = block_on(tracktable::admin::schema_report(&pipeline))??;
     print!(
         "{}",
@@ -424,17 +452,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<()> {
 
 /// `run`: one process of the pipeline, flags over the pipeline file.
 fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
-    let mut file = tracktable::config::PipelineFile::read(&args.pipeline)?;
-    args.batch.apply(&mut file.batch);
-    if let Some(endpoint) = args.endpoint_url {
-        let tracktable::config::SourceFile::Sqs { endpoint_url, .. } = &mut file.source else {
-            anyhow::bail!(
-                "--endpoint-url applies to an SQS source; this pipeline reads a directory"
-            )
-        };
-        *endpoint_url = Some(endpoint);
-    }
-    let pipeline = file.validate(&args.pipeline)?;
+    let pipeline = pipeline(&args.pipeline, args.endpoint_url, Some(&args.batch))?;
     let options = tracktable::run::RunOptions {
         cluster: tracktable::run::Cluster {
             workers: args.cluster.workers,
@@ -468,7 +486,8 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
 /// `backfill`: an S3 prefix through the pipeline's warehouse, once.
 fn backfill(args: BackfillArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
-    let pipeline = pipeline(&args.pipeline)?;
+    // --endpoint-url is where the prefix is listed, not an override of the pipeline.
+    let pipeline = pipeline(&args.pipeline, None, None)?;
     let (pipeline_region, pipeline_endpoint) = match &pipeline.source {
         tracktable::config::SourceFile::Sqs {
             region,

@@ -232,13 +232,20 @@ async fn notifications_load_every_object_once_and_empty_the_queue() {
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .output()
         .expect("run check");
-    // (The run as a whole fails here: the tests load as the superuser, which `check`
-    // rightly objects to.)
     let report = String::from_utf8_lossy(&checked.stdout);
     assert!(
-        report.contains(&format!("pass  SQS queue {queue_url} is reachable")),
+        report.contains(&format!("SQS queue {queue_url} is reachable"))
+            && !report.contains("FAIL  SQS queue"),
         "{report}"
     );
+    for permission in [
+        "pass  receive messages (sqs:ReceiveMessage)",
+        "pass  delete loaded messages (sqs:DeleteMessage)",
+        "pass  keep loading messages invisible (sqs:ChangeMessageVisibility)",
+        "read announced objects (s3:GetObject",
+    ] {
+        assert!(report.contains(permission), "{permission}:\n{report}");
+    }
     let wrong = work.path().join("wrong.toml");
     std::fs::write(
         &wrong,
@@ -839,4 +846,38 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
         "{stderr}"
     );
     support::drop_schema(&client, &schema).await;
+}
+
+/// `check` reads an object a waiting notification announces, and leaves the message
+/// where it was: visible, still waiting to be loaded.
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn check_reads_an_announced_object_and_leaves_its_message() {
+    let Some(endpoint) = support::moto_url().await else {
+        return;
+    };
+    let setup = setup(endpoint, "check", 1, 3).await;
+    setup.announce(0..1).await;
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = setup.pipeline(work.path(), &support::schema("check"), "30s");
+    let checked = Command::new(support::binary())
+        .args(["check", "--pipeline"])
+        .arg(&pipeline)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .expect("run check");
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        report.contains(&format!(
+            "pass  read announced objects (s3:GetObject on s3://{}/raw/000.json)",
+            setup.bucket
+        )),
+        "{report}"
+    );
+    assert!(report.contains("has no redrive policy"), "{report}");
+    assert_eq!(setup.messages_left().await, 1, "the message is still there");
 }

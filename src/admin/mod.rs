@@ -3,6 +3,8 @@
 //! requirement) and `schema` (what tracktable created, and how close each table is to
 //! the column limit).
 
+mod queue;
+
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -184,36 +186,6 @@ fn check_dir_source(
     }
 }
 
-/// The queue answers and lets the loader read its attributes (which needs the same
-/// credentials and network path as receiving from it).
-async fn check_queue(queue_url: &str, region: Option<&str>, endpoint_url: Option<&str>) -> Check {
-    let (_, sqs) = crate::source::aws::clients(region, endpoint_url).await;
-    let what = format!("SQS queue {queue_url} is reachable");
-    match sqs
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout)
-        .send()
-        .await
-    {
-        Ok(_) => Check {
-            what,
-            fix: None,
-            warning: None,
-        },
-        Err(error) => Check {
-            what,
-            warning: None,
-            fix: Some(format!(
-                "{}: check source.queue_url, the region and the AWS credentials; the loader needs \
-                 sqs:ReceiveMessage, sqs:DeleteMessage, sqs:ChangeMessageVisibility and \
-                 sqs:GetQueueAttributes on the queue and s3:GetObject on the bucket",
-                aws_sdk_sqs::error::DisplayErrorContext(&error)
-            )),
-        },
-    }
-}
-
 /// Checks everything the pipeline needs, without changing anything.
 pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
     let mut checks = Vec::new();
@@ -230,7 +202,7 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
         ..
     } = &pipeline.source
     {
-        checks.push(check_queue(queue_url, region.as_deref(), endpoint_url.as_deref()).await);
+        checks.extend(queue::check(queue_url, region.as_deref(), endpoint_url.as_deref()).await);
     }
 
     if let WarehouseFile::Redshift(redshift) = &pipeline.warehouse {
