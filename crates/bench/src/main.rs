@@ -1,4 +1,5 @@
-//! `tracktable-bench`: the end-to-end benchmark of tracktable against a raw COPY.
+//! `tracktable-bench`: the end-to-end benchmark of tracktable against a raw COPY, and
+//! the measures that machine noise barely moves (`cpu`, `instructions`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,10 +14,52 @@ const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres"
 
 /// End-to-end benchmark: sample events through the pipeline into PostgreSQL, beside a
 /// plain binary COPY of the same rows into the same tables (the warehouse's own limit),
-/// and the pipeline's loader alone on the same prepared rows.
+/// and the pipeline's loader alone on the same prepared rows. `cpu` and `instructions`
+/// measure tracktable's own work per event instead.
 #[derive(Debug, Parser)]
-#[command(name = "tracktable-bench", version, about)]
+#[command(
+    name = "tracktable-bench",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    measure: Option<Measure>,
+    #[command(flatten)]
+    end_to_end: EndToEnd,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Measure {
+    /// User+sys CPU seconds of the `tracktable` process per event: `run --once` over a
+    /// fixed generated input into a local PostgreSQL, the median of several runs.
+    Cpu {
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+        #[arg(long, default_value_t = 200_000)]
+        events: u64,
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Scratch directory (default: under the system temp dir).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+    },
+    /// Instructions per event of decode+route (beside a plain serde_json::Value parse)
+    /// and of the two encoders, counted by callgrind over a fixed generated input.
+    Instructions {
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Scratch directory (default: under the system temp dir).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct EndToEnd {
     /// PostgreSQL to load into (schemas tracktable_bench and tracktable_bench_copy are replaced).
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
@@ -72,7 +115,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match bench(args) {
+    let result = match args.measure {
+        None => bench(args.end_to_end),
+        Some(measure) => measure_one(measure),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -81,7 +128,61 @@ fn main() -> ExitCode {
     }
 }
 
-fn bench(args: Cli) -> anyhow::Result<()> {
+fn measure_one(measure: Measure) -> anyhow::Result<()> {
+    let temp = |name: &str| std::env::temp_dir().join(name);
+    match measure {
+        Measure::Cpu {
+            database_url,
+            events,
+            workers,
+            runs,
+            scratch,
+        } => {
+            anyhow::ensure!(
+                runs > 0 && workers > 0,
+                "--runs and --workers must be at least 1"
+            );
+            let scratch = scratch.unwrap_or_else(|| temp("tracktable-bench-cpu"));
+            let (seconds, events) = tracktable_bench::measures::cpu_per_event(
+                &database_url,
+                events,
+                workers,
+                runs,
+                &scratch,
+            )?;
+            println!(
+                "tracktable run --once -w {workers}, {events} events: median {:.2} CPU-seconds \
+                 ({:.2}-{:.2} over {runs} runs), {:.1} µs of CPU per event",
+                seconds.median,
+                seconds.min,
+                seconds.max,
+                seconds.median * 1e6 / events as f64
+            );
+        }
+        Measure::Instructions { events, scratch } => {
+            let scratch = scratch.unwrap_or_else(|| temp("tracktable-bench-instructions"));
+            std::fs::create_dir_all(&scratch)?;
+            let lines = scratch.join("lines.ndjson");
+            tracktable_bench::measures::write_lines(&lines, events)?;
+            for workload in [
+                "value-parse",
+                "decode-route",
+                "encode-postgres",
+                "encode-redshift",
+            ] {
+                let per_event = tracktable_bench::measures::instructions_per_event(
+                    workload, &lines, events, &scratch,
+                )?;
+                println!(
+                    "{workload:<16} {per_event:>10.0} instructions per event ({events} events)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bench(args: EndToEnd) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers > 0, "--workers must be at least 1");
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
     anyhow::ensure!(

@@ -1,0 +1,192 @@
+//! measures: figures that machine noise barely moves, for a shared 2-core VM where wall
+//! clock varies by a third between identical runs.
+//!
+//! - [`cpu_per_event`]: user+sys CPU seconds of the `tracktable` process itself
+//!   (`wait4`'s rusage of the child) over a fixed generated input loaded with
+//!   `run --once` into a local PostgreSQL, divided by events; the median of N runs.
+//! - [`instructions_per_event`]: instructions of one stage over a fixed input, counted
+//!   by callgrind (`valgrind --tool=callgrind`), which counts the same total whatever
+//!   else the machine is doing; only `tracktable-workload`'s measured pass is counted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tracktable_gen::{GenConfig, Generator};
+
+use crate::benchmark::Spread;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MeasureError {
+    let what = what.into();
+    move |source| MeasureError::Io { what, source }
+}
+
+/// A binary built beside this one (`cargo build --release --workspace` builds both).
+pub fn sibling(name: &str) -> Result<PathBuf, MeasureError> {
+    let me = std::env::current_exe().map_err(io("where is tracktable-bench"))?;
+    let path = me.with_file_name(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(MeasureError::Failed(format!(
+            "{} is not built: run `cargo build --release --workspace` first",
+            path.display()
+        )))
+    }
+}
+
+/// The fixed input: `events` generated lines (seed 7, no drift, no malformed lines).
+pub fn write_lines(path: &Path, events: u64) -> Result<(), MeasureError> {
+    let config = GenConfig {
+        events,
+        seed: 7,
+        drift_rate: 0.0,
+        bad_rate: 0.0,
+    };
+    let mut ndjson = Vec::new();
+    for line in Generator::new(&config) {
+        ndjson.extend_from_slice(&line.bytes);
+        ndjson.push(b'\n');
+    }
+    std::fs::write(path, ndjson).map_err(io(format!("writing {}", path.display())))
+}
+
+/// CPU of one `tracktable run --once` per run, in seconds, with the events it loaded.
+pub fn cpu_per_event(
+    database_url: &str,
+    events: u64,
+    workers: usize,
+    runs: usize,
+    scratch: &Path,
+) -> Result<(Spread, u64), MeasureError> {
+    let tracktable = sibling("tracktable")?;
+    let source = scratch.join("events");
+    let _ = std::fs::remove_dir_all(scratch);
+    let config = GenConfig {
+        events,
+        seed: 7,
+        drift_rate: 0.005,
+        bad_rate: 0.001,
+    };
+    tracktable_gen::write_dir(&config, &source, 10_000)
+        .map_err(|error| MeasureError::Failed(error.to_string()))?;
+    let mut seconds = Vec::new();
+    for run in 0..runs {
+        let state = scratch.join(format!("state-{run}"));
+        let schema = format!("tracktable_cpu_{run}");
+        let pipeline = scratch.join(format!("cpu-{run}.toml"));
+        let text = format!(
+            "name = \"cpu\"\n[source]\ntype = \"dir\"\npath = \"{}\"\nstate_dir = \"{}\"\n\
+             [warehouse]\ntype = \"postgres\"\nurl = \"{database_url}\"\nschema = \"{schema}\"\n",
+            source.display(),
+            state.display()
+        );
+        std::fs::write(&pipeline, text).map_err(io("writing the pipeline file"))?;
+        drop_schema(database_url, &schema)?;
+        let used = run_child(
+            Command::new(&tracktable)
+                .args([
+                    "run",
+                    "--once",
+                    "--workers",
+                    &workers.to_string(),
+                    "--pipeline",
+                ])
+                .arg(&pipeline)
+                .env("TRACKTABLE_LOG", "warn"),
+        )?;
+        drop_schema(database_url, &schema)?;
+        eprintln!("run {}: {used:.2} CPU-seconds", run + 1);
+        seconds.push(used);
+    }
+    let spread = Spread::of(seconds).ok_or_else(|| MeasureError::Failed("no runs".into()))?;
+    Ok((spread, events))
+}
+
+fn drop_schema(database_url: &str, schema: &str) -> Result<(), MeasureError> {
+    let status = Command::new("psql")
+        .args([
+            database_url,
+            "-qc",
+            &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"),
+        ])
+        .env("PGOPTIONS", "--client-min-messages=warning")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(io("running psql"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(MeasureError::Failed(format!(
+            "psql could not drop schema {schema}"
+        )))
+    }
+}
+
+/// Runs a child to its end; its user+sys CPU seconds, from `wait4`.
+fn run_child(command: &mut Command) -> Result<f64, MeasureError> {
+    let child = command.spawn().map_err(io("starting tracktable"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our own child, not yet waited on; the pointers are to live locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if waited != pid {
+        return Err(io("waiting for tracktable")(std::io::Error::last_os_error()));
+    }
+    if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
+        return Err(MeasureError::Failed(format!(
+            "tracktable exited with status {status}"
+        )));
+    }
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    Ok(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+}
+
+/// Instructions per event of `workload` over `events` generated lines.
+pub fn instructions_per_event(
+    workload: &str,
+    lines: &Path,
+    events: u64,
+    scratch: &Path,
+) -> Result<f64, MeasureError> {
+    let binary = sibling("tracktable-workload")?;
+    let out = scratch.join(format!("callgrind.{workload}.out"));
+    let output = Command::new("valgrind")
+        .args(["--tool=callgrind", "--toggle-collect=*measured*"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(&binary)
+        .arg(workload)
+        .arg(lines)
+        .output()
+        .map_err(io("running valgrind (is it installed?)"))?;
+    if !output.status.success() {
+        return Err(MeasureError::Failed(format!(
+            "{workload} under callgrind failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )));
+    }
+    let text = std::fs::read_to_string(&out).map_err(io(format!("reading {}", out.display())))?;
+    let total: u64 = text
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("totals:")
+                .or_else(|| line.strip_prefix("summary:"))
+        })
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| {
+            MeasureError::Failed(format!("no instruction total in {}", out.display()))
+        })?;
+    Ok(total as f64 / events as f64)
+}
