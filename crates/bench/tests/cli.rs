@@ -208,3 +208,89 @@ async fn bench_gives_the_warehouse_its_own_cpus_and_moves_everything_back() {
         "the server is back on its CPUs"
     );
 }
+
+/// `instructions` counts each stage under callgrind: a positive count per event for
+/// every workload, and nearly the same count twice for the same input (hash seeds and
+/// the allocator's randomisation move it by a fraction of a percent).
+#[test]
+fn instructions_counts_each_stage_and_repeats_exactly() {
+    if std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(!support::in_ci(), "CI=true but valgrind is not installed");
+        eprintln!("skipping: valgrind is not installed");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let counts = |dir: &str| {
+        let out = output(
+            tracktable_bench(&["instructions", "--events", "300", "--scratch"])
+                .arg(work.path().join(dir)),
+            "tracktable-bench instructions",
+        );
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        stdout
+            .lines()
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let workload = words.next().unwrap_or_default().to_owned();
+                let count: f64 = words.next().and_then(|n| n.parse().ok()).unwrap_or(0.0);
+                (workload, count)
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = counts("a");
+    let names: Vec<&str> = first.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "value-parse",
+            "decode-route",
+            "encode-postgres",
+            "encode-redshift"
+        ]
+    );
+    assert!(first.iter().all(|(_, count)| *count > 100.0), "{first:?}");
+    for ((name, a), (_, b)) in first.iter().zip(counts("b")) {
+        assert!((a - b).abs() / a < 0.01, "{name}: {a} then {b}");
+    }
+}
+
+/// `cpu` runs the real binary over a fixed input and reports its CPU per event.
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+#[tokio::test]
+async fn cpu_reports_the_binarys_own_cpu_per_event() {
+    let Some(_client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let out = output(
+        tracktable_bench(&[
+            "cpu",
+            "--events",
+            "2000",
+            "--runs",
+            "2",
+            "--database-url",
+            &support::database_url(),
+            "--scratch",
+        ])
+        .arg(work.path()),
+        "tracktable-bench cpu",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let per_event: f64 = stdout
+        .split(" µs of CPU per event")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no µs per event in {stdout}"));
+    assert!(per_event > 0.0 && per_event < 100_000.0, "{stdout}");
+}
