@@ -61,9 +61,10 @@ pub struct PostgresWarehouse {
 impl PostgresWarehouse {
     /// Applies the tracking plan's caps: at most `tables` tables in the schema
     /// (bookkeeping tables, whose names start with `_`, aside) and `columns` columns
-    /// per table. What does not fit goes to `_discards` with the reason.
+    /// per table, under the warehouse's own column limit, which applies without a plan
+    /// too. What does not fit goes to `_discards` with the reason.
     pub fn with_caps(mut self, tables: Option<usize>, columns: Option<usize>) -> Self {
-        self.caps = Caps { tables, columns };
+        self.caps = Caps::plan(tables, columns);
         self
     }
 
