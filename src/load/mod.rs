@@ -22,6 +22,7 @@
 //! however long the warehouse stays down.
 
 pub mod isolate;
+mod objects;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ use timely::scheduling::SyncActivator;
 use tokio::sync::mpsc;
 
 use self::isolate::{Isolated, Isolation, Step};
+pub use self::objects::record_objects;
 use crate::batch::BatchId;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
