@@ -6,7 +6,7 @@
 //! the fact, so logs and metrics cannot disagree. Names follow Prometheus conventions:
 //! prefix `tracktable_`, counters end in `_total`, durations are seconds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -47,6 +47,7 @@ pub struct Metrics {
     pub batch_rows: Histogram,
     pub schema_changes: Counter,
     pub warehouse_retries: Counter,
+    pub data_failures: Counter,
     pub objects_acknowledged: Counter,
     pub objects_admitted: Counter,
     pub sqs_received: Counter,
@@ -62,6 +63,9 @@ pub struct Metrics {
     oldest_unacknowledged: Mutex<HashMap<usize, u64>>,
     /// Batches each worker has admitted and not yet acknowledged, by worker index.
     in_flight: Mutex<HashMap<usize, usize>>,
+    /// Warehouse operations being retried (a table's load, the object log's record),
+    /// each with what it last failed with, until it succeeds: `/ready` reports them.
+    warehouse_failures: Mutex<BTreeMap<String, String>>,
 }
 
 impl Default for Metrics {
@@ -81,6 +85,7 @@ impl Default for Metrics {
             batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
             schema_changes: Counter::default(),
             warehouse_retries: Counter::default(),
+            data_failures: Counter::default(),
             objects_acknowledged: Counter::default(),
             objects_admitted: Counter::default(),
             sqs_received: Counter::default(),
@@ -93,6 +98,7 @@ impl Default for Metrics {
             s3_fetch_failures: Counter::default(),
             oldest_unacknowledged: Mutex::default(),
             in_flight: Mutex::default(),
+            warehouse_failures: Mutex::default(),
         }
     }
 }
@@ -116,6 +122,36 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(worker, batches);
+    }
+
+    /// `operation` (a table's load, the object log) failed with `cause` and is being
+    /// retried.
+    pub fn set_warehouse_failure(&self, operation: &str, cause: String) {
+        self.warehouse_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(operation.to_owned(), cause);
+    }
+
+    /// `operation` succeeded.
+    pub fn clear_warehouse_failure(&self, operation: &str) {
+        let mut failures = self
+            .warehouse_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !failures.is_empty() {
+            failures.remove(operation);
+        }
+    }
+
+    /// Every warehouse operation being retried, with what it last failed with.
+    pub fn warehouse_failures(&self) -> Vec<(String, String)> {
+        self.warehouse_failures
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(operation, cause)| (operation.clone(), cause.clone()))
+            .collect()
     }
 
     /// Batches awaiting acknowledgement, summed over workers.
@@ -143,7 +179,7 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut registry = Registry::with_prefix("tracktable");
-        let counters: [(&str, &str, &Counter); 17] = [
+        let counters: [(&str, &str, &Counter); 18] = [
             ("objects", "Objects decoded", &self.objects),
             (
                 "input_bytes",
@@ -166,6 +202,11 @@ impl Metrics {
                 "warehouse_retries",
                 "Failed warehouse operations retried",
                 &self.warehouse_retries,
+            ),
+            (
+                "load_data_failures",
+                "Loads the warehouse refused for their data (their refused rows are isolated into _discards)",
+                &self.data_failures,
             ),
             (
                 "objects_admitted",
@@ -251,6 +292,13 @@ impl Metrics {
             "batches_in_flight",
             "Batches admitted and not yet acknowledged, summed over workers",
             in_flight,
+        );
+        let failing: Gauge = Gauge::default();
+        failing.set(self.warehouse_failures().len() as i64);
+        registry.register(
+            "warehouse_failing",
+            "Warehouse operations (table loads, the object log) failing and being retried now",
+            failing,
         );
         let mut text = String::new();
         // Writing into a String cannot fail.

@@ -18,9 +18,8 @@ use crate::dataflow::{self, Context};
 use crate::shutdown::{self, Shutdown};
 use crate::source::{self, Acker, Delivery, ObjectRef, Spec, Started, backfill};
 use crate::telemetry::{RunStats, StatsSnapshot};
-use crate::warehouse::Warehouse;
-use crate::warehouse::WarehouseError;
 use crate::warehouse::postgres::PostgresWarehouse;
+use crate::warehouse::{FailureClass, Warehouse, WarehouseError};
 
 /// How this process joins its cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -180,7 +179,7 @@ pub fn run_with<W: Warehouse>(
     let Started { acks, finish } = source::start(spec, delivery, log, &stats)?;
 
     if let Some(address) = options.metrics_addr {
-        let probes = readiness_probes(pipeline, &warehouse, options.backfill.is_some());
+        let probes = readiness_probes(pipeline, &warehouse, &stats, options.backfill.is_some());
         runtime
             .block_on(crate::metrics::serve(address, Arc::clone(&stats), probes))
             .map_err(|source| RunError::Metrics { address, source })?;
@@ -255,6 +254,19 @@ fn work<W: Warehouse>(
             return Err(failure.to_owned());
         }
         acknowledge(&handles, &mut acker, worker_stats)?;
+        if let Some(abandoned) = shutdown.abandoned() {
+            // A loader gave a batch up on shutdown while retrying it: the dataflow
+            // cannot complete, so drop it, acknowledging nothing more.
+            for dataflow in worker.installed_dataflows() {
+                worker.drop_dataflow(dataflow);
+            }
+            tracing::warn!(
+                worker = worker.index(),
+                abandoned,
+                "stopped with batches unloaded; their input loads again on the next start"
+            );
+            return Ok(());
+        }
         {
             let pending = handles.pending.borrow();
             worker_stats.pending_batches(
@@ -269,20 +281,31 @@ fn work<W: Warehouse>(
     }
 }
 
-/// What `/ready` checks: the warehouse accepts a connection, and the source (the
-/// directory, or the SQS queue) answers.
+/// What `/ready` checks: no warehouse operation is failing and being retried, the
+/// warehouse accepts a connection, and the source (the directory, or the SQS queue)
+/// answers.
 fn readiness_probes<W: Warehouse>(
     pipeline: &Pipeline,
     warehouse: &Arc<W>,
+    stats: &Arc<RunStats>,
     backfill: bool,
 ) -> Vec<(&'static str, crate::metrics::Probe)> {
     let mut probes: Vec<(&'static str, crate::metrics::Probe)> = Vec::new();
     let warehouse = Arc::clone(warehouse);
+    let stats = Arc::clone(stats);
     probes.push((
         "warehouse",
         Arc::new(move || {
             let warehouse = Arc::clone(&warehouse);
+            let failing = stats.metrics.warehouse_failures();
             Box::pin(async move {
+                if !failing.is_empty() {
+                    let failing: Vec<String> = failing
+                        .into_iter()
+                        .map(|(operation, cause)| format!("{operation} failing, retried: {cause}"))
+                        .collect();
+                    return Err(failing.join("; "));
+                }
                 warehouse
                     .loader()
                     .await
@@ -335,7 +358,9 @@ fn prepare<W: Warehouse>(runtime: &tokio::runtime::Runtime, warehouse: &W) -> Re
     loop {
         match runtime.block_on(warehouse.prepare()) {
             Ok(()) => return Ok(()),
-            Err(error) if Instant::now() >= deadline || error.is_permanent() => {
+            Err(error)
+                if Instant::now() >= deadline || error.class() != FailureClass::Transient =>
+            {
                 return Err(RunError::Warehouse(error.to_string()));
             }
             Err(error) => {

@@ -11,6 +11,14 @@ use crate::decode::DecodeSummary;
 use crate::metrics::{Metrics, ReasonLabel, TableLabel};
 use crate::warehouse::LoadReport;
 
+/// How `/ready` names the object log's record while it fails.
+const OBJECT_LOG: &str = "the object log";
+
+/// How `/ready` names a table's load while it fails.
+fn load_operation(table: &str) -> String {
+    format!("table {table}")
+}
+
 #[derive(Debug, Default)]
 pub struct RunStats {
     objects: AtomicU64,
@@ -74,6 +82,7 @@ impl RunStats {
 
     /// One table of a batch committed.
     pub fn table_loaded(&self, batch: u64, table: &str, rows: u64) {
+        self.metrics.clear_warehouse_failure(&load_operation(table));
         self.metrics
             .rows_loaded
             .get_or_create(&TableLabel {
@@ -194,7 +203,8 @@ impl RunStats {
         );
     }
 
-    /// A (batch, table) load, or the connection for it, failed and is tried again.
+    /// A (batch, table) load, or the connection for it, failed and is tried again;
+    /// `/ready` reports it until the table's load commits.
     pub fn warehouse_retry(
         &self,
         what: &'static str,
@@ -206,7 +216,54 @@ impl RunStats {
     ) {
         self.warehouse_retries.fetch_add(1, Ordering::Relaxed);
         self.metrics.warehouse_retries.inc();
+        self.metrics.set_warehouse_failure(
+            &load_operation(table),
+            format!("batch {batch}, attempt {attempt}: {what}: {error}"),
+        );
         tracing::warn!(batch, table, attempt, error = %error, retry_in = ?retry_in, "{what}; retrying");
+    }
+
+    /// A load of `rows` rows of a (batch, table) failed on its data; `named`: the
+    /// server said which row. The refused rows are isolated into `_discards` (and
+    /// counted there, with reason `refused`, when they commit).
+    pub fn rows_refused(
+        &self,
+        batch: u64,
+        table: &str,
+        rows: usize,
+        named: bool,
+        error: &dyn std::fmt::Display,
+    ) {
+        self.metrics.data_failures.inc();
+        let next = if named {
+            "keeping the row the server named in _discards"
+        } else {
+            "splitting the rows to find the ones it refuses"
+        };
+        tracing::warn!(batch, table, rows, error = %error, "the warehouse refused this load's data; {next}");
+    }
+
+    /// Recording loaded objects in the object log failed and is tried again; `/ready`
+    /// reports it until a record holds.
+    pub fn object_log_retry(
+        &self,
+        objects: usize,
+        attempt: u32,
+        error: &dyn std::fmt::Display,
+        retry_in: std::time::Duration,
+    ) {
+        self.warehouse_retries.fetch_add(1, Ordering::Relaxed);
+        self.metrics.warehouse_retries.inc();
+        self.metrics.set_warehouse_failure(
+            OBJECT_LOG,
+            format!("attempt {attempt}: cannot record loaded objects: {error}"),
+        );
+        tracing::warn!(objects, attempt, error = %error, retry_in = ?retry_in, "cannot record loaded objects in the object log; retrying before acknowledging them");
+    }
+
+    /// A record in the object log held.
+    pub fn object_log_recorded(&self) {
+        self.metrics.clear_warehouse_failure(OBJECT_LOG);
     }
 
     pub fn objects_acknowledged(&self, batch: u64, count: u64) {

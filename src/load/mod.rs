@@ -3,38 +3,44 @@
 //! The load operator (in `dataflow`) owns the tables that hash to its worker. When its
 //! input frontier passes a batch it sends that batch's tables to this task as one
 //! [`LoadJob`] and holds the batch's capability; the task loads each table through the
-//! warehouse, retrying transient errors forever with the crate's backoff (`retry`; a
-//! batch is never skipped: later batches' acknowledgements wait behind it), then
-//! reports [`LoadDone`] and wakes the operator, which releases the capability. So the frontier
-//! after the load operator passes a batch only when every table of that batch has
-//! committed on every worker. An error the warehouse calls permanent (a syntax error, a
-//! missing privilege) stops the run through [`Shutdown::fail`] after a few attempts
-//! rather than retrying forever: nothing of the batch is acknowledged.
+//! warehouse and reports [`LoadDone`], then wakes the operator, which releases the
+//! capability. So the frontier after the load operator passes a batch only when every
+//! table of that batch has committed on every worker.
+//!
+//! A failed load is handled by its [`FailureClass`], here and nowhere else:
+//!
+//! - *data*: the rows the warehouse refuses go to `_discards` whole with the server's
+//!   reason and the rest of the table batch commits ([`isolate`]); never retried as is;
+//! - *transient*: retried with the crate's backoff (`retry`) for as long as it takes (a
+//!   batch is never skipped: later batches' acknowledgements wait behind it), on a fresh
+//!   connection, the failure shown by `/ready` meanwhile;
+//! - *configuration*: tried once more, then the run stops through [`Shutdown::fail`]
+//!   with the server's message; nothing of the batch is acknowledged.
+//!
+//! Every retry wait wakes on shutdown: the batch is then given up
+//! ([`Shutdown::abandon`]) and stays unacknowledged, so one signal stops the process
+//! however long the warehouse stays down.
+
+pub mod isolate;
+mod objects;
 
 use std::sync::Arc;
 
 use timely::scheduling::SyncActivator;
 use tokio::sync::mpsc;
 
+use self::isolate::{Isolated, Isolation, Step};
+pub use self::objects::record_objects;
 use crate::batch::BatchId;
 use crate::retry::Backoff;
-use crate::route::TableName;
 use crate::shutdown::Shutdown;
 use crate::telemetry::RunStats;
-use crate::warehouse::{LoadReport, Loader, TableBatch, Warehouse, WarehouseError};
+use crate::warehouse::{FailureClass, LoadReport, Loader, TableBatch, Warehouse, WarehouseError};
 
-/// How often a load that fails with a permanent error is tried before the run stops.
-const PERMANENT_ATTEMPTS: u32 = 3;
-
-/// Stops the run: the batch is not acknowledged, so its input loads again once the cause
-/// is fixed.
-fn give_up(shutdown: &Shutdown, batch: BatchId, table: &TableName, error: &dyn WarehouseError) {
-    tracing::error!(batch = batch.0, table = %table, error = %error, "load failed permanently; stopping (nothing of this batch is acknowledged)");
-    shutdown.fail(format!(
-        "loading table {table} of batch {} failed and retrying cannot help: {error}",
-        batch.0
-    ));
-}
+/// How often a load that fails with a configuration error is tried before the run
+/// stops: once more, on a fresh connection with the catalogue read again, in case a
+/// concurrent schema change or a stale cache caused it.
+const CONFIG_ATTEMPTS: u32 = 2;
 
 /// One worker's share of one batch.
 #[derive(Debug)]
@@ -132,8 +138,9 @@ pub fn assign_lanes_by_size(sizes: &[usize], lanes: usize) -> Vec<Vec<usize>> {
     assigned
 }
 
-/// Loads `tables` one after another over one loader slot, retrying each until it
-/// commits. `None` when a permanent error made it give up (the run is stopping).
+/// Loads `tables` one after another over one loader slot, each until it commits.
+/// `None` when the run is stopping (a configuration error, or shutdown during a
+/// retry): the batch is never acknowledged.
 async fn load_lane<'a, W: Warehouse>(
     warehouse: &W,
     loader: &mut Option<W::Loader>,
@@ -144,66 +151,197 @@ async fn load_lane<'a, W: Warehouse>(
 ) -> Option<LoadReport> {
     let mut report = LoadReport::default();
     for table in tables {
-        let mut backoff = Backoff::default();
-        let mut permanent: u32 = 0;
-        loop {
-            let current = match loader.as_mut() {
-                Some(current) => current,
-                None => match warehouse.loader().await {
-                    Ok(connected) => loader.insert(connected),
-                    Err(error) => {
-                        if error.is_permanent() {
-                            give_up(shutdown, batch, &table.table, &error);
-                            return None;
-                        }
-                        let wait = backoff.failed();
-                        stats.warehouse_retry(
-                            "cannot connect to the warehouse",
-                            batch.0,
-                            table.table.as_str(),
-                            backoff.failures(),
-                            &error,
-                            wait,
-                        );
-                        tokio::time::sleep(wait).await;
-                        continue;
-                    }
-                },
-            };
-            match current.load(table).await {
-                Ok(table_report) => {
-                    stats.table_loaded(batch.0, table.table.as_str(), table_report.rows_loaded);
-                    report += table_report;
-                    break;
-                }
-                Err(error) => {
-                    // Drop the connection: it may be broken, and a fresh one costs little
-                    // next to a failed load.
-                    *loader = None;
-                    // A permanent error is tried a few times (it might have been a
-                    // concurrent schema change), then stops the run loudly.
-                    if error.is_permanent() {
-                        permanent += 1;
-                        if permanent >= PERMANENT_ATTEMPTS {
-                            give_up(shutdown, batch, &table.table, &error);
-                            return None;
-                        }
-                    }
-                    let wait = backoff.failed();
-                    stats.warehouse_retry(
-                        "load failed",
-                        batch.0,
-                        table.table.as_str(),
-                        backoff.failures(),
-                        &error,
-                        wait,
-                    );
-                    tokio::time::sleep(wait).await;
-                }
-            }
-        }
+        let mut attempts = Attempts {
+            batch,
+            table,
+            stats,
+            shutdown,
+            backoff: Backoff::default(),
+            config_failures: 0,
+        };
+        report += attempts.load(warehouse, loader).await?;
     }
     Some(report)
+}
+
+/// The attempts at one table batch.
+struct Attempts<'a> {
+    batch: BatchId,
+    table: &'a TableBatch,
+    stats: &'a RunStats,
+    shutdown: &'a Shutdown,
+    backoff: Backoff,
+    config_failures: u32,
+}
+
+impl Attempts<'_> {
+    /// Loads the table batch until it commits, the rows the warehouse refuses kept in
+    /// `_discards`; `None` when the run is stopping.
+    async fn load<W: Warehouse>(
+        &mut self,
+        warehouse: &W,
+        slot: &mut Option<W::Loader>,
+    ) -> Option<LoadReport> {
+        let table = self.table;
+        let mut report = LoadReport::default();
+        // `None` until a data failure: the whole batch in one load.
+        let mut isolation: Option<Isolation> = None;
+        loop {
+            let step = match &isolation {
+                None => None,
+                Some(isolation) => match isolation.next() {
+                    Some(step) => Some(step.clone()),
+                    None => break,
+                },
+            };
+            // A retry races shutdown: a connection or statement that hangs (a host
+            // gone from the network) must not hold a requested stop up.
+            let attempt = attempt(warehouse, slot, table, step.as_ref());
+            let result = if self.backoff.failures() > 0 {
+                tokio::select! {
+                    result = attempt => result,
+                    _ = self.shutdown.requested() => {
+                        self.abandon();
+                        return None;
+                    }
+                }
+            } else {
+                attempt.await
+            };
+            let result = match result {
+                Attempt::Connect(error) => {
+                    self.failed("cannot connect to the warehouse", &error)
+                        .await?;
+                    continue;
+                }
+                Attempt::Ran(result) => result,
+            };
+            let error = match result {
+                Ok(committed) => {
+                    report += committed;
+                    self.backoff.reset();
+                    self.config_failures = 0;
+                    match &mut isolation {
+                        None => break,
+                        Some(isolation) => {
+                            isolation.done();
+                            continue;
+                        }
+                    }
+                }
+                Err(error) => error,
+            };
+            if error.class() == FailureClass::Data && !matches!(step, Some(Step::Refuse { .. })) {
+                let rows = match &step {
+                    Some(Step::Load(rows)) => rows.len(),
+                    _ => table.rows.len(),
+                };
+                self.stats.rows_refused(
+                    self.batch.0,
+                    table.table.as_str(),
+                    rows,
+                    error.refused_row().is_some(),
+                    &error,
+                );
+                let isolation = isolation.get_or_insert_with(|| Isolation::new(table.rows.len()));
+                let isolated = isolation.failed(error.refused_row(), &error.refusal());
+                if isolated == Isolated::Narrowed {
+                    // Not waited out: the next step loads other rows.
+                    continue;
+                }
+            }
+            // Drop the connection: it may be broken, and a fresh one costs little next
+            // to a failed load. (A refusal the warehouse cannot store, or a data
+            // failure no row explains, cannot be retried away: it counts as
+            // configuration.)
+            *slot = None;
+            self.failed("load failed", &error).await?;
+        }
+        self.stats
+            .table_loaded(self.batch.0, table.table.as_str(), report.rows_loaded);
+        Some(report)
+    }
+
+    /// After a failure that is not narrowed down to rows: waits before the next
+    /// attempt, or stops the run. `None`: stop (the batch stays unacknowledged).
+    async fn failed<E: WarehouseError>(&mut self, what: &'static str, error: &E) -> Option<()> {
+        let (batch, table) = (self.batch.0, self.table.table.as_str());
+        if error.class() != FailureClass::Transient {
+            self.config_failures += 1;
+            if self.config_failures >= CONFIG_ATTEMPTS {
+                tracing::error!(batch, table, error = %error, "load failed and retrying cannot help; stopping (nothing of this batch is acknowledged)");
+                self.shutdown.fail(format!(
+                    "loading table {table} of batch {batch} failed and retrying cannot help: {error}"
+                ));
+                return None;
+            }
+        }
+        let wait = self.backoff.failed();
+        let attempt = self.backoff.failures();
+        self.stats
+            .warehouse_retry(what, batch, table, attempt, error, wait);
+        if self.shutdown.sleep(wait).await {
+            return Some(());
+        }
+        self.abandon();
+        None
+    }
+
+    /// Gives the batch up because shutdown was requested while its load was retried.
+    fn abandon(&self) {
+        let (batch, table) = (self.batch.0, self.table.table.as_str());
+        tracing::warn!(
+            batch,
+            table,
+            "shutting down while this load was being retried; leaving the batch unacknowledged (it loads again on the next start)"
+        );
+        self.shutdown
+            .abandon(format!("table {table} of batch {batch}"));
+    }
+}
+
+/// How one attempt at a step ended.
+enum Attempt<E> {
+    /// No connection to run it on.
+    Connect(E),
+    Ran(Result<LoadReport, E>),
+}
+
+/// One attempt at `step` of `table` (`None`: the whole batch), connecting first if the
+/// slot has no connection.
+async fn attempt<W: Warehouse>(
+    warehouse: &W,
+    slot: &mut Option<W::Loader>,
+    table: &TableBatch,
+    step: Option<&Step>,
+) -> Attempt<W::Error> {
+    let loader = match slot {
+        Some(loader) => loader,
+        None => match warehouse.loader().await {
+            Ok(connected) => slot.insert(connected),
+            Err(error) => return Attempt::Connect(error),
+        },
+    };
+    Attempt::Ran(match step {
+        None => loader.load(table).await,
+        Some(Step::Load(rows)) => loader.load(&part(table, rows)).await,
+        Some(Step::Refuse { row, reason }) => loader.refuse(&part(table, &[*row]), reason).await,
+    })
+}
+
+/// The rows `rows` (indices, in order) of `table` as a table batch of their own, with
+/// the batch's schema changes (already applied by the first attempt; applying them
+/// again is a no-op).
+fn part(table: &TableBatch, rows: &[usize]) -> TableBatch {
+    TableBatch {
+        batch: table.batch,
+        table: table.table.clone(),
+        observed: table.observed.clone(),
+        rows: rows
+            .iter()
+            .filter_map(|&index| table.rows.get(index).cloned())
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -229,6 +367,223 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// A warehouse whose loads fail as told: the first `injected` attempts with those
+    /// classes, then any load holding a message id in `refused` on its data (naming
+    /// the row when `names`).
+    #[derive(Clone, Default)]
+    struct Scripted {
+        injected: Arc<std::sync::Mutex<std::collections::VecDeque<FailureClass>>>,
+        refused: Vec<String>,
+        names: bool,
+        loaded: Arc<std::sync::Mutex<Vec<String>>>,
+        discarded: Arc<std::sync::Mutex<Vec<String>>>,
+        attempts: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("scripted {class:?} failure")]
+    struct ScriptedError {
+        class: FailureClass,
+        row: Option<usize>,
+    }
+
+    impl WarehouseError for ScriptedError {
+        fn class(&self) -> FailureClass {
+            self.class
+        }
+
+        fn refused_row(&self) -> Option<usize> {
+            self.row
+        }
+    }
+
+    impl Warehouse for Scripted {
+        type Error = ScriptedError;
+        type Loader = Scripted;
+
+        async fn prepare(&self) -> Result<(), ScriptedError> {
+            Ok(())
+        }
+
+        async fn loader(&self) -> Result<Scripted, ScriptedError> {
+            Ok(self.clone())
+        }
+
+        async fn loaded_objects(
+            &self,
+            _: Vec<crate::warehouse::ObjectId>,
+        ) -> Result<std::collections::HashSet<crate::warehouse::ObjectId>, ScriptedError> {
+            Ok(Default::default())
+        }
+
+        async fn record_objects(
+            &self,
+            _: Vec<crate::warehouse::ObjectId>,
+        ) -> Result<(), ScriptedError> {
+            Ok(())
+        }
+    }
+
+    impl Loader for Scripted {
+        type Error = ScriptedError;
+
+        async fn load(&mut self, batch: &TableBatch) -> Result<LoadReport, ScriptedError> {
+            self.attempts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let injected = self.injected.lock().unwrap().pop_front();
+            if let Some(class) = injected {
+                if class == FailureClass::Config {
+                    self.injected.lock().unwrap().push_back(class);
+                }
+                return Err(ScriptedError { class, row: None });
+            }
+            let bad = batch
+                .rows
+                .iter()
+                .position(|row| self.refused.contains(&row.message_id));
+            if let Some(row) = bad {
+                return Err(ScriptedError {
+                    class: FailureClass::Data,
+                    row: self.names.then_some(row),
+                });
+            }
+            let ids = batch.rows.iter().map(|row| row.message_id.clone());
+            self.loaded.lock().unwrap().extend(ids);
+            Ok(LoadReport {
+                rows_loaded: batch.rows.len() as u64,
+                ..LoadReport::default()
+            })
+        }
+
+        async fn refuse(
+            &mut self,
+            batch: &TableBatch,
+            reason: &crate::warehouse::DiscardReason,
+        ) -> Result<LoadReport, ScriptedError> {
+            assert_eq!(
+                reason.to_string(),
+                "the warehouse refused the row: scripted Data failure"
+            );
+            let ids = batch.rows.iter().map(|row| row.message_id.clone());
+            self.discarded.lock().unwrap().extend(ids);
+            let mut report = LoadReport {
+                discards: batch.rows.len() as u64,
+                ..LoadReport::default()
+            };
+            report.discards_by_reason.add(reason, report.discards);
+            Ok(report)
+        }
+    }
+
+    async fn load_one(
+        warehouse: &Scripted,
+        rows: usize,
+        shutdown: &Shutdown,
+    ) -> Option<LoadReport> {
+        let table = table("t", rows);
+        let stats = RunStats::default();
+        let mut slot = None;
+        load_lane(
+            warehouse,
+            &mut slot,
+            BatchId(1),
+            [&table].into_iter(),
+            &stats,
+            shutdown,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn rows_the_warehouse_refuses_go_to_discards_and_the_rest_commits() {
+        for names in [true, false] {
+            let warehouse = Scripted {
+                refused: vec!["m3".into(), "m17".into()],
+                names,
+                ..Scripted::default()
+            };
+            let report = load_one(&warehouse, 20, &Shutdown::default())
+                .await
+                .expect("the batch commits");
+            assert_eq!(report.rows_loaded, 18);
+            assert_eq!(report.discards, 2);
+            let mut loaded = warehouse.loaded.lock().unwrap().clone();
+            loaded.sort();
+            let mut expected: Vec<String> = (0..20)
+                .map(|i| format!("m{i}"))
+                .filter(|id| id != "m3" && id != "m17")
+                .collect();
+            expected.sort();
+            assert_eq!(loaded, expected, "names: {names}");
+            assert_eq!(*warehouse.discarded.lock().unwrap(), ["m3", "m17"]);
+            let attempts = warehouse
+                .attempts
+                .load(std::sync::atomic::Ordering::Relaxed);
+            // Named: one failed attempt per bad row. Halved: log2(20) rounds per bad row.
+            let bound = if names { 3 } else { 1 + 2 * 5 * 2 };
+            assert!(attempts <= bound, "{attempts} attempts, names: {names}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transient_failure_is_retried_until_the_load_commits() {
+        let warehouse = Scripted::default();
+        warehouse
+            .injected
+            .lock()
+            .unwrap()
+            .extend([FailureClass::Transient, FailureClass::Transient]);
+        let report = load_one(&warehouse, 5, &Shutdown::default()).await;
+        assert_eq!(report.map(|report| report.rows_loaded), Some(5));
+        assert_eq!(warehouse.loaded.lock().unwrap().len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_configuration_failure_stops_the_run_after_one_retry() {
+        let warehouse = Scripted::default();
+        warehouse
+            .injected
+            .lock()
+            .unwrap()
+            .push_back(FailureClass::Config);
+        let shutdown = Shutdown::default();
+        assert!(load_one(&warehouse, 5, &shutdown).await.is_none());
+        assert_eq!(
+            warehouse
+                .attempts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        let failure = shutdown.failure().expect("the run stops");
+        assert!(
+            failure.contains("retrying cannot help: scripted Config failure"),
+            "{failure}"
+        );
+        assert!(warehouse.loaded.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_during_a_retry_gives_the_batch_up_at_once() {
+        let warehouse = Scripted::default();
+        // Transient forever: the backoff grows towards 30 s between attempts.
+        warehouse
+            .injected
+            .lock()
+            .unwrap()
+            .extend(std::iter::repeat_n(FailureClass::Transient, 1000));
+        let shutdown = Arc::new(Shutdown::default());
+        let stopper = Arc::clone(&shutdown);
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+            stopper.request();
+        });
+        let started = std::time::Instant::now();
+        assert!(load_one(&warehouse, 5, &shutdown).await.is_none());
+        assert!(started.elapsed() < std::time::Duration::from_secs(3));
+        assert_eq!(shutdown.abandoned(), Some("table t of batch 1"));
+        assert_eq!(shutdown.failure(), None);
     }
 
     #[test]

@@ -204,6 +204,7 @@ impl Backfill {
         plan: Vec<ObjectRefPlan>,
         senders: Vec<mpsc::Sender<ObjectRef>>,
         shutdown: Arc<Shutdown>,
+        stats: Arc<crate::telemetry::RunStats>,
     ) -> (
         mpsc::UnboundedSender<Vec<ObjectRef>>,
         tokio::task::JoinHandle<()>,
@@ -217,6 +218,7 @@ impl Backfill {
         });
         let (sender, mut receiver) = mpsc::unbounded_channel::<Vec<ObjectRef>>();
         let recorder = Arc::clone(self);
+        let record_shutdown = Arc::clone(&shutdown);
         let task = runtime.spawn(async move {
             while let Some(objects) = receiver.recv().await {
                 let ids: Vec<ObjectId> = {
@@ -235,13 +237,13 @@ impl Backfill {
                         .collect()
                 };
                 let count = ids.len() as u64;
-                if let Err(error) = recorder.log.record(ids).await {
-                    tracing::warn!(error = %error, "cannot record loaded objects; a later backfill loads them again (harmless)");
+                // Retried until the record holds; unrecorded (the run is stopping), a
+                // later backfill loads them again (harmless) and they are not counted.
+                let log = &*recorder.log;
+                if !crate::load::record_objects(log, ids, &record_shutdown, &stats).await {
+                    continue;
                 }
-                recorder
-                    .progress
-                    .loaded
-                    .fetch_add(count, Ordering::Relaxed);
+                recorder.progress.loaded.fetch_add(count, Ordering::Relaxed);
             }
         });
         (sender, task)

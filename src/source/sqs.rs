@@ -154,7 +154,7 @@ impl SqsSource {
         runtime.spawn(async move { keeper.keep_visible().await });
         let (sender, receiver) = mpsc::unbounded_channel();
         let acker = Arc::clone(self);
-        let task = runtime.spawn(async move { acker.acknowledge_loop(receiver).await });
+        let task = runtime.spawn(async move { acker.acknowledge_loop(receiver, &shutdown).await });
         (sender, task)
     }
 
@@ -381,7 +381,7 @@ impl SqsSource {
         };
         if finished {
             // Every object committed before the last was handed over.
-            self.finish(vec![token]).await;
+            self.finish(vec![token], shutdown).await;
         }
         true
     }
@@ -471,7 +471,11 @@ impl SqsSource {
 
     /// Receives committed objects from the workers and deletes every message whose
     /// objects are all committed. When every worker is done, releases what is left.
-    async fn acknowledge_loop(&self, mut acks: mpsc::UnboundedReceiver<Vec<ObjectRef>>) {
+    async fn acknowledge_loop(
+        &self,
+        mut acks: mpsc::UnboundedReceiver<Vec<ObjectRef>>,
+        shutdown: &Shutdown,
+    ) {
         while let Some(objects) = acks.recv().await {
             let mut finished = Vec::new();
             {
@@ -487,14 +491,14 @@ impl SqsSource {
                 }
             }
             if !finished.is_empty() {
-                self.finish(finished).await;
+                self.finish(finished, shutdown).await;
             }
         }
         self.release().await;
     }
 
     /// Deletes the messages of `tokens`, whose objects have all committed.
-    async fn finish(&self, tokens: Vec<u64>) {
+    async fn finish(&self, tokens: Vec<u64>, shutdown: &Shutdown) {
         let (receipts, loaded): (Vec<String>, Vec<ObjectId>) = {
             let mut state = self.state();
             let mut receipts = Vec::new();
@@ -510,10 +514,12 @@ impl SqsSource {
             }
             (receipts, loaded)
         };
-        // Recorded before the delete: a repeated announcement after a restart then
-        // finds them. A failure costs only a reload of a repeat (idempotent).
-        if let Err(error) = self.log.record(loaded).await {
-            tracing::warn!(error = %error, "cannot record loaded objects in the object log");
+        // Recorded before the delete, retried until the record holds: a deleted
+        // message is never announced again, so objects deleted unrecorded would be
+        // missing from the log for good. Unrecorded (the run is stopping), the
+        // messages are not deleted and come back after their visibility timeout.
+        if !crate::load::record_objects(&*self.log, loaded, shutdown, &self.stats).await {
+            return;
         }
         self.delete(receipts).await;
     }

@@ -140,7 +140,9 @@ pub fn start(
     stats: &Arc<RunStats>,
 ) -> Result<Started, SourceError> {
     match spec {
-        Spec::Backfill(settings, progress) => start_backfill(settings, progress, delivery, log),
+        Spec::Backfill(settings, progress) => {
+            start_backfill(settings, progress, delivery, log, stats)
+        }
         Spec::Pipeline(SourceFile::Dir {
             path,
             state_dir,
@@ -188,6 +190,7 @@ fn start_backfill(
     progress: Arc<BackfillProgress>,
     delivery: Delivery,
     log: Arc<dyn ObjectLog>,
+    stats: &Arc<RunStats>,
 ) -> Result<Started, SourceError> {
     let runtime = delivery.runtime.clone();
     let source = runtime.block_on(Backfill::new(settings.clone(), log, Arc::clone(&progress)));
@@ -199,7 +202,9 @@ fn start_backfill(
         already_loaded = progress.skipped.load(std::sync::atomic::Ordering::Relaxed),
         "backfill planned"
     );
-    let (sender, recorder) = source.start(&runtime, plan, delivery.senders, delivery.shutdown);
+    let stats = Arc::clone(stats);
+    let (sender, recorder) =
+        source.start(&runtime, plan, delivery.senders, delivery.shutdown, stats);
     Ok(Started {
         acks: Acks::Channel {
             sender,

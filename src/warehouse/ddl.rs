@@ -7,9 +7,15 @@
 //! loader executes the plan in its own dialect and transaction discipline
 //! (`postgres::ddl`, `redshift::ddl`). No SQL text and no I/O here.
 //!
+//! Besides the tracking plan's caps, the warehouse's own limit on columns per table
+//! (1600 in both PostgreSQL and Redshift) is always a cap: a table never grows past
+//! it, and room is kept for the columns tracktable itself writes ([`OWN_COLUMNS`]), so
+//! only properties and traits (and `context_*` fields) are ever refused by it.
+//!
 //! Invariants: a column keeps the type it was created with, and only varchar widths
 //! grow (up to 65535); the caps never refuse what the table already has; the tables
-//! tracktable always creates (`sql::is_fixed_table`) are never refused.
+//! tracktable always creates (`sql::is_fixed_table`) are never refused; no plan takes
+//! a table past [`Caps::warehouse_columns`].
 
 use std::collections::BTreeMap;
 
@@ -32,15 +38,99 @@ pub enum SchemaChange {
     },
 }
 
-/// The tracking plan's caps: tables in the schema (bookkeeping tables, named with a
-/// leading `_`, aside) and columns per table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The most columns a table can have, in PostgreSQL (`MaxHeapAttributeNumber`) and in
+/// Redshift alike.
+pub const WAREHOUSE_MAX_COLUMNS: usize = 1600;
+
+/// The columns tracktable itself writes into event, `users` and `accounts` tables
+/// besides properties, traits and context: every table's key (`message_id`, or `id`),
+/// the common fields of every call, and each call type's own (route's fixed columns;
+/// a property of one of these names is renamed there). The warehouse's column limit
+/// keeps room for all of them.
+pub const OWN_COLUMNS: [&str; 14] = [
+    "anonymous_id",
+    "category",
+    "event",
+    "event_text",
+    "group_id",
+    "id",
+    "message_id",
+    "name",
+    "original_timestamp",
+    "previous_id",
+    "received_at",
+    "sent_at",
+    "timestamp",
+    "user_id",
+];
+
+/// Whether `column` is one of tracktable's own ([`OWN_COLUMNS`]).
+pub fn is_own_column(column: &str) -> bool {
+    OWN_COLUMNS.contains(&column)
+}
+
+/// The caps on a schema: the tracking plan's (tables in the schema, bookkeeping
+/// tables named with a leading `_` aside, and columns per table) and the warehouse's
+/// own limit on columns per table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caps {
     pub tables: Option<usize>,
     pub columns: Option<usize>,
+    /// The warehouse's limit on columns per table ([`WAREHOUSE_MAX_COLUMNS`]); a
+    /// parameter only so tests can plan against a small one.
+    pub warehouse_columns: usize,
+}
+
+impl Default for Caps {
+    fn default() -> Caps {
+        Caps {
+            tables: None,
+            columns: None,
+            warehouse_columns: WAREHOUSE_MAX_COLUMNS,
+        }
+    }
 }
 
 impl Caps {
+    /// The tracking plan's caps, under the warehouse's column limit.
+    pub fn plan(tables: Option<usize>, columns: Option<usize>) -> Caps {
+        Caps {
+            tables,
+            columns,
+            ..Caps::default()
+        }
+    }
+
+    /// How many columns other than tracktable's own a table may have under the
+    /// warehouse's limit.
+    pub fn room_for_properties(&self) -> usize {
+        self.warehouse_columns.saturating_sub(OWN_COLUMNS.len())
+    }
+
+    /// Why a table with `columns` (of which `properties` are not tracktable's own)
+    /// cannot take the column `column`, if it cannot: the tracking plan's cap, counting
+    /// every column, or the warehouse's limit, which keeps room for tracktable's own.
+    pub fn refuses(
+        &self,
+        columns: usize,
+        properties: usize,
+        column: &str,
+    ) -> Option<DiscardReason> {
+        if let Some(cap) = self.columns
+            && columns >= cap
+        {
+            return Some(DiscardReason::ColumnCap { cap });
+        }
+        let full = if is_own_column(column) {
+            columns >= self.warehouse_columns
+        } else {
+            properties >= self.room_for_properties() || columns >= self.warehouse_columns
+        };
+        full.then_some(DiscardReason::ColumnLimit {
+            limit: self.warehouse_columns,
+        })
+    }
+
     /// The table cap that `table` must fit under before it is created, if any: the
     /// tables tracktable always creates are never refused. A loader counts the schema's
     /// tables (for [`plan_table`]) only when this is `Some` and the table is missing.
@@ -102,43 +192,93 @@ pub fn plan_table(
     tables_in_schema: Option<usize>,
 ) -> TablePlan {
     let mut columns = known.clone();
-    let mut create = None;
-    if columns.is_empty() {
+    let creating = columns.is_empty();
+    if creating {
         if let Some(cap) = caps.table_cap(table)
             && tables_in_schema.is_some_and(|tables| tables >= cap)
         {
             return TablePlan::Refuse(DiscardReason::TableCap { cap });
         }
-        create = Some(creation(table, &mut columns, observed, caps.columns));
+        columns.insert(key_column(table).to_owned(), ColumnType::Varchar(u32::MAX));
     }
-    let mut alter = Vec::new();
+    // `users` and `accounts` are created with a `timestamp` (their merge orders by
+    // it) whether or not the batch observed one: until it is there it holds a place.
+    let reserved = |columns: &TableSchema| {
+        usize::from(creating && is_latest(table) && !columns.contains_key("timestamp"))
+    };
+    let mut properties = columns.keys().filter(|name| !is_own_column(name)).count();
+    let mut changes = wanted_changes(&columns, observed);
+    // Tracktable's own columns first, so no cap keeps them out for a property that
+    // sorts before them; the plan lists every change in name order anyway.
+    changes.sort_by_key(|change| !is_own_column(changed_column(change).as_str()));
+    let mut applied = Vec::new();
     let mut refused = Vec::new();
-    for change in wanted_changes(&columns, observed) {
-        match &change {
-            SchemaChange::AddColumn {
-                column,
-                column_type,
-            } => {
-                if let Some(cap) = caps.columns
-                    && columns.len() >= cap
-                {
-                    refused.push((column.clone(), DiscardReason::ColumnCap { cap }));
-                    continue;
-                }
-                columns.insert(column.as_str().to_owned(), *column_type);
+    for change in changes {
+        if let SchemaChange::AddColumn {
+            column,
+            column_type,
+        } = &change
+        {
+            let count = columns.len() + reserved(&columns);
+            if let Some(reason) = caps.refuses(count, properties, column.as_str()) {
+                refused.push((column.clone(), reason));
+                continue;
             }
-            SchemaChange::Widen { column, width } => {
-                columns.insert(column.as_str().to_owned(), ColumnType::Varchar(*width));
+            if !is_own_column(column.as_str()) {
+                properties += 1;
             }
+            columns.insert(column.as_str().to_owned(), *column_type);
+        } else if let SchemaChange::Widen { column, width } = &change {
+            columns.insert(column.as_str().to_owned(), ColumnType::Varchar(*width));
         }
-        alter.push(change);
+        applied.push(change);
     }
+    applied.sort_by(|a, b| changed_column(a).cmp(changed_column(b)));
+    refused.sort_by(|a, b| a.0.cmp(&b.0));
+    let create = creating.then(|| {
+        if is_latest(table) {
+            columns.insert("timestamp".to_owned(), ColumnType::Timestamp);
+        }
+        // A new table has no column to widen: every change adds one.
+        std::mem::take(&mut applied)
+            .into_iter()
+            .filter_map(|change| match change {
+                SchemaChange::AddColumn {
+                    column,
+                    column_type,
+                } => Some((column, column_type)),
+                SchemaChange::Widen { .. } => None,
+            })
+            .collect()
+    });
     TablePlan::Apply(SchemaPlan {
         create,
-        alter,
+        alter: applied,
         refused,
         columns,
     })
+}
+
+/// The column a change is about.
+fn changed_column(change: &SchemaChange) -> &ColumnName {
+    match change {
+        SchemaChange::AddColumn { column, .. } | SchemaChange::Widen { column, .. } => column,
+    }
+}
+
+/// `observed` less the columns `known` lacks: what a batch can still use of a table
+/// that cannot take another column (the server refused the last one the plan added,
+/// `54011`, though the plan kept under the limit: PostgreSQL also counts columns
+/// dropped by hand). Their values go to `_discards` (no such column).
+pub fn without_new_columns(
+    known: &TableSchema,
+    observed: &[(ColumnName, ColumnType)],
+) -> Vec<(ColumnName, ColumnType)> {
+    observed
+        .iter()
+        .filter(|(column, _)| known.contains_key(column.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// The column type of a catalogue entry (`information_schema.columns`' `data_type` and
@@ -189,41 +329,6 @@ pub fn log_refused(table: &str, batch: u64, refused: &[(ColumnName, DiscardReaso
             "columns not added; their values go to _discards"
         );
     }
-}
-
-/// The columns a new table is created with: every column the batch observed, in name
-/// order, as many as the column cap leaves room for once the key (and the `timestamp`
-/// of `users`/`accounts`) are counted. Fills `columns` with the new table's columns.
-fn creation(
-    table: &str,
-    columns: &mut TableSchema,
-    observed: &[(ColumnName, ColumnType)],
-    max_columns: Option<usize>,
-) -> Vec<(ColumnName, ColumnType)> {
-    columns.insert(key_column(table).to_owned(), ColumnType::Varchar(u32::MAX));
-    let mut create: Vec<(ColumnName, ColumnType)> = wanted_changes(columns, observed)
-        .into_iter()
-        .filter_map(|change| match change {
-            SchemaChange::AddColumn {
-                column,
-                column_type,
-            } => Some((column, column_type)),
-            SchemaChange::Widen { .. } => None,
-        })
-        .collect();
-    if let Some(cap) = max_columns {
-        let fixed = if is_latest(table) { 2 } else { 1 };
-        create.truncate(cap.saturating_sub(fixed));
-    }
-    columns.extend(
-        create
-            .iter()
-            .map(|(column, column_type)| (column.as_str().to_owned(), *column_type)),
-    );
-    if is_latest(table) {
-        columns.insert("timestamp".to_owned(), ColumnType::Timestamp);
-    }
-    create
 }
 
 /// The changes that make `schema` hold everything `observed`, caps aside, in column
@@ -359,10 +464,27 @@ mod tests {
     const NO_CAPS: Caps = Caps {
         tables: None,
         columns: None,
+        warehouse_columns: WAREHOUSE_MAX_COLUMNS,
     };
 
     fn caps(tables: Option<usize>, columns: Option<usize>) -> Caps {
-        Caps { tables, columns }
+        Caps::plan(tables, columns)
+    }
+
+    /// No plan; the warehouse's limit at `limit` columns (room for 14 own columns,
+    /// `limit - 14` others).
+    fn limit(limit: usize) -> Caps {
+        Caps {
+            warehouse_columns: limit,
+            ..NO_CAPS
+        }
+    }
+
+    fn over_limit(columns: &[&str], limit: usize) -> Vec<(ColumnName, DiscardReason)> {
+        columns
+            .iter()
+            .map(|name| (column_name(name), DiscardReason::ColumnLimit { limit }))
+            .collect()
     }
 
     fn cases() -> Vec<Case> {
@@ -587,6 +709,73 @@ mod tests {
                 ),
             },
             Case {
+                name: "the warehouse's limit keeps room for tracktable's own columns",
+                table: "t",
+                known: &[],
+                observed: &[
+                    ("a", BigInt),
+                    ("b", BigInt),
+                    ("c", BigInt),
+                    ("received_at", Timestamp),
+                    ("user_id", Varchar(64)),
+                ],
+                caps: limit(16),
+                tables_in_schema: None,
+                expected: apply(
+                    Some(&[
+                        ("a", BigInt),
+                        ("b", BigInt),
+                        ("received_at", Timestamp),
+                        ("user_id", Varchar(64)),
+                    ]),
+                    vec![],
+                    over_limit(&["c"], 16),
+                    &[
+                        ("message_id", KEY),
+                        ("a", BigInt),
+                        ("b", BigInt),
+                        ("received_at", Timestamp),
+                        ("user_id", Varchar(64)),
+                    ],
+                ),
+            },
+            Case {
+                name: "a table at the warehouse's limit takes its own columns, no property",
+                table: "t",
+                known: &[("message_id", KEY), ("a", BigInt), ("b", BigInt)],
+                observed: &[("aa", BigInt), ("event", Varchar(64)), ("zz", Boolean)],
+                caps: limit(16),
+                tables_in_schema: None,
+                expected: apply(
+                    None,
+                    vec![add("event", Varchar(64))],
+                    over_limit(&["aa", "zz"], 16),
+                    &[
+                        ("message_id", KEY),
+                        ("a", BigInt),
+                        ("b", BigInt),
+                        ("event", Varchar(64)),
+                    ],
+                ),
+            },
+            Case {
+                name: "the tracking plan's cap still applies under the warehouse's limit",
+                table: "t",
+                known: &[("message_id", KEY)],
+                observed: &[("a", BigInt), ("b", BigInt), ("c", BigInt)],
+                caps: Caps {
+                    columns: Some(3),
+                    ..limit(16)
+                },
+                tables_in_schema: None,
+                expected: apply(
+                    None,
+                    vec![add("a", BigInt), add("b", BigInt)],
+                    refused(&["c"], 3),
+                    &[("message_id", KEY), ("a", BigInt), ("b", BigInt)],
+                ),
+            },
+            Case {
                 name: "a column cap below the key still creates the table, with no column",
                 table: "t",
                 known: &[],
@@ -658,6 +847,64 @@ mod tests {
         );
         assert!(matches!(&plan, TablePlan::Apply(plan) if plan.is_empty()));
         assert!(!is_settled(&full, &named(&[("b", BigInt)])));
+    }
+
+    #[test]
+    fn no_table_grows_past_the_warehouse_limit_however_many_properties_arrive() {
+        static OWN: [&str; OWN_COLUMNS.len()] = OWN_COLUMNS;
+        let observed: Vec<(ColumnName, ColumnType)> = (0..2000)
+            .map(|i| (column_name(&format!("p{i:04}")), BigInt))
+            .chain(
+                OWN.iter()
+                    .filter(|own| **own != "timestamp")
+                    .map(|own| (ColumnName::fixed(own), Varchar(64))),
+            )
+            .collect();
+        for table in ["t", "users"] {
+            let TablePlan::Apply(plan) =
+                plan_table(table, &TableSchema::new(), &observed, Caps::default(), None)
+            else {
+                panic!("a table is never refused without a table cap");
+            };
+            let properties = plan.columns.keys().filter(|c| !is_own_column(c)).count();
+            assert_eq!(properties, Caps::default().room_for_properties(), "{table}");
+            assert!(plan.columns.len() <= WAREHOUSE_MAX_COLUMNS, "{table}");
+            for (column, _) in observed.iter().filter(|(c, _)| is_own_column(c.as_str())) {
+                assert!(
+                    plan.columns.contains_key(column.as_str()),
+                    "{table} keeps {column}"
+                );
+            }
+            assert!(
+                plan.refused.iter().all(|(column, reason)| {
+                    !is_own_column(column.as_str())
+                        && *reason == DiscardReason::ColumnLimit { limit: 1600 }
+                }),
+                "{table}: only properties are refused, naming the limit"
+            );
+            // Grown batch by batch, it stops at the limit as well.
+            let mut known = plan.columns.clone();
+            let more: Vec<(ColumnName, ColumnType)> = (0..50)
+                .map(|i| (column_name(&format!("q{i}")), Boolean))
+                .collect();
+            if let TablePlan::Apply(plan) = plan_table(table, &known, &more, Caps::default(), None)
+            {
+                assert!(plan.alter.is_empty(), "{table}: {:?}", plan.alter);
+                assert_eq!(plan.refused.len(), 50);
+                known = plan.columns;
+            }
+            assert!(known.len() <= WAREHOUSE_MAX_COLUMNS);
+        }
+    }
+
+    #[test]
+    fn a_table_that_refused_a_column_loads_the_columns_it_has() {
+        let known = schema(&[("message_id", KEY), ("a", BigInt)]);
+        let observed = named(&[("a", BigInt), ("b", Boolean), ("c", Double)]);
+        assert_eq!(
+            without_new_columns(&known, &observed),
+            named(&[("a", BigInt)])
+        );
     }
 
     #[test]

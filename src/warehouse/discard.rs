@@ -29,14 +29,23 @@ pub enum DiscardReason {
     KeyNul,
     /// Whole row: its key is longer than the key column holds (Redshift).
     KeyTooLong { bytes: usize, max: usize },
+    /// The table is at the warehouse's own limit on columns per table (room is kept
+    /// for the columns tracktable itself writes).
+    ColumnLimit { limit: usize },
+    /// Whole row: the warehouse refused it; `server` is what the server said (cut to
+    /// [`MAX_SERVER_TEXT`] bytes, so the reason fits `_discards.reason` everywhere).
+    Refused { server: String },
 }
+
+/// The most bytes of a server's message a [`DiscardReason::Refused`] keeps.
+pub const MAX_SERVER_TEXT: usize = 900;
 
 /// The reason text of [`DiscardReason::Nul`].
 pub const NUL_REASON: &str = "value contains a NUL character, which the warehouse cannot store (kept here with NUL written as \\u0000)";
 
 impl DiscardReason {
     /// Every metric label, in the order [`DiscardCounts`] keeps them.
-    pub const LABELS: [&'static str; 7] = [
+    pub const LABELS: [&'static str; 9] = [
         "type_mismatch",
         "too_long",
         "no_column",
@@ -44,7 +53,21 @@ impl DiscardReason {
         "table_cap",
         "nul_character",
         "bad_key",
+        "column_limit",
+        "refused",
     ];
+
+    /// A row the warehouse refused, with the server's words (cut at a character
+    /// boundary to [`MAX_SERVER_TEXT`] bytes).
+    pub fn refused(server: &str) -> DiscardReason {
+        let mut end = server.len().min(MAX_SERVER_TEXT);
+        while !server.is_char_boundary(end) {
+            end -= 1;
+        }
+        DiscardReason::Refused {
+            server: server[..end].to_owned(),
+        }
+    }
 
     /// The metric label: stable and low-cardinality (the text varies with the cap, the
     /// width and the value's length).
@@ -62,6 +85,8 @@ impl DiscardReason {
             DiscardReason::TableCap { .. } => 4,
             DiscardReason::Nul => 5,
             DiscardReason::KeyNul | DiscardReason::KeyTooLong { .. } => 6,
+            DiscardReason::ColumnLimit { .. } => 7,
+            DiscardReason::Refused { .. } => 8,
         }
     }
 }
@@ -94,6 +119,13 @@ impl std::fmt::Display for DiscardReason {
                     f,
                     "key is {bytes} bytes, longer than the key column's {max}"
                 )
+            }
+            DiscardReason::ColumnLimit { limit } => write!(
+                f,
+                "over the warehouse's limit of {limit} columns per table (room is kept for tracktable's own columns)"
+            ),
+            DiscardReason::Refused { server } => {
+                write!(f, "the warehouse refused the row: {server}")
             }
         }
     }
@@ -297,6 +329,18 @@ mod tests {
                 "key is 1025 bytes, longer than the key column's 1024",
                 "bad_key",
             ),
+            (
+                DiscardReason::ColumnLimit { limit: 1600 },
+                "over the warehouse's limit of 1600 columns per table (room is kept for tracktable's own columns)",
+                "column_limit",
+            ),
+            (
+                DiscardReason::refused(
+                    "ERROR 23514: new row for relation \"t\" violates check constraint \"c\"",
+                ),
+                "the warehouse refused the row: ERROR 23514: new row for relation \"t\" violates check constraint \"c\"",
+                "refused",
+            ),
         ]
     }
 
@@ -334,6 +378,8 @@ mod tests {
                 max: usize::MAX,
             },
             DiscardReason::Nul,
+            DiscardReason::ColumnLimit { limit: usize::MAX },
+            DiscardReason::refused(&"é".repeat(5000)),
         ];
         for reason in longest {
             assert!(reason.to_string().len() <= 1024, "{reason}");

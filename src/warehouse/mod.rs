@@ -20,7 +20,7 @@ use futures_util::future::BoxFuture;
 
 use crate::batch::BatchId;
 use crate::route::{ColumnName, ColumnType, Row, TableName};
-pub use discard::DiscardCounts;
+pub use discard::{DiscardCounts, DiscardReason};
 
 /// One table's share of one batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,17 +60,48 @@ impl std::ops::AddAssign for LoadReport {
     }
 }
 
-/// An error a warehouse reports, and whether retrying can help.
+/// What a failed warehouse operation says about retrying it: decided from the
+/// server's SQLSTATE (and, on Redshift, its message) in one function per dialect
+/// (`postgres::failure_class`, `redshift::failure_class`), and acted on in one place,
+/// the loader task (`load`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The rows or names themselves cannot be stored (a value the server refuses, too
+    /// many columns, an oversized index row, a Redshift COPY data error). Retrying the
+    /// same rows fails the same way: the loader isolates the rows the server refuses,
+    /// sends them to `_discards` and commits the rest.
+    Data,
+    /// The server or the way to it failed (a lost connection, a restart, a
+    /// serialization conflict, a lock timeout, throttling): the same load may succeed
+    /// later, so it is retried with backoff for as long as it takes.
+    Transient,
+    /// The warehouse is set up so that no load can succeed (a missing privilege, a
+    /// wrong password, a table changed by hand in a way the loader cannot repair). It is
+    /// tried once more, on a fresh connection with the catalogue read again, and then
+    /// the run stops with the server's message, acknowledging nothing.
+    Config,
+}
+
+/// An error a warehouse reports, and what retrying it can do.
 pub trait WarehouseError: std::error::Error + Send + Sync + 'static {
-    /// True when the same statement will fail the same way however often it is retried
-    /// (a syntax or naming error, a privilege the loader lacks, a bad configuration):
-    /// the loader then stops the run with the error instead of retrying forever.
-    /// Lost connections, timeouts, lock conflicts and the like are transient.
-    fn is_permanent(&self) -> bool;
+    fn class(&self) -> FailureClass;
+
+    /// For a [`FailureClass::Data`] failure of [`Loader::load`]: the row the server
+    /// named (its index in the [`TableBatch::rows`] loaded), when it named one. `None`
+    /// makes the loader find the refused rows by splitting the batch.
+    fn refused_row(&self) -> Option<usize> {
+        None
+    }
+
+    /// For a [`FailureClass::Data`] failure: the server's own words about it, as
+    /// `_discards.reason` keeps them for a refused row.
+    fn refusal(&self) -> String {
+        self.to_string()
+    }
 }
 
 impl WarehouseError for std::convert::Infallible {
-    fn is_permanent(&self) -> bool {
+    fn class(&self) -> FailureClass {
         match *self {}
     }
 }
@@ -106,27 +137,51 @@ pub trait Warehouse: Send + Sync + 'static {
 /// or ETag), so a re-uploaded object under the same key is new input.
 pub type ObjectId = (String, String);
 
+/// A failure of the object log, with its class (a lost connection is retried, a
+/// missing privilege stops the run).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ObjectLogError {
+    pub message: String,
+    pub class: FailureClass,
+}
+
+impl ObjectLogError {
+    fn of<E: WarehouseError>(error: &E) -> ObjectLogError {
+        ObjectLogError {
+            message: error.to_string(),
+            class: error.class(),
+        }
+    }
+}
+
 /// The object-safe view of a warehouse's object log, for the S3 sources (which are not
 /// generic over the warehouse).
 pub trait ObjectLog: Send + Sync {
-    fn loaded(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<HashSet<ObjectId>, String>>;
-    fn record(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<(), String>>;
+    fn loaded(
+        &self,
+        objects: Vec<ObjectId>,
+    ) -> BoxFuture<'_, Result<HashSet<ObjectId>, ObjectLogError>>;
+    fn record(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<(), ObjectLogError>>;
 }
 
 impl<W: Warehouse> ObjectLog for W {
-    fn loaded(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<HashSet<ObjectId>, String>> {
+    fn loaded(
+        &self,
+        objects: Vec<ObjectId>,
+    ) -> BoxFuture<'_, Result<HashSet<ObjectId>, ObjectLogError>> {
         Box::pin(async move {
             self.loaded_objects(objects)
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| ObjectLogError::of(&error))
         })
     }
 
-    fn record(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<(), String>> {
+    fn record(&self, objects: Vec<ObjectId>) -> BoxFuture<'_, Result<(), ObjectLogError>> {
         Box::pin(async move {
             self.record_objects(objects)
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| ObjectLogError::of(&error))
         })
     }
 }
@@ -140,6 +195,16 @@ pub trait Loader: Send + 'static {
     fn load(
         &mut self,
         batch: &TableBatch,
+    ) -> impl Future<Output = Result<LoadReport, Self::Error>> + Send;
+
+    /// Keeps every row of `batch` out of its table: each goes to `_discards` whole
+    /// (column `*`, the row as JSON) with `reason`, and the load is recorded, in one
+    /// transaction. For a table the tracking plan's table cap refuses, and for rows
+    /// the server refused. Idempotent like [`Loader::load`].
+    fn refuse(
+        &mut self,
+        batch: &TableBatch,
+        reason: &DiscardReason,
     ) -> impl Future<Output = Result<LoadReport, Self::Error>> + Send;
 }
 

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 
+use super::ddl::{Caps, is_own_column};
 use super::discard::{Discard, DiscardReason};
 use crate::columns::AddressHasher;
 use crate::route::{ColumnType, Row, Value};
@@ -79,10 +80,12 @@ pub struct Layout<'a> {
     slots: HashMap<usize, Option<(usize, ColumnType)>, BuildHasherDefault<AddressHasher>>,
     /// Name → position and type, from which `slots` fills as names first appear.
     positions: HashMap<&'a str, (usize, ColumnType)>,
-    /// The tracking plan's cap on columns per table, and how many the table has: a
-    /// column missing because of the cap is discarded with the cap as its reason.
-    max_columns: Option<usize>,
+    /// The caps on columns per table, and how many columns (and of those, how many
+    /// not tracktable's own) the table has: a column missing because of a cap is
+    /// discarded with the cap as its reason.
+    caps: Caps,
     columns: usize,
+    properties: usize,
 }
 
 impl<'a> Layout<'a> {
@@ -97,6 +100,12 @@ impl<'a> Layout<'a> {
         schema: &'a TableSchema,
         max_columns: Option<usize>,
     ) -> Layout<'a> {
+        Layout::under(key, schema, Caps::plan(None, max_columns))
+    }
+
+    /// [`Layout::of_table`] under `caps` (the tracking plan's and the warehouse's
+    /// column limit), which name the reason a column is missing.
+    pub fn under(key: &'a str, schema: &'a TableSchema, caps: Caps) -> Layout<'a> {
         let mut used: Vec<(&'a str, ColumnType)> = schema
             .iter()
             .filter(|(name, _)| name.as_str() != key)
@@ -114,8 +123,9 @@ impl<'a> Layout<'a> {
             names,
             slots: HashMap::default(),
             positions,
-            max_columns,
+            caps,
             columns: schema.len(),
+            properties: schema.keys().filter(|name| !is_own_column(name)).count(),
         }
     }
 
@@ -154,10 +164,10 @@ impl<'a> Layout<'a> {
                         Err(reason) => reason,
                     }
                 }
-                None => match self.max_columns {
-                    Some(cap) if self.columns >= cap => DiscardReason::ColumnCap { cap },
-                    _ => DiscardReason::NoColumn,
-                },
+                None => self
+                    .caps
+                    .refuses(self.columns, self.properties, column.as_str())
+                    .unwrap_or(DiscardReason::NoColumn),
             };
             discards.push(Discard::new(table, column.as_str(), row, value, reason));
         }
@@ -319,5 +329,19 @@ mod tests {
         layout.place("t", &rows[2], &mut cells, &mut discards);
         assert_eq!(discards.len(), 1);
         assert_eq!(discards[0].reason, DiscardReason::ColumnCap { cap: 4 });
+        // A property the warehouse's limit keeps out says so.
+        let limited = Caps {
+            warehouse_columns: 4 + crate::warehouse::ddl::OWN_COLUMNS.len(),
+            ..Caps::default()
+        };
+        let mut layout = Layout::under("message_id", &wider, limited);
+        let mut discards = Vec::new();
+        layout.place("t", &rows[2], &mut cells, &mut discards);
+        assert_eq!(
+            discards[0].reason,
+            DiscardReason::ColumnLimit {
+                limit: limited.warehouse_columns
+            }
+        );
     }
 }

@@ -12,6 +12,7 @@ mod batching;
 mod cli;
 mod dataflow;
 mod deploy;
+mod failures;
 mod metrics;
 mod postgres;
 mod redshift;

@@ -510,16 +510,17 @@ async fn killed_connections_are_retried_until_everything_loads() {
     support::drop_schema(&client, &schema).await;
 }
 
-/// A load that fails the same way every time (here: a trigger someone put on the table
-/// refuses every insert with `insufficient_privilege`) stops the run with the server's
-/// error instead of retrying forever, and acknowledges nothing: once the table is
-/// fixed, the same state directory loads everything.
+/// A load that fails with a configuration error every time (here: a trigger someone
+/// put on the table refuses every insert with `insufficient_privilege`) is tried once
+/// more, then stops the run with the server's error instead of retrying forever, and
+/// acknowledges nothing: once the table is fixed, the same state directory loads
+/// everything.
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(
     skip_services,
     ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
 )]
-async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
+async fn a_configuration_error_stops_the_run_and_acknowledges_nothing() {
     let Some(client) = support::postgres().await else {
         return;
     };
@@ -558,7 +559,7 @@ async fn a_permanent_error_stops_the_run_and_acknowledges_nothing() {
             .spawn()
             .expect("start tracktable"),
     );
-    let status = support::wait_within(&mut child, Duration::from_secs(60), "permanent error");
+    let status = support::wait_within(&mut child, Duration::from_secs(60), "configuration error");
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(!status.success(), "the run must fail:\n{stderr}");
     assert!(

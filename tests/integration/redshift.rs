@@ -734,3 +734,143 @@ async fn a_large_load_is_split_into_parts_under_a_manifest_and_long_values_are_k
     }
     redshift.finish(&client).await;
 }
+
+/// A COPY the cluster refuses for its data (here a domain's CHECK the planner cannot
+/// see: the catalogue shows the domain's base type): the emulator fails it as Redshift
+/// does, `XX000` and a row in its `stl_load_errors` naming the staged file, the line
+/// and the column; the loader traces that line to its row (past a value whose line
+/// break makes the CSV one line longer), keeps the row in `_discards` whole with the
+/// cluster's reason, loads the rest and finishes.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn a_copy_data_error_keeps_the_refused_rows_in_discards_and_loads_the_rest() {
+    let Some((redshift, client)) = Redshift::new("copyerr").await else {
+        return;
+    };
+    let schema = &redshift.schema;
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{schema}\"; \
+             CREATE DOMAIN \"{schema}\".small_total AS double precision CONSTRAINT small_total_below_1000 CHECK (VALUE < 1000); \
+             CREATE TABLE \"{schema}\".order_completed (message_id varchar(1024) NOT NULL PRIMARY KEY, \
+               total \"{schema}\".small_total)"
+        ))
+        .await
+        .unwrap();
+    let orders = [
+        ("o1", r#"{"total":5}"#),
+        ("o2", r#"{"total":12.5,"note":"two\nlines"}"#),
+        ("o3", r#"{"total":5000}"#),
+        (
+            "o4",
+            r#"{"total":7,"note":"a \"quoted\"\nand\nthree lines"}"#,
+        ),
+        ("o5", r#"{"total":99999}"#),
+        ("o6", r#"{"total":1}"#),
+    ];
+    let lines: Vec<String> = orders
+        .iter()
+        .map(|(id, properties)| track(id, "\"Order Completed\"", properties))
+        .collect();
+    let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
+    redshift.load(&source, "first", "");
+
+    let loaded: Vec<String> = client
+        .query(
+            &format!("SELECT message_id::text FROM \"{schema}\".order_completed ORDER BY 1"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(loaded, ["o1", "o2", "o4", "o6"]);
+    let note: String = client
+        .query_one(
+            &format!("SELECT note::text FROM \"{schema}\".order_completed WHERE message_id = 'o4'"),
+            &[],
+        )
+        .await
+        .map(|row| row.get(0))
+        .unwrap();
+    assert_eq!(note, "a \"quoted\"\nand\nthree lines");
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".tracks")
+        )
+        .await,
+        6
+    );
+    let discards: Vec<(String, String, String, String, i64)> = client
+        .query(
+            &format!(
+                "SELECT column_name::text, message_id::text, reason::text, object::text, line \
+                 FROM \"{schema}\"._discards ORDER BY message_id"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let found: Vec<(&str, &str, &str, i64)> = discards
+        .iter()
+        .map(|(column, id, _, object, line)| (column.as_str(), id.as_str(), object.as_str(), *line))
+        .collect();
+    assert_eq!(found, [("*", "o3", "a.json", 3), ("*", "o5", "a.json", 5)]);
+    for (_, _, reason, _, _) in &discards {
+        assert!(
+            reason.starts_with("the warehouse refused the row: column total: value for domain ")
+                && reason.ends_with("(load error 1216)"),
+            "the cluster's reason: {reason}"
+        );
+    }
+    // The emulated system table holds what Redshift's would: one row per refused
+    // COPY, naming the staged part, the line and the column, its reason cut to 100
+    // characters.
+    let stl: Vec<(String, i64, String)> = client
+        .query(
+            "SELECT trim(filename), line_number, trim(colname) FROM public.stl_load_errors \
+             WHERE filename LIKE $1 ORDER BY query",
+            &[&format!("s3://{}/%", redshift.bucket)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(stl.len(), 2, "{stl:?}");
+    assert!(
+        stl.iter()
+            .all(|(file, _, column)| file.ends_with(".csv.gz") && column == "total"),
+        "{stl:?}"
+    );
+    // o3 is the fourth physical line of the first staged file: o2's value holds a line
+    // break.
+    assert_eq!(stl[0].1, 4, "{stl:?}");
+    let statements = redshift.statements_parse();
+    assert!(
+        statements
+            .iter()
+            .any(|statement| statement
+                .contains("FROM stl_load_errors WHERE query = pg_last_copy_id()")),
+        "the loader read the load errors"
+    );
+    redshift.load(&source, "replay", "");
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\"._discards")
+        )
+        .await,
+        2,
+        "a replay keeps no discard twice"
+    );
+    redshift.finish(&client).await;
+}

@@ -881,3 +881,102 @@ async fn check_reads_an_announced_object_and_leaves_its_message() {
     assert!(report.contains("has no redrive policy"), "{report}");
     assert_eq!(setup.messages_left().await, 1, "the message is still there");
 }
+
+/// The object log's connection dies between an object's announcement and its commit
+/// (as in a warehouse restart): the first record after the commit fails with
+/// "connection closed", and is retried until it holds before the message is deleted,
+/// so the object log never misses a committed object.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn the_object_log_records_every_object_before_its_message_is_deleted() {
+    let Some(endpoint) = support::moto_url().await else {
+        return;
+    };
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let setup = setup(endpoint, "objlog", 2, 10).await;
+    let schema = support::schema("objlog");
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = setup.pipeline(work.path(), &schema, "30s");
+    let log = work.path().join("stderr.log");
+    let mut child = support::KillOnDrop(
+        Command::new(support::binary())
+            .args(["run", "--pipeline"])
+            .arg(&pipeline)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tracktable"),
+    );
+    let objects = format!("SELECT count(*) FROM \"{schema}\"._tracktable_objects");
+    let recorded = |expected: i64| {
+        let (client, objects) = (&client, &objects);
+        move || async move {
+            client
+                .query_one(objects.as_str(), &[])
+                .await
+                .is_ok_and(|row| row.get::<_, i64>(0) == expected)
+        }
+    };
+    setup.announce(0..1).await;
+    support::eventually(
+        Duration::from_secs(60),
+        "the first object is recorded",
+        &log,
+        recorded(1),
+    )
+    .await;
+
+    // The second object's batch waits at its bookkeeping insert while the object
+    // log's session (idle, its last query on `_tracktable_objects`) is killed.
+    let locker = support::lock_loads(&schema).await;
+    setup.announce(1..2).await;
+    support::eventually(
+        Duration::from_secs(60),
+        "the second batch waits on the lock",
+        &log,
+        || async { support::loads_are_waiting(&client, &schema).await },
+    )
+    .await;
+    let killed = support::count(
+        &client,
+        &format!(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = 'tracktable' AND pid <> pg_backend_pid() AND state = 'idle' \
+             AND query ILIKE '%{schema}%_tracktable_objects%') t"
+        ),
+    )
+    .await;
+    assert_eq!(killed, 1, "the object log's session was found and killed");
+    locker.batch_execute("COMMIT").await.expect("unlock");
+
+    support::eventually(
+        Duration::from_secs(60),
+        "the second object is recorded",
+        &log,
+        recorded(2),
+    )
+    .await;
+    support::eventually(
+        Duration::from_secs(60),
+        "every message is deleted",
+        &log,
+        || async { setup.messages_left().await == 0 },
+    )
+    .await;
+    support::signal(child.id(), "TERM");
+    let status = support::wait_within(&mut child, Duration::from_secs(60), "SIGTERM");
+    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot record loaded objects in the object log; retrying"),
+        "the record met the dead connection and was retried:\n{stderr}"
+    );
+    support::drop_schema(&client, &schema).await;
+}

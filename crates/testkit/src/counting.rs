@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tracktable::batch::BatchId;
-use tracktable::warehouse::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
+use tracktable::warehouse::{DiscardReason, LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 
 #[derive(Debug, Default, Clone)]
 pub struct CountingWarehouse {
@@ -89,6 +89,19 @@ impl Loader for CountingWarehouse {
             rows_loaded: rows,
             ..LoadReport::default()
         })
+    }
+
+    async fn refuse(
+        &mut self,
+        batch: &TableBatch,
+        reason: &DiscardReason,
+    ) -> Result<LoadReport, Self::Error> {
+        let mut report = LoadReport {
+            discards: batch.rows.len() as u64,
+            ..LoadReport::default()
+        };
+        report.discards_by_reason.add(reason, report.discards);
+        Ok(report)
     }
 }
 

@@ -9,17 +9,27 @@
 //! string literals take backslash escapes as Redshift's do. Everything the loader
 //! writes — staged files, column lists, CSV escaping, merge SQL — meets real data.
 //!
+//! A COPY PostgreSQL refuses for its data fails the way Redshift's does: with SQLSTATE
+//! `XX000` ("Load into table ... failed. Check 'stl_load_errors' ..."), the session's
+//! transaction aborted, and a row in an emulated `stl_load_errors` (a real table,
+//! `public.stl_load_errors`, written on a connection of the emulator's own because
+//! Redshift's system tables outlive the rollback) naming the staged file, the
+//! physical line in it and the column, as Redshift's row does. `pg_last_copy_id()` in
+//! the loader's statements reads the session's last COPY.
+//!
 //! Every statement is appended, as Redshift would receive it (secrets masked), to the
 //! statement log when one is configured, for the grammar checks in the tests. The
 //! loader reaches it as its [`Executor`], so no pipeline file can select it.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use futures_util::SinkExt;
 use futures_util::future::BoxFuture;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tracktable::warehouse::FailureClass;
 use tracktable::warehouse::redshift::executor::{Executor, ExecutorError};
 use tracktable::warehouse::redshift::sql;
 
@@ -32,35 +42,137 @@ pub enum EmulateError {
     #[error("emulated COPY: manifest {url}: {message}")]
     Manifest { url: String, message: String },
     #[error("emulated COPY: {message}")]
-    Copy { message: String, permanent: bool },
+    Copy {
+        message: String,
+        class: FailureClass,
+    },
+    /// PostgreSQL refused the data: reported as Redshift reports a load error.
+    #[error("emulated COPY: line {} of {}: {}", .0.line, .0.file, .0.message)]
+    Refused(Box<LoadError>),
     #[error("emulated COPY: {0}")]
     Io(#[from] std::io::Error),
 }
 
 impl EmulateError {
-    /// A statement or manifest it cannot read, or data PostgreSQL refuses: a bug to
-    /// surface, not an outage to wait out.
-    pub fn is_permanent(&self) -> bool {
+    /// A statement or manifest it cannot read is a bug to surface; S3 trouble is an
+    /// outage to wait out; refused data is data.
+    pub fn class(&self) -> FailureClass {
         match self {
-            EmulateError::Statement(_) | EmulateError::Manifest { .. } => true,
-            EmulateError::Copy { permanent, .. } => *permanent,
-            EmulateError::S3(_) | EmulateError::Io(_) => false,
+            EmulateError::Statement(_) | EmulateError::Manifest { .. } => FailureClass::Config,
+            EmulateError::Copy { class, .. } => *class,
+            EmulateError::Refused(_) => FailureClass::Data,
+            EmulateError::S3(_) | EmulateError::Io(_) => FailureClass::Transient,
         }
     }
+}
+
+/// What the emulated `stl_load_errors` keeps of a refused COPY.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The staged object, `s3://bucket/key`.
+    pub file: String,
+    /// The physical line in it (1-based).
+    pub line: u64,
+    pub column: String,
+    /// PostgreSQL's SQLSTATE, and Redshift's load error code for it.
+    pub sqlstate: String,
+    pub code: i32,
+    pub message: String,
 }
 
 pub struct Emulator {
     s3: aws_sdk_s3::Client,
     log: Option<Mutex<std::fs::File>>,
+    system: SystemTables,
+    /// Each session's last COPY query id, by backend process id: `pg_last_copy_id()`.
+    last_copy: Mutex<HashMap<i32, i64>>,
 }
 
 /// Session settings that make PostgreSQL read literals as Redshift does.
 pub const SESSION_SETUP: &str =
     "SET standard_conforming_strings = off; SET escape_string_warning = off";
 
+/// The emulated system table and its query ids, created once per database (under an
+/// advisory lock: tests create it concurrently).
+const SYSTEM_SETUP: &str = "BEGIN; SELECT pg_advisory_xact_lock(7418529071); \
+    CREATE TABLE IF NOT EXISTS public.stl_load_errors (userid integer, slice integer, tbl integer, \
+    starttime timestamp, session integer, query integer, filename character(256), line_number bigint, \
+    colname character(127), type character(10), col_length character(10), position integer, \
+    raw_line character(1024), raw_field_value character(1024), err_code integer, err_reason character(100), \
+    is_partial integer, start_offset bigint); \
+    CREATE SEQUENCE IF NOT EXISTS public.stl_load_errors_query; COMMIT";
+
+/// The savepoint a COPY runs under, so the emulator can still raise Redshift's error
+/// after PostgreSQL's.
+const SAVEPOINT: &str = "tracktable_emulated_copy";
+
+/// The emulator's own connection, for the system table: written outside the
+/// session's transaction, which the load error aborts.
+struct SystemTables {
+    url: String,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl SystemTables {
+    async fn client(&self) -> Result<Arc<Client>, tokio_postgres::Error> {
+        let mut slot = self.client.lock().await;
+        if let Some(client) = slot.as_ref().filter(|client| !client.is_closed()) {
+            return Ok(Arc::clone(client));
+        }
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client.batch_execute(SYSTEM_SETUP).await?;
+        let client = Arc::new(client);
+        *slot = Some(Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// A new query id, as Redshift numbers its queries.
+    async fn next_query(&self) -> Result<i64, tokio_postgres::Error> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT nextval('public.stl_load_errors_query')", &[])
+            .await?;
+        row.try_get(0)
+    }
+
+    /// The row Redshift writes for a load error, cut to its columns' widths.
+    async fn record(
+        &self,
+        query: i64,
+        session: i32,
+        error: &LoadError,
+    ) -> Result<(), tokio_postgres::Error> {
+        let cut = |text: &str, chars: usize| text.chars().take(chars).collect::<String>();
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO public.stl_load_errors (userid, slice, tbl, starttime, session, query, filename, \
+                 line_number, colname, position, err_code, err_reason, is_partial, start_offset) \
+                 VALUES (100, 0, 0, now(), $1, $2, $3, $4, $5, 0, $6, $7, 0, 0)",
+                &[
+                    &session,
+                    &(query as i32),
+                    &cut(&error.file, 256),
+                    &(error.line as i64),
+                    &cut(&error.column, 127),
+                    &error.code,
+                    &cut(&error.message, 100),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+}
+
 impl Emulator {
+    /// An emulator staging through `s3`, keeping its system table in the PostgreSQL at
+    /// `database_url` (the one standing in for the cluster).
     pub fn new(
         s3: aws_sdk_s3::Client,
+        database_url: &str,
         statement_log: Option<&std::path::Path>,
     ) -> std::io::Result<Emulator> {
         let log = match statement_log {
@@ -72,7 +184,15 @@ impl Emulator {
             )),
             None => None,
         };
-        Ok(Emulator { s3, log })
+        Ok(Emulator {
+            s3,
+            log,
+            system: SystemTables {
+                url: database_url.to_owned(),
+                client: tokio::sync::Mutex::default(),
+            },
+            last_copy: Mutex::default(),
+        })
     }
 
     /// Appends a statement to the statement log (one line; newlines cannot occur in
@@ -132,25 +252,110 @@ impl Emulator {
         } else {
             self.listed(bucket, key).await?
         };
+        let names = identifiers(target);
+        let mut files: Vec<(String, u64)> = Vec::with_capacity(keys.len());
+        let failed = |error: tokio_postgres::Error, files: &[(String, u64)]| {
+            copy_error(&error, &names, files)
+        };
         let sink = client
             .copy_in::<_, Bytes>(&format!(
                 "COPY {target} FROM STDIN WITH (FORMAT csv, NULL E'\\\\N')"
             ))
             .await
-            .map_err(|error| copy_error(&error))?;
+            .map_err(|error| failed(error, &files))?;
         let mut sink = std::pin::pin!(sink);
         for (bucket, key) in keys {
             let gzip = self.get(&bucket, &key).await?;
             let mut csv = Vec::new();
             std::io::copy(&mut flate2::read::MultiGzDecoder::new(&gzip[..]), &mut csv)?;
-            sink.send(Bytes::from(csv))
-                .await
-                .map_err(|error| copy_error(&error))?;
+            // Physical lines, as PostgreSQL counts them (a quoted line break too).
+            let lines = csv.iter().filter(|&&byte| byte == b'\n').count() as u64;
+            files.push((format!("s3://{bucket}/{key}"), lines));
+            if let Err(error) = sink.send(Bytes::from(csv)).await {
+                return Err(failed(error, &files));
+            }
         }
         sink.as_mut()
             .finish()
             .await
-            .map_err(|error| copy_error(&error))
+            .map_err(|error| failed(error, &files))
+    }
+
+    /// Performs a `COPY ... FROM 's3://...'` as Redshift would: numbered for
+    /// `pg_last_copy_id()`, and, when PostgreSQL refuses the data, recorded in the
+    /// emulated `stl_load_errors` and failed with Redshift's `XX000`.
+    async fn copy_as_redshift(
+        &self,
+        client: &Client,
+        statement: &str,
+    ) -> Result<Vec<SimpleQueryMessage>, ExecutorError> {
+        let session = backend_pid(client).await?;
+        let query = self.system.next_query().await.map_err(system_error)?;
+        self.last_copy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(session, query);
+        client
+            .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))
+            .await?;
+        match self.copy(client, statement).await {
+            Ok(rows) => {
+                client
+                    .batch_execute(&format!("RELEASE SAVEPOINT {SAVEPOINT}"))
+                    .await?;
+                Ok(vec![SimpleQueryMessage::CommandComplete(rows)])
+            }
+            Err(EmulateError::Refused(refused)) => {
+                client
+                    .batch_execute(&format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"))
+                    .await?;
+                self.system
+                    .record(query, session, &refused)
+                    .await
+                    .map_err(system_error)?;
+                let table = identifiers(&statement["COPY ".len()..])
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default()
+                    .replace(['\'', '\\', '$'], "");
+                let raise = format!(
+                    "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'XX000', MESSAGE = \
+                     'Load into table ''{table}'' failed.  Check ''stl_load_errors'' system table for details.'; END $$"
+                );
+                match client.batch_execute(&raise).await {
+                    Err(error) => Err(ExecutorError::Query(error)),
+                    Ok(()) => Err(ExecutorError::Other {
+                        message: "emulated COPY: the load error was not raised".into(),
+                        class: FailureClass::Config,
+                    }),
+                }
+            }
+            Err(error) => Err(ExecutorError::Other {
+                class: error.class(),
+                message: error.to_string(),
+            }),
+        }
+    }
+
+    /// `statement` with `pg_last_copy_id()` replaced by the session's last COPY's id
+    /// (-1 when it ran none, as Redshift answers).
+    async fn with_last_copy(
+        &self,
+        client: &Client,
+        statement: String,
+    ) -> Result<String, ExecutorError> {
+        if !statement.contains("pg_last_copy_id()") {
+            return Ok(statement);
+        }
+        let session = backend_pid(client).await?;
+        let last = self
+            .last_copy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&session)
+            .copied()
+            .unwrap_or(-1);
+        Ok(statement.replace("pg_last_copy_id()", &last.to_string()))
     }
 
     async fn manifest(
@@ -250,37 +455,158 @@ impl Executor for Emulator {
         Box::pin(async move {
             self.record(statement);
             if Emulator::is_s3_copy(statement) {
-                let rows =
-                    self.copy(client, statement)
-                        .await
-                        .map_err(|error| ExecutorError::Other {
-                            permanent: error.is_permanent(),
-                            message: error.to_string(),
-                        })?;
-                return Ok(vec![SimpleQueryMessage::CommandComplete(rows)]);
+                return self.copy_as_redshift(client, statement).await;
             }
-            Ok(client.simple_query(&Emulator::translate(statement)).await?)
+            let statement = self
+                .with_last_copy(client, Emulator::translate(statement))
+                .await?;
+            Ok(client.simple_query(&statement).await?)
         })
     }
 }
 
-fn copy_error(error: &tokio_postgres::Error) -> EmulateError {
-    match error.as_db_error() {
-        Some(db) => EmulateError::Copy {
-            message: format!(
-                "{} {}: {}{}",
-                db.severity(),
-                db.code().code(),
-                db.message(),
-                db.where_().map(|w| format!(" ({w})")).unwrap_or_default()
-            ),
-            permanent: tracktable::warehouse::postgres::is_permanent_state(db.code().code()),
-        },
-        None => EmulateError::Copy {
-            message: error.to_string(),
-            permanent: false,
-        },
+/// The session's backend process id: Redshift's session id.
+async fn backend_pid(client: &Client) -> Result<i32, ExecutorError> {
+    let messages = client.simple_query("SELECT pg_backend_pid()").await?;
+    messages
+        .iter()
+        .find_map(|message| match message {
+            SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .ok_or_else(|| ExecutorError::Other {
+            message: "emulator: no backend process id".into(),
+            class: FailureClass::Transient,
+        })
+}
+
+fn system_error(error: tokio_postgres::Error) -> ExecutorError {
+    ExecutorError::Other {
+        message: format!("emulated stl_load_errors: {error}"),
+        class: FailureClass::Transient,
     }
+}
+
+/// The quoted identifiers at the start of a COPY target, `"stage" ("a", "b")`: the
+/// relation, then its columns.
+fn identifiers(target: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut chars = target.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            if c == ')' {
+                break;
+            }
+            continue;
+        }
+        let mut name = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '"' if chars.peek() == Some(&'"') => {
+                    chars.next();
+                    name.push('"');
+                }
+                '"' => break,
+                other => name.push(other),
+            }
+        }
+        names.push(name);
+    }
+    names
+}
+
+/// Redshift's load error code for what PostgreSQL refused: 1204 a value too long or
+/// out of range, 1207 invalid digits, 1213 a missing NOT NULL value, 1216 any other
+/// bad input line.
+fn load_error_code(sqlstate: &str) -> i32 {
+    match sqlstate {
+        "22001" | "22003" => 1204,
+        "22P02" => 1207,
+        "23502" => 1213,
+        _ => 1216,
+    }
+}
+
+/// A failed `COPY FROM STDIN` of `files` (each `s3://` url with its physical lines,
+/// streamed in order) into `names` (relation, then columns), as the emulator reports
+/// it: data PostgreSQL refused becomes a load error on a file's line.
+fn copy_error(
+    error: &tokio_postgres::Error,
+    names: &[String],
+    files: &[(String, u64)],
+) -> EmulateError {
+    let Some(db) = error.as_db_error() else {
+        return EmulateError::Copy {
+            message: error.to_string(),
+            class: FailureClass::Transient,
+        };
+    };
+    let code = db.code().code();
+    let message = format!(
+        "{} {}: {}{}",
+        db.severity(),
+        code,
+        db.message(),
+        db.where_().map(|w| format!(" ({w})")).unwrap_or_default()
+    );
+    let class = tracktable::warehouse::postgres::failure_class(code);
+    let located = db
+        .where_()
+        .zip(names.split_first())
+        .and_then(|(context, (relation, columns))| copy_context(context, relation, columns))
+        .and_then(|(line, column)| {
+            let mut before = 0;
+            files
+                .iter()
+                .find_map(|(file, lines)| {
+                    let found = (line <= before + lines).then(|| (file.clone(), line - before));
+                    before += lines;
+                    found
+                })
+                .map(|(file, line)| (file, line, column))
+        });
+    match located {
+        Some((file, line, column)) if class == FailureClass::Data => {
+            EmulateError::Refused(Box::new(LoadError {
+                file,
+                line,
+                column,
+                sqlstate: code.to_owned(),
+                code: load_error_code(code),
+                message: db.message().to_owned(),
+            }))
+        }
+        _ => EmulateError::Copy { message, class },
+    }
+}
+
+/// The line (of the whole stream) and column PostgreSQL's COPY context names:
+/// `COPY {relation}, line {n}[, column {column}][: ...]`. Of the columns, the longest
+/// that fits is the one meant (a column name may itself hold `: `).
+fn copy_context(context: &str, relation: &str, columns: &[String]) -> Option<(u64, String)> {
+    let prefix = format!("COPY {relation}, line ");
+    context.lines().find_map(|line| {
+        let rest = line.strip_prefix(&prefix)?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let number = rest[..digits].parse().ok()?;
+        let column = rest[digits..]
+            .strip_prefix(", column ")
+            .and_then(|named| {
+                columns
+                    .iter()
+                    .filter(|column| {
+                        named
+                            .strip_prefix(column.as_str())
+                            .is_some_and(|after| after.is_empty() || after.starts_with(':'))
+                    })
+                    .max_by_key(|column| column.len())
+            })
+            .cloned()
+            .unwrap_or_default();
+        Some((number, column))
+    })
 }
 
 #[cfg(test)]
@@ -300,5 +626,39 @@ mod tests {
             Emulator::translate("x timestamp NOT NULL DEFAULT GETDATE())"),
             "x timestamp NOT NULL DEFAULT now())"
         );
+    }
+
+    #[test]
+    fn a_copy_target_names_its_relation_and_columns() {
+        assert_eq!(
+            identifiers("\"_tracktable_stage\" (\"message_id\", \"a\"\"b\", \"c: d\")"),
+            ["_tracktable_stage", "message_id", "a\"b", "c: d"]
+        );
+    }
+
+    #[test]
+    fn the_copy_context_gives_the_line_and_the_column() {
+        let columns = ["total".to_owned(), "c".to_owned(), "c: d".to_owned()];
+        assert_eq!(
+            copy_context(
+                "COPY _tracktable_stage, line 3, column total: \"5000\"",
+                "_tracktable_stage",
+                &columns
+            ),
+            Some((3, "total".to_owned()))
+        );
+        assert_eq!(
+            copy_context(
+                "SQL function\nCOPY _tracktable_stage, line 12, column c: d: \"x\"",
+                "_tracktable_stage",
+                &columns
+            ),
+            Some((12, "c: d".to_owned()))
+        );
+        assert_eq!(
+            copy_context("COPY t, line 7: \"raw\"", "t", &columns),
+            Some((7, String::new()))
+        );
+        assert_eq!(copy_context("COPY other, line 7", "t", &columns), None);
     }
 }

@@ -53,7 +53,8 @@ pub fn run_once(
         .build()
         .map_err(|error| error.to_string())?;
     let s3 = runtime.block_on(s3_client(endpoint));
-    let emulator = Emulator::new(s3.clone(), statement_log).map_err(|error| error.to_string())?;
+    let emulator =
+        Emulator::new(s3.clone(), &file.url, statement_log).map_err(|error| error.to_string())?;
     let warehouse = RedshiftWarehouse::new(file)
         .map_err(|error| error.to_string())?
         .with_caps(pipeline.max_tables, pipeline.max_columns)

@@ -35,6 +35,22 @@ pub fn database_url() -> String {
     crate::services::postgres_url()
 }
 
+/// [`database_url`] as the role `user` (no password: the test server trusts loopback).
+pub fn database_url_as(user: &str) -> String {
+    let url = database_url();
+    let config: tokio_postgres::Config = match url.parse() {
+        Ok(config) => config,
+        Err(_) => return url,
+    };
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let database = config.get_dbname().unwrap_or("postgres");
+    format!("postgres://{user}@{host}:{port}/{database}")
+}
+
 /// A connected PostgreSQL client; `None` only when the user opted out of services.
 pub async fn postgres() -> Option<tokio_postgres::Client> {
     let url = database_url();

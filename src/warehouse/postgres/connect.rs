@@ -1,7 +1,8 @@
 //! connect: how the PostgreSQL warehouse reaches its server — the URL, the password
 //! from the environment, TLS (verifying, with the system's roots and an optional
 //! `sslrootcert`; plain only to loopback or when disabled) — and what its errors mean:
-//! the server's own words, and whether retrying can help.
+//! the server's own words, and their [`FailureClass`], decided from the SQLSTATE by
+//! [`failure_class`] alone.
 //!
 //! The Redshift warehouse connects through this too: Redshift speaks PostgreSQL's
 //! protocol.
@@ -12,8 +13,8 @@ use tokio_postgres::{Client, NoTls};
 
 use super::PostgresWarehouse;
 use crate::config::{PostgresFile, SslMode};
-use crate::warehouse::WarehouseError;
 use crate::warehouse::ddl::Caps;
+use crate::warehouse::{FailureClass, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PostgresError {
@@ -39,6 +40,13 @@ pub enum PostgresError {
         context: String,
         source: tokio_postgres::Error,
     },
+    /// A data failure in which the server named the row it refused: `row` is its index
+    /// in the loaded batch's rows.
+    #[error("{source} (row {} of the batch)", row + 1)]
+    AtRow {
+        row: usize,
+        source: Box<PostgresError>,
+    },
 }
 
 /// tokio-postgres prints a server error as just "db error"; this adds what the server
@@ -57,30 +65,125 @@ fn server_error(error: &tokio_postgres::Error) -> String {
     text
 }
 
-/// SQLSTATEs that retrying cannot fix: syntax and naming errors, missing privileges,
-/// data exceptions, unsupported features. Duplicate-object errors (a concurrent creator
-/// won a race) are not among them: the retry sees the object and goes on.
-pub fn is_permanent_state(code: &str) -> bool {
-    const RACES: [&str; 4] = ["42P07", "42701", "42P06", "42710"];
-    let class = code.get(..2).unwrap_or("");
-    matches!(class, "42" | "22" | "0A" | "28") && !RACES.contains(&code)
+/// The class of a PostgreSQL error by its SQLSTATE: the one place PostgreSQL's errors
+/// are sorted into data, transient and configuration failures. A class of codes not
+/// named here is configuration: stopping loudly after one retry is better than
+/// retrying forever something nobody has seen fail.
+pub fn failure_class(code: &str) -> FailureClass {
+    use FailureClass::{Config, Data, Transient};
+    match code {
+        // Duplicate objects: a concurrent creator won a race; the retry finds the
+        // object and goes on.
+        "42P07" | "42701" | "42P06" | "42710" => return Transient,
+        // The database itself was dropped.
+        "57P04" => return Config,
+        _ => {}
+    }
+    match code.get(..2).unwrap_or("") {
+        // The rows themselves: a value the column or a constraint refuses (22: data
+        // exceptions, 23: integrity, 21: a key merged twice), a limit they exceed (54:
+        // too many columns, an index row or a row too large), a trigger someone added
+        // raising an exception about a row (P0).
+        "21" | "22" | "23" | "54" | "P0" => Data,
+        // The server or the way to it: connection failures (08), serialization
+        // failures and deadlocks (40), no disk, memory or connection slots (53),
+        // shutdowns, restarts, cancelled statements and timeouts (57), lock timeouts
+        // and objects in use (55), a read-only standby after a failover or a
+        // transaction the failure left aborted (25), a prepared statement a pooler
+        // lost (26), I/O (58), a snapshot too old (72), internal errors (XX).
+        "08" | "25" | "26" | "40" | "53" | "55" | "57" | "58" | "72" | "XX" => Transient,
+        // Authorization (28: a wrong password, a role that cannot log in), names and
+        // privileges (42: a privilege the loader lacks, a table or column changed by
+        // hand), unsupported features (0A), a missing database or schema (3D, 3F),
+        // and everything else.
+        _ => Config,
+    }
+}
+
+/// The class of an error the client reports without a SQLSTATE, by its kind as
+/// tokio-postgres words it: the connection failing is transient; a value the client
+/// cannot convert or a configuration it cannot use is not.
+fn client_failure_class(kind: &str) -> FailureClass {
+    const TRANSIENT: [&str; 8] = [
+        "error communicating with the server",
+        "unexpected message from server",
+        "error performing TLS handshake",
+        "connection closed",
+        "error parsing response from server",
+        "error encoding message to server",
+        "error connecting to server",
+        "timeout waiting for server",
+    ];
+    if TRANSIENT.contains(&kind) {
+        FailureClass::Transient
+    } else {
+        FailureClass::Config
+    }
+}
+
+/// The class of any tokio-postgres error: by SQLSTATE when the server sent one.
+pub(crate) fn error_class(error: &tokio_postgres::Error) -> FailureClass {
+    match error.as_db_error() {
+        Some(db) => failure_class(db.code().code()),
+        None if error.is_closed() => FailureClass::Transient,
+        None => client_failure_class(&error.to_string()),
+    }
 }
 
 impl WarehouseError for PostgresError {
-    fn is_permanent(&self) -> bool {
+    fn class(&self) -> FailureClass {
         match self {
-            PostgresError::Url { .. } | PostgresError::MissingPassword { .. } => true,
-            PostgresError::Tls(_) => true,
-            PostgresError::Connect { source, .. } | PostgresError::Query { source, .. } => source
-                .as_db_error()
-                .is_some_and(|db| is_permanent_state(db.code().code())),
+            PostgresError::Url { .. } | PostgresError::MissingPassword { .. } => {
+                FailureClass::Config
+            }
+            PostgresError::Tls(_) => FailureClass::Config,
+            PostgresError::Connect { source, .. } | PostgresError::Query { source, .. } => {
+                error_class(source)
+            }
+            PostgresError::AtRow { source, .. } => source.class(),
         }
     }
+
+    fn refused_row(&self) -> Option<usize> {
+        match self {
+            PostgresError::AtRow { row, .. } => Some(*row),
+            _ => None,
+        }
+    }
+
+    fn refusal(&self) -> String {
+        match self {
+            PostgresError::Connect { source, .. } | PostgresError::Query { source, .. } => {
+                server_error(source)
+            }
+            PostgresError::AtRow { source, .. } => source.refusal(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// The line of a failed `COPY` into `table` that the server's error names, if it names
+/// one: PostgreSQL's context reads `COPY {table}, line {n}` (then, maybe, `, column
+/// ...`). The count is of rows for binary COPY, of physical lines for CSV.
+pub(crate) fn copy_line(error: &PostgresError, table: &str) -> Option<u64> {
+    let PostgresError::Query { source, .. } = error else {
+        return None;
+    };
+    let context = source.as_db_error()?.where_()?;
+    let prefix = format!("COPY {table}, line ");
+    context.lines().find_map(|line| {
+        let rest = line.strip_prefix(&prefix)?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        rest[..digits].parse().ok()
+    })
 }
 
 /// Whether the server refused a row for repeating a unique key (SQLSTATE 23505).
 pub(super) fn is_unique_violation(error: &PostgresError) -> bool {
     match error {
+        PostgresError::AtRow { source, .. } => is_unique_violation(source),
         PostgresError::Query { source, .. } => source
             .as_db_error()
             .is_some_and(|db| *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION),
@@ -258,21 +361,73 @@ fn describe(config: &tokio_postgres::Config) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::is_permanent_state;
+    use super::{client_failure_class, failure_class};
+    use crate::warehouse::FailureClass::{self, Config, Data, Transient};
+
+    /// Every class of SQLSTATE the loader meets, with the class it is given.
+    const CASES: [(&str, FailureClass, &str); 34] = [
+        ("22001", Data, "value too long for the column"),
+        ("22P02", Data, "invalid text for the type"),
+        ("22003", Data, "number out of range"),
+        ("22021", Data, "bytes invalid in the encoding"),
+        ("23514", Data, "a CHECK constraint added by hand"),
+        ("23502", Data, "NOT NULL added by hand"),
+        ("23505", Data, "a unique index on a property column"),
+        ("21000", Data, "a key merged twice in one statement"),
+        ("54011", Data, "more than 1600 columns"),
+        ("54000", Data, "an index row or a row too large"),
+        ("P0001", Data, "a trigger raising about a row"),
+        ("08006", Transient, "connection failure"),
+        ("08001", Transient, "cannot establish a connection"),
+        ("40001", Transient, "serialization failure"),
+        ("40P01", Transient, "deadlock"),
+        ("53100", Transient, "disk full"),
+        ("53300", Transient, "too many connections"),
+        ("57P01", Transient, "administrator shutdown (a restart)"),
+        ("57P03", Transient, "cannot connect now (starting up)"),
+        ("57014", Transient, "statement or lock timeout"),
+        ("55P03", Transient, "lock not available"),
+        ("25006", Transient, "read-only standby after a failover"),
+        ("26000", Transient, "a prepared statement a pooler lost"),
+        ("XX000", Transient, "internal error"),
+        ("42P07", Transient, "a concurrent creator made the table"),
+        ("42701", Transient, "a concurrent creator added the column"),
+        ("28P01", Config, "wrong password"),
+        ("28000", Config, "role missing or not allowed to log in"),
+        ("42501", Config, "missing privilege"),
+        ("42P01", Config, "table dropped by hand"),
+        ("42703", Config, "column dropped by hand"),
+        ("42601", Config, "syntax error"),
+        ("0A000", Config, "feature not supported"),
+        ("3D000", Config, "database missing"),
+    ];
 
     #[test]
-    fn naming_privilege_and_data_errors_are_permanent_and_races_and_outages_are_not() {
-        for code in [
-            "42601", "42P01", "42501", "42622", "22P02", "0A000", "28P01",
-        ] {
-            assert!(is_permanent_state(code), "{code}");
+    fn every_sqlstate_has_its_class() {
+        for (code, class, what) in CASES {
+            assert_eq!(failure_class(code), class, "{code}: {what}");
         }
-        // Duplicate objects (a concurrent creator), serialization failures, deadlocks,
-        // shutdowns, connection failures, disk full: a retry may succeed.
-        for code in [
-            "42P07", "42701", "40001", "40P01", "57P01", "08006", "53100", "",
+        assert_eq!(failure_class("57P04"), Config, "database dropped");
+        assert_eq!(failure_class(""), Config, "no code at all");
+    }
+
+    #[test]
+    fn client_errors_are_transient_only_when_the_connection_failed() {
+        for kind in [
+            "connection closed",
+            "error communicating with the server",
+            "error connecting to server",
+            "timeout waiting for server",
         ] {
-            assert!(!is_permanent_state(code), "{code}");
+            assert_eq!(client_failure_class(kind), Transient, "{kind}");
+        }
+        for kind in [
+            "error deserializing column 1",
+            "error serializing parameter 0",
+            "invalid configuration",
+            "authentication error",
+        ] {
+            assert_eq!(client_failure_class(kind), Config, "{kind}");
         }
     }
 }

@@ -8,16 +8,18 @@
 //! and the table cap counted under the schema's lock, so the plan starts from the
 //! table as it is.
 
+use std::borrow::Cow;
+
 use tokio_postgres::Transaction;
 
 use super::connect::{PostgresError, query_error};
 use super::prepared::Prepared;
 use super::{PostgresLoader, PostgresWarehouse};
-use crate::route::ColumnType;
+use crate::route::{ColumnName, ColumnType};
 use crate::warehouse::ddl::{self, SchemaChange, SchemaPlan, TablePlan};
 use crate::warehouse::discard::DiscardReason;
 use crate::warehouse::plan::TableSchema;
-use crate::warehouse::{LoadReport, TableBatch, sql};
+use crate::warehouse::{FailureClass, LoadReport, TableBatch, WarehouseError, sql};
 
 /// What [`PostgresLoader::settle_schema`] found: the table's columns (and whether
 /// this load created it), or the table cap's refusal.
@@ -28,7 +30,10 @@ pub(super) enum Settled {
 
 impl PostgresLoader {
     /// Brings the table up to what the batch observed; the DDL it ran is counted in
-    /// `report`. Nothing is sent when the cached columns already hold the batch.
+    /// `report`. Nothing is sent when the cached columns already hold the batch. If
+    /// the server refuses a column the plan adds (`54011`: PostgreSQL counts columns
+    /// dropped by hand towards its limit), the batch goes on with the columns the
+    /// table has, the others' values to `_discards`.
     pub(super) async fn settle_schema(
         &mut self,
         batch: &TableBatch,
@@ -42,49 +47,70 @@ impl PostgresLoader {
                 created: false,
             });
         }
-        let transaction = self
-            .client
-            .transaction()
-            .await
-            .map_err(query_error("begin"))?;
-        if columns.is_empty() {
-            let schema = &self.warehouse.schema;
-            columns = read_columns(&transaction, &mut self.prepared, schema, table).await?;
-        }
-        if ddl::is_settled(&columns, &batch.observed) {
-            transaction
-                .commit()
+        let mut observed = Cow::Borrowed(batch.observed.as_slice());
+        loop {
+            let transaction = self
+                .client
+                .transaction()
                 .await
-                .map_err(query_error(format!("commit schema changes of {table}")))?;
-            return Ok(Settled::Ready {
-                columns,
-                created: false,
-            });
+                .map_err(query_error("begin"))?;
+            if columns.is_empty() {
+                let schema = &self.warehouse.schema;
+                columns = read_columns(&transaction, &mut self.prepared, schema, table).await?;
+            }
+            if ddl::is_settled(&columns, &observed) {
+                transaction
+                    .commit()
+                    .await
+                    .map_err(query_error(format!("commit schema changes of {table}")))?;
+                return Ok(Settled::Ready {
+                    columns,
+                    created: false,
+                });
+            }
+            let changed = change_schema(
+                &transaction,
+                &mut self.prepared,
+                &self.warehouse,
+                batch,
+                &observed,
+                report,
+            )
+            .await;
+            let settled = match changed {
+                Ok(settled) => settled,
+                Err(error)
+                    if error.class() == FailureClass::Data
+                        && matches!(observed, Cow::Borrowed(_)) =>
+                {
+                    transaction
+                        .rollback()
+                        .await
+                        .map_err(query_error(format!("roll back the DDL of {table}")))?;
+                    tracing::warn!(table, batch = batch.batch.0, error = %error, "the warehouse refused a column this batch needs; loading the columns the table has (the others' values go to _discards)");
+                    observed = Cow::Owned(ddl::without_new_columns(&columns, &batch.observed));
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let context = match settled {
+                Settled::Refused(_) => "end the schema transaction".to_owned(),
+                Settled::Ready { .. } => format!("commit schema changes of {table}"),
+            };
+            transaction.commit().await.map_err(query_error(context))?;
+            return Ok(settled);
         }
-        let settled = change_schema(
-            &transaction,
-            &mut self.prepared,
-            &self.warehouse,
-            batch,
-            report,
-        )
-        .await?;
-        let context = match settled {
-            Settled::Refused(_) => "end the schema transaction".to_owned(),
-            Settled::Ready { .. } => format!("commit schema changes of {table}"),
-        };
-        transaction.commit().await.map_err(query_error(context))?;
-        Ok(settled)
     }
 }
 
 /// Under the table's DDL lock: reads the catalogue again (another worker or process may
-/// have changed the table meanwhile), plans, and runs the plan.
+/// have changed the table meanwhile), plans for `observed`, and runs the plan.
 async fn change_schema(
     transaction: &Transaction<'_>,
     prepared: &mut Prepared,
     warehouse: &PostgresWarehouse,
     batch: &TableBatch,
+    observed: &[(ColumnName, ColumnType)],
     report: &mut LoadReport,
 ) -> Result<Settled, PostgresError> {
     let table = batch.table.as_str();
@@ -98,7 +124,7 @@ async fn change_schema(
         _ => None,
     };
     let caps = warehouse.caps;
-    match ddl::plan_table(table, &columns, &batch.observed, caps, tables_in_schema) {
+    match ddl::plan_table(table, &columns, observed, caps, tables_in_schema) {
         TablePlan::Refuse(reason) => Ok(Settled::Refused(reason)),
         TablePlan::Apply(plan) => {
             apply_plan(transaction, &warehouse.schema, batch, &plan, report).await?;

@@ -17,15 +17,16 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::{Client, ToStatement, Transaction};
 
-use super::connect::{PostgresError, is_unique_violation, query_error};
+use super::connect::{PostgresError, copy_line, is_unique_violation, query_error};
 use super::ddl::read_columns;
 use super::prepared::Prepared;
 use super::{PostgresLoader, PostgresWarehouse, record};
 use crate::route::Row;
+use crate::warehouse::ddl::Caps;
 use crate::warehouse::discard::{self, Discard};
 use crate::warehouse::pg_copy::CopyEncoder;
 use crate::warehouse::plan::{self, Cell, TableSchema};
-use crate::warehouse::{LoadReport, TableBatch, sql};
+use crate::warehouse::{FailureClass, LoadReport, TableBatch, WarehouseError, sql};
 
 /// A batch's rows as they go to the table.
 pub(super) struct Keyed<'a> {
@@ -78,10 +79,11 @@ impl PostgresLoader {
         let latest = sql::is_latest(table);
         let warehouse = &self.warehouse;
         let target = Target {
+            batch: &batch.rows,
             schema: &warehouse.schema,
             table,
             columns,
-            max_columns: warehouse.caps.columns,
+            caps: warehouse.caps,
         };
         let mut look_up = !latest && !created && warehouse.expects_stored(table);
         let (transaction, inserted, discards) = loop {
@@ -92,7 +94,8 @@ impl PostgresLoader {
                 .map_err(query_error("begin"))?;
             let prepared = &mut self.prepared;
             let copied = copy_once(&transaction, prepared, warehouse, &target, keyed, look_up);
-            match copied.await {
+            let copied = copied.await;
+            match copied {
                 Err(error) if !look_up && !latest && is_unique_violation(&error) => {
                     tracing::debug!(
                         table,
@@ -128,6 +131,26 @@ impl PostgresLoader {
     }
 }
 
+/// Names the row a failed COPY of `sent` into `relation` (the table or its stage)
+/// refused, when the server's error says which line (one row a line, in order). The
+/// index is of `batch`, the table batch whose rows `sent` borrows.
+fn at_row(error: PostgresError, relation: &str, sent: &[&Row], batch: &[Row]) -> PostgresError {
+    if error.class() != FailureClass::Data {
+        return error;
+    }
+    let row = copy_line(&error, relation)
+        .and_then(|line| usize::try_from(line).ok()?.checked_sub(1))
+        .and_then(|index| sent.get(index))
+        .and_then(|sent| batch.iter().position(|row| std::ptr::eq(row, *sent)));
+    match row {
+        Some(row) => PostgresError::AtRow {
+            row,
+            source: Box::new(error),
+        },
+        None => error,
+    }
+}
+
 /// One try at the rows: drops the ids the table holds first when `look_up`, then
 /// copies (or merges) the rest. Returns the rows inserted and the discards to write,
 /// the unkeyed rows' among them.
@@ -150,19 +173,25 @@ async fn copy_once(
         return Ok((0, discards));
     }
     let inserted = if sql::is_latest(target.table) {
-        merge_latest(transaction, prepared, target, &rows, &mut discards).await?
+        merge_latest(transaction, prepared, target, &rows, &mut discards)
+            .await
+            .map_err(|error| at_row(error, sql::STAGE, &rows, target.batch))?
     } else {
-        copy_rows(transaction, prepared, target, &rows, &mut discards).await?
+        copy_rows(transaction, prepared, target, &rows, &mut discards)
+            .await
+            .map_err(|error| at_row(error, target.table, &rows, target.batch))?
     };
     Ok((inserted, discards))
 }
 
 /// The table a load writes, and what places its cells.
 struct Target<'a> {
+    /// The table batch's rows, which the loaded rows borrow.
+    batch: &'a [Row],
     schema: &'a str,
     table: &'a str,
     columns: &'a TableSchema,
-    max_columns: Option<usize>,
+    caps: Caps,
 }
 
 /// Of `rows`' message ids, those the table already holds.
@@ -205,7 +234,7 @@ async fn copy_rows(
     discards: &mut Vec<Discard>,
 ) -> Result<u64, PostgresError> {
     let (table, key) = (target.table, sql::key_column(target.table));
-    let mut layout = plan::Layout::of_table(key, target.columns, target.max_columns);
+    let mut layout = plan::Layout::under(key, target.columns, target.caps);
     let copy = sql::copy_into_table(target.schema, table, &layout.names);
     let copy = prepared
         .get(transaction, &copy, || format!("start COPY into {table}"))
@@ -229,7 +258,7 @@ async fn merge_latest(
 ) -> Result<u64, PostgresError> {
     let (schema, table, key) = (target.schema, target.table, sql::key_column(target.table));
     let stage = sql::STAGE;
-    let mut layout = plan::Layout::of_table(key, target.columns, target.max_columns);
+    let mut layout = plan::Layout::under(key, target.columns, target.caps);
     transaction
         .batch_execute(&sql::create_stage(schema, table, stage))
         .await

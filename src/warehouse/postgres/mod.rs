@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio_postgres::Client;
 
 pub(crate) use self::connect::query_error;
-pub use self::connect::{PostgresError, is_permanent_state};
+pub use self::connect::{PostgresError, failure_class};
 use self::ddl::Settled;
 use self::load::Overlap;
 pub use self::load::raw_copy;
@@ -31,7 +31,7 @@ use self::prepared::Prepared;
 use super::ddl::Caps;
 use super::plan::TableSchema;
 use super::sql;
-use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse};
+use super::{DiscardReason, LoadReport, Loader, ObjectId, TableBatch, Warehouse};
 use crate::stable_hash;
 
 /// A PostgreSQL warehouse: one schema in one database.
@@ -61,9 +61,10 @@ pub struct PostgresWarehouse {
 impl PostgresWarehouse {
     /// Applies the tracking plan's caps: at most `tables` tables in the schema
     /// (bookkeeping tables, whose names start with `_`, aside) and `columns` columns
-    /// per table. What does not fit goes to `_discards` with the reason.
+    /// per table, under the warehouse's own column limit, which applies without a plan
+    /// too. What does not fit goes to `_discards` with the reason.
     pub fn with_caps(mut self, tables: Option<usize>, columns: Option<usize>) -> Self {
-        self.caps = Caps { tables, columns };
+        self.caps = Caps::plan(tables, columns);
         self
     }
 
@@ -256,23 +257,49 @@ impl Loader for PostgresLoader {
     async fn load(&mut self, batch: &TableBatch) -> Result<LoadReport, PostgresError> {
         let result = self.load_once(batch).await;
         if result.is_err() {
-            // The transaction rolled back its DDL too: forget what we thought we knew.
-            self.warehouse.forget(batch.table.as_str());
-            // And prepare afresh: a statement the server no longer knows (SQLSTATE
-            // 26000, say behind a pooler that moved the session) fails one try only.
-            self.prepared = Prepared::default();
+            self.after_failure(batch);
+        }
+        result
+    }
+
+    async fn refuse(
+        &mut self,
+        batch: &TableBatch,
+        reason: &DiscardReason,
+    ) -> Result<LoadReport, PostgresError> {
+        let result = self.refuse_rows(batch, reason).await;
+        if result.is_err() {
+            self.after_failure(batch);
         }
         result
     }
 }
 
 impl PostgresLoader {
+    fn after_failure(&mut self, batch: &TableBatch) {
+        // The transaction rolled back its DDL too: forget what we thought we knew.
+        self.warehouse.forget(batch.table.as_str());
+        // And prepare afresh: a statement the server no longer knows (SQLSTATE
+        // 26000, say behind a pooler that moved the session) fails one try only.
+        self.prepared = Prepared::default();
+    }
+
     async fn load_once(&mut self, batch: &TableBatch) -> Result<LoadReport, PostgresError> {
         let table = batch.table.as_str();
         let mut report = LoadReport::default();
         let (columns, created) = match self.settle_schema(batch, &mut report).await? {
             Settled::Ready { columns, created } => (columns, created),
-            Settled::Refused(reason) => return self.refuse_table(batch, reason).await,
+            Settled::Refused(reason) => {
+                let report = self.refuse_rows(batch, &reason).await?;
+                tracing::warn!(
+                    table,
+                    batch = batch.batch.0,
+                    rows = batch.rows.len(),
+                    reason = %reason,
+                    "table not created; its rows went to _discards"
+                );
+                return Ok(report);
+            }
         };
         let keyed = load::keyed_rows(table, &batch.rows);
         self.load_rows(batch, &columns, &keyed, created, &mut report)

@@ -1,6 +1,7 @@
 //! record: what a PostgreSQL load writes besides its rows, in the same transaction —
 //! its discards (through a staging table, so a replayed batch adds none twice) and its
-//! `_tracktable_loads` row — and the load of a table the table cap refuses.
+//! `_tracktable_loads` row — and the load of rows kept out of their table whole (a
+//! table the table cap refuses, rows the server refused).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -109,13 +110,13 @@ async fn write_discards(
 }
 
 impl PostgresLoader {
-    /// A table the tracking plan's table cap keeps out: every row of the batch goes to
-    /// `_discards` whole (column `*`, the row as JSON) with `reason`, and the load is
-    /// recorded.
-    pub(super) async fn refuse_table(
+    /// Every row of the batch to `_discards` whole (column `*`, the row as JSON) with
+    /// `reason`, and the load recorded: for a table the tracking plan's table cap keeps
+    /// out, and for rows the server refused.
+    pub(super) async fn refuse_rows(
         &mut self,
         batch: &TableBatch,
-        reason: DiscardReason,
+        reason: &DiscardReason,
     ) -> Result<LoadReport, PostgresError> {
         let table = batch.table.as_str();
         let mut seen = HashSet::new();
@@ -141,13 +142,6 @@ impl PostgresLoader {
             &mut report,
         )
         .await?;
-        tracing::warn!(
-            table,
-            batch = batch.batch.0,
-            rows = batch.rows.len(),
-            cap = self.warehouse.caps.tables.unwrap_or(0),
-            "table over the tracking plan's table cap; its rows went to _discards"
-        );
         Ok(report)
     }
 }

@@ -21,6 +21,40 @@ pub struct Part {
     pub gzip: Vec<u8>,
     pub csv_bytes: usize,
     pub rows: usize,
+    /// Where its rows' lines are, to trace a load error's line back to its row.
+    pub lines: PartLines,
+}
+
+/// Which physical line of a part each of its rows starts on. A row is one line unless
+/// a quoted value holds line breaks, so only those rows are listed: a load error names
+/// a physical line (Redshift and PostgreSQL both count a quoted line break as a new
+/// line), and the row holding that line is the one it refuses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartLines {
+    pub rows: usize,
+    /// (row index within the part, line breaks inside that row), in row order.
+    pub multi_line: Vec<(usize, u64)>,
+}
+
+impl PartLines {
+    /// The row (index within the part) on whose lines 1-based physical `line` falls.
+    pub fn row_at(&self, line: u64) -> Option<usize> {
+        let index = line.checked_sub(1)?;
+        // Line breaks inside the rows before the one being looked at.
+        let mut inner: u64 = 0;
+        for &(row, breaks) in &self.multi_line {
+            let start = row as u64 + inner;
+            if index < start {
+                break;
+            }
+            if index <= start + breaks {
+                return Some(row);
+            }
+            inner += breaks;
+        }
+        let row = usize::try_from(index - inner).ok()?;
+        (row < self.rows).then_some(row)
+    }
 }
 
 /// Writes rows into gzip CSV parts of bounded size.
@@ -30,6 +64,7 @@ pub struct PartWriter {
     current: Option<GzEncoder<Vec<u8>>>,
     current_bytes: usize,
     current_rows: usize,
+    current_lines: Vec<(usize, u64)>,
     parts: Vec<Part>,
 }
 
@@ -41,6 +76,7 @@ impl PartWriter {
             current: None,
             current_bytes: 0,
             current_rows: 0,
+            current_lines: Vec::new(),
             parts: Vec::new(),
         }
     }
@@ -82,6 +118,11 @@ impl PartWriter {
             .current
             .get_or_insert_with(|| GzEncoder::new(Vec::new(), Compression::fast()));
         encoder.write_all(self.line.as_bytes())?;
+        // Every line ends with one break; more are inside quoted values.
+        let breaks = memchr::memchr_iter(b'\n', self.line.as_bytes()).count() as u64;
+        if breaks > 1 {
+            self.current_lines.push((self.current_rows, breaks - 1));
+        }
         self.current_bytes += self.line.len();
         self.current_rows += 1;
         Ok(())
@@ -93,6 +134,10 @@ impl PartWriter {
                 gzip: encoder.finish()?,
                 csv_bytes: self.current_bytes,
                 rows: self.current_rows,
+                lines: PartLines {
+                    rows: self.current_rows,
+                    multi_line: std::mem::take(&mut self.current_lines),
+                },
             });
         }
         self.current_bytes = 0;
@@ -198,6 +243,43 @@ mod tests {
         let all: String = unzip(&parts).concat();
         assert_eq!(all.lines().count(), 50);
         assert!(all.starts_with("\"row 0000\"\n"));
+    }
+
+    #[test]
+    fn a_line_number_finds_the_row_whose_lines_hold_it() {
+        let mut writer = PartWriter::new(1 << 20);
+        let texts = ["one", "two\nlines", "three", "four\nfive\nsix", "seven"];
+        for text in texts {
+            writer.push_text(&[Some(text)]).unwrap();
+        }
+        let parts = writer.finish().unwrap();
+        let lines = &parts[0].lines;
+        assert_eq!(lines.multi_line, [(1, 1), (3, 2)]);
+        // Physical lines: 1 one, 2-3 two, 4 three, 5-7 four, 8 seven.
+        let rows: Vec<Option<usize>> = (0..=9).map(|line| lines.row_at(line)).collect();
+        assert_eq!(
+            rows,
+            [
+                None,
+                Some(0),
+                Some(1),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(3),
+                Some(3),
+                Some(4),
+                None
+            ]
+        );
+        // The CSV has as many physical lines as the rows span.
+        assert_eq!(unzip(&parts).concat().lines().count(), 8);
+        let plain = PartLines {
+            rows: 3,
+            multi_line: vec![],
+        };
+        assert_eq!(plain.row_at(3), Some(2));
+        assert_eq!(plain.row_at(4), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::warehouse::ddl::{self, SchemaChange, TablePlan};
 use crate::warehouse::discard::DiscardReason;
 use crate::warehouse::plan::TableSchema;
 use crate::warehouse::postgres::query_error;
-use crate::warehouse::{LoadReport, TableBatch};
+use crate::warehouse::{FailureClass, LoadReport, TableBatch, WarehouseError};
 
 impl RedshiftLoader {
     /// The table's columns as the catalogue has them (the key column marks the table
@@ -144,8 +144,9 @@ impl RedshiftLoader {
     }
 
     /// Applies column changes one statement at a time (Redshift allows one column per
-    /// `ALTER TABLE`); a change a concurrent loader made first is no error. Returns
-    /// whether any change was applied.
+    /// `ALTER TABLE`); a change a concurrent loader made first is no error, and a column
+    /// the table cannot take ends the additions. Returns whether any change was
+    /// applied.
     async fn alter_table(
         &self,
         batch: &TableBatch,
@@ -175,6 +176,16 @@ impl RedshiftLoader {
                     applied.push(change);
                 }
                 Err(error) if is_race(&error) => {}
+                // The table takes no more columns (the plan keeps under the limit, but
+                // columns made by hand count too): the batch goes on with the columns
+                // the table has, the others' values to `_discards`.
+                Err(error)
+                    if error.class() == FailureClass::Data
+                        && matches!(change, SchemaChange::AddColumn { .. }) =>
+                {
+                    tracing::warn!(table, batch = batch.batch.0, error = %error, "the warehouse refused a column this batch needs; loading the columns the table has (the others' values go to _discards)");
+                    break;
+                }
                 Err(error) => return Err(error),
             }
         }

@@ -15,9 +15,12 @@ pub enum ExecutorError {
     /// The server refused the statement or the connection failed.
     #[error(transparent)]
     Query(#[from] tokio_postgres::Error),
-    /// The executor itself failed; `permanent` when retrying cannot help.
+    /// The executor itself failed, with the class of the failure.
     #[error("{message}")]
-    Other { message: String, permanent: bool },
+    Other {
+        message: String,
+        class: crate::warehouse::FailureClass,
+    },
 }
 
 /// Runs a session's statements (simple-query protocol, one statement at a time).

@@ -6,18 +6,21 @@
 //! delete removes what the staged keys replace (a replay, an earlier object repeated),
 //! and for `users`/`accounts` staged rows older than the stored row are dropped first,
 //! so the newest call wins whatever the load order.
+//!
+//! A COPY the cluster refuses for its data fails the load with the load-error table's
+//! row; its staged file and physical line lead back to the refused row.
 
 use std::collections::HashMap;
 
 use super::RedshiftLoader;
-use super::csv::{Part, PartWriter};
-use super::session::RedshiftError;
+use super::csv::{Part, PartLines, PartWriter};
+use super::session::{RedshiftError, is_undefined_table};
 use super::sql::{self, STAGE};
 use super::stage::Staged;
 use crate::route::{Row, Value};
-use crate::warehouse::TableBatch;
 use crate::warehouse::discard::{self, Discard};
 use crate::warehouse::plan::{self, Cell, TableSchema};
+use crate::warehouse::{FailureClass, TableBatch, WarehouseError};
 
 /// A batch's rows as they go to the table.
 pub(super) struct Chosen<'a> {
@@ -74,6 +77,62 @@ fn recency(row: &Row) -> (Option<i64>, Option<&str>) {
     (timestamp, message_id)
 }
 
+/// One row of the load-error table: where in the staged files the COPY stopped, and
+/// why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct LoadErrorRow {
+    pub file: String,
+    pub line: u64,
+    pub column: String,
+    pub code: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LoadErrorRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.column.is_empty() {
+            write!(f, "{} (load error {})", self.reason, self.code)
+        } else {
+            write!(
+                f,
+                "column {}: {} (load error {})",
+                self.column, self.reason, self.code
+            )
+        }
+    }
+}
+
+/// A load's staged rows, and how to trace a staged file's line back to its row.
+pub(super) struct StagedRows<'a> {
+    /// The `COPY` column list.
+    pub names: &'a [&'a str],
+    /// `None`: no row to load.
+    pub source: Option<&'a Staged>,
+    /// Each part's lines, in the order the parts were staged.
+    pub lines: &'a [PartLines],
+    /// The rows written, in the parts' order.
+    pub chosen: &'a [&'a Row],
+    /// The table batch's rows, which `chosen` borrows.
+    pub batch: &'a [Row],
+}
+
+impl StagedRows<'_> {
+    /// The index in the batch of the row on physical `line` of the staged file `file`
+    /// (`s3://bucket/key`, as the load-error table names it).
+    pub fn row_at(&self, file: &str, line: u64) -> Option<usize> {
+        let keys = &self.source?.keys;
+        let part = keys
+            .iter()
+            .take(self.lines.len())
+            .position(|key| file.trim().ends_with(key.as_str()))?;
+        let before: usize = self.lines[..part].iter().map(|lines| lines.rows).sum();
+        let written = self.chosen.get(before + self.lines[part].row_at(line)?)?;
+        self.batch
+            .iter()
+            .position(|row| std::ptr::eq(row, *written))
+    }
+}
+
 /// Rows written as CSV in a table's layout.
 pub(super) struct Written<'a> {
     /// The `COPY` column list.
@@ -92,8 +151,8 @@ impl RedshiftLoader {
         discards: &mut Vec<Discard>,
     ) -> Result<Written<'a>, RedshiftError> {
         let key = crate::warehouse::sql::key_column(table);
-        let max_columns = self.warehouse.connection.caps().columns;
-        let mut layout = plan::Layout::of_table(key, columns, max_columns);
+        let caps = self.warehouse.connection.caps();
+        let mut layout = plan::Layout::under(key, columns, caps);
         let mut writer = PartWriter::new(self.warehouse.file.staging.part_bytes);
         let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
         for row in rows {
@@ -123,25 +182,33 @@ impl RedshiftLoader {
         Ok(Some(staged.await?))
     }
 
-    /// Within the open transaction: COPYs the staged rows (columns `names`) into the
-    /// session's staging table and merges them into `table`; returns the rows that
-    /// were new.
+    /// Within the open transaction: COPYs the staged rows into the session's staging
+    /// table and merges them into `table`; returns the rows that were new. A COPY the
+    /// cluster refuses for its data fails with what the load-error table says, the
+    /// refused row named when its file and line can be traced.
     pub(super) async fn merge_rows(
         &self,
         table: &str,
-        names: &[&str],
-        source: &Staged,
+        rows: &StagedRows<'_>,
     ) -> Result<u64, RedshiftError> {
         let (session, schema) = (&self.session, self.warehouse.schema());
+        let Some(source) = rows.source else {
+            return Ok(0);
+        };
         let latest = crate::warehouse::sql::is_latest(table);
         let drop = sql::drop_stage(STAGE);
         session.execute(&drop, "drop an old staging table").await?;
         let create = sql::create_stage(schema, table, STAGE);
         let context = format!("create staging table for {table}");
         session.execute(&create, &context).await?;
-        let copy = self.copy_from(STAGE, names, source);
+        let copy = self.copy_from(STAGE, rows.names, source);
         let context = format!("COPY into the staging table of {table}");
-        session.execute(&copy, &context).await?;
+        if let Err(error) = session.execute(&copy, &context).await {
+            return Err(match error.class() {
+                FailureClass::Data => self.load_error(error, rows).await,
+                _ => error,
+            });
+        }
         if latest {
             let stale = sql::drop_stale_staged(schema, table, STAGE);
             let context = format!("compare {table} with stored rows");
@@ -150,7 +217,7 @@ impl RedshiftLoader {
         let context = format!("merge into {table}");
         let delete = sql::delete_staged_keys(schema, table, STAGE);
         let replaced = session.execute(&delete, &context).await?;
-        let insert = sql::insert_from_stage(schema, table, STAGE, names);
+        let insert = sql::insert_from_stage(schema, table, STAGE, rows.names);
         let added = session.execute(&insert, &context).await?;
         session.execute(&drop, "drop the staging table").await?;
         // A replaced row was stored before: only the rest are new (`users`/`accounts`
@@ -160,6 +227,54 @@ impl RedshiftLoader {
         } else {
             added.saturating_sub(replaced)
         })
+    }
+
+    /// After a COPY failed on its data (Redshift reports every such failure as
+    /// `XX000`, pointing to its load-error table): ends the aborted transaction, reads
+    /// the load error and traces its file and line to the row it refused.
+    async fn load_error(&self, error: RedshiftError, rows: &StagedRows<'_>) -> RedshiftError {
+        self.session.rollback().await;
+        let context = "read the COPY's load errors";
+        let found = match self.session.query(sql::SELECT_LOAD_ERRORS, context).await {
+            Err(missing) if is_undefined_table(&missing) => {
+                self.session
+                    .query(sql::SELECT_LOAD_ERROR_DETAIL, context)
+                    .await
+            }
+            other => other,
+        };
+        let first = found.map(|found| {
+            found.first().map(|row| {
+                let cell = |index| row.try_get(index).ok().flatten().unwrap_or("");
+                LoadErrorRow {
+                    file: cell(0).to_owned(),
+                    line: cell(1).parse().unwrap_or(0),
+                    column: cell(2).to_owned(),
+                    code: cell(3).to_owned(),
+                    reason: cell(4).to_owned(),
+                }
+            })
+        });
+        match first {
+            Ok(Some(load_error)) => RedshiftError::LoadError {
+                row: rows.row_at(&load_error.file, load_error.line),
+                detail: load_error.to_string(),
+                source: Box::new(error),
+            },
+            Ok(None) => RedshiftError::LoadError {
+                row: None,
+                detail: "the load-error table holds nothing for this COPY".into(),
+                source: Box::new(error),
+            },
+            Err(unreadable) => {
+                tracing::warn!(error = %unreadable, "cannot read the COPY's load errors; the refused rows are found by splitting the batch");
+                RedshiftError::LoadError {
+                    row: None,
+                    detail: format!("the load-error table cannot be read: {unreadable}"),
+                    source: Box::new(error),
+                }
+            }
+        }
     }
 
     /// The `COPY` of `source` into `stage`, with the pipeline's credentials and
@@ -226,6 +341,51 @@ mod tests {
                 "key contains a NUL character, which the warehouse cannot store"
             ]
         );
+    }
+
+    #[test]
+    fn a_load_error_line_leads_back_to_its_row_across_parts() {
+        let batch: Vec<Row> = (0..7)
+            .map(|i| row("tracks", &format!("m{i}"), i + 1, vec![]))
+            .collect();
+        // The batch's rows 1 and 3 repeat keys: only the others were written, five
+        // rows in two parts; the first part's second row spans two lines.
+        let chosen: Vec<&Row> = [0, 2, 4, 5, 6].iter().map(|&i| &batch[i]).collect();
+        let lines = [
+            PartLines {
+                rows: 3,
+                multi_line: vec![(1, 1)],
+            },
+            PartLines {
+                rows: 2,
+                multi_line: vec![],
+            },
+        ];
+        let staged = Staged {
+            source: sql::CopySource {
+                url: "s3://b/p/manifest.json".into(),
+                manifest: true,
+            },
+            keys: vec![
+                "p/part-00000.csv.gz".into(),
+                "p/part-00001.csv.gz".into(),
+                "p/manifest.json".into(),
+            ],
+        };
+        let rows = StagedRows {
+            names: &[],
+            source: Some(&staged),
+            lines: &lines,
+            chosen: &chosen,
+            batch: &batch,
+        };
+        // Redshift pads the file name; lines 2 and 3 of part 0 are its second row.
+        let padded = format!("{:<256}", "s3://b/p/part-00000.csv.gz");
+        let found: Vec<Option<usize>> = (1..=5).map(|line| rows.row_at(&padded, line)).collect();
+        assert_eq!(found, [Some(0), Some(2), Some(2), Some(4), None]);
+        assert_eq!(rows.row_at("s3://b/p/part-00001.csv.gz", 2), Some(6));
+        assert_eq!(rows.row_at("s3://b/p/manifest.json", 1), None);
+        assert_eq!(rows.row_at("s3://b/elsewhere.csv.gz", 1), None);
     }
 
     #[test]

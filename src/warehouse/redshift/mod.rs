@@ -32,11 +32,14 @@ use tokio::sync::OnceCell;
 
 use self::executor::Executor;
 use self::session::is_race;
-pub use self::session::{RedshiftError, Session};
+pub use self::session::{RedshiftError, Session, failure_class};
 use self::sql::Credentials;
 use self::stage::Staging;
 use super::postgres::{PostgresWarehouse, query_error};
-use super::{LoadReport, Loader, ObjectId, TableBatch, Warehouse, WarehouseError};
+use super::{
+    DiscardReason, FailureClass, LoadReport, Loader, ObjectId, TableBatch, Warehouse,
+    WarehouseError,
+};
 use crate::config::RedshiftFile;
 
 /// A Redshift warehouse: one schema, one staging prefix.
@@ -138,7 +141,8 @@ impl Warehouse for RedshiftWarehouse {
                 // Several processes preparing at once can collide on a CREATE; the
                 // caller waits out a transient failure beyond these few attempts.
                 Err(error)
-                    if backoff.failures() < 2 && (is_race(&error) || !error.is_permanent()) =>
+                    if backoff.failures() < 2
+                        && (is_race(&error) || error.class() == FailureClass::Transient) =>
                 {
                     tracing::debug!(error = %error, "preparing the schema again");
                     tokio::time::sleep(backoff.failed()).await;
@@ -215,41 +219,109 @@ impl Loader for RedshiftLoader {
     async fn load(&mut self, batch: &TableBatch) -> Result<LoadReport, RedshiftError> {
         let result = self.load_once(batch).await;
         if result.is_err() {
-            // The catalogue may differ from what this load thought: read it afresh.
-            self.warehouse.connection.forget(batch.table.as_str());
-            self.session.rollback().await;
+            self.after_failure(batch).await;
+        }
+        result
+    }
+
+    async fn refuse(
+        &mut self,
+        batch: &TableBatch,
+        reason: &DiscardReason,
+    ) -> Result<LoadReport, RedshiftError> {
+        let result = self.refuse_rows(batch, reason, LoadReport::default()).await;
+        if result.is_err() {
+            self.after_failure(batch).await;
         }
         result
     }
 }
 
 impl RedshiftLoader {
+    async fn after_failure(&mut self, batch: &TableBatch) {
+        // The catalogue may differ from what this load thought: read it afresh.
+        self.warehouse.connection.forget(batch.table.as_str());
+        self.session.rollback().await;
+    }
+
     async fn load_once(&mut self, batch: &TableBatch) -> Result<LoadReport, RedshiftError> {
         let table = batch.table.as_str();
         let mut report = LoadReport::default();
         let columns = match self.settle_schema(batch, &mut report).await? {
             Ok(columns) => columns,
-            Err(reason) => return self.refuse_table(batch, reason, report).await,
+            Err(reason) => {
+                let report = self.refuse_rows(batch, &reason, report).await?;
+                tracing::warn!(
+                    table,
+                    batch = batch.batch.0,
+                    rows = batch.rows.len(),
+                    reason = %reason,
+                    "table not created; its rows went to _discards"
+                );
+                return Ok(report);
+            }
         };
         let chosen = load::choose_rows(table, &batch.rows);
         let mut discards = chosen.unkeyed.clone();
         let written = self.write_rows(table, &columns, &chosen.rows, &mut discards)?;
+        let lines: Vec<csv::PartLines> = written
+            .parts
+            .iter()
+            .map(|part| part.lines.clone())
+            .collect();
         // Rows first, then discards: each load's staging directories are numbered in
         // that order.
         let rows_staged = self.stage_rows(batch, written.parts).await?;
-        let discards_staged = self.stage_discards(batch, &discards).await?;
+        let discards_staged = match self.stage_discards(batch, &discards).await {
+            Ok(staged) => staged,
+            Err(error) => {
+                self.remove_staged([rows_staged]).await;
+                return Err(error);
+            }
+        };
+        let rows = load::StagedRows {
+            names: &written.names,
+            source: rows_staged.as_ref(),
+            lines: &lines,
+            chosen: &chosen.rows,
+            batch: &batch.rows,
+        };
+        let unkeyed = chosen.unkeyed.len() as u64;
+        let committed = self
+            .commit(
+                batch,
+                &rows,
+                discards_staged.as_ref(),
+                &discards,
+                unkeyed,
+                &mut report,
+            )
+            .await;
+        // Committed or not, what this attempt staged is of no further use: a retry
+        // stages again under a new directory.
+        self.remove_staged([rows_staged, discards_staged]).await;
+        committed?;
+        self.warehouse.connection.remember(table, columns);
+        Ok(report)
+    }
+
+    /// The load's transaction: the staged rows merged, the discards and the record
+    /// written, committed. `unkeyed` rows went to `_discards` whole.
+    async fn commit(
+        &mut self,
+        batch: &TableBatch,
+        rows: &load::StagedRows<'_>,
+        discards_staged: Option<&stage::Staged>,
+        discards: &[super::discard::Discard],
+        unkeyed: u64,
+        report: &mut LoadReport,
+    ) -> Result<(), RedshiftError> {
         self.session.execute(sql::BEGIN, "begin").await?;
-        let inserted = match &rows_staged {
-            Some(source) => self.merge_rows(table, &written.names, source).await?,
+        report.rows_loaded = match rows.source {
+            Some(_) => self.merge_rows(batch.table.as_str(), rows).await?,
             None => 0,
         };
-        report.rows_loaded = inserted;
-        let unkeyed = chosen.unkeyed.len() as u64;
-        report.duplicates = (batch.rows.len() as u64).saturating_sub(inserted + unkeyed);
-        self.finish(batch, discards_staged.as_ref(), &discards, &mut report)
-            .await?;
-        self.warehouse.connection.remember(table, columns);
-        self.remove_staged([rows_staged, discards_staged]).await;
-        Ok(report)
+        report.duplicates = (batch.rows.len() as u64).saturating_sub(report.rows_loaded + unkeyed);
+        self.finish(batch, discards_staged, discards, report).await
     }
 }

@@ -1,7 +1,8 @@
 //! record: what a Redshift load writes besides its rows, in the same transaction — its
 //! discards (staged as CSV like the rows, merged only where `_discards` lacks them, so
 //! a replayed batch adds none twice) and its `_tracktable_loads` row — and the load of
-//! a table the table cap refuses.
+//! rows kept out of their table whole (a table the table cap refuses, rows the cluster
+//! refused).
 
 use std::collections::HashSet;
 
@@ -148,12 +149,13 @@ impl RedshiftLoader {
         Ok(kept.counts())
     }
 
-    /// A table the tracking plan's table cap keeps out: its rows go to `_discards`
-    /// whole with `reason`, and the load is recorded.
-    pub(super) async fn refuse_table(
+    /// Every row of the batch to `_discards` whole with `reason`, and the load
+    /// recorded (`report` holds the DDL this load ran): for a table the tracking
+    /// plan's table cap keeps out, and for rows the cluster refused.
+    pub(super) async fn refuse_rows(
         &mut self,
         batch: &TableBatch,
-        reason: DiscardReason,
+        reason: &DiscardReason,
         mut report: LoadReport,
     ) -> Result<LoadReport, RedshiftError> {
         let table = batch.table.as_str();
@@ -163,21 +165,20 @@ impl RedshiftLoader {
             .map(|row| Discard::whole_row(table, row, reason.clone()))
             .collect();
         let staged = self.stage_discards(batch, &discards).await?;
-        self.session.execute(sql::BEGIN, "begin").await?;
-        self.finish(batch, staged.as_ref(), &discards, &mut report)
-            .await?;
+        let finished = match self.session.execute(sql::BEGIN, "begin").await {
+            Ok(_) => {
+                self.finish(batch, staged.as_ref(), &discards, &mut report)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
         self.remove_staged([staged]).await;
-        tracing::warn!(
-            table,
-            batch = batch.batch.0,
-            rows = batch.rows.len(),
-            cap = self.warehouse.connection.caps().tables.unwrap_or(0),
-            "table over the tracking plan's table cap; its rows went to _discards"
-        );
+        finished?;
         Ok(report)
     }
 
-    /// After the commit: removes what the load staged, unless the pipeline keeps it.
+    /// After the commit (or a failed attempt: a retry stages afresh): removes what the
+    /// load staged, unless the pipeline keeps it.
     pub(super) async fn remove_staged(&self, staged: impl IntoIterator<Item = Option<Staged>>) {
         if !self.warehouse.file.staging.keep {
             for put in staged.into_iter().flatten() {

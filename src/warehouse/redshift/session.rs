@@ -1,7 +1,8 @@
 //! session: how the Redshift warehouse reaches its cluster — a PostgreSQL-protocol
 //! connection (URL, password, TLS: `postgres::connect`) whose statements go through
 //! the [`Executor`], and the staging credentials `COPY` presents — and what its errors
-//! mean: the server's own words, and whether retrying can help.
+//! mean: the server's own words, and their [`FailureClass`], decided by
+//! [`failure_class`] alone.
 
 use std::sync::Arc;
 
@@ -12,8 +13,8 @@ use super::executor::{Direct, Executor, ExecutorError};
 use super::sql::{self, Credentials};
 use super::stage::StageError;
 use crate::config::{PostgresFile, RedshiftFile, StagingFile};
-use crate::warehouse::WarehouseError;
-use crate::warehouse::postgres::{PostgresError, PostgresWarehouse, query_error};
+use crate::warehouse::postgres::{self, PostgresError, PostgresWarehouse, query_error};
+use crate::warehouse::{FailureClass, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedshiftError {
@@ -29,20 +30,86 @@ pub enum RedshiftError {
     Executor {
         context: String,
         message: String,
-        permanent: bool,
+        class: FailureClass,
     },
     #[error("cannot write staged CSV: {0}")]
     Csv(std::io::Error),
+    /// A `COPY` the cluster refused for its data, with what its load-error table says;
+    /// `row` is the refused row's index in the loaded batch's rows, when the
+    /// load-error row's file and line could be traced to it.
+    #[error("{source} ({detail})")]
+    LoadError {
+        source: Box<RedshiftError>,
+        detail: String,
+        row: Option<usize>,
+    },
+}
+
+/// The class of a Redshift error by its SQLSTATE and message: the one place Redshift's
+/// errors are sorted. Redshift reports many different failures as `XX000` (internal
+/// error), so for that code the message decides: a COPY data error (which points to
+/// `stl_load_errors`) is data; a serializable isolation violation (error 1023), a full
+/// disk or a resize is transient; S3 or IAM refusing the cluster access to the staging
+/// bucket is configuration. Every other code means what it means on PostgreSQL.
+pub fn failure_class(code: &str, message: &str) -> FailureClass {
+    if code != "XX000" {
+        return postgres::failure_class(code);
+    }
+    let message = message.to_ascii_lowercase();
+    let mentions = |words: &[&str]| words.iter().any(|word| message.contains(word));
+    if mentions(&["stl_load_errors", "sys_load_error_detail"]) {
+        FailureClass::Data
+    } else if mentions(&[
+        "s3serviceexception:access denied",
+        "invalidaccesskeyid",
+        "signaturedoesnotmatch",
+        "nosuchbucket",
+        "not authorized to assume iam role",
+        "not authorized to get credentials of role",
+    ]) {
+        FailureClass::Config
+    } else {
+        FailureClass::Transient
+    }
+}
+
+/// What the server said, for a statement that reached it.
+fn server_error(error: &PostgresError) -> Option<&tokio_postgres::error::DbError> {
+    match error {
+        PostgresError::Connect { source, .. } | PostgresError::Query { source, .. } => {
+            source.as_db_error()
+        }
+        _ => None,
+    }
 }
 
 impl WarehouseError for RedshiftError {
-    fn is_permanent(&self) -> bool {
+    fn class(&self) -> FailureClass {
         match self {
-            RedshiftError::Connection(error) => error.is_permanent(),
-            RedshiftError::MissingKey { .. } | RedshiftError::NoCredentials => true,
-            RedshiftError::Stage(error) => error.permanent,
-            RedshiftError::Executor { permanent, .. } => *permanent,
-            RedshiftError::Csv(_) => false,
+            RedshiftError::Connection(error) => match server_error(error) {
+                Some(db) => failure_class(db.code().code(), db.message()),
+                None => error.class(),
+            },
+            RedshiftError::MissingKey { .. } | RedshiftError::NoCredentials => FailureClass::Config,
+            RedshiftError::Stage(error) => error.class,
+            RedshiftError::Executor { class, .. } => *class,
+            RedshiftError::Csv(_) => FailureClass::Transient,
+            RedshiftError::LoadError { .. } => FailureClass::Data,
+        }
+    }
+
+    fn refused_row(&self) -> Option<usize> {
+        match self {
+            RedshiftError::LoadError { row, .. } => *row,
+            _ => None,
+        }
+    }
+
+    fn refusal(&self) -> String {
+        match self {
+            RedshiftError::LoadError { detail, .. } => detail.clone(),
+            RedshiftError::Connection(error) => error.refusal(),
+            other => other.to_string(),
         }
     }
 }
@@ -174,10 +241,10 @@ impl Session {
 pub(super) fn executor_error(context: &str) -> impl FnOnce(ExecutorError) -> RedshiftError + '_ {
     move |error| match error {
         ExecutorError::Query(error) => query_error(context.to_owned())(error).into(),
-        ExecutorError::Other { message, permanent } => RedshiftError::Executor {
+        ExecutorError::Other { message, class } => RedshiftError::Executor {
             context: context.to_owned(),
             message,
-            permanent,
+            class,
         },
     }
 }
@@ -186,4 +253,79 @@ pub(super) fn executor_error(context: &str) -> impl FnOnce(ExecutorError) -> Red
 pub(super) fn is_race(error: &RedshiftError) -> bool {
     matches!(error, RedshiftError::Connection(PostgresError::Query { source, .. })
         if source.as_db_error().is_some_and(|db| matches!(db.code().code(), "42701" | "42P07" | "42P06" | "23505")))
+}
+
+/// Whether a statement failed because the relation it reads does not exist.
+pub(super) fn is_undefined_table(error: &RedshiftError) -> bool {
+    matches!(error, RedshiftError::Connection(PostgresError::Query { source, .. })
+        if source.as_db_error().is_some_and(|db| db.code().code() == "42P01"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failure_class;
+    use crate::warehouse::FailureClass::{Config, Data, Transient};
+
+    #[test]
+    fn redshift_errors_have_their_class() {
+        let cases = [
+            (
+                "XX000",
+                "Load into table '_tracktable_stage' failed.  Check 'stl_load_errors' system table for details.",
+                Data,
+            ),
+            (
+                "XX000",
+                "Load into table 't' failed. Check 'sys_load_error_detail' system view for details.",
+                Data,
+            ),
+            ("XX000", "1023", Transient),
+            (
+                "XX000",
+                "1023 DETAIL: Serializable isolation violation on table - 100167",
+                Transient,
+            ),
+            ("XX000", "Disk Full", Transient),
+            (
+                "XX000",
+                "Cannot execute write query because system is in resize mode",
+                Transient,
+            ),
+            (
+                "XX000",
+                "S3ServiceException:Access Denied,Status 403,Error AccessDenied",
+                Config,
+            ),
+            (
+                "XX000",
+                "User arn:aws:redshift:... is not authorized to assume IAM Role arn:aws:iam::1:role/x",
+                Config,
+            ),
+            (
+                "XX000",
+                "The specified S3 prefix 'p' does not exist",
+                Transient,
+            ),
+            ("40001", "serializable isolation violation", Transient),
+            ("53300", "too many connections", Transient),
+            (
+                "57P01",
+                "terminating connection due to administrator command",
+                Transient,
+            ),
+            ("54011", "tables can have at most 1600 columns", Data),
+            ("22001", "Value too long for character type", Data),
+            ("42501", "permission denied for relation t", Config),
+            ("42501", "must be owner of relation t", Config),
+            (
+                "28000",
+                "password authentication failed for user \"loader\"",
+                Config,
+            ),
+            ("42P07", "relation \"t\" already exists", Transient),
+        ];
+        for (code, message, class) in cases {
+            assert_eq!(failure_class(code, message), class, "{code} {message}");
+        }
+    }
 }

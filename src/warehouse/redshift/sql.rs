@@ -343,6 +343,19 @@ pub fn select_loaded_objects(schema: &str, objects: &[(String, String)]) -> Stri
     )
 }
 
+/// What the load-error table says about the session's last `COPY` (provisioned
+/// clusters keep `stl_load_errors`): the staged file, its physical line, the column,
+/// Redshift's error code and reason, first line first. `pg_last_copy_id()` still names
+/// a COPY that failed on its data after the transaction rolled back.
+pub const SELECT_LOAD_ERRORS: &str = "SELECT TRIM(filename), line_number, TRIM(colname), err_code, TRIM(err_reason) \
+     FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number";
+
+/// [`SELECT_LOAD_ERRORS`] where `stl_load_errors` does not exist (Redshift
+/// Serverless): the session's latest COPY in `sys_load_error_detail`.
+pub const SELECT_LOAD_ERROR_DETAIL: &str = "SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message) \
+     FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND query_id = \
+     (SELECT max(query_id) FROM sys_load_error_detail WHERE session_id = pg_backend_pid()) ORDER BY line_number";
+
 /// Records objects as loaded. Recording one twice leaves two equal rows, which the
 /// lookup's `DISTINCT` makes harmless.
 pub fn record_objects(schema: &str, objects: &[(String, String)]) -> String {
@@ -551,6 +564,20 @@ mod tests {
                 SELECT reason, count(*) FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id) GROUP BY reason
                 INSERT INTO "sch""ema"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id)
                 DROP TABLE IF EXISTS "_tracktable_discard_stage"
+            "#]],
+        );
+    }
+
+    #[test]
+    fn load_errors() {
+        check(
+            &[
+                SELECT_LOAD_ERRORS.to_owned(),
+                SELECT_LOAD_ERROR_DETAIL.to_owned(),
+            ],
+            expect![[r#"
+                SELECT TRIM(filename), line_number, TRIM(colname), err_code, TRIM(err_reason) FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number
+                SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message) FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND query_id = (SELECT max(query_id) FROM sys_load_error_detail WHERE session_id = pg_backend_pid()) ORDER BY line_number
             "#]],
         );
     }

@@ -12,6 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use super::csv::Part;
 use super::sql::CopySource;
+use crate::warehouse::FailureClass;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{action} s3://{bucket}/{key}: {message}")]
@@ -20,8 +21,9 @@ pub struct StageError {
     pub bucket: String,
     pub key: String,
     pub message: String,
-    /// AccessDenied, NoSuchBucket and the like: retrying will not help.
-    pub permanent: bool,
+    /// Configuration for AccessDenied, NoSuchBucket and the like (retrying will not
+    /// help), transient otherwise.
+    pub class: FailureClass,
 }
 
 /// What one load staged.
@@ -187,7 +189,7 @@ impl Staging {
             }
             _ => None,
         };
-        let permanent = matches!(
+        let refused = matches!(
             code.as_deref(),
             Some(
                 "AccessDenied"
@@ -202,7 +204,11 @@ impl Staging {
             bucket: self.bucket.clone(),
             key: key.to_owned(),
             message: aws_sdk_s3::error::DisplayErrorContext(error).to_string(),
-            permanent,
+            class: if refused {
+                FailureClass::Config
+            } else {
+                FailureClass::Transient
+            },
         }
     }
 }
