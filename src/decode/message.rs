@@ -188,8 +188,19 @@ struct MessageFields<'a> {
     traits: JsonObject<'a>,
 }
 
-/// Ids are strings, but SDKs send numbers too; both are kept as text. An empty
-/// string counts as absent.
+/// The id fields, whose numbers decoding keeps as their literal text
+/// ([`json::parse_keeping`](super::json::parse_keeping)).
+pub const ID_FIELDS: [&str; 5] = [
+    "messageId",
+    "anonymousId",
+    "userId",
+    "groupId",
+    "previousId",
+];
+
+/// Ids are strings, but SDKs send numbers too; both are kept as text, a number as its
+/// literal text (never through `f64`, which would make two long numeric ids one). An
+/// empty string counts as absent.
 fn identifier<'a>(
     value: Json<'a>,
     field: &'static str,
@@ -197,7 +208,8 @@ fn identifier<'a>(
     match value {
         Json::Null => Ok(None),
         Json::Str(text) if text.is_empty() => Ok(None),
-        Json::Str(text) => Ok(Some(text)),
+        Json::Str(text) | Json::Number(text) => Ok(Some(text)),
+        // Only a tree parsed without the id fields named holds these.
         Json::Int(number) => Ok(Some(Cow::Owned(number.to_string()))),
         Json::Float(_) => Ok(Some(Cow::Owned(value.to_json_text()))),
         _ => Err(RejectReason::invalid_field(field, "a string or a number")),
@@ -257,6 +269,25 @@ mod tests {
         let g = message(r#"{"type":"group","groupId":"g1","traits":{"plan":"pro"}}"#).unwrap();
         assert_eq!(g.group_id.as_deref(), Some("g1"));
         assert_eq!(g.properties.len(), 1);
+    }
+
+    #[test]
+    fn numeric_ids_keep_their_literal_text() {
+        let parse = |text| crate::decode::json::parse_keeping(text, 32, &ID_FIELDS).unwrap();
+        let message = |text| Message::from_json(parse(text), || "derived".to_owned()).unwrap();
+        // Equal as f64: the ids must still differ.
+        let a = message(r#"{"type":"track","event":"e","messageId":12345678901234567890123}"#);
+        let b = message(r#"{"type":"track","event":"e","messageId":12345678901234567890124}"#);
+        assert_eq!(a.message_id, "12345678901234567890123");
+        assert_eq!(b.message_id, "12345678901234567890124");
+        let m = message(
+            r#"{"type":"group","messageId":9007199254740993,"userId":1.50,"anonymousId":-0,"groupId":1e3,"previousId":18446744073709551616}"#,
+        );
+        assert_eq!(m.message_id, "9007199254740993");
+        assert_eq!(m.user_id.as_deref(), Some("1.50"));
+        assert_eq!(m.anonymous_id.as_deref(), Some("-0"));
+        assert_eq!(m.group_id.as_deref(), Some("1e3"));
+        assert_eq!(m.previous_id.as_deref(), Some("18446744073709551616"));
     }
 
     #[test]
