@@ -142,6 +142,36 @@ impl<'a> Message<'a> {
         {
             return Err(RejectReason::TrackWithoutEvent);
         }
+        // What becomes a key column: the message id in every table, the user id in
+        // `users` (identify), the group id in `accounts` (group).
+        let keys = [
+            (message.message_id.as_deref(), "messageId"),
+            (
+                message
+                    .user_id
+                    .as_deref()
+                    .filter(|_| kind == MessageKind::Identify),
+                "userId",
+            ),
+            (
+                message
+                    .group_id
+                    .as_deref()
+                    .filter(|_| kind == MessageKind::Group),
+                "groupId",
+            ),
+        ];
+        for (key, field) in keys {
+            if let Some(key) = key
+                && key.len() > MAX_KEY_BYTES
+            {
+                return Err(RejectReason::KeyTooLong {
+                    field: Cow::Borrowed(field),
+                    bytes: key.len(),
+                    limit: MAX_KEY_BYTES,
+                });
+            }
+        }
         let properties = match kind {
             MessageKind::Identify | MessageKind::Group => message.traits,
             MessageKind::Track | MessageKind::Page | MessageKind::Screen => message.properties,
@@ -187,6 +217,15 @@ struct MessageFields<'a> {
     properties: JsonObject<'a>,
     traits: JsonObject<'a>,
 }
+
+/// The most bytes a key may have: the message id, and the user or group id that keys
+/// `users` and `accounts`. It is Redshift's key column (`varchar(1024)`, counted in
+/// bytes), and well inside what PostgreSQL's btree index takes in one entry (about
+/// 2700 bytes, shared in `_discards` with a table and a column name), where a longer
+/// key fails every load of its batch (`54000`) and would be retried forever. One limit
+/// for both warehouses, as for names, so moving between them refuses nothing new. A
+/// message whose key is longer is rejected here, never loaded.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// The id fields, whose numbers decoding keeps as their literal text
 /// ([`json::parse_keeping`](super::json::parse_keeping)).
@@ -288,6 +327,38 @@ mod tests {
         assert_eq!(m.anonymous_id.as_deref(), Some("-0"));
         assert_eq!(m.group_id.as_deref(), Some("1e3"));
         assert_eq!(m.previous_id.as_deref(), Some("18446744073709551616"));
+    }
+
+    #[test]
+    fn keys_longer_than_a_key_column_are_rejected_by_their_bytes() {
+        // 512 characters of 3 bytes: within 1024 characters, over 1024 bytes.
+        let wide = "€".repeat(512);
+        let at_limit = "x".repeat(MAX_KEY_BYTES);
+        let too_long = |field: &'static str, bytes| {
+            Err(RejectReason::KeyTooLong {
+                field: field.into(),
+                bytes,
+                limit: MAX_KEY_BYTES,
+            })
+        };
+        let track = format!(r#"{{"type":"track","event":"e","messageId":"{wide}"}}"#);
+        assert_eq!(message(&track).map(|_| ()), too_long("messageId", 1536));
+        let track = format!(r#"{{"type":"track","event":"e","messageId":"{at_limit}"}}"#);
+        assert!(message(&track).is_ok());
+        // A user id keys `users` for identify calls only; elsewhere it is a column.
+        let identify = format!(r#"{{"type":"identify","userId":"{wide}"}}"#);
+        assert_eq!(message(&identify).map(|_| ()), too_long("userId", 1536));
+        let page = format!(r#"{{"type":"page","userId":"{wide}"}}"#);
+        assert!(message(&page).is_ok());
+        let group = format!(r#"{{"type":"group","groupId":"{wide}"}}"#);
+        assert_eq!(message(&group).map(|_| ()), too_long("groupId", 1536));
+        let track = format!(r#"{{"type":"track","event":"e","groupId":"{wide}"}}"#);
+        assert!(message(&track).is_ok());
+    }
+
+    #[test]
+    fn the_key_limit_is_redshifts_key_column() {
+        assert_eq!(MAX_KEY_BYTES, crate::warehouse::redshift::sql::KEY_WIDTH);
     }
 
     #[test]
