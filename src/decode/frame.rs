@@ -31,7 +31,8 @@ use serde_json::value::RawValue;
 use super::{Limits, Position, RejectReason};
 use array::ArrayScanner;
 
-/// One framed item, or an item rejected before parsing (too large, invalid UTF-8).
+/// One framed item, or an item rejected before parsing (too large, invalid UTF-8, or an
+/// array element whose syntax fault broke the array's structure).
 #[derive(Debug)]
 pub enum Frame<'a> {
     Item {

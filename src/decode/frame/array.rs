@@ -22,12 +22,15 @@
 //!   bytes from that point are scanned again as the next element; otherwise the
 //!   scanner skips forward to the next point, and the skipped bytes belong to the
 //!   faulty element. Looking back needs the element's bytes, so it happens only for
-//!   elements under the size limit; bytes are scanned again at most once more.
+//!   elements under the size limit, and the bytes scanned again never outnumber the
+//!   input read so far, so an object costs at most twice its scan whatever it holds.
 //! - A faulty element is rejected as `not_json` (or `too_large`) with its position and
-//!   text. A resynchronisation point inside a string or a nested array of objects can
-//!   cut a faulty element into fragments, each rejected: more rejections than items,
-//!   never fewer, and a fragment that starts inside a string cannot parse as a
-//!   message (its quotes are escaped), so it never loads.
+//!   text. Where the rule has to guess, it errs toward more rejections: a point inside
+//!   a string or a nested array of objects cuts a faulty element into fragments, each
+//!   rejected on its own (a fragment that begins inside a string reads every quote the
+//!   wrong way round, so it does not parse as a message); and an element that does not
+//!   begin at a point (a bare value, or an element laid out unlike the faulty one) is
+//!   skipped with the faulty element, in whose text it is.
 //! - Two elements with no `,` between them are two elements: an element ends where its
 //!   value ends. After the closing `]`, a `[` opens another array (concatenated arrays)
 //!   and anything else is framed as further elements.
@@ -310,6 +313,7 @@ fn is_bare(byte: u8) -> bool {
 }
 
 /// Cuts a top-level JSON array into element texts; see the module documentation.
+#[derive(Debug)]
 pub(super) struct ArrayScanner {
     state: State,
     limit: usize,
@@ -328,8 +332,14 @@ pub(super) struct ArrayScanner {
     grammar: Grammar,
     /// Held bytes to scan again, from a resynchronisation point found looking back.
     replay: Vec<u8>,
+    /// Input bytes read and not yet spent on scanning bytes again: what bounds the
+    /// work looking back can cause.
+    credit: u64,
     /// The current byte is part of `replay`: it must not move the position now.
     rewound: bool,
+    /// Bytes scanned, again or not: what the tests bound.
+    #[cfg(test)]
+    scanned: u64,
 }
 
 impl ArrayScanner {
@@ -347,7 +357,10 @@ impl ArrayScanner {
             element: Element::default(),
             grammar: Grammar::new(),
             replay: Vec::new(),
+            credit: 0,
             rewound: false,
+            #[cfg(test)]
+            scanned: 0,
         }
     }
 
@@ -366,6 +379,7 @@ impl ArrayScanner {
     }
 
     pub(super) fn feed(&mut self, bytes: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) {
+        self.credit = self.credit.saturating_add(bytes.len() as u64);
         for &byte in bytes {
             self.byte(byte, on_frame);
             self.drain_replay(on_frame);
@@ -388,6 +402,10 @@ impl ArrayScanner {
     }
 
     fn byte(&mut self, byte: u8, on_frame: &mut dyn FnMut(Frame<'_>)) {
+        #[cfg(test)]
+        {
+            self.scanned += 1;
+        }
         let blank = byte.is_ascii_whitespace();
         match self.state {
             State::Start => match byte {
@@ -519,9 +537,16 @@ impl ArrayScanner {
         let offset = (self.element.size - self.element.leading).saturating_sub(1);
         self.element.fault = Some(format!("{what}, at byte {offset} of the element"));
         match self.element.point.take() {
-            Some(point) if self.element.whole() => self.rewind(point, on_frame),
+            Some(point) if self.can_rewind(&point) => self.rewind(point, on_frame),
             _ => self.state = State::Resync,
         }
+    }
+
+    /// Whether the element's bytes from `point` are all held, and scanning them again
+    /// stays within the credit.
+    fn can_rewind(&self, point: &Point) -> bool {
+        let again = self.element.bytes.len().saturating_sub(point.offset) as u64;
+        self.element.whole() && again <= self.credit
     }
 
     /// Ends the faulty element before `point` and hands the held bytes from there over
@@ -529,6 +554,7 @@ impl ArrayScanner {
     fn rewind(&mut self, point: Point, on_frame: &mut dyn FnMut(Frame<'_>)) {
         let again = self.element.bytes.split_off(point.offset);
         self.element.size -= again.len() as u64;
+        self.credit = self.credit.saturating_sub(again.len() as u64);
         self.end_element(on_frame);
         self.state = State::BeforeElement { after_comma: false };
         self.line = point.line;
@@ -627,7 +653,7 @@ impl ArrayScanner {
                 }
                 State::InElement => match self.element.point.take() {
                     // A string left open to the end may have swallowed later elements.
-                    Some(point) if self.element.whole() => {
+                    Some(point) if self.can_rewind(&point) => {
                         self.element.fault =
                             Some("the JSON array ends in the middle of this element".into());
                         self.rewind(point, on_frame);
@@ -643,6 +669,52 @@ impl ArrayScanner {
                     }
                 },
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scans `input` (after its `[`) in one read; returns the frames' element indices
+    /// and how many bytes were scanned, again or not.
+    fn scan(input: &[u8], limit: usize) -> (Vec<u32>, u64) {
+        let mut scanner = ArrayScanner::new(limit, 1);
+        let mut elements = Vec::new();
+        let mut on_frame = |frame: Frame<'_>| {
+            elements.push(match frame {
+                Frame::Item { position, .. } | Frame::Rejected { position, .. } => position.element,
+            })
+        };
+        scanner.feed(input, &mut on_frame);
+        scanner.finish(&mut on_frame);
+        (elements, scanner.scanned)
+    }
+
+    #[test]
+    fn scanning_again_costs_at_most_the_input_once_more() {
+        // Faults whose resynchronisation points lie behind them, over and over: strings
+        // left open, brackets that do not match, points inside strings.
+        let shapes: [&[u8]; 4] = [
+            br#"{"a":"x,{"b":"y,{"c":"z,{"d":1}"#,
+            br#"{"a":[{"b":[{"c":[{"d":1}}}},"#,
+            br#"{"s":",{,{\",{\"x\":1},{"#,
+            br#"{"a":{"b":"#,
+        ];
+        for shape in shapes {
+            let mut input = b"[".to_vec();
+            for _ in 0..2000 {
+                input.extend_from_slice(shape);
+            }
+            let (elements, scanned) = scan(&input, 1 << 20);
+            assert!(
+                scanned <= 2 * input.len() as u64,
+                "{} bytes scanned for {}",
+                scanned,
+                input.len()
+            );
+            assert!(elements.windows(2).all(|pair| pair[1] == pair[0] + 1));
         }
     }
 }
