@@ -511,18 +511,21 @@ impl ArrayScanner {
     /// Adds a byte to the element (held up to the limit), noting the first
     /// resynchronisation point after its first byte.
     fn hold(&mut self, byte: u8) {
-        let element = &mut self.element;
-        if byte == b'{' && element.point.is_none() && element.size > element.leading {
-            let offset = element.bytes.len();
-            if element.whole() && offset <= self.limit && self.is_point() {
-                self.element.point = Some(Point {
-                    offset,
-                    line: self.line,
-                    column: self.column,
-                    line_blank: self.line_blank,
-                    after_comma: self.after_comma,
-                });
-            }
+        let element = &self.element;
+        if byte == b'{'
+            && element.point.is_none()
+            && element.size > element.leading
+            && element.whole()
+            && element.bytes.len() <= self.limit
+            && self.is_point()
+        {
+            self.element.point = Some(Point {
+                offset: element.bytes.len(),
+                line: self.line,
+                column: self.column,
+                line_blank: self.line_blank,
+                after_comma: self.after_comma,
+            });
         }
         let element = &mut self.element;
         element.size += 1;
