@@ -4,16 +4,23 @@
 //!   gzip members (common in S3 logs) are read as one stream.
 //! - **Format** is decided by the first non-blank line: if it starts with `[`, the object
 //!   is one top-level JSON array whose elements are streamed one by one (elements may
-//!   span lines; position = line the element starts on + its index). Otherwise it is
-//!   newline-delimited JSON: every line is one item (blank lines skipped, `\r\n` fine),
-//!   and lines are never merged, so a broken line cannot swallow the next one.
+//!   span lines; position = line the element starts on + its index; see [`array`] for
+//!   how a syntax fault inside the array costs only the element it is in). Otherwise it
+//!   is newline-delimited JSON: every line is one item (lines of only whitespace
+//!   skipped, `\r\n` fine), and lines are never merged, so a broken line cannot swallow
+//!   the next one.
 //! - **Envelopes**: an NDJSON line that is a Segment batch envelope — an object with a
 //!   `"batch"` array and no `"type"` — expands to its elements (position = line +
 //!   element index). Such a line may be up to `max_envelope_bytes`.
-//! - **Limits**: an item over `max_message_bytes` is rejected as too large without being
-//!   held in memory beyond the limit; an item that is not UTF-8 is rejected with the
-//!   offset of the first bad byte. Memory is bounded by the limits, whatever the size of
-//!   the object.
+//! - **Limits**: an item's size is every byte between the separators around it (line
+//!   ends, or an array's `[`, `,` and `]`), leading and trailing whitespace included, so
+//!   a line padded with megabytes of blanks before its event is an item too large, never
+//!   a blank line. An item over `max_message_bytes` is rejected as too large, with its
+//!   position and the start of its text, without being held in memory beyond the limit;
+//!   an item that is not UTF-8 is rejected with the offset of the first bad byte. Memory
+//!   is bounded by the limits, whatever the size of the object.
+
+mod array;
 
 use std::io::{BufRead, BufReader, Cursor, Read};
 
@@ -22,8 +29,10 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::{Limits, Position, RejectReason};
+use array::ArrayScanner;
 
-/// One framed item, or an item rejected before parsing (too large, invalid UTF-8).
+/// One framed item, or an item rejected before parsing (too large, invalid UTF-8, or an
+/// array element whose syntax fault broke the array's structure).
 #[derive(Debug)]
 pub enum Frame<'a> {
     Item {
@@ -82,8 +91,9 @@ enum Phase {
     Start,
     /// Newline-delimited JSON: one item per line.
     Lines,
-    /// A top-level JSON array, its elements streamed; `line` is the line being read.
-    Array { scanner: ArrayScanner, line: u64 },
+    /// A top-level JSON array, its elements streamed (boxed: one per object, and the
+    /// other phases are empty).
+    Array(Box<ArrayScanner>),
     /// The object is read (or reading failed, which was reported).
     Done,
 }
@@ -115,6 +125,7 @@ impl<'r> FrameReader<'r> {
                 limits: *limits,
                 bytes: skip as u64,
                 line: 0,
+                carried: 0,
                 buffer: Vec::new(),
             },
             phase: Phase::Start,
@@ -156,18 +167,16 @@ impl<'r> FrameReader<'r> {
                 Phase::Done => return Ok(false),
                 Phase::Start => match framer.start(input)? {
                     Some(true) => {
-                        self.phase = Phase::Array {
-                            scanner: ArrayScanner::new(framer.limits.max_message_bytes),
-                            line: framer.line + 1,
-                        }
+                        self.phase = Phase::Array(Box::new(ArrayScanner::new(
+                            framer.limits.max_message_bytes,
+                            framer.line + 1,
+                        )))
                     }
                     Some(false) => self.phase = Phase::Lines,
                     None => return Ok(false),
                 },
                 Phase::Lines => return framer.lines(input, items, on_frame),
-                Phase::Array { scanner, line } => {
-                    return framer.array(input, scanner, line, items, on_frame);
-                }
+                Phase::Array(scanner) => return framer.array(input, scanner, items, on_frame),
             }
         }
     }
@@ -194,7 +203,21 @@ struct Framer {
     bytes: u64,
     /// The last line number read (1-based).
     line: u64,
+    /// Whitespace of the first line that [`Framer::start`] consumed: part of that line.
+    carried: u64,
+    /// The line being framed, from its first non-blank byte, at most the line limit + 1
+    /// bytes of it.
     buffer: Vec<u8>,
+}
+
+/// One line as [`Framer::read_line`] read it (its text is in `Framer::buffer`).
+struct Line {
+    /// Every byte of the line but its ending (`\n` or `\r\n`).
+    bytes: u64,
+    /// Only whitespace, however long: not an item.
+    blank: bool,
+    /// The buffer holds all of the line from its first non-blank byte.
+    whole: bool,
 }
 
 impl Framer {
@@ -222,6 +245,9 @@ impl Framer {
             while skip < chunk.len() && chunk[skip].is_ascii_whitespace() {
                 if chunk[skip] == b'\n' {
                     self.line += 1;
+                    self.carried = 0;
+                } else {
+                    self.carried += 1;
                 }
                 skip += 1;
             }
@@ -248,40 +274,35 @@ impl Framer {
             .max_message_bytes
             .max(self.limits.max_envelope_bytes);
         for _ in 0..items {
-            let Some(total) = self
+            let Some(line) = self
                 .read_line(input, line_limit)
                 .map_err(|error| self.failure(error))?
             else {
                 return Ok(false);
             };
             self.line += 1;
-            if self.buffer.trim_ascii().is_empty() {
+            if line.blank {
                 continue;
             }
-            self.line_item(Position::line(self.line), &self.buffer, total, on_frame);
+            self.line_item(Position::line(self.line), &line, on_frame);
         }
         Ok(true)
     }
 
-    /// One NDJSON line (without its line ending).
-    fn line_item(
-        &self,
-        position: Position,
-        bytes: &[u8],
-        total: u64,
-        on_frame: &mut dyn FnMut(Frame<'_>),
-    ) {
+    /// One NDJSON line, its text (from its first non-blank byte) in `self.buffer`.
+    fn line_item(&self, position: Position, line: &Line, on_frame: &mut dyn FnMut(Frame<'_>)) {
+        let bytes = &self.buffer[..];
         let limit = self.limits.max_message_bytes;
-        let complete = total == bytes.len() as u64;
-        if complete
+        if line.whole
+            && line.bytes <= self.limits.max_envelope_bytes as u64
             && memchr::memmem::find(bytes, b"\"batch\"").is_some()
             && self.envelope(position, bytes, on_frame)
         {
             return;
         }
-        if total > limit as u64 {
+        if line.bytes > limit as u64 {
             let reason = RejectReason::TooLarge {
-                bytes: total,
+                bytes: line.bytes,
                 limit: limit as u64,
             };
             on_frame(Frame::Rejected {
@@ -318,21 +339,22 @@ impl Framer {
         else {
             return false;
         };
+        let limit = self.limits.max_message_bytes;
         for (index, element) in batch.iter().enumerate() {
             let position = Position {
                 line: position.line,
                 element: u32::try_from(index + 1).unwrap_or(u32::MAX),
             };
             let element = element.get().as_bytes();
-            if element.len() > self.limits.max_message_bytes {
-                let limit = self.limits.max_message_bytes;
+            let size = element.len() + blanks_around(bytes, element);
+            if size > limit {
                 on_frame(Frame::Rejected {
                     position,
                     reason: RejectReason::TooLarge {
-                        bytes: element.len() as u64,
+                        bytes: size as u64,
                         limit: limit as u64,
                     },
-                    raw: &element[..limit],
+                    raw: &element[..element.len().min(limit)],
                 });
             } else {
                 emit(position, element, on_frame);
@@ -341,12 +363,21 @@ impl Framer {
         true
     }
 
-    /// Reads one line into `self.buffer` (without `\n` or `\r\n`), keeping at most
-    /// `limit + 1` bytes; returns the line's full length, or `None` at end of input.
-    fn read_line(&mut self, input: &mut dyn BufRead, limit: usize) -> std::io::Result<Option<u64>> {
+    /// Reads one line: its text from its first non-blank byte into `self.buffer`,
+    /// keeping at most `limit + 1` bytes of it, however long the line or its leading
+    /// whitespace; `None` at end of input.
+    fn read_line(
+        &mut self,
+        input: &mut dyn BufRead,
+        limit: usize,
+    ) -> std::io::Result<Option<Line>> {
         self.buffer.clear();
-        let mut total: u64 = 0;
-        let mut any = false;
+        // The first line's leading whitespace was consumed finding the format.
+        let mut bytes = std::mem::take(&mut self.carried);
+        let mut leading = bytes;
+        let mut blank = true;
+        let mut last = 0u8;
+        let mut any = bytes > 0;
         loop {
             let chunk = match input.fill_buf() {
                 Ok(chunk) => chunk,
@@ -361,12 +392,24 @@ impl Framer {
                 Some(end) => (end + 1, true),
                 None => (chunk.len(), false),
             };
-            let content = if done {
+            let mut content = if done {
                 &chunk[..used - 1]
             } else {
                 &chunk[..used]
             };
-            total += content.len() as u64;
+            bytes += content.len() as u64;
+            if let Some(&byte) = content.last() {
+                last = byte;
+            }
+            if blank {
+                let skip = content
+                    .iter()
+                    .take_while(|byte| byte.is_ascii_whitespace())
+                    .count();
+                leading += skip as u64;
+                content = &content[skip..];
+                blank = content.is_empty();
+            }
             let room = (limit + 1).saturating_sub(self.buffer.len());
             self.buffer
                 .extend_from_slice(&content[..content.len().min(room)]);
@@ -379,11 +422,19 @@ impl Framer {
         if !any {
             return Ok(None);
         }
-        if self.buffer.last() == Some(&b'\r') && total == self.buffer.len() as u64 {
-            self.buffer.pop();
-            total -= 1;
+        if last == b'\r' {
+            // A `\r\n` ending: the `\r` is not part of the line.
+            if !blank && bytes - leading == self.buffer.len() as u64 {
+                self.buffer.pop();
+            }
+            bytes -= 1;
         }
-        Ok(Some(total))
+        let whole = !blank && bytes.checked_sub(leading) == Some(self.buffer.len() as u64);
+        Ok(Some(Line {
+            bytes,
+            blank,
+            whole,
+        }))
     }
 
     /// Streams the elements of a top-level JSON array (the input first at its `[`),
@@ -393,7 +444,6 @@ impl Framer {
         &mut self,
         input: &mut dyn BufRead,
         scanner: &mut ArrayScanner,
-        line: &mut u64,
         items: usize,
         on_frame: &mut dyn FnMut(Frame<'_>),
     ) -> Result<bool, FrameFailure> {
@@ -408,18 +458,18 @@ impl Framer {
                 Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     return Err(FrameFailure {
-                        position: scanner.position(*line),
+                        position: scanner.position(),
                         bytes: self.bytes,
                         error,
                     });
                 }
             };
             if chunk.is_empty() {
-                scanner.finish(*line, &mut counting);
+                scanner.finish(&mut counting);
                 return Ok(false);
             }
             let used = chunk.len();
-            scanner.feed(chunk, line, &mut counting);
+            scanner.feed(chunk, &mut counting);
             input.consume(used);
             self.bytes += used as u64;
             if framed.get() >= items {
@@ -427,6 +477,23 @@ impl Framer {
             }
         }
     }
+}
+
+/// How many whitespace bytes surround `element`, a slice of `text`: up to the
+/// separators around it, which count toward its size.
+fn blanks_around(text: &[u8], element: &[u8]) -> usize {
+    let start = (element.as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+    let end = (start + element.len()).min(text.len());
+    let before = text[..start.min(end)]
+        .iter()
+        .rev()
+        .take_while(|byte| byte.is_ascii_whitespace())
+        .count();
+    let after = text[end..]
+        .iter()
+        .take_while(|byte| byte.is_ascii_whitespace())
+        .count();
+    before + after
 }
 
 fn emit(position: Position, bytes: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) {
@@ -439,226 +506,6 @@ fn emit(position: Position, bytes: &[u8], on_frame: &mut dyn FnMut(Frame<'_>)) {
             },
             raw: bytes,
         }),
-    }
-}
-
-/// Where the array scanner is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Before the opening `[`.
-    Start,
-    /// Inside the array, between elements (after `[` or `,`).
-    BeforeElement { after_comma: bool },
-    /// Inside an element.
-    InElement,
-    /// After an element, expecting `,` or `]`.
-    AfterElement,
-    /// After the closing `]`: only whitespace may follow.
-    Done,
-    /// Something broke; the rest of the object was reported once.
-    Broken,
-}
-
-/// A byte-level scanner that cuts a top-level JSON array into element texts. It tracks
-/// strings and nesting only; each element is parsed properly later.
-struct ArrayScanner {
-    state: State,
-    limit: usize,
-    element: Vec<u8>,
-    element_bytes: u64,
-    element_line: u64,
-    index: u32,
-    depth: u32,
-    in_string: bool,
-    escaped: bool,
-}
-
-impl ArrayScanner {
-    fn new(limit: usize) -> ArrayScanner {
-        ArrayScanner {
-            state: State::Start,
-            limit,
-            element: Vec::new(),
-            element_bytes: 0,
-            element_line: 0,
-            index: 0,
-            depth: 0,
-            in_string: false,
-            escaped: false,
-        }
-    }
-
-    fn position(&self, line: u64) -> Position {
-        match self.state {
-            State::InElement => Position {
-                line: self.element_line,
-                element: self.index,
-            },
-            _ => Position {
-                line,
-                element: self.index + 1,
-            },
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8], line: &mut u64, on_frame: &mut dyn FnMut(Frame<'_>)) {
-        for &byte in bytes {
-            if self.state == State::InElement {
-                if self.element_byte(byte, on_frame) {
-                    // The byte ended the element (`,` or `]` at array level): handle it
-                    // as a separator below.
-                } else {
-                    if byte == b'\n' {
-                        *line += 1;
-                    }
-                    continue;
-                }
-            }
-            if byte == b'\n' {
-                *line += 1;
-            }
-            match self.state {
-                State::Start => match byte {
-                    b'[' => self.state = State::BeforeElement { after_comma: false },
-                    byte if byte.is_ascii_whitespace() => {}
-                    _ => self.broken(*line, "expected `[`", on_frame),
-                },
-                State::BeforeElement { after_comma } => match byte {
-                    byte if byte.is_ascii_whitespace() => {}
-                    b']' if !after_comma => self.state = State::Done,
-                    b',' | b']' => self.broken(*line, "empty array element", on_frame),
-                    _ => {
-                        self.index += 1;
-                        self.state = State::InElement;
-                        self.element.clear();
-                        self.element_bytes = 0;
-                        self.element_line = *line;
-                        self.depth = 0;
-                        self.in_string = false;
-                        self.escaped = false;
-                        self.element_byte(byte, on_frame);
-                    }
-                },
-                State::InElement => {}
-                State::AfterElement => match byte {
-                    byte if byte.is_ascii_whitespace() => {}
-                    b',' => self.state = State::BeforeElement { after_comma: true },
-                    b']' => self.state = State::Done,
-                    _ => self.broken(
-                        *line,
-                        "expected `,` or `]` after an array element",
-                        on_frame,
-                    ),
-                },
-                State::Done => {
-                    if !byte.is_ascii_whitespace() {
-                        self.broken(
-                            *line,
-                            "data after the end of the top-level JSON array",
-                            on_frame,
-                        );
-                    }
-                }
-                State::Broken => return,
-            }
-        }
-    }
-
-    /// Adds a byte to the current element; true when the byte ends it (and was not
-    /// part of it).
-    fn element_byte(&mut self, byte: u8, on_frame: &mut dyn FnMut(Frame<'_>)) -> bool {
-        if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-            } else if byte == b'\\' {
-                self.escaped = true;
-            } else if byte == b'"' {
-                self.in_string = false;
-            }
-        } else {
-            match byte {
-                b'"' => self.in_string = true,
-                b'{' | b'[' => self.depth += 1,
-                b'}' | b']' if self.depth > 0 => self.depth -= 1,
-                b',' | b']' if self.depth == 0 => {
-                    self.end_element(on_frame);
-                    return true;
-                }
-                _ => {}
-            }
-        }
-        self.element_bytes += 1;
-        if self.element.len() <= self.limit {
-            self.element.push(byte);
-        }
-        false
-    }
-
-    fn end_element(&mut self, on_frame: &mut dyn FnMut(Frame<'_>)) {
-        let position = Position {
-            line: self.element_line,
-            element: self.index,
-        };
-        // Trailing whitespace between the element and its separator is not part of it.
-        while self.element.last().is_some_and(u8::is_ascii_whitespace) {
-            self.element.pop();
-            self.element_bytes -= 1;
-        }
-        if self.element_bytes > self.limit as u64 {
-            on_frame(Frame::Rejected {
-                position,
-                reason: RejectReason::TooLarge {
-                    bytes: self.element_bytes,
-                    limit: self.limit as u64,
-                },
-                raw: &self.element[..self.element.len().min(self.limit)],
-            });
-        } else {
-            emit(position, &self.element, on_frame);
-        }
-        self.element.clear();
-        self.state = State::AfterElement;
-    }
-
-    fn broken(&mut self, line: u64, what: &str, on_frame: &mut dyn FnMut(Frame<'_>)) {
-        on_frame(Frame::Rejected {
-            position: Position {
-                line,
-                element: self.index + 1,
-            },
-            reason: RejectReason::NotJson(format!("{what}; the rest of the object is skipped")),
-            raw: b"",
-        });
-        self.state = State::Broken;
-    }
-
-    fn finish(&mut self, line: u64, on_frame: &mut dyn FnMut(Frame<'_>)) {
-        match self.state {
-            State::Done | State::Broken | State::Start => {}
-            State::InElement => {
-                let position = Position {
-                    line: self.element_line,
-                    element: self.index,
-                };
-                on_frame(Frame::Rejected {
-                    position,
-                    reason: RejectReason::NotJson(
-                        "the JSON array ends in the middle of this element".into(),
-                    ),
-                    raw: &self.element[..self.element.len().min(self.limit)],
-                });
-            }
-            State::BeforeElement { .. } | State::AfterElement => {
-                on_frame(Frame::Rejected {
-                    position: Position {
-                        line,
-                        element: self.index + 1,
-                    },
-                    reason: RejectReason::NotJson("the JSON array is not closed".into()),
-                    raw: b"",
-                });
-            }
-        }
     }
 }
 

@@ -6,6 +6,11 @@
 //! order in a `Vec`, and refuses nesting deeper than a configured limit while parsing
 //! (not after), so a hostile line cannot make the parser recurse or allocate deeply.
 //!
+//! Numbers go through `f64` only where that loses nothing: an integer outside `i64`,
+//! and any number given for a field the caller names (the message's ids), keep their
+//! literal text ([`Json::Number`]), found again in the input by their place among its
+//! numbers, so two ids that differ only past the 16th digit stay two ids.
+//!
 //! Never send a `Json` between workers: it borrows, and it would need `deserialize_any`.
 //! Route turns it into owned, typed rows first.
 
@@ -26,8 +31,12 @@ pub enum Json<'a> {
     Bool(bool),
     /// An integer that fits `i64`.
     Int(i64),
-    /// Any other number: a fraction, an exponent, or an integer outside `i64`.
+    /// A number with a fraction or an exponent (an `f64` holds what it means).
     Float(f64),
+    /// A number kept as its literal text, because no binary form here holds it
+    /// exactly or its text is what matters: an integer outside `i64`, or any number
+    /// given for a top-level field named in [`parse_keeping`] (ids are text).
+    Number(Cow<'a, str>),
     Str(Cow<'a, str>),
     Array(Vec<Json<'a>>),
     Object(JsonObject<'a>),
@@ -120,6 +129,8 @@ impl Json<'_> {
                 }
                 None => out.push_str("null"),
             },
+            // A JSON number's literal text is JSON already.
+            Json::Number(text) => out.push_str(text),
             Json::Str(s) => write_json_string(s, out),
             Json::Array(items) => {
                 out.push('[');
@@ -179,45 +190,168 @@ pub enum ParseError {
 /// (clamped to [`MAX_SUPPORTED_DEPTH`]). A top-level scalar is depth 0, the members of
 /// a top-level object are depth 1.
 pub fn parse(text: &str, max_depth: usize) -> Result<Json<'_>, ParseError> {
-    let too_deep = Cell::new(false);
+    parse_keeping(text, max_depth, &[])
+}
+
+/// [`parse`], keeping the literal text of any number given for one of `exact_fields`,
+/// members of the top-level object ([`Json::Number`]).
+pub fn parse_keeping<'a>(
+    text: &'a str,
+    max_depth: usize,
+    exact_fields: &[&str],
+) -> Result<Json<'a>, ParseError> {
+    let context = Context {
+        too_deep: Cell::new(false),
+        numbers: Numbers::new(text),
+        exact_fields,
+    };
     let limit = max_depth.min(MAX_SUPPORTED_DEPTH);
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let seed = ValueSeed {
         depth: 0,
         limit,
-        too_deep: &too_deep,
+        exact: false,
+        context: &context,
     };
     let result = seed
         .deserialize(&mut deserializer)
         .and_then(|value| deserializer.end().map(|()| value));
     match result {
         Ok(value) => Ok(value),
-        Err(_) if too_deep.get() => Err(ParseError::TooDeep { limit }),
+        Err(_) if context.too_deep.get() => Err(ParseError::TooDeep { limit }),
         Err(error) => Err(ParseError::Syntax(error.to_string())),
     }
 }
 
-#[derive(Clone, Copy)]
-struct ValueSeed<'c> {
-    depth: usize,
-    limit: usize,
-    too_deep: &'c Cell<bool>,
+/// What every level of one parse shares.
+struct Context<'a, 'f> {
+    too_deep: Cell<bool>,
+    numbers: Numbers<'a>,
+    exact_fields: &'f [&'f str],
 }
 
-impl ValueSeed<'_> {
+/// The numbers of the text being parsed, found again by their place among them.
+///
+/// The deserializer visits numbers in the order they appear, so the n-th number
+/// visited is the n-th number token of the text (outside strings). Only a number whose
+/// text is kept is looked for, which is rare, and the search resumes where the last
+/// one stopped, so all the look-ups of a text read it at most once.
+struct Numbers<'a> {
+    text: &'a str,
+    /// Numbers visited so far.
+    visited: Cell<usize>,
+    /// Where the search stopped: a byte offset and how many numbers lie before it.
+    cursor: Cell<(usize, usize)>,
+}
+
+impl<'a> Numbers<'a> {
+    fn new(text: &'a str) -> Numbers<'a> {
+        Numbers {
+            text,
+            visited: Cell::new(0),
+            cursor: Cell::new((0, 0)),
+        }
+    }
+
+    /// Counts a visited number; returns its place (0-based).
+    fn visit(&self) -> usize {
+        let place = self.visited.get();
+        self.visited.set(place + 1);
+        place
+    }
+
+    /// The literal text of the number at `place`, if the text has one there (it
+    /// always does for a number the deserializer visited).
+    fn literal(&self, place: usize) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
+        let (mut offset, mut seen) = self.cursor.get();
+        if seen > place {
+            // Look-ups come in order; start again rather than answer wrongly.
+            (offset, seen) = (0, 0);
+        }
+        while offset < bytes.len() {
+            match bytes[offset] {
+                b'"' => {
+                    // Skip the string: its end is the next quote not escaped.
+                    offset += 1;
+                    while let Some(found) =
+                        memchr::memchr2(b'"', b'\\', bytes.get(offset..).unwrap_or_default())
+                    {
+                        offset += found;
+                        if bytes[offset] == b'\\' {
+                            offset += 2;
+                        } else {
+                            offset += 1;
+                            break;
+                        }
+                    }
+                }
+                b'-' | b'0'..=b'9' => {
+                    let start = offset;
+                    while offset < bytes.len()
+                        && matches!(
+                            bytes[offset],
+                            b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+                        )
+                    {
+                        offset += 1;
+                    }
+                    if seen == place {
+                        self.cursor.set((offset, seen + 1));
+                        return self.text.get(start..offset);
+                    }
+                    seen += 1;
+                }
+                _ => offset += 1,
+            }
+        }
+        self.cursor.set((offset, seen));
+        None
+    }
+}
+
+/// Whether a number's literal text is an integer (no fraction, no exponent).
+fn is_integer_literal(text: &str) -> bool {
+    !text.bytes().any(|byte| matches!(byte, b'.' | b'e' | b'E'))
+}
+
+/// `i64`'s range as an `f64`: a number the deserializer hands over as an `f64` at or
+/// beyond it may be an integer literal too large for `i64`.
+const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
+
+#[derive(Clone, Copy)]
+struct ValueSeed<'c, 'a, 'f> {
+    depth: usize,
+    limit: usize,
+    /// The value is a top-level field named as exact: a number keeps its text.
+    exact: bool,
+    context: &'c Context<'a, 'f>,
+}
+
+impl<'a> ValueSeed<'_, 'a, '_> {
     fn nested<E: de::Error>(self) -> Result<Self, E> {
         if self.depth >= self.limit {
-            self.too_deep.set(true);
+            self.context.too_deep.set(true);
             return Err(E::custom("nesting too deep"));
         }
         Ok(ValueSeed {
             depth: self.depth + 1,
+            exact: false,
             ..self
         })
     }
+
+    /// The number at `place` as its literal text, or `otherwise` if the text has none
+    /// there (which a number the deserializer visited cannot lack).
+    fn literal(&self, place: usize, otherwise: impl FnOnce() -> Json<'a>) -> Json<'a> {
+        match self.context.numbers.literal(place) {
+            Some(text) => Json::Number(Cow::Borrowed(text)),
+            None => otherwise(),
+        }
+    }
 }
 
-impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_, 'de, '_> {
     type Value = Json<'de>;
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Json<'de>, D::Error> {
@@ -225,7 +359,7 @@ impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for ValueSeed<'_> {
+impl<'de> Visitor<'de> for ValueSeed<'_, 'de, '_> {
     type Value = Json<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -245,17 +379,37 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
-        Ok(Json::Int(v))
+        let place = self.context.numbers.visit();
+        Ok(if self.exact {
+            self.literal(place, || Json::Int(v))
+        } else {
+            Json::Int(v)
+        })
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
+        let place = self.context.numbers.visit();
         Ok(match i64::try_from(v) {
-            Ok(i) => Json::Int(i),
-            Err(_) => Json::Float(v as f64),
+            Ok(i) if !self.exact => Json::Int(i),
+            Ok(i) => self.literal(place, || Json::Int(i)),
+            // An integer literal has no leading zeros or `+`: its digits are its text.
+            Err(_) => Json::Number(Cow::Owned(v.to_string())),
         })
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
+        let place = self.context.numbers.visit();
+        if self.exact {
+            return Ok(self.literal(place, || Json::Float(v)));
+        }
+        // The deserializer hands an integer beyond `u64` (or below `i64`) over as an
+        // `f64`, rounded: its text is the only exact form of it.
+        if v.abs() >= I64_BOUND
+            && let Some(text) = self.context.numbers.literal(place)
+            && is_integer_literal(text)
+        {
+            return Ok(Json::Number(Cow::Borrowed(text)));
+        }
         Ok(Json::Float(v))
     }
 
@@ -282,9 +436,14 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
         let inner = self.nested()?;
+        let top = self.depth == 0 && !self.context.exact_fields.is_empty();
         let mut members = Vec::new();
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let value = map.next_value_seed(inner)?;
+            let seed = ValueSeed {
+                exact: top && self.context.exact_fields.contains(&key.as_ref()),
+                ..inner
+            };
+            let value = map.next_value_seed(seed)?;
             members.push((key, value));
         }
         let mut object = JsonObject(members);
@@ -351,8 +510,52 @@ mod tests {
         assert_eq!(parse("1.5", 4).unwrap(), Json::Float(1.5));
         assert_eq!(
             parse("18446744073709551615", 4).unwrap(),
-            Json::Float(18446744073709551615.0)
+            Json::Number("18446744073709551615".into())
         );
+        // Beyond u64 and below i64 the deserializer rounds through f64: the text is
+        // found again, after strings holding digits and numbers before it.
+        let text = r#"{"s":"12 \"3\" -4","a":[1,2.5e3,-0],"big":12345678901234567890123,"neg":-9223372036854775809,"f":1e300,"g":-1.5}"#;
+        let Json::Object(object) = parse(text, 4).unwrap() else {
+            panic!("not an object")
+        };
+        assert_eq!(
+            object.get("big"),
+            Some(&Json::Number("12345678901234567890123".into()))
+        );
+        assert_eq!(
+            object.get("neg"),
+            Some(&Json::Number("-9223372036854775809".into()))
+        );
+        assert_eq!(object.get("f"), Some(&Json::Float(1e300)));
+        assert_eq!(object.get("g"), Some(&Json::Float(-1.5)));
+        assert_eq!(
+            parse(text, 4).unwrap().to_json_text(),
+            r#"{"s":"12 \"3\" -4","a":[1,2500.0,-0.0],"big":12345678901234567890123,"neg":-9223372036854775809,"f":1e+300,"g":-1.5}"#
+        );
+    }
+
+    #[test]
+    fn numbers_in_exact_fields_keep_their_text() {
+        let text = r#"{"id":12345678901234567890123,"n":12345678901234567890124,"x":{"id":7},"f":1.50,"i":-0,"m":3}"#;
+        let Json::Object(object) = parse_keeping(text, 4, &["id", "f", "i"]).unwrap() else {
+            panic!("not an object")
+        };
+        assert_eq!(
+            object.get("id"),
+            Some(&Json::Number("12345678901234567890123".into()))
+        );
+        assert_eq!(
+            object.get("n"),
+            Some(&Json::Number("12345678901234567890124".into()))
+        );
+        assert_eq!(object.get("f"), Some(&Json::Number("1.50".into())));
+        assert_eq!(object.get("i"), Some(&Json::Number("-0".into())));
+        assert_eq!(object.get("m"), Some(&Json::Int(3)));
+        // Only top-level fields are exact.
+        let Some(Json::Object(inner)) = object.get("x") else {
+            panic!("not an object")
+        };
+        assert_eq!(inner.get("id"), Some(&Json::Int(7)));
     }
 
     #[test]

@@ -142,6 +142,36 @@ impl<'a> Message<'a> {
         {
             return Err(RejectReason::TrackWithoutEvent);
         }
+        // What becomes a key column: the message id in every table, the user id in
+        // `users` (identify), the group id in `accounts` (group).
+        let keys = [
+            (message.message_id.as_deref(), "messageId"),
+            (
+                message
+                    .user_id
+                    .as_deref()
+                    .filter(|_| kind == MessageKind::Identify),
+                "userId",
+            ),
+            (
+                message
+                    .group_id
+                    .as_deref()
+                    .filter(|_| kind == MessageKind::Group),
+                "groupId",
+            ),
+        ];
+        for (key, field) in keys {
+            if let Some(key) = key
+                && key.len() > MAX_KEY_BYTES
+            {
+                return Err(RejectReason::KeyTooLong {
+                    field: Cow::Borrowed(field),
+                    bytes: key.len(),
+                    limit: MAX_KEY_BYTES,
+                });
+            }
+        }
         let properties = match kind {
             MessageKind::Identify | MessageKind::Group => message.traits,
             MessageKind::Track | MessageKind::Page | MessageKind::Screen => message.properties,
@@ -188,8 +218,28 @@ struct MessageFields<'a> {
     traits: JsonObject<'a>,
 }
 
-/// Ids are strings, but SDKs send numbers too; both are kept as text. An empty
-/// string counts as absent.
+/// The most bytes a key may have: the message id, and the user or group id that keys
+/// `users` and `accounts`. It is Redshift's key column (`varchar(1024)`, counted in
+/// bytes), and well inside what PostgreSQL's btree index takes in one entry (about
+/// 2700 bytes, shared in `_discards` with a table and a column name), where a longer
+/// key fails every load of its batch (`54000`) and would be retried forever. One limit
+/// for both warehouses, as for names, so moving between them refuses nothing new. A
+/// message whose key is longer is rejected here, never loaded.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The id fields, whose numbers decoding keeps as their literal text
+/// ([`json::parse_keeping`](super::json::parse_keeping)).
+pub const ID_FIELDS: [&str; 5] = [
+    "messageId",
+    "anonymousId",
+    "userId",
+    "groupId",
+    "previousId",
+];
+
+/// Ids are strings, but SDKs send numbers too; both are kept as text, a number as its
+/// literal text (never through `f64`, which would make two long numeric ids one). An
+/// empty string counts as absent.
 fn identifier<'a>(
     value: Json<'a>,
     field: &'static str,
@@ -197,7 +247,8 @@ fn identifier<'a>(
     match value {
         Json::Null => Ok(None),
         Json::Str(text) if text.is_empty() => Ok(None),
-        Json::Str(text) => Ok(Some(text)),
+        Json::Str(text) | Json::Number(text) => Ok(Some(text)),
+        // Only a tree parsed without the id fields named holds these.
         Json::Int(number) => Ok(Some(Cow::Owned(number.to_string()))),
         Json::Float(_) => Ok(Some(Cow::Owned(value.to_json_text()))),
         _ => Err(RejectReason::invalid_field(field, "a string or a number")),
@@ -257,6 +308,57 @@ mod tests {
         let g = message(r#"{"type":"group","groupId":"g1","traits":{"plan":"pro"}}"#).unwrap();
         assert_eq!(g.group_id.as_deref(), Some("g1"));
         assert_eq!(g.properties.len(), 1);
+    }
+
+    #[test]
+    fn numeric_ids_keep_their_literal_text() {
+        let parse = |text| crate::decode::json::parse_keeping(text, 32, &ID_FIELDS).unwrap();
+        let message = |text| Message::from_json(parse(text), || "derived".to_owned()).unwrap();
+        // Equal as f64: the ids must still differ.
+        let a = message(r#"{"type":"track","event":"e","messageId":12345678901234567890123}"#);
+        let b = message(r#"{"type":"track","event":"e","messageId":12345678901234567890124}"#);
+        assert_eq!(a.message_id, "12345678901234567890123");
+        assert_eq!(b.message_id, "12345678901234567890124");
+        let m = message(
+            r#"{"type":"group","messageId":9007199254740993,"userId":1.50,"anonymousId":-0,"groupId":1e3,"previousId":18446744073709551616}"#,
+        );
+        assert_eq!(m.message_id, "9007199254740993");
+        assert_eq!(m.user_id.as_deref(), Some("1.50"));
+        assert_eq!(m.anonymous_id.as_deref(), Some("-0"));
+        assert_eq!(m.group_id.as_deref(), Some("1e3"));
+        assert_eq!(m.previous_id.as_deref(), Some("18446744073709551616"));
+    }
+
+    #[test]
+    fn keys_longer_than_a_key_column_are_rejected_by_their_bytes() {
+        // 512 characters of 3 bytes: within 1024 characters, over 1024 bytes.
+        let wide = "€".repeat(512);
+        let at_limit = "x".repeat(MAX_KEY_BYTES);
+        let too_long = |field: &'static str, bytes| {
+            Err(RejectReason::KeyTooLong {
+                field: field.into(),
+                bytes,
+                limit: MAX_KEY_BYTES,
+            })
+        };
+        let track = format!(r#"{{"type":"track","event":"e","messageId":"{wide}"}}"#);
+        assert_eq!(message(&track).map(|_| ()), too_long("messageId", 1536));
+        let track = format!(r#"{{"type":"track","event":"e","messageId":"{at_limit}"}}"#);
+        assert!(message(&track).is_ok());
+        // A user id keys `users` for identify calls only; elsewhere it is a column.
+        let identify = format!(r#"{{"type":"identify","userId":"{wide}"}}"#);
+        assert_eq!(message(&identify).map(|_| ()), too_long("userId", 1536));
+        let page = format!(r#"{{"type":"page","userId":"{wide}"}}"#);
+        assert!(message(&page).is_ok());
+        let group = format!(r#"{{"type":"group","groupId":"{wide}"}}"#);
+        assert_eq!(message(&group).map(|_| ()), too_long("groupId", 1536));
+        let track = format!(r#"{{"type":"track","event":"e","groupId":"{wide}"}}"#);
+        assert!(message(&track).is_ok());
+    }
+
+    #[test]
+    fn the_key_limit_is_redshifts_key_column() {
+        assert_eq!(MAX_KEY_BYTES, crate::warehouse::redshift::sql::KEY_WIDTH);
     }
 
     #[test]

@@ -229,10 +229,13 @@ pub fn decode_item<'a>(
     position: Position,
     limits: &Limits,
 ) -> Result<Message<'a>, RejectReason> {
-    let value = json::parse(text, limits.max_depth).map_err(|error| match error {
-        json::ParseError::TooDeep { limit } => RejectReason::TooDeep { limit },
-        json::ParseError::Syntax(detail) => RejectReason::NotJson(detail),
-    })?;
+    let value =
+        json::parse_keeping(text, limits.max_depth, &message::ID_FIELDS).map_err(|error| {
+            match error {
+                json::ParseError::TooDeep { limit } => RejectReason::TooDeep { limit },
+                json::ParseError::Syntax(detail) => RejectReason::NotJson(detail),
+            }
+        })?;
     Message::from_json(value, || derived_message_id(object, position))
 }
 

@@ -63,6 +63,14 @@ pub enum RejectReason {
         field: Cow<'static, str>,
         expected: Cow<'static, str>,
     },
+    /// A key (message id, or the user or group id keying `users` or `accounts`) longer
+    /// than a key column holds.
+    #[error("field \"{field}\" is {bytes} bytes, over the {limit}-byte limit of a key")]
+    KeyTooLong {
+        field: Cow<'static, str>,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("object unreadable from here on: {0}")]
     Unreadable(String),
     /// The tracking plan refuses the event (blocked, or not among the allowed).
@@ -86,7 +94,7 @@ impl RejectReason {
 
     /// Stable, low-cardinality name of the reason (metric label, `_rejections.reason`).
     /// Every reason's code, in a fixed order (metrics label them by these).
-    pub const CODES: [&'static str; 12] = [
+    pub const CODES: [&'static str; 13] = [
         "not_json",
         "not_an_object",
         "missing_type",
@@ -99,6 +107,7 @@ impl RejectReason {
         "unreadable",
         "not_in_plan",
         "properties_not_in_plan",
+        "key_too_long",
     ];
 
     /// This reason's position in [`RejectReason::CODES`].
@@ -124,6 +133,7 @@ impl RejectReason {
             RejectReason::Unreadable(_) => "unreadable",
             RejectReason::NotInPlan(_) => "not_in_plan",
             RejectReason::PropertiesNotInPlan { .. } => "properties_not_in_plan",
+            RejectReason::KeyTooLong { .. } => "key_too_long",
         }
     }
 }
@@ -187,6 +197,11 @@ mod tests {
             RejectReason::PropertiesNotInPlan {
                 event: "e".into(),
                 properties: "p".into(),
+            },
+            RejectReason::KeyTooLong {
+                field: "messageId".into(),
+                bytes: 2,
+                limit: 1,
             },
         ];
         let mut seen = std::collections::HashSet::new();

@@ -3,9 +3,10 @@
 //! The rules, in order: camelCase → snake_case; lowercase ASCII; anything outside
 //! `[a-z0-9]` → `_`, runs collapsed, trailing `_` trimmed; a name that had non-ASCII
 //! characters (or nothing left) gets a hash suffix so distinct names stay distinct; a
-//! leading digit gets `_`; a reserved word gets a trailing `_`; over 63 bytes it is cut
-//! with a hash suffix. The result always matches `^[a-z_][a-z0-9_]{0,62}$`, is never a reserved word, and normalising it again
-//! changes nothing.
+//! leading digit gets `_`; a reserved word or a system column's name (`xmin`, `ctid`,
+//! …) gets a trailing `_`; over 63 bytes it is cut with a hash suffix. The result
+//! always matches `^[a-z_][a-z0-9_]{0,62}$`, is never a reserved word or a system
+//! column's name, and normalising it again changes nothing.
 //!
 //! [`TableName`] and [`ColumnName`] can only be made here, so an unnormalised name
 //! cannot reach SQL.
@@ -354,10 +355,30 @@ pub fn is_normal(name: &str) -> bool {
         && !is_reserved(name)
 }
 
-/// Whether `name` is a reserved word in Redshift or PostgreSQL.
+/// Whether `name` is a reserved word in Redshift or PostgreSQL, or a system column's
+/// name, which no user column may take even quoted.
 pub fn is_reserved(name: &str) -> bool {
-    RESERVED.binary_search(&name).is_ok()
+    RESERVED.binary_search(&name).is_ok() || SYSTEM_COLUMNS.contains(&name)
 }
+
+/// Column names every table already has. PostgreSQL's system columns ("System
+/// Columns" in its manual: `tableoid`, `xmin`, `cmin`, `xmax`, `cmax`, `ctid`, and
+/// `oid` before version 12), which Redshift's "Names and identifiers" also forbids, and
+/// Redshift's hidden columns (a row's insert and delete transaction ids, listed in
+/// `pg_attribute` as `insertxid` and `deletexid`; its row id is `oid`). Creating such a
+/// column fails (`42701`), and adding one to an existing table reads as a concurrent
+/// creator's "already exists", so the load would wait for a column that never comes.
+const SYSTEM_COLUMNS: [&str; 9] = [
+    "cmax",
+    "cmin",
+    "ctid",
+    "deletexid",
+    "insertxid",
+    "oid",
+    "tableoid",
+    "xmax",
+    "xmin",
+];
 
 /// Redshift's reserved words (AWS "Reserved words" list) plus PostgreSQL's that are not
 /// in it; lowercase, sorted for binary search.
@@ -645,6 +666,16 @@ mod tests {
             ("a  b--c", "a_b_c"),
             ("Ends!!", "ends"),
             ("trailing", "trailing_"),
+            ("xmin", "xmin_"),
+            ("XMAX", "xmax_"),
+            ("ctid", "ctid_"),
+            ("tableoid", "tableoid_"),
+            ("cmin", "cmin_"),
+            ("cmax", "cmax_"),
+            ("oid", "oid_"),
+            ("insertxid", "insertxid_"),
+            ("deleteXid", "delete_xid"),
+            ("xMin", "x_min"),
         ];
         for (raw, expected) in cases {
             assert_eq!(normalise(raw), expected, "normalise({raw:?})");
@@ -688,6 +719,13 @@ mod tests {
         #[test]
         fn ascii_identifiers_normalise_to_a_safe_fixed_point(raw in "[a-zA-Z0-9_ .$-]{0,200}") {
             check(&raw);
+        }
+
+        #[test]
+        fn system_column_names_in_any_case(index in 0..SYSTEM_COLUMNS.len(), upper in any::<bool>()) {
+            let word = if upper { SYSTEM_COLUMNS[index].to_ascii_uppercase() } else { SYSTEM_COLUMNS[index].to_owned() };
+            check(&word);
+            prop_assert_eq!(normalise(&word), format!("{}_", SYSTEM_COLUMNS[index]));
         }
 
         #[test]

@@ -95,6 +95,11 @@ pub fn value_of(json: &Json<'_>) -> Option<Value> {
         Json::Bool(b) => Value::Boolean(*b),
         Json::Int(i) => Value::BigInt(*i),
         Json::Float(f) => Value::Double(*f),
+        // A number kept as its text (an integer outside `i64`) stays that text: a
+        // varchar value. Rounded into a `double precision` column it would be a
+        // different number, silently. Where its column is numeric already, the
+        // loader's type check sends it to `_discards` with this exact text instead.
+        Json::Number(text) => Value::Varchar(Text::new(text)),
         Json::Str(text) => match Timestamp::parse(text) {
             Some(timestamp) => Value::Timestamp(timestamp),
             None => Value::Varchar(Text::new(text)),
@@ -335,6 +340,17 @@ mod tests {
                 Some(Value::Timestamp(Timestamp(1_704_067_200_000_000))),
             ),
             ("[1,\"a\"]", Some(Value::Varchar("[1,\"a\"]".into()))),
+            // Outside i64: the exact digits, as text, never a rounded double.
+            (
+                "12345678901234567890123",
+                Some(Value::Varchar("12345678901234567890123".into())),
+            ),
+            (
+                "-9223372036854775809",
+                Some(Value::Varchar("-9223372036854775809".into())),
+            ),
+            ("9223372036854775807", Some(Value::BigInt(i64::MAX))),
+            ("1e30", Some(Value::Double(1e30))),
             ("null", None),
         ];
         for (text, expected) in cases {

@@ -7,6 +7,7 @@
 //! Without a service a scenario is skipped with a note, except under `CI=true`, where
 //! it fails: CI must never pass by skipping.
 
+mod accounting;
 mod backfill;
 mod batching;
 mod cli;

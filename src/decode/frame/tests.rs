@@ -130,18 +130,229 @@ fn broken_arrays_keep_what_came_before() {
     assert!(matches!(got[1], Got::Rejected(_, ref code) if code == "not_json"));
     let (got, _) = collect(b"[1,,2]", &Limits::default());
     assert_eq!(
-        got[0],
-        Got::Item(
-            Position {
-                line: 1,
-                element: 1
-            },
-            "1".into()
-        )
+        got,
+        [
+            Got::Item(at(1, 1), "1".into()),
+            Got::Rejected(at(1, 2), "not_json".into()),
+            Got::Item(at(1, 3), "2".into()),
+        ],
+        "an empty element costs itself only"
     );
-    assert!(matches!(got[1], Got::Rejected(_, ref code) if code == "not_json"));
     let (got, _) = collect(b"[1] x", &Limits::default());
     assert!(matches!(got[1], Got::Rejected(_, ref code) if code == "not_json"));
+}
+
+fn at(line: u64, element: u32) -> Position {
+    Position { line, element }
+}
+
+/// Every frame with the raw text of rejections, for the resynchronisation cases.
+fn frames_with_raw(bytes: &[u8], limits: &Limits) -> Vec<(Position, Result<String, String>)> {
+    let mut got = Vec::new();
+    frames(bytes, limits, |frame| match frame {
+        Frame::Item { position, text } => got.push((position, Ok(text.to_owned()))),
+        Frame::Rejected {
+            position,
+            reason,
+            raw,
+        } => got.push((
+            position,
+            Err(format!(
+                "{}: {}",
+                reason.code(),
+                String::from_utf8_lossy(raw)
+            )),
+        )),
+    })
+    .expect("in memory");
+    got
+}
+
+#[test]
+fn a_string_left_open_costs_its_element_only() {
+    // Single line: the open string swallows `},{` and the next key shows the fault;
+    // the scanner looks back to the `{` after the `,` and scans from there again.
+    let got = frames_with_raw(
+        br#"[{"a":"x},{"b":1},{"c":"y},{"d":2}]"#,
+        &Limits::default(),
+    );
+    assert_eq!(
+        got,
+        [
+            (at(1, 1), Err(r#"not_json: {"a":"x}"#.into())),
+            (at(1, 2), Ok(r#"{"b":1}"#.into())),
+            (at(1, 3), Err(r#"not_json: {"c":"y}"#.into())),
+            (at(1, 4), Ok(r#"{"d":2}"#.into())),
+        ]
+    );
+    // Pretty-printed: elements begin lines at column 2, and so do resynchronisation
+    // points; a nested object at a deeper column is not one.
+    let pretty =
+        "[\n  {\n    \"a\": \"x,\n    \"o\": {\"p\": 1}\n  },\n  {\n    \"b\": 1\n  }\n]\n";
+    let got = frames_with_raw(pretty.as_bytes(), &Limits::default());
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, at(2, 1));
+    assert!(
+        matches!(&got[0].1, Err(raw) if raw.starts_with("not_json: {\n    \"a\": \"x,") && raw.ends_with('}')),
+        "{got:?}"
+    );
+    assert_eq!(got[1], (at(6, 2), Ok("{\n    \"b\": 1\n  }".into())));
+}
+
+#[test]
+fn missing_and_extra_brackets_and_quotes_cost_their_element_only() {
+    let limits = Limits::default();
+    // A missing `}`: the `{` where a key should be begins the next element.
+    assert_eq!(
+        frames_with_raw(br#"[{"a":1,{"b":2}]"#, &limits),
+        [
+            (at(1, 1), Err(r#"not_json: {"a":1"#.into())),
+            (at(1, 2), Ok(r#"{"b":2}"#.into())),
+        ]
+    );
+    // An extra `}`: the stray bracket is rejected on its own.
+    assert_eq!(
+        frames_with_raw(br#"[{"a":1}},{"b":2}]"#, &limits),
+        [
+            (at(1, 1), Ok(r#"{"a":1}"#.into())),
+            (at(1, 2), Err("not_json: }".into())),
+            (at(1, 3), Ok(r#"{"b":2}"#.into())),
+        ]
+    );
+    // Unescaped quotes inside a value: skipped forward to the next element.
+    assert_eq!(
+        frames_with_raw(br#"[{"n":"The "Best" one","m":[1]},{"b":2}]"#, &limits),
+        [
+            (
+                at(1, 1),
+                Err(r#"not_json: {"n":"The "Best" one","m":[1]}"#.into())
+            ),
+            (at(1, 2), Ok(r#"{"b":2}"#.into())),
+        ]
+    );
+    // A bracket that does not match.
+    assert_eq!(
+        frames_with_raw(br#"[{"a":[1}, {"b":2}]"#, &limits),
+        [
+            (at(1, 1), Err(r#"not_json: {"a":[1}"#.into())),
+            (at(1, 2), Ok(r#"{"b":2}"#.into())),
+        ]
+    );
+    // A string left open in the last element: the rest of the object is that element.
+    assert_eq!(
+        frames_with_raw(br#"[{"a":1},{"b":"open}]"#, &limits),
+        [
+            (at(1, 1), Ok(r#"{"a":1}"#.into())),
+            (at(1, 2), Err(r#"not_json: {"b":"open}]"#.into())),
+        ]
+    );
+}
+
+#[test]
+fn structure_keeping_faults_are_framed_for_the_parser() {
+    let limits = Limits::default();
+    // A raw line break inside a string, a bad literal, a missing `,` between elements,
+    // a trailing `,`, and arrays one after another.
+    let input = b"[{\"a\":\"x\ny\"},\n{\"b\":tru},{\"c\":1} {\"d\":2},]\n[{\"e\":3}] x";
+    assert_eq!(
+        frames_with_raw(input, &limits),
+        [
+            (at(1, 1), Ok("{\"a\":\"x\ny\"}".into())),
+            (at(3, 2), Ok("{\"b\":tru}".into())),
+            (at(3, 3), Ok("{\"c\":1}".into())),
+            (at(3, 4), Ok("{\"d\":2}".into())),
+            (at(3, 5), Err("not_json: ".into())),
+            (at(4, 6), Ok("{\"e\":3}".into())),
+            (at(4, 7), Err("not_json: x".into())),
+        ]
+    );
+}
+
+#[test]
+fn leading_whitespace_counts_toward_an_items_size() {
+    // A line of blanks longer than any limit before an event: one rejection, with the
+    // start of the event as its text, and the buffer never beyond the limit.
+    let limits = limits();
+    let line_limit = limits.max_envelope_bytes;
+    let padded = format!("{}{{\"a\":1}}", " \t".repeat(50_000));
+    for first in [true, false] {
+        let input = if first {
+            format!("{padded}\n{{\"b\":2}}\n")
+        } else {
+            format!("{{\"z\":0}}\n{padded}\r\n{{\"b\":2}}\n")
+        };
+        let line = if first { 1 } else { 2 };
+        let got = frames_with_raw(input.as_bytes(), &limits);
+        let expected_bytes = padded.len();
+        let tail = &got[got.len() - 2..];
+        assert_eq!(
+            tail,
+            [
+                (Position::line(line), Err("too_large: {\"a\":1}".into())),
+                (Position::line(line + 1), Ok("{\"b\":2}".into())),
+            ],
+            "first line: {first}"
+        );
+        let mut sizes = Vec::new();
+        let mut reader = FrameReader::new(input.as_bytes(), &limits).expect("in memory");
+        while reader
+            .next_frames(usize::MAX, &mut |frame| {
+                if let Frame::Rejected {
+                    reason: RejectReason::TooLarge { bytes, .. },
+                    ..
+                } = frame
+                {
+                    sizes.push(bytes);
+                }
+            })
+            .expect("in memory")
+        {}
+        assert_eq!(sizes, [expected_bytes as u64]);
+        assert!(reader.framer.buffer.capacity() <= 2 * (line_limit + 1));
+    }
+    // A line of nothing but blanks, however long, is not an item.
+    let blank = format!("{}\n{{\"b\":2}}\n", " ".repeat(100_000));
+    assert_eq!(
+        frames_with_raw(blank.as_bytes(), &limits),
+        [(Position::line(2), Ok("{\"b\":2}".into()))]
+    );
+    // Within the limit, blanks around an item are still counted: 60 + 7 > 64.
+    let near = format!("{}{{\"a\":1}}\n", " ".repeat(60));
+    assert!(matches!(
+        &frames_with_raw(near.as_bytes(), &limits)[0].1,
+        Err(raw) if raw.starts_with("too_large")
+    ));
+    // An array element's leading whitespace counts too.
+    let array = format!("[{}{{\"a\":1}},{{\"b\":2}}]", " ".repeat(100));
+    assert_eq!(
+        frames_with_raw(array.as_bytes(), &limits),
+        [
+            (at(1, 1), Err("too_large: {\"a\":1}".into())),
+            (at(1, 2), Ok("{\"b\":2}".into())),
+        ]
+    );
+}
+
+#[test]
+fn envelopes_count_blanks_and_refuse_lines_over_their_limit() {
+    let limits = limits();
+    // An envelope element padded past the message limit.
+    let padded = format!(
+        "{{\"batch\":[{{\"a\":1}},{}{{\"b\":2}}]}}\n",
+        " ".repeat(70)
+    );
+    assert_eq!(
+        frames_with_raw(padded.as_bytes(), &limits),
+        [
+            (at(1, 1), Ok("{\"a\":1}".into())),
+            (at(1, 2), Err("too_large: {\"b\":2}".into())),
+        ]
+    );
+    // An envelope whose line (blanks first) is over the envelope limit: one rejection.
+    let over = format!("{}{{\"batch\":[{{\"a\":1}}]}}\n", " ".repeat(300));
+    let got = frames_with_raw(over.as_bytes(), &limits);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(matches!(&got[0].1, Err(raw) if raw.starts_with("too_large: {\"batch\"")));
 }
 
 #[test]
@@ -337,5 +548,123 @@ proptest! {
         let whole = collect(&bytes[..], &Limits::default());
         let trickled = collect_from(Trickle { bytes: &bytes, sizes, call: 0 }, &Limits::default());
         prop_assert_eq!(whole, trickled);
+    }
+}
+
+/// One object element of the resynchronisation properties: a number, a nested object
+/// and a string, last, whose quotes the corruptions break. `pretty` lays it out over
+/// lines, indented as `serde_json::to_string_pretty` does inside an array.
+fn element(n: usize, pretty: bool) -> String {
+    if pretty {
+        format!("{{\n    \"n\": {n},\n    \"o\": {{\"p\": 1}},\n    \"k\": \"v{n}\"\n  }}")
+    } else {
+        format!("{{\"n\":{n},\"o\":{{\"p\":1}},\"k\":\"v{n}\"}}")
+    }
+}
+
+/// A syntax fault in one element's text.
+fn corrupt(text: &str, n: usize, how: u8) -> String {
+    let value = format!("\"v{n}\"");
+    match how {
+        // The string is left open: every later quote flips.
+        0 => text.replace(&value, &format!("\"v{n}")),
+        // The element's `}` is missing.
+        1 => text[..text.len() - 1].to_owned(),
+        // Unescaped quotes inside the value, in a pair and alone.
+        2 => text.replace(&value, "\"a \"q\" b\""),
+        3 => text.replace(&value, "\"a \"q b\""),
+        // A bracket that does not match.
+        _ => text
+            .replace("{\"p\": 1}", "{\"p\": [1}")
+            .replace("{\"p\":1}", "{\"p\":[1}"),
+    }
+}
+
+/// The elements laid out as one line (0), one per line (1) or pretty-printed (2).
+fn lay_out(elements: &[String], style: u8) -> String {
+    match style {
+        0 => format!("[{}]", elements.join(",")),
+        1 => format!("[\n{}\n]\n", elements.join(",\n")),
+        _ => format!("[\n  {}\n]\n", elements.join(",\n  ")),
+    }
+}
+
+proptest! {
+    /// A syntax fault inside a top-level array costs exactly its element: every other
+    /// element is framed with its exact text and position, whatever the layout, and
+    /// however the input is cut into reads.
+    #[test]
+    fn a_fault_in_an_array_costs_only_its_element(
+        count in 1usize..8,
+        faulty in 0usize..8,
+        how in 0u8..5,
+        style in 0u8..3,
+        sizes in proptest::collection::vec(1usize..9, 1..5),
+    ) {
+        let faulty = faulty % count;
+        let pretty = style == 2;
+        let elements: Vec<String> = (0..count)
+            .map(|n| {
+                let text = element(n, pretty);
+                if n == faulty { corrupt(&text, n, how) } else { text }
+            })
+            .collect();
+        let input = lay_out(&elements, style);
+        let whole = frames_with_raw(input.as_bytes(), &Limits::default());
+        prop_assert_eq!(whole.len(), count, "{}\n{:?}", input, whole);
+        for (n, (position, got)) in whole.iter().enumerate() {
+            prop_assert_eq!(position.element as usize, n + 1);
+            if n == faulty {
+                prop_assert!(matches!(got, Err(raw) if raw.starts_with("not_json: {")), "{:?}", got);
+            } else {
+                prop_assert_eq!(got, &Ok(element(n, pretty)), "{}", input);
+            }
+        }
+        let mut trickled = Vec::new();
+        frames(Trickle { bytes: input.as_bytes(), sizes, call: 0 }, &Limits::default(), |frame| {
+            trickled.push(match frame {
+                Frame::Item { position, text } => (position, Ok(text.to_owned())),
+                Frame::Rejected { position, reason, raw } => (
+                    position,
+                    Err(format!("{}: {}", reason.code(), String::from_utf8_lossy(raw))),
+                ),
+            });
+        })
+        .expect("in memory");
+        prop_assert_eq!(trickled, whole);
+    }
+
+    /// Any bytes after a `[`: the scanner frames every element, empty ones included,
+    /// once, in order, the same way however the input is cut into reads, and holds no
+    /// element beyond the limit.
+    #[test]
+    fn hostile_arrays_frame_every_element_once_whatever_the_reads(
+        body in proptest::collection::vec(prop_oneof![
+            Just(b'{'), Just(b'}'), Just(b'['), Just(b']'), Just(b','), Just(b':'),
+            Just(b'"'), Just(b'\\'), Just(b' '), Just(b'\n'), Just(b'a'), Just(b'1'),
+        ], 0..300),
+        sizes in proptest::collection::vec(1usize..9, 1..5),
+    ) {
+        let mut input = b"[".to_vec();
+        input.extend(&body);
+        let limits = limits();
+        let whole = collect(&input, &limits);
+        let trickled = collect_from(Trickle { bytes: &input, sizes, call: 0 }, &limits);
+        prop_assert_eq!(&whole, &trickled);
+        let (got, result) = whole;
+        prop_assert!(result.is_ok());
+        let mut elements = Vec::new();
+        frames(&input[..], &limits, |frame| match frame {
+            Frame::Item { position, text } => {
+                elements.push((position.element, text.len()));
+            }
+            Frame::Rejected { position, raw, .. } => elements.push((position.element, raw.len())),
+        })
+        .expect("in memory");
+        prop_assert_eq!(elements.len(), got.len());
+        for (n, (index, held)) in elements.iter().enumerate() {
+            prop_assert_eq!(*index as usize, n + 1, "{:?}", got);
+            prop_assert!(*held <= limits.max_message_bytes);
+        }
     }
 }
