@@ -569,6 +569,10 @@ async fn load(work: &Path, source: &Path, schema: &str, run: &str) {
 /// name or a NUL in a key retried forever before), and every item is a stored message,
 /// a `_rejections` row or a whole-row discard.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn every_hostile_shape_is_loaded_rejected_or_discarded_in_postgres() {
     let Some(client) = support::postgres().await else {
         return;
@@ -637,6 +641,10 @@ async fn every_hostile_shape_is_loaded_rejected_or_discarded_in_postgres() {
 /// (a new column: varchar) or, in a bigint column, kept in `_discards` with them;
 /// system column names are stored under a suffix.
 #[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn postgres_stores_numeric_ids_big_integers_and_system_names_exactly() {
     let Some(client) = support::postgres().await else {
         return;
