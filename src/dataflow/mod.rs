@@ -67,7 +67,10 @@ use crate::warehouse::Warehouse;
 /// The dataflow's timestamp: a [`BatchId`](crate::batch::BatchId)'s number.
 pub type Time = u64;
 
-/// Objects admitted per batch on this worker, awaiting acknowledgement.
+/// The batches DecodeRoute sent rows at on this worker, awaiting acknowledgement, each
+/// with the objects whose last part went out at it (possibly none: a batch may hold only
+/// a middle part of an object larger than a batch). An object is acknowledged with the
+/// batch of its last part, so only once all of it has committed.
 pub type Pending = Rc<RefCell<BTreeMap<Time, Vec<ObjectRef>>>>;
 
 /// What every worker of a process shares.
@@ -120,7 +123,7 @@ pub fn build<W: Warehouse>(
             &admit_activator,
             register,
         );
-        let (rows, observations) = split(decode_route(admitted, context, &progress));
+        let (rows, observations) = split(decode_route(admitted, context, &progress, &pending));
         let schema_changes = observe(observations).as_collection().distinct_total().inner;
         load(rows, schema_changes, context).probe_with(&probe);
     });

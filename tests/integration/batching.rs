@@ -68,34 +68,32 @@ fn a_backlog_present_at_start_loads_in_batches_of_max_rows() {
     let source = work.path().join("events");
     backlog(&source, 3000, 5, 250);
     let sizes = messages_per_batch(&run(&source, 1, batch(Some(500), 2)));
-    // 500 decoded messages close a batch and at most two objects wait undecoded, so a
-    // batch holds two or three objects; admitted whole, it was one batch.
-    assert!(sizes.len() >= 3, "batches: {sizes:?}");
-    assert!(
-        sizes.iter().all(|&size| size <= 500 + 2 * 250),
-        "batches: {sizes:?}"
-    );
+    // 500 decoded messages close a batch, and a part of an object never asks for more
+    // messages than its batch still takes, so no batch holds more; admitted whole, the
+    // backlog was one batch.
+    assert!(sizes.len() >= 6, "batches: {sizes:?}");
+    assert!(sizes.iter().all(|&size| size <= 500), "batches: {sizes:?}");
     assert_eq!(sizes.iter().sum::<u64>(), 3000, "batches: {sizes:?}");
 }
 
 /// A run's first batches ramp up (an eighth, a quarter, a half of `max_rows`) so the
-/// warehouse gets its first load early; then batches are whole. Messages decoded late
-/// count toward their own batch only, so the fourth batch is not closed early by the
-/// third's stragglers.
+/// warehouse gets its first load early; then batches are whole. Messages count toward
+/// the batch they went out at only, so the fourth batch is not closed early by the
+/// third's.
 #[test]
 fn the_first_batches_of_a_backlog_ramp_up_to_max_rows() {
     let work = tempfile::tempdir().expect("tempdir");
     let source = work.path().join("events");
     backlog(&source, 3200, 11, 40);
     let sizes = messages_per_batch(&run(&source, 1, batch(Some(800), 1)));
-    // Decoding runs up to two objects (80 messages) ahead of the count that closes a
-    // batch, so each batch overshoots its limit by up to that much.
+    // Objects span batches, so every batch closes at its limit exactly.
     assert!(sizes.len() >= 5, "batches: {sizes:?}");
-    assert!(
-        sizes[0] <= 100 + 80 && sizes[1] <= 200 + 80 && sizes[2] <= 400 + 80,
-        "the first three batches ramp up to 100, 200 and 400 messages: {sizes:?}"
+    assert_eq!(
+        sizes[..3],
+        [100, 200, 400],
+        "the first three batches ramp up: {sizes:?}"
     );
-    assert!(sizes[3] >= 800, "the fourth batch is whole: {sizes:?}");
+    assert_eq!(sizes[3], 800, "the fourth batch is whole: {sizes:?}");
     assert_eq!(sizes.iter().sum::<u64>(), 3200, "batches: {sizes:?}");
 }
 
