@@ -25,7 +25,8 @@ pub struct BatchPolicy {
     pub interval: Duration,
     /// Close early once a worker's batch holds this many decoded messages.
     pub max_rows: u64,
-    /// Close early once a worker's batch holds this many input bytes.
+    /// Close early once a worker's batch holds this many bytes of decoded input (after
+    /// decompression).
     pub max_bytes: u64,
 }
 
