@@ -11,6 +11,7 @@ mod backfill;
 mod batching;
 mod cli;
 mod dataflow;
+mod large_objects;
 mod metrics;
 mod postgres;
 mod redshift;
