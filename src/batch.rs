@@ -25,7 +25,8 @@ pub struct BatchPolicy {
     pub interval: Duration,
     /// Close early once a worker's batch holds this many decoded messages.
     pub max_rows: u64,
-    /// Close early once a worker's batch holds this many input bytes.
+    /// Close early once a worker's batch holds this many bytes of decoded input (after
+    /// decompression).
     pub max_bytes: u64,
 }
 
@@ -83,7 +84,8 @@ impl BatchClock {
         }
     }
 
-    /// Counts admitted input toward the early-close limits.
+    /// Counts decoded input (messages, and bytes after decompression) toward the
+    /// early-close limits.
     pub fn admit(&mut self, rows: u64, bytes: u64) {
         self.rows += rows;
         self.bytes += bytes;
@@ -98,10 +100,27 @@ impl BatchClock {
     /// (docs/decisions/0004). Later batches are whole, so the ramp
     /// costs a few extra loads per run and nothing in steady state.
     pub fn is_full(&self) -> bool {
-        let shift = RAMP_BATCHES.saturating_sub(self.opened);
-        let max_rows = (self.policy.max_rows >> shift).max(1);
-        let max_bytes = (self.policy.max_bytes >> shift).max(1);
+        let (max_rows, max_bytes) = self.limits();
         self.rows >= max_rows || self.bytes >= max_bytes
+    }
+
+    /// How many more messages and bytes the current batch takes before it is full: what
+    /// decoding may still put into it (0 and 0 once it is full).
+    pub fn room(&self) -> (u64, u64) {
+        let (max_rows, max_bytes) = self.limits();
+        (
+            max_rows.saturating_sub(self.rows),
+            max_bytes.saturating_sub(self.bytes),
+        )
+    }
+
+    /// The current batch's limits, ramped (see [`is_full`](Self::is_full)).
+    fn limits(&self) -> (u64, u64) {
+        let shift = RAMP_BATCHES.saturating_sub(self.opened);
+        (
+            (self.policy.max_rows >> shift).max(1),
+            (self.policy.max_bytes >> shift).max(1),
+        )
     }
 
     /// How full the current batch is, as a fraction of the (unramped) limits: the larger
@@ -264,6 +283,24 @@ mod tests {
             "rows 2 of 10, then bytes 600 of 1000"
         );
         assert!(clock.take_closed().is_empty());
+    }
+
+    #[test]
+    fn room_is_what_the_ramped_limits_leave() {
+        // max_rows 10, max_bytes 1000; the first batch ramps to an eighth: 1 row (10 >> 3)
+        // and 125 bytes.
+        let mut clock = BatchClock::new(policy(500), 10_000);
+        assert_eq!(clock.room(), (1, 125));
+        clock.admit(0, 100);
+        assert_eq!(clock.room(), (1, 25));
+        clock.admit(1, 0);
+        assert_eq!(clock.room(), (0, 25));
+        assert!(clock.is_full());
+        let mut clock = ramped(policy(500), 10_000);
+        clock.admit(4, 999);
+        assert_eq!(clock.room(), (6, 1));
+        clock.admit(0, 5);
+        assert_eq!(clock.room(), (6, 0), "never below zero");
     }
 
     #[test]

@@ -252,13 +252,14 @@ pub struct BatchFile {
     #[serde(default = "default_interval", with = "humantime_serde_compat")]
     #[cfg_attr(test, schemars(with = "String"))]
     pub interval: Duration,
-    /// Close a worker's batch early once this many of its messages are decoded (give or
-    /// take the two objects admitted ahead of decoding). `None`: the warehouse's default
+    /// Close a worker's batch early once this many of its messages are decoded; an
+    /// object with more continues in the next batch. `None`: the warehouse's default
     /// ([`default_batch_size`]).
     #[serde(default)]
     pub max_rows: Option<u64>,
-    /// Close a worker's batch early once it holds this many input bytes. `None`: the
-    /// warehouse's default.
+    /// Close a worker's batch early once this many bytes of input are decoded into it,
+    /// counted after decompression (what its rows are made of, so a small gzip object
+    /// that inflates to gigabytes fills many batches). `None`: the warehouse's default.
     #[serde(default)]
     pub max_bytes: Option<u64>,
     /// Stop admitting input while closed batches worth this many full ones await their

@@ -204,7 +204,7 @@ struct BatchArgs {
     /// Close a worker's batch early at this many messages.
     #[arg(long)]
     max_batch_rows: Option<u64>,
-    /// Close a worker's batch early at this many input bytes.
+    /// Close a worker's batch early at this many bytes of decoded (decompressed) input.
     #[arg(long)]
     max_batch_bytes: Option<u64>,
     /// Stop admitting input while this many full batches' worth await their commit.

@@ -340,7 +340,11 @@ fn acknowledge(
         };
         drop(pending);
         let count = objects.len() as u64;
-        acker.acknowledge(objects)?;
+        // A batch that held only part of an object has nothing to acknowledge: the
+        // object goes with the batch of its last part.
+        if count > 0 {
+            acker.acknowledge(objects)?;
+        }
         stats.objects_acknowledged(batch, count);
         acknowledged_any = true;
     }

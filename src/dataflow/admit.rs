@@ -13,17 +13,16 @@ use timely::dataflow::operators::generic::source;
 use timely::dataflow::{Scope, StreamVec};
 use timely::scheduling::SyncActivator;
 
-use super::progress::{AdmitActivator, DecodeProgress};
+use super::progress::{AdmitActivator, DecodeProgress, Decoded, OpenBatch};
 use super::{Context, Pending, Time};
 use crate::batch::{BatchClock, BatchPolicy, RAMP_BATCHES, now_ms};
 use crate::source::{Inbox, InboxEmpty, ObjectRef};
 use crate::warehouse::Warehouse;
 
 /// How many admitted objects may wait undecoded on a worker. Admit takes the next object
-/// only when decoding has caught up this far, so a batch's message count (fed back from
-/// DecodeRoute) is known when the next object is stamped: without the limit a backlog
-/// present at start was admitted whole into one batch, whatever `max_rows` said, and
-/// nothing could load until all of it was decoded. Two keeps the decoder fed while Admit
+/// only when decoding has caught up this far: an admitted object waits in DecodeRoute
+/// with its bytes (an S3 object's whole stored body), and without the limit a backlog
+/// present at start was admitted whole at once. Two keeps the decoder fed while Admit
 /// runs between objects.
 pub const DECODE_AHEAD: usize = 2;
 
@@ -55,8 +54,15 @@ pub fn admit<'scope, W: Warehouse>(
             let activator = scope.activator_for(Rc::clone(&info.address));
             register(scope.worker().sync_activator_for(info.address.to_vec()));
             *slot.borrow_mut() = Some(scope.activator_for(Rc::clone(&info.address)));
-            let mut admission = Admission::new(policy, max_in_flight, now_ms(), pending, progress);
+            let mut admission = Admission::new(
+                policy,
+                max_in_flight,
+                now_ms(),
+                pending,
+                Rc::clone(&progress),
+            );
             let mut capability: Option<Capability<Time>> = Some(capability);
+            let mut input_closed = false;
             let mut timer_for: Option<u64> = None;
             move |output| {
                 let Some(held) = capability.as_mut() else {
@@ -65,6 +71,9 @@ pub fn admit<'scope, W: Warehouse>(
                 if shutdown.is_requested() {
                     // Close the open batch: dropping the capability lets the frontier
                     // pass it, so it loads and is acknowledged, and the dataflow ends.
+                    // DecodeRoute stops too (it may be waiting for room that never
+                    // comes), leaving what it had not finished unacknowledged.
+                    progress.wake_decoder();
                     capability = None;
                     return;
                 }
@@ -72,28 +81,26 @@ pub fn admit<'scope, W: Warehouse>(
                 // must move its capability on or the frontier stalls everywhere.
                 advance(held, admission.tick(now_ms()));
                 let mut budget = ADMIT_BUDGET;
-                let mut closed = false;
                 // Input left here waits in the channel, the lister, and SQS. The worker
                 // loop wakes this operator when a batch is acknowledged, DecodeRoute
-                // after each object.
-                while budget > 0 && admission.may_admit() {
+                // after each object and when the open batch is full.
+                while !input_closed && budget > 0 && admission.may_admit() {
                     match objects.try_recv() {
                         Ok(object) => {
                             budget -= 1;
-                            let batch = admission.admit(&object);
+                            let batch = admission.admit();
                             debug_assert_eq!(batch, *held.time());
                             output.session(&*held).give(object);
                             stats.object_admitted();
-                            advance(held, admission.batch());
                         }
                         Err(InboxEmpty::Empty) => break,
-                        Err(InboxEmpty::Closed) => {
-                            closed = true;
-                            break;
-                        }
+                        Err(InboxEmpty::Closed) => input_closed = true,
                     }
                 }
-                if closed {
+                // With the input ended, the batches stay Admit's to close until the
+                // last object admitted is decoded: the rest of an object larger than a
+                // batch goes into batches opened after its input ended.
+                if input_closed && admission.all_decoded() {
                     capability = None;
                     return;
                 }
@@ -121,17 +128,21 @@ fn advance(held: &mut Capability<Time>, batch: Time) {
 }
 
 /// One worker's admission decisions: which batch an object joins, when a batch closes
-/// (on the clock, or when its decoded messages or input bytes fill it, smaller during
-/// the start-up ramp), and whether to take more input at all.
+/// (on the clock, or when the messages or bytes decoded into it fill it, smaller during
+/// the start-up ramp), and whether to take more input at all. What it decides about the
+/// open batch it publishes to DecodeRoute through [`DecodeProgress`], which decodes
+/// into that batch and no further than it takes.
 pub struct Admission {
     clock: BatchClock,
     /// Closed batches' fill (a fraction of a full batch), for the in-flight bound;
     /// pruned as batches are acknowledged.
     fills: BTreeMap<Time, f64>,
-    /// Admitted objects by batch; the worker loop removes a batch once acknowledged.
+    /// The batches DecodeRoute sent rows at, awaiting acknowledgement; the worker loop
+    /// removes a batch once acknowledged.
     pending: Pending,
     progress: Rc<DecodeProgress>,
-    /// Stop admitting while closed batches worth this many full ones await their commit.
+    /// Stop admitting and decoding while closed batches worth this many full ones await
+    /// their commit.
     max_in_flight: usize,
 }
 
@@ -143,16 +154,19 @@ impl Admission {
         pending: Pending,
         progress: Rc<DecodeProgress>,
     ) -> Admission {
-        Admission {
+        let admission = Admission {
             clock: BatchClock::new(policy, now_ms),
             fills: BTreeMap::new(),
             pending,
             progress,
             max_in_flight,
-        }
+        };
+        admission.publish();
+        admission
     }
 
-    /// The open batch: what an object admitted now is stamped with.
+    /// The open batch: what an object admitted now is stamped with, and where every
+    /// part decoded now goes.
     pub fn batch(&self) -> Time {
         self.clock.current().0
     }
@@ -163,17 +177,19 @@ impl Admission {
     }
 
     /// Brings the open batch up to date at `now_ms`: closes it if its window has ended,
-    /// counts the messages decoded for it since the last tick (only its own: a closed
-    /// batch's late ones fill no other), and closes it if that fills it. Returns the
-    /// open batch.
+    /// counts the input decoded into it since the last tick (only its own: a closed
+    /// batch's late input fills no other), and closes it if that fills it. Then tells
+    /// DecodeRoute the open batch, what it takes, and whether the in-flight bound leaves
+    /// room. Returns the open batch.
     pub fn tick(&mut self, now_ms: u64) -> Time {
         self.clock.tick(now_ms);
         let decoded = self.progress.take_decoded_for(self.batch());
-        self.clock.admit(decoded, 0);
+        self.clock.admit(decoded.messages, decoded.bytes);
         if self.clock.is_full() {
             self.clock.close_early();
         }
         record_fills(&mut self.fills, &mut self.clock, &self.pending.borrow());
+        self.publish();
         self.batch()
     }
 
@@ -181,30 +197,38 @@ impl Admission {
     /// [`DECODE_AHEAD`] objects behind and the batches awaiting their commit leave room
     /// (see [`room_for_more`]; the open batch does not count).
     pub fn may_admit(&self) -> bool {
-        self.progress.undecoded() < DECODE_AHEAD
-            && room_for_more(
-                &self.pending.borrow(),
-                &self.fills,
-                self.batch(),
-                self.max_in_flight,
-            )
+        self.progress.undecoded() < DECODE_AHEAD && self.room_for_more()
     }
 
-    /// Admits `object` into the open batch, and closes the batch if its bytes fill it.
-    /// Returns the batch the object joined.
-    pub fn admit(&mut self, object: &ObjectRef) -> Time {
-        let batch = self.batch();
+    /// Admits an object into the open batch; returns the batch. It counts toward the
+    /// batch as it is decoded, and its rows go out at whichever batch is open when each
+    /// part of it is decoded.
+    pub fn admit(&mut self) -> Time {
         self.progress.object_admitted();
-        self.clock.admit(0, object.bytes);
-        self.pending
-            .borrow_mut()
-            .entry(batch)
-            .or_default()
-            .push(object.clone());
-        if self.clock.is_full() && self.clock.close_early() {
-            record_fills(&mut self.fills, &mut self.clock, &self.pending.borrow());
-        }
-        batch
+        self.batch()
+    }
+
+    /// Whether every object admitted has been decoded.
+    pub fn all_decoded(&self) -> bool {
+        self.progress.undecoded() == 0
+    }
+
+    fn room_for_more(&self) -> bool {
+        room_for_more(
+            &self.pending.borrow(),
+            &self.fills,
+            self.batch(),
+            self.max_in_flight,
+        )
+    }
+
+    fn publish(&self) {
+        let (messages, bytes) = self.clock.room();
+        self.progress.publish(OpenBatch {
+            batch: self.batch(),
+            room: Decoded { messages, bytes },
+            in_flight_room: self.room_for_more(),
+        });
     }
 }
 
@@ -220,8 +244,8 @@ fn record_fills(
     fills.retain(|batch, _| pending.contains_key(batch));
 }
 
-/// Whether Admit may take more input while the batches in `pending` before `open` await
-/// their commit on this worker.
+/// Whether Admit may take more input, and DecodeRoute decode more, while the batches in
+/// `pending` before `open` await their commit on this worker.
 ///
 /// They are weighed by their fill when they closed, and may add up to `max_in_flight`
 /// full batches: the start-up ramp's small batches (an eighth, a quarter and a half) and
@@ -265,6 +289,8 @@ mod tests {
     use std::collections::VecDeque;
 
     use super::*;
+    use crate::dataflow::decode_route::{DecodeQueue, Routed, Step, track_calls};
+    use crate::decode::Limits;
 
     #[test]
     fn in_flight_weighs_pending_batches_by_their_fill() {
@@ -347,71 +373,169 @@ mod tests {
         )
     }
 
-    fn object(bytes: u64) -> ObjectRef {
-        ObjectRef::file(Arc::from("o.jsonl"), "o.jsonl".into(), bytes)
+    /// DecodeRoute's queue beside `admission`, on the same progress and pending batches.
+    fn decode_queue(admission: &Admission) -> DecodeQueue {
+        DecodeQueue::new(
+            Limits::default(),
+            None,
+            Rc::clone(&admission.progress),
+            Rc::clone(&admission.pending),
+            Arc::default(),
+        )
+    }
+
+    fn messages(messages: u64) -> Decoded {
+        Decoded { messages, bytes: 0 }
     }
 
     /// Admit and DecodeRoute on one worker, without timely: every round Admit ticks and
-    /// takes what it may of a backlog, then DecodeRoute decodes its oldest object (of
-    /// `messages` messages). The clock stands still, so batches close only when full.
-    /// Returns the messages admitted into each batch, in batch order, once the backlog
-    /// of `objects` is admitted and decoded.
-    fn admit_backlog(admission: &mut Admission, objects: usize, messages: u64) -> Vec<u64> {
-        let mut backlog = objects;
-        let mut decoding: VecDeque<Time> = VecDeque::new();
-        while backlog > 0 || !decoding.is_empty() {
+    /// takes what it may of `backlog`, DecodeRoute takes one step, and `acknowledge`
+    /// may remove committed batches from `pending`. The clock stands still, so batches
+    /// close only when full. Returns the messages sent at each batch, in batch order,
+    /// once the backlog is decoded.
+    fn run_backlog(
+        admission: &mut Admission,
+        backlog: impl IntoIterator<Item = ObjectRef>,
+        mut acknowledge: impl FnMut(&Admission),
+    ) -> Vec<u64> {
+        let mut queue = decode_queue(admission);
+        let mut backlog: VecDeque<ObjectRef> = backlog.into_iter().collect();
+        let mut sent: BTreeMap<Time, u64> = BTreeMap::new();
+        for _ in 0..100_000 {
             admission.tick(START);
-            while backlog > 0 && admission.may_admit() {
-                decoding.push_back(admission.admit(&object(1)));
-                backlog -= 1;
+            while !backlog.is_empty() && admission.may_admit() {
+                let batch = admission.admit();
+                queue.enqueue(batch, backlog.pop_front());
             }
-            if let Some(batch) = decoding.pop_front() {
-                admission.progress.messages_decoded(batch, messages);
-                admission.progress.object_decoded();
+            match queue.step() {
+                Step::Part(part) => {
+                    let batch = part.batch();
+                    for routed in part.into_routed() {
+                        // One row a message in its event's table, one more in `tracks`.
+                        if let Routed::Row(row) = routed
+                            && row.table.as_str() != "tracks"
+                        {
+                            *sent.entry(batch).or_default() += 1;
+                        }
+                    }
+                }
+                Step::Idle if backlog.is_empty() => return sent.into_values().collect(),
+                Step::Idle | Step::Waiting => {}
             }
+            acknowledge(admission);
         }
-        let pending = admission.pending.borrow();
-        pending
-            .values()
-            .map(|objects| objects.len() as u64 * messages)
-            .collect()
+        panic!("the backlog was never decoded: {sent:?}");
     }
 
     #[test]
     fn a_backlog_is_admitted_in_batches_of_max_rows() {
         let mut admission = admission(80, u64::MAX, 100);
-        let sizes = admit_backlog(&mut admission, 60, 10);
-        // Past the ramp every batch closes at max_rows, plus the object admitted ahead
-        // of decoding; the last holds what is left.
-        assert_eq!(sizes[3..], [90, 90, 90, 90, 90, 50]);
+        let objects = (0..60).map(|i| track_calls(&format!("o{i}"), "Clicked", 10));
+        let sizes = run_backlog(&mut admission, objects, |_| {});
+        // Past the ramp every batch closes at max_rows exactly (a part never asks for
+        // more than the open batch takes); the last holds what is left.
+        assert_eq!(sizes[3..], [80, 80, 80, 80, 80, 80, 50]);
     }
 
     #[test]
     fn the_first_three_batches_ramp_up_to_max_rows() {
         let mut admission = admission(80, u64::MAX, 100);
-        let sizes = admit_backlog(&mut admission, 60, 10);
-        // An eighth, a quarter and a half of 80 messages, each plus the object admitted
-        // ahead. Were a closed batch's late messages counted toward the open one, the
-        // second would hold 20, not 30.
-        assert_eq!(sizes[..4], [20, 30, 50, 90]);
+        let objects = (0..60).map(|i| track_calls(&format!("o{i}"), "Clicked", 10));
+        let sizes = run_backlog(&mut admission, objects, |_| {});
+        // An eighth, a quarter and a half of 80 messages.
+        assert_eq!(sizes[..4], [10, 20, 40, 80]);
     }
 
     #[test]
-    fn a_batch_closes_at_its_windows_end_and_when_its_bytes_fill_it() {
+    fn an_object_larger_than_a_batch_loads_in_batches_of_max_rows_and_waits_for_its_last() {
+        let mut admission = admission(80, u64::MAX, 100);
+        let object = track_calls("big", "Clicked", 1000);
+        let sizes = run_backlog(&mut admission, [object], |_| {});
+        let mut expected = vec![10, 20, 40];
+        expected.extend([80; 11]);
+        expected.push(50);
+        assert_eq!(sizes, expected, "the ramp, then max_rows, then the rest");
+        let pending = admission.pending.borrow();
+        let (last, objects) = pending.last_key_value().expect("batches in flight");
+        assert_eq!(objects.len(), 1, "acknowledged with its last part's batch");
+        assert_eq!(
+            pending.len(),
+            15,
+            "every batch it spans awaits acknowledgement"
+        );
+        assert!(
+            pending.range(..last).all(|(_, objects)| objects.is_empty()),
+            "and only the last acknowledges it"
+        );
+    }
+
+    #[test]
+    fn max_in_flight_stops_decoding_a_large_object_until_batches_are_acknowledged() {
+        let max_in_flight = 1;
+        let mut admission = admission(80, u64::MAX, max_in_flight);
+        let object = track_calls("big", "Clicked", 1000);
+        let mut stalled = 0;
+        let mut most = 0.0f64;
+        let sizes = run_backlog(&mut admission, [object], |admission| {
+            let (_, worth) = in_flight(
+                &admission.pending.borrow(),
+                &admission.fills,
+                admission.batch(),
+            );
+            most = most.max(worth);
+            if admission.room_for_more() {
+                return;
+            }
+            // No room: decoding has stopped. Acknowledge the oldest batch only after a
+            // few rounds, as a warehouse would commit it later.
+            stalled += 1;
+            if stalled % 3 == 0 {
+                admission.pending.borrow_mut().pop_first();
+            }
+        });
+        assert_eq!(sizes.iter().sum::<u64>(), 1000);
+        assert!(
+            stalled > 10,
+            "decoding waited for acknowledgements: {stalled}"
+        );
+        // It stops once closed batches worth one full one are in flight; the batch that
+        // reached that is the most it holds beyond (the open one does not count).
+        assert!(
+            most < (max_in_flight + 1) as f64,
+            "closed batches in flight worth {most} full ones"
+        );
+    }
+
+    #[test]
+    fn a_batch_closes_at_its_windows_end_and_when_its_decoded_bytes_fill_it() {
         let mut admission = admission(u64::MAX, 800, 100);
         assert_eq!(admission.tick(START + 59_999), START);
         assert_eq!(admission.window_end_ms(), START + 60_000);
-        assert_eq!(admission.admit(&object(50)), START);
+        assert_eq!(admission.admit(), START);
+        admission.progress.decoded(
+            START,
+            Decoded {
+                messages: 1,
+                bytes: 50,
+            },
+        );
         // The window ends: the next object joins the next window's batch.
         assert_eq!(admission.tick(START + 60_000), START + 60_000);
-        assert_eq!(admission.admit(&object(50)), START + 60_000);
-        // 800 bytes ramp to 200 in the run's second batch: the object that reaches them
-        // is the last of its batch.
-        assert_eq!(admission.admit(&object(150)), START + 60_000);
-        assert_eq!(admission.batch(), START + 60_001);
-        let pending = admission.pending.borrow();
-        let sizes: Vec<usize> = pending.values().map(Vec::len).collect();
-        assert_eq!(sizes, [1, 2]);
+        assert_eq!(admission.admit(), START + 60_000);
+        // 800 bytes ramp to 200 in the run's second batch: the bytes decoded into it
+        // fill it.
+        let bytes = |bytes| Decoded { messages: 1, bytes };
+        admission.progress.decoded(START + 60_000, bytes(150));
+        assert_eq!(admission.tick(START + 60_000), START + 60_000);
+        assert!(admission.progress.allowance().is_some(), "150 bytes of 200");
+        admission.progress.decoded(START + 60_000, bytes(50));
+        assert_eq!(
+            admission.progress.allowance(),
+            None,
+            "full before Admit looks"
+        );
+        assert_eq!(admission.tick(START + 60_000), START + 60_001);
+        assert!(admission.progress.allowance().is_some());
     }
 
     #[test]
@@ -420,11 +544,13 @@ mod tests {
         admission.tick(START);
         for _ in 0..DECODE_AHEAD {
             assert!(admission.may_admit());
-            admission.admit(&object(1));
+            admission.admit();
         }
         assert!(!admission.may_admit(), "{DECODE_AHEAD} objects undecoded");
         admission.progress.object_decoded();
         assert!(admission.may_admit());
+        admission.progress.object_decoded();
+        assert!(admission.all_decoded());
     }
 
     #[test]
@@ -437,47 +563,44 @@ mod tests {
         let now = START + 60_000 * RAMP_BATCHES as u64;
         let first = admission.tick(now);
         // A batch closed by its window at half full leaves room for more.
-        admission.admit(&object(1));
-        admission.progress.messages_decoded(first, 40);
-        admission.progress.object_decoded();
+        admission.pending.borrow_mut().insert(first, Vec::new());
+        admission.progress.decoded(first, messages(40));
         assert_eq!(admission.tick(now), first);
         let second = admission.tick(now + 60_000);
         assert!(admission.may_admit(), "half a batch in flight, of one");
-        // A full one does not: admission stops until a batch is acknowledged.
-        admission.admit(&object(1));
-        admission.progress.messages_decoded(second, 80);
-        admission.progress.object_decoded();
+        assert!(admission.progress.allowance().is_some());
+        // A full one does not: admission and decoding stop until a batch is
+        // acknowledged.
+        admission.pending.borrow_mut().insert(second, Vec::new());
+        admission.progress.decoded(second, messages(80));
         let third = admission.tick(now + 60_000);
         assert_eq!(third, second + 1, "closed when full, within the window");
         assert!(!admission.may_admit(), "1.5 batches in flight");
+        assert_eq!(admission.progress.allowance(), None);
         admission.pending.borrow_mut().remove(&first);
+        admission.tick(now + 60_000);
         assert!(!admission.may_admit(), "still 1 batch in flight");
         admission.pending.borrow_mut().remove(&second);
+        admission.tick(now + 60_000);
         assert!(admission.may_admit(), "admission resumes once acknowledged");
+        assert!(admission.progress.allowance().is_some(), "and decoding");
     }
 
     #[test]
-    fn late_decoded_messages_do_not_fill_the_open_batch() {
+    fn input_decoded_into_a_batch_the_clock_closed_does_not_fill_the_open_one() {
         let mut admission = admission(80, u64::MAX, 100);
         for window in 1..=RAMP_BATCHES as u64 {
             admission.tick(START + 60_000 * window);
         }
         let now = START + 60_000 * RAMP_BATCHES as u64;
         let first = admission.tick(now);
-        admission.admit(&object(1));
-        admission.admit(&object(1));
-        admission.progress.messages_decoded(first, 80);
-        admission.progress.object_decoded();
-        let second = admission.tick(now);
-        assert_eq!(second, first + 1, "80 messages fill a batch");
-        // The first batch's second object finishes after the next batch's first.
-        admission.admit(&object(1));
-        admission.progress.messages_decoded(second, 40);
-        admission.progress.messages_decoded(first, 70);
-        admission.progress.object_decoded();
-        admission.progress.object_decoded();
-        assert_eq!(admission.tick(now), second, "40 of 80, not 110");
-        admission.progress.messages_decoded(second, 40);
-        assert_eq!(admission.tick(now), second + 1);
+        // Decoded into the first batch, but its window ends before Admit counts it.
+        admission.progress.decoded(first, messages(70));
+        let second = admission.tick(now + 60_000);
+        assert_eq!(second, now + 60_000);
+        admission.progress.decoded(second, messages(40));
+        assert_eq!(admission.tick(now + 60_000), second, "40 of 80, not 110");
+        admission.progress.decoded(second, messages(40));
+        assert_eq!(admission.tick(now + 60_000), second + 1);
     }
 }

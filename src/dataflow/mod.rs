@@ -7,13 +7,16 @@
 //!  lister task (tokio) ──ObjectRef, bounded channel + SyncActivator──┐
 //!                                                                    ▼
 //!  Admit (source, one per worker) ◄──────────────┐  stamps objects with the worker's
-//!    │ ObjectRef @ batch                         │  BatchId, closes batches on the clock
-//!    ▼                            DecodeProgress │  or when full, stops admitting when
-//!                                                │  too many batches are unacked or
-//!  DecodeRoute (unary, pipeline) ────────────────┘  decoding is DECODE_AHEAD objects behind
-//!    │ Routed @ batch               source::ObjectRows → route::Router, a part at a time;
-//!    │ (Row | Observation)          rejections become `_rejections` rows; each object's
-//!    ▼                              distinct (table, column, type) too
+//!    │ ObjectRef @ admitted     ▲ decoded counts │  BatchId, closes batches on the clock
+//!    ▼                          ▼ open batch,    │  or when the input decoded into them
+//!                                 its room,      │  fills them, stops admitting when too
+//!                                 in-flight room │  many batches are unacked or decoding
+//!  DecodeRoute (unary, pipeline) ────────────────┘  is DECODE_AHEAD objects behind
+//!    │ Routed @ the batch open      source::ObjectRows → route::Router, a part at a time,
+//!    │ when each part is decoded    each part no larger than the open batch still takes:
+//!    │ (Row | Observation)          an object larger than a batch spans several;
+//!    ▼                              rejections become `_rejections` rows; the distinct
+//!                                   (table, column, type) of each object in each batch
 //!  Split ─────────────► Observe (unary, pipeline)   distinct observations per batch
 //!    │ Row @ batch      │ Observation @ batch
 //!    │                  ▼
@@ -27,10 +30,12 @@
 //!  probe ── the worker loop acknowledges a batch's objects once the probe passes it
 //! ```
 //!
-//! `DecodeProgress` (`progress.rs`) is the one edge that is not a stream:
-//! a handle Admit and DecodeRoute share on a worker, carrying the messages decoded per
-//! batch (for `max_rows`) and the objects admitted but not yet decoded (for
-//! `DECODE_AHEAD`); DecodeRoute wakes Admit through it after each object.
+//! `DecodeProgress` (`progress.rs`) is the one edge that is not a stream: a handle Admit
+//! and DecodeRoute share on a worker. DecodeRoute tells Admit the messages and bytes it
+//! decoded into a batch (for `max_rows` and `max_bytes`) and the objects admitted but
+//! not yet decoded (for `DECODE_AHEAD`); Admit tells DecodeRoute the batch it has open,
+//! what that still takes and whether the batches in flight leave room. Each wakes the
+//! other through it.
 
 mod admit;
 mod decode_route;
@@ -67,7 +72,10 @@ use crate::warehouse::Warehouse;
 /// The dataflow's timestamp: a [`BatchId`](crate::batch::BatchId)'s number.
 pub type Time = u64;
 
-/// Objects admitted per batch on this worker, awaiting acknowledgement.
+/// The batches DecodeRoute sent rows at on this worker, awaiting acknowledgement, each
+/// with the objects whose last part went out at it (possibly none: a batch may hold only
+/// a middle part of an object larger than a batch). An object is acknowledged with the
+/// batch of its last part, so only once all of it has committed.
 pub type Pending = Rc<RefCell<BTreeMap<Time, Vec<ObjectRef>>>>;
 
 /// What every worker of a process shares.
@@ -120,7 +128,7 @@ pub fn build<W: Warehouse>(
             &admit_activator,
             register,
         );
-        let (rows, observations) = split(decode_route(admitted, context, &progress));
+        let (rows, observations) = split(decode_route(admitted, context, &progress, &pending));
         let schema_changes = observe(observations).as_collection().distinct_total().inner;
         load(rows, schema_changes, context).probe_with(&probe);
     });

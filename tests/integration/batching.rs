@@ -11,6 +11,8 @@ use tracktable::config::BatchFile;
 use tracktable_gen::{GenConfig, write_dir};
 use tracktable_testkit::counting::{CountingWarehouse, run_dir};
 
+use crate::support::large_object::json_array;
+
 /// `events` generated events (none malformed) in objects of `per_object`.
 fn backlog(dir: &Path, events: u64, seed: u64, per_object: u64) {
     let config = GenConfig {
@@ -68,34 +70,32 @@ fn a_backlog_present_at_start_loads_in_batches_of_max_rows() {
     let source = work.path().join("events");
     backlog(&source, 3000, 5, 250);
     let sizes = messages_per_batch(&run(&source, 1, batch(Some(500), 2)));
-    // 500 decoded messages close a batch and at most two objects wait undecoded, so a
-    // batch holds two or three objects; admitted whole, it was one batch.
-    assert!(sizes.len() >= 3, "batches: {sizes:?}");
-    assert!(
-        sizes.iter().all(|&size| size <= 500 + 2 * 250),
-        "batches: {sizes:?}"
-    );
+    // 500 decoded messages close a batch, and a part of an object never asks for more
+    // messages than its batch still takes, so no batch holds more; admitted whole, the
+    // backlog was one batch.
+    assert!(sizes.len() >= 6, "batches: {sizes:?}");
+    assert!(sizes.iter().all(|&size| size <= 500), "batches: {sizes:?}");
     assert_eq!(sizes.iter().sum::<u64>(), 3000, "batches: {sizes:?}");
 }
 
 /// A run's first batches ramp up (an eighth, a quarter, a half of `max_rows`) so the
-/// warehouse gets its first load early; then batches are whole. Messages decoded late
-/// count toward their own batch only, so the fourth batch is not closed early by the
-/// third's stragglers.
+/// warehouse gets its first load early; then batches are whole. Messages count toward
+/// the batch they went out at only, so the fourth batch is not closed early by the
+/// third's.
 #[test]
 fn the_first_batches_of_a_backlog_ramp_up_to_max_rows() {
     let work = tempfile::tempdir().expect("tempdir");
     let source = work.path().join("events");
     backlog(&source, 3200, 11, 40);
     let sizes = messages_per_batch(&run(&source, 1, batch(Some(800), 1)));
-    // Decoding runs up to two objects (80 messages) ahead of the count that closes a
-    // batch, so each batch overshoots its limit by up to that much.
+    // Objects span batches, so every batch closes at its limit exactly.
     assert!(sizes.len() >= 5, "batches: {sizes:?}");
-    assert!(
-        sizes[0] <= 100 + 80 && sizes[1] <= 200 + 80 && sizes[2] <= 400 + 80,
-        "the first three batches ramp up to 100, 200 and 400 messages: {sizes:?}"
+    assert_eq!(
+        sizes[..3],
+        [100, 200, 400],
+        "the first three batches ramp up: {sizes:?}"
     );
-    assert!(sizes[3] >= 800, "the fourth batch is whole: {sizes:?}");
+    assert_eq!(sizes[3], 800, "the fourth batch is whole: {sizes:?}");
     assert_eq!(sizes.iter().sum::<u64>(), 3200, "batches: {sizes:?}");
 }
 
@@ -110,4 +110,45 @@ fn one_batch_in_flight_still_fills_the_open_batch() {
     backlog(&source, 1200, 8, 100);
     let sizes = messages_per_batch(&run(&source, 2, batch(None, 1)));
     assert_eq!(sizes.iter().sum::<u64>(), 1200, "batches: {sizes:?}");
+}
+
+/// The lines of the run's done logs (one per acknowledged object).
+fn acknowledged(state: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(state)
+        .expect("the state directory")
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        names.extend(text.lines().map(str::to_owned));
+    }
+    names
+}
+
+/// A single object larger than a batch (a JSON array of 100k messages, 2000 a batch)
+/// loads over many batches, none of them larger than `max_rows` plus one part's
+/// overshoot (an array's elements are cut out of 64 KiB reads, about 650 of these small
+/// ones, and a part takes a whole read); and it is acknowledged once, with its last
+/// batch. Admitted whole, as it was, it loaded as one batch of 100k messages. The
+/// million-element case runs in `benches/memory.rs` (release build).
+#[test]
+fn one_large_json_array_loads_in_batches_of_max_rows_and_is_acknowledged_once() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).expect("events directory");
+    let elements = 100_000;
+    json_array(&source.join("array.json"), elements).expect("write the array object");
+    let warehouse = run(&source, 1, batch(Some(2000), 2));
+    let sizes = messages_per_batch(&warehouse);
+    assert_eq!(sizes.iter().sum::<u64>(), elements, "every message once");
+    assert!(sizes.len() >= 35, "{} batches: {sizes:?}", sizes.len());
+    assert!(
+        sizes.iter().all(|&size| size <= 2000 + 1000),
+        "batches: {sizes:?}"
+    );
+    assert_eq!(
+        acknowledged(&source.with_extension("state")),
+        ["array.json"],
+        "acknowledged once"
+    );
 }

@@ -14,6 +14,7 @@ mod cli;
 mod dataflow;
 mod deploy;
 mod failures;
+mod large_objects;
 mod metrics;
 mod postgres;
 mod redshift;

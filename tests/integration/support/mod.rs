@@ -8,3 +8,5 @@ pub use tracktable_testkit::support::*;
 pub fn binary() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_BIN_EXE_tracktable"))
 }
+
+pub mod large_object;
