@@ -179,7 +179,19 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut registry = Registry::with_prefix("tracktable");
-        let counters: [(&str, &str, &Counter); 18] = [
+        for (name, help, counter) in self.counters() {
+            registry.register(name, help, counter.clone());
+        }
+        self.register_families_and_gauges(&mut registry);
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+
+    /// Every plain counter, with its name and help.
+    fn counters(&self) -> [(&'static str, &'static str, &Counter); 18] {
+        [
             ("objects", "Objects decoded", &self.objects),
             (
                 "input_bytes",
@@ -250,10 +262,11 @@ impl Metrics {
                 "Objects that could not be fetched (message left for redelivery)",
                 &self.s3_fetch_failures,
             ),
-        ];
-        for (name, help, counter) in counters {
-            registry.register(name, help, counter.clone());
-        }
+        ]
+    }
+
+    /// The labelled families, the histograms and the gauges read at scrape time.
+    fn register_families_and_gauges(&self, registry: &mut Registry) {
         registry.register(
             "rejections",
             "Input items rejected (kept in _rejections), by reason",
@@ -300,10 +313,6 @@ impl Metrics {
             "Warehouse operations (table loads, the object log) failing and being retried now",
             failing,
         );
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-        text
     }
 }
 
