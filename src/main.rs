@@ -469,13 +469,14 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
     let stats = summary.stats;
     // A log event, so `--log-format json` keeps every line JSON.
     tracing::info!(
-        "{}: {} objects, {} messages, {} rejected; {} rows loaded, {} duplicates skipped, {} values discarded, {} schema changes, in {:.1}s",
+        "{}: {} objects, {} messages, {} rejected; {} rows loaded, {} duplicate messages skipped, {} profile updates merged, {} values discarded, {} schema changes, in {:.1}s",
         pipeline.name,
         stats.objects,
         stats.messages,
         stats.rejections,
         stats.rows_loaded,
         stats.duplicates,
+        stats.merged,
         stats.discards,
         stats.schema_changes,
         summary.elapsed.as_secs_f64()

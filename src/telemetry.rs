@@ -28,6 +28,7 @@ pub struct RunStats {
     batches: AtomicU64,
     rows_loaded: AtomicU64,
     duplicates: AtomicU64,
+    merged: AtomicU64,
     discards: AtomicU64,
     schema_changes: AtomicU64,
     warehouse_retries: AtomicU64,
@@ -47,6 +48,8 @@ pub struct StatsSnapshot {
     pub batches: u64,
     pub rows_loaded: u64,
     pub duplicates: u64,
+    /// Calls merged into `users`/`accounts` rows (profile updates, not duplicates).
+    pub merged: u64,
     pub discards: u64,
     pub schema_changes: u64,
     pub warehouse_retries: u64,
@@ -175,6 +178,7 @@ impl RunStats {
             .fetch_add(report.rows_loaded, Ordering::Relaxed);
         self.duplicates
             .fetch_add(report.duplicates, Ordering::Relaxed);
+        self.merged.fetch_add(report.merged, Ordering::Relaxed);
         self.discards.fetch_add(report.discards, Ordering::Relaxed);
         self.schema_changes
             .fetch_add(report.schema_changes, Ordering::Relaxed);
@@ -193,10 +197,11 @@ impl RunStats {
         self.metrics.schema_changes.inc_by(report.schema_changes);
         self.metrics
             .batch_rows
-            .observe((report.rows_loaded + report.duplicates) as f64);
+            .observe((report.rows_loaded + report.duplicates + report.merged) as f64);
         tracing::debug!(
             rows = report.rows_loaded,
             duplicates = report.duplicates,
+            merged = report.merged,
             discards = report.discards,
             schema_changes = report.schema_changes,
             "batch committed on this worker"
@@ -283,6 +288,7 @@ impl RunStats {
             batches: get(&self.batches),
             rows_loaded: get(&self.rows_loaded),
             duplicates: get(&self.duplicates),
+            merged: get(&self.merged),
             discards: get(&self.discards),
             schema_changes: get(&self.schema_changes),
             warehouse_retries: get(&self.warehouse_retries),

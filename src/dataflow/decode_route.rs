@@ -362,6 +362,9 @@ impl DecodeQueue {
         let mut pending = self.pending.borrow_mut();
         let objects = pending.entry(batch).or_default();
         if !more {
+            // The plan's refusals are rejections too: the run's totals count them.
+            let mut summary = summary;
+            summary.add_rejections(&self.router.take_refusals());
             self.stats.object_decoded(&decoding.object.name, &summary);
             if let Some(done) = self.current.take() {
                 objects.push(done.object);

@@ -77,6 +77,14 @@ impl DecodeSummary {
         self.by_reason[reason.index()] += 1;
     }
 
+    /// Adds the rejections counted elsewhere (the tracking plan's, in route).
+    pub fn add_rejections(&mut self, other: &DecodeSummary) {
+        self.rejections += other.rejections;
+        for (mine, theirs) in self.by_reason.iter_mut().zip(other.by_reason) {
+            *mine += theirs;
+        }
+    }
+
     /// (reason code, count) for every reason that occurred.
     pub fn reasons(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
         RejectReason::CODES

@@ -178,6 +178,10 @@ pub struct Router {
     /// (keyed with a `context.` prefix).
     columns: HashMap<Arc<str>, ColumnName, RandomState>,
     path: String,
+    /// What the tracking plan refused since [`Router::take_refusals`] last ran: route's
+    /// own rejections, counted like decode's so the run's totals hold every item that
+    /// did not load.
+    refused: crate::decode::DecodeSummary,
 }
 
 /// A column of a row before collisions are resolved.
@@ -204,6 +208,12 @@ impl Router {
         }
     }
 
+    /// The plan's refusals counted since the last call (only their rejection counts and
+    /// reasons are set).
+    pub fn take_refusals(&mut self) -> crate::decode::DecodeSummary {
+        std::mem::take(&mut self.refused)
+    }
+
     /// Appends the rows for `message` to `out`, or, where the tracking plan refuses the
     /// event or some of its properties, a `_rejections` row keeping `raw`.
     pub fn rows_for_item(
@@ -221,7 +231,9 @@ impl Router {
             return self.rows_for(message, object, position, out);
         }
         let event = message.event.as_deref().unwrap_or_default();
-        let reject = |reason: RejectReason, out: &mut Vec<Row>| {
+        let refused = &mut self.refused;
+        let mut reject = |reason: RejectReason, out: &mut Vec<Row>| {
+            refused.reject(&reason);
             out.push(rejection_row(&Rejection::new(
                 object,
                 position,

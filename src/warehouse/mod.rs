@@ -42,6 +42,9 @@ pub struct LoadReport {
     /// Rows skipped because their message id was already in the table or repeated in
     /// the batch.
     pub duplicates: u64,
+    /// Calls merged into a `users` or `accounts` row (the newest per id wins): profile
+    /// updates, not duplicate messages, though the load record counts them as skipped.
+    pub merged: u64,
     /// Values that did not fit their column and went to `_discards`.
     pub discards: u64,
     /// DDL statements applied (tables created, columns added or widened).
@@ -54,6 +57,7 @@ impl std::ops::AddAssign for LoadReport {
     fn add_assign(&mut self, other: LoadReport) {
         self.rows_loaded += other.rows_loaded;
         self.duplicates += other.duplicates;
+        self.merged += other.merged;
         self.discards += other.discards;
         self.schema_changes += other.schema_changes;
         self.discards_by_reason += other.discards_by_reason;

@@ -527,3 +527,71 @@ fn an_error_says_its_cause_once() {
         "{stderr}"
     );
 }
+
+/// The run's closing line counts what the plan refused among the rejected (as
+/// `_rejections` holds them), and a first load of unique events skips no duplicates:
+/// calls merged into `users` and `accounts` are reported as profile updates.
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+#[tokio::test(flavor = "multi_thread")]
+async fn the_run_summary_counts_plan_refusals_and_profile_merges_apart() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    let config = tracktable_gen::GenConfig {
+        events: 3000,
+        seed: 3,
+        drift_rate: 0.0,
+        bad_rate: 0.01,
+    };
+    tracktable_gen::write_dir(&config, &source, 1000).unwrap();
+    let schema = support::schema("summary");
+    let pipeline = support::pipeline_file(
+        work.path(),
+        &source,
+        &work.path().join("state"),
+        &schema,
+        "1h",
+    );
+    let mut file = std::fs::read_to_string(&pipeline).unwrap();
+    file.push_str("[plan]\nallow_events = [\"Order *\", \"Product *\"]\n");
+    std::fs::write(&pipeline, file).unwrap();
+    let out = output(
+        tracktable(&["run", "--once", "--pipeline"]).arg(&pipeline),
+        "run with a plan",
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|line| line.contains(" rows loaded, "))
+        .unwrap_or_else(|| panic!("no summary line:\n{stderr}"));
+    let number_before = |label: &str| -> i64 {
+        summary
+            .split(label)
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no `{label}` in {summary}"))
+    };
+    let rejected = number_before(" rejected;");
+    let stored = support::count(
+        &client,
+        &format!("SELECT count(*) FROM \"{schema}\"._rejections"),
+    )
+    .await;
+    let refused = support::count(
+        &client,
+        &format!("SELECT count(*) FROM \"{schema}\"._rejections WHERE code = 'not_in_plan'"),
+    )
+    .await;
+    support::drop_schema(&client, &schema).await;
+    assert!(refused > 0, "the plan refused events: {summary}");
+    assert_eq!(rejected, stored, "every rejection is counted: {summary}");
+    assert_eq!(number_before(" duplicate messages skipped"), 0, "{summary}");
+    assert!(number_before(" profile updates merged") >= 0, "{summary}");
+}
