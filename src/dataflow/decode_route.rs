@@ -47,9 +47,9 @@ pub enum Routed {
 /// The DecodeRoute operator: `admitted` objects decoded and routed, each part at the
 /// batch Admit had open when it was decoded.
 ///
-/// It holds one capability, at the batch everything it holds belongs to ([`DecodeQueue::
-/// batch`]): that is Admit's open batch, or the batch an object was admitted into until
-/// DecodeRoute next runs. It moves the capability up as Admit opens batches, so a batch's
+/// It holds one capability, at the batch everything it holds belongs to
+/// ([`DecodeQueue::batch`]): that is Admit's open batch, or the batch an object was
+/// admitted into until DecodeRoute next runs. It moves the capability up as Admit opens batches, so a batch's
 /// frontier passes once Admit has closed it and DecodeRoute has moved past it, that is
 /// once every row of it is sent, and never while the rest of an object may still go
 /// out at it.
