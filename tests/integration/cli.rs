@@ -595,3 +595,27 @@ async fn the_run_summary_counts_plan_refusals_and_profile_merges_apart() {
     assert_eq!(number_before(" duplicate messages skipped"), 0, "{summary}");
     assert!(number_before(" profile updates merged") >= 0, "{summary}");
 }
+
+/// An unreachable warehouse is reported with its cause, not just "error connecting".
+#[test]
+fn check_names_why_the_warehouse_cannot_be_reached() {
+    let work = tempfile::tempdir().unwrap();
+    let pipeline = work.path().join("unreachable.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"x\"\n[source]\ntype = \"dir\"\npath = \"{}\"\n[warehouse]\ntype = \"postgres\"\n\
+             url = \"postgres://postgres@127.0.0.1:{}/postgres\"\nschema = \"x\"\n",
+            work.path().display(),
+            support::free_port()
+        ),
+    )
+    .unwrap();
+    let out = output(tracktable(&["check", "--pipeline"]).arg(&pipeline), "check");
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("FAIL  connect to the warehouse") && stdout.contains("refused"),
+        "{stdout}"
+    );
+}

@@ -53,7 +53,19 @@ pub enum PostgresError {
 /// said: severity, SQLSTATE, message, detail and hint.
 fn server_error(error: &tokio_postgres::Error) -> String {
     let Some(db) = error.as_db_error() else {
-        return error.to_string();
+        // "error connecting to server" keeps its cause (connection refused, a TLS
+        // failure, ...) in its source: say each once.
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            let said = cause.to_string();
+            if !text.contains(&said) {
+                text.push_str(": ");
+                text.push_str(&said);
+            }
+            source = cause.source();
+        }
+        return text;
     };
     let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
     if let Some(detail) = db.detail() {
