@@ -385,17 +385,6 @@ async fn a_revoked_privilege_stops_the_run_with_the_servers_message() {
     drop_role(&client, &role, &schema).await;
 }
 
-/// A throwaway PostgreSQL cluster of this test's own, stopped when the test ends.
-struct OwnServer(tracktable_local_postgres::LocalPostgres);
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        if let Err(error) = self.0.stop() {
-            eprintln!("could not stop the throwaway server: {error}");
-        }
-    }
-}
-
 /// A wrong password (a server of the test's own that asks one role for a SCRAM
 /// password; the shared test server trusts loopback): the run stops at start-up with
 /// the server's message and SQLSTATE and a non-zero exit, at once, without the
@@ -406,19 +395,10 @@ impl Drop for OwnServer {
     ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
 )]
 async fn a_wrong_password_stops_the_run_at_once() {
-    if tracktable_local_postgres::find_binaries().is_none() {
-        assert!(
-            !support::in_ci(),
-            "PostgreSQL's server binaries (initdb, pg_ctl) are required under CI=true"
-        );
-        eprintln!("skipping: no PostgreSQL server binaries to start a server of our own");
+    let Some(server) = support::own_server() else {
         return;
-    }
-    let cluster_dir = tempfile::tempdir().unwrap();
-    let server = OwnServer(
-        tracktable_local_postgres::start(cluster_dir.path()).expect("start a throwaway server"),
-    );
-    let (client, connection) = tokio_postgres::connect(&server.0.url, tokio_postgres::NoTls)
+    };
+    let (client, connection) = tokio_postgres::connect(&server.server.url, tokio_postgres::NoTls)
         .await
         .expect("connect to the throwaway server");
     tokio::spawn(connection);
@@ -431,7 +411,7 @@ async fn a_wrong_password_stops_the_run_at_once() {
         ))
         .await
         .unwrap();
-    let hba = server.0.dir.join("data").join("pg_hba.conf");
+    let hba = server.server.dir.join("data").join("pg_hba.conf");
     let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
     std::fs::write(
         &hba,
@@ -452,7 +432,7 @@ async fn a_wrong_password_stops_the_run_at_once() {
     )
     .unwrap();
     let url = server
-        .0
+        .server
         .url
         .replacen("postgres://postgres@", "postgres://tt_password@", 1);
     let pipeline = support::pipeline_file_at(

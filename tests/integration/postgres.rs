@@ -708,17 +708,6 @@ async fn users_and_accounts_keep_the_newest_traits() {
     support::drop_schema(&client, &schema).await;
 }
 
-/// A throwaway PostgreSQL cluster of this test's own, stopped when the test ends.
-struct OwnServer(tracktable_local_postgres::LocalPostgres);
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        if let Err(error) = self.0.stop() {
-            eprintln!("could not stop the throwaway server: {error}");
-        }
-    }
-}
-
 /// PostgreSQL restarted in the middle of a run (a real `pg_ctl restart` of a server
 /// of the test's own, so no other test's sessions die): the loaders reconnect and
 /// retry, the run completes, and every message id is stored exactly once.
@@ -728,19 +717,10 @@ impl Drop for OwnServer {
     ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
 )]
 async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
-    if tracktable_local_postgres::find_binaries().is_none() {
-        assert!(
-            !support::in_ci(),
-            "PostgreSQL's server binaries (initdb, pg_ctl) are required under CI=true"
-        );
-        eprintln!("skipping: no PostgreSQL server binaries to start a server of our own");
+    let Some(server) = support::own_server() else {
         return;
-    }
-    let cluster_dir = tempfile::tempdir().unwrap();
-    let server = OwnServer(
-        tracktable_local_postgres::start(cluster_dir.path()).expect("start a throwaway server"),
-    );
-    let (client, connection) = tokio_postgres::connect(&server.0.url, tokio_postgres::NoTls)
+    };
+    let (client, connection) = tokio_postgres::connect(&server.server.url, tokio_postgres::NoTls)
         .await
         .expect("connect to the throwaway server");
     let connection = tokio::spawn(connection);
@@ -763,7 +743,7 @@ async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
     }
     let schema = "restarted";
     let pipeline = support::pipeline_file_at(
-        &server.0.url,
+        &server.server.url,
         work.path(),
         &source,
         &work.path().join("state"),
@@ -799,7 +779,7 @@ async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    server.0.restart().expect("restart the server");
+    server.server.restart().expect("restart the server");
     connection.abort();
 
     let status = support::wait_within(&mut child, Duration::from_secs(120), "restart");
@@ -810,7 +790,7 @@ async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
         "the loads the restart broke were retried:\n{stderr}"
     );
 
-    let (client, connection) = tokio_postgres::connect(&server.0.url, tokio_postgres::NoTls)
+    let (client, connection) = tokio_postgres::connect(&server.server.url, tokio_postgres::NoTls)
         .await
         .expect("reconnect after the restart");
     tokio::spawn(connection);

@@ -351,3 +351,33 @@ pub async fn eventually<F, Fut>(
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+/// A throwaway PostgreSQL cluster of a test's own (for what the shared server must not
+/// suffer: a restart, an authentication rule), stopped when dropped.
+pub struct OwnServer {
+    pub server: tracktable_local_postgres::LocalPostgres,
+    /// Removed after the server stops (fields drop after `Drop::drop`).
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        if let Err(error) = self.server.stop() {
+            eprintln!("could not stop the throwaway server: {error}");
+        }
+    }
+}
+
+/// Starts an [`OwnServer`]; `None` only when the user opted out of services.
+pub fn own_server() -> Option<OwnServer> {
+    if tracktable_local_postgres::find_binaries().is_none() {
+        missing(
+            "PostgreSQL's server binaries (initdb, pg_ctl)",
+            "a test starts a server of its own; install the postgresql package",
+        );
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("a directory for the throwaway cluster");
+    let server = tracktable_local_postgres::start(dir.path()).expect("start a throwaway server");
+    Some(OwnServer { server, _dir: dir })
+}
