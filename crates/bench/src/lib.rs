@@ -5,3 +5,4 @@
 pub mod affinity;
 pub mod benchmark;
 pub mod measures;
+pub mod workload;
