@@ -20,9 +20,12 @@ use std::time::{Duration, Instant};
 /// The PostgreSQL the tests use when `DATABASE_URL` is unset and it answers.
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// Whether the user opted out of the tests that need services.
+/// Whether the user opted out of the tests that need services. Never under `CI=true`:
+/// CI must not pass by skipping.
 pub fn skipping() -> bool {
-    std::env::var("TRACKTABLE_SKIP_SERVICES").is_ok_and(|value| !value.is_empty() && value != "0")
+    let ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+    !ci && std::env::var("TRACKTABLE_SKIP_SERVICES")
+        .is_ok_and(|value| !value.is_empty() && value != "0")
 }
 
 /// A service is missing: the test fails with how to get it, or (opted out) is skipped.

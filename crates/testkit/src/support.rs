@@ -64,7 +64,8 @@ pub async fn postgres() -> Option<tokio_postgres::Client> {
             Some(client)
         }
         Err(error) => {
-            missing("PostgreSQL", &format!("cannot connect to {url}: {error}"));
+            let shown = tracktable::conninfo::redacted(&url);
+            missing("PostgreSQL", &format!("cannot connect to {shown}: {error}"));
             None
         }
     }
