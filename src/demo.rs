@@ -50,7 +50,7 @@ pub enum DemoError {
          docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16\n  \
          DATABASE_URL=postgres://user@host:5432/db tracktable demo",
         crate::conninfo::redacted(url),
-        error_chain(source)
+        crate::report::causes(source)
     )]
     NoDatabase {
         url: String,
@@ -60,7 +60,7 @@ pub enum DemoError {
         "cannot connect to DATABASE_URL {}: {}\n\
          (the demo uses the server you name; unset DATABASE_URL to let it find or start one)",
         crate::conninfo::redacted(url),
-        error_chain(source)
+        crate::report::causes(source)
     )]
     Named {
         url: String,
@@ -83,22 +83,6 @@ pub enum DemoError {
     Runtime(std::io::Error),
     #[error("no PostgreSQL answered, and starting a throwaway one failed: {0}")]
     LocalPostgres(#[from] local_postgres::LocalPostgresError),
-}
-
-/// An error and its causes, each once: tokio-postgres says "error connecting to server"
-/// and keeps the cause (connection refused, …) in its source.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The PostgreSQL the demo loads into, and the throwaway server it started, if any.

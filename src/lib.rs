@@ -13,6 +13,7 @@
 //! - [`load`]: hands a closed batch to the warehouse and retries it.
 //! - [`warehouse`]: where rows land (PostgreSQL, Redshift).
 //! - [`run`], [`backfill`], [`shutdown`]: one process of the pipeline, start to stop.
+//! - [`report`]: errors for people, each cause once.
 //! - [`retry`]: the one retry policy (the AWS SDK's included).
 //! - [`telemetry`], [`metrics`], [`allocator`]: what the process reports, and its heap.
 //! - [`admin`], [`explain`], `demo`: the operator's other commands.
@@ -31,6 +32,7 @@ pub mod demo;
 pub mod explain;
 pub mod load;
 pub mod metrics;
+pub mod report;
 pub mod retry;
 pub mod route;
 pub mod run;

@@ -296,27 +296,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", causes(&error));
+            eprintln!("error: {}", tracktable::report::causes(error.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes, each said once: many errors already quote their cause in
-/// their own message, and `{:#}` would repeat it.
-fn causes(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let said = cause.to_string();
-        if text.contains(said.trim()) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&said);
-    }
-    text
 }
 
 /// The pipeline file at `path`, validated after the flags that override it: the batch

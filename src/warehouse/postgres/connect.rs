@@ -54,18 +54,8 @@ pub enum PostgresError {
 fn server_error(error: &tokio_postgres::Error) -> String {
     let Some(db) = error.as_db_error() else {
         // "error connecting to server" keeps its cause (connection refused, a TLS
-        // failure, ...) in its source: say each once.
-        let mut text = error.to_string();
-        let mut source = std::error::Error::source(error);
-        while let Some(cause) = source {
-            let said = cause.to_string();
-            if !text.contains(&said) {
-                text.push_str(": ");
-                text.push_str(&said);
-            }
-            source = cause.source();
-        }
-        return text;
+        // failure, ...) in its source.
+        return crate::report::causes(error);
     };
     let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
     if let Some(detail) = db.detail() {
