@@ -287,7 +287,7 @@ impl Database {
             }
             messages += self.count(&format!("SELECT count(*) FROM {SCHEMA}.{table}"))?;
             repeated += self.count(&format!(
-                "SELECT count(*) - count(DISTINCT message_id) FROM {SCHEMA}.{table}"
+                "SELECT count(*) - count(DISTINCT id) FROM {SCHEMA}.{table}"
             ))?;
         }
         Ok((messages, repeated))

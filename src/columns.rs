@@ -148,36 +148,78 @@ pub fn observe<'a>(rows: impl IntoIterator<Item = &'a Row>, into: &mut HashSet<O
     }
 }
 
-/// The type a new column is created with, from the types observed for it in the batch
-/// that introduces it. When values disagree, the type that holds all of them wins, so
-/// none of the first batch's values is discarded: varchar over everything, double over
-/// bigint. Deterministic whatever order the observations arrive in.
-pub fn creation_type(observed: impl IntoIterator<Item = ColumnType>) -> Option<ColumnType> {
-    let mut widest_varchar: Option<u32> = None;
-    let mut kinds = Vec::new();
-    for column_type in observed {
+/// A new column takes a type other than varchar only when at least this share of the
+/// introducing batch's values have it (four in five): a few odd values (`"USD 18.50"`
+/// among prices) go to `_discards` rather than turn a numeric column into text for
+/// good, while a column whose values really are mixed stays text and loses nothing.
+pub const CLEAR_MAJORITY: (u64, u64) = (4, 5);
+
+/// The type a new column is created with, from how many values of the batch that
+/// introduces it have each type (`votes`, varchar lengths as width classes). Numbers
+/// vote together (double when any is fractional); the kind with the most votes wins
+/// when it holds a [`CLEAR_MAJORITY`]; otherwise varchar, which holds every value.
+/// Deterministic whatever order the votes arrive in.
+pub fn creation_type(votes: &[(ColumnType, u64)]) -> Option<ColumnType> {
+    #[derive(Default)]
+    struct Tally {
+        boolean: u64,
+        number: u64,
+        double: bool,
+        timestamp: u64,
+        text: u64,
+        widest: u32,
+    }
+    let mut tally = Tally::default();
+    for &(column_type, count) in votes {
         match column_type {
-            ColumnType::Varchar(length) => {
-                widest_varchar = Some(widest_varchar.map_or(length, |w| w.max(length)))
+            ColumnType::Boolean => tally.boolean += count,
+            ColumnType::BigInt => tally.number += count,
+            ColumnType::Double => {
+                tally.number += count;
+                tally.double = true;
             }
-            other => kinds.push(other),
+            ColumnType::Timestamp => tally.timestamp += count,
+            ColumnType::Varchar(width) => {
+                tally.text += count;
+                tally.widest = tally.widest.max(width);
+            }
         }
     }
-    kinds.sort();
-    kinds.dedup();
-    let numeric_only = kinds
-        .iter()
-        .all(|k| matches!(k, ColumnType::BigInt | ColumnType::Double));
-    match (widest_varchar, kinds.as_slice()) {
-        (None, []) => None,
-        (None, [single]) => Some(*single),
-        (None, _) if numeric_only => Some(ColumnType::Double),
-        (Some(width), []) => Some(ColumnType::Varchar(width)),
-        // Mixed kinds (or kinds plus text): text holds them all.
-        (width, _) => Some(ColumnType::Varchar(
-            width.unwrap_or(0).max(VARCHAR_WIDTHS[1]),
-        )),
+    let number = if tally.double {
+        ColumnType::Double
+    } else {
+        ColumnType::BigInt
+    };
+    let kinds = [
+        (tally.number, number),
+        (tally.timestamp, ColumnType::Timestamp),
+        (tally.boolean, ColumnType::Boolean),
+    ];
+    let total = tally.boolean + tally.number + tally.timestamp + tally.text;
+    if total == 0 {
+        return None;
     }
+    let present =
+        kinds.iter().filter(|(count, _)| *count > 0).count() + usize::from(tally.text > 0);
+    let (most, winner) = kinds
+        .iter()
+        .copied()
+        .max_by_key(|(count, _)| *count)
+        .unwrap_or((0, number));
+    let (share, of) = CLEAR_MAJORITY;
+    if present == 1 && most > 0 {
+        return Some(winner);
+    }
+    if most > 0 && most * of >= total * share {
+        return Some(winner);
+    }
+    // Text, as wide as the widest text, and wide enough for another kind's text.
+    let width = if present > 1 {
+        tally.widest.max(VARCHAR_WIDTHS[1])
+    } else {
+        tally.widest
+    };
+    Some(ColumnType::Varchar(width))
 }
 
 #[cfg(test)]
@@ -259,18 +301,59 @@ mod tests {
     }
 
     #[test]
-    fn creation_type_holds_every_value_of_the_first_batch() {
+    fn creation_type_follows_a_clear_majority() {
         use ColumnType::*;
-        assert_eq!(creation_type([]), None);
-        assert_eq!(creation_type([BigInt]), Some(BigInt));
-        assert_eq!(creation_type([BigInt, Double]), Some(Double));
-        assert_eq!(creation_type([Double, BigInt, BigInt]), Some(Double));
+        let one = |types: &[ColumnType]| types.iter().map(|t| (*t, 1)).collect::<Vec<_>>();
+        assert_eq!(creation_type(&[]), None);
+        assert_eq!(creation_type(&one(&[BigInt])), Some(BigInt));
+        assert_eq!(creation_type(&one(&[BigInt, Double])), Some(Double));
+        assert_eq!(creation_type(&one(&[Double, BigInt, BigInt])), Some(Double));
         assert_eq!(
-            creation_type([Varchar(64), Varchar(1024)]),
+            creation_type(&one(&[Varchar(64), Varchar(1024)])),
             Some(Varchar(1024))
         );
-        assert_eq!(creation_type([BigInt, Varchar(64)]), Some(Varchar(256)));
-        assert_eq!(creation_type([Boolean, Timestamp]), Some(Varchar(256)));
-        assert_eq!(creation_type([Timestamp]), Some(Timestamp));
+        // One vote each: no majority, so text holds them all.
+        assert_eq!(
+            creation_type(&one(&[BigInt, Varchar(64)])),
+            Some(Varchar(256))
+        );
+        assert_eq!(
+            creation_type(&one(&[Boolean, Timestamp])),
+            Some(Varchar(256))
+        );
+        assert_eq!(creation_type(&one(&[Timestamp])), Some(Timestamp));
+        // Three odd prices among 197: the column stays numeric.
+        assert_eq!(
+            creation_type(&[(Double, 150), (BigInt, 47), (Varchar(64), 3)]),
+            Some(Double)
+        );
+        // Odd timestamps among standard ones.
+        assert_eq!(
+            creation_type(&[(Timestamp, 90), (Varchar(64), 10)]),
+            Some(Timestamp)
+        );
+        // Exactly four in five is a clear majority; less is not.
+        assert_eq!(
+            creation_type(&[(BigInt, 4), (Varchar(64), 1)]),
+            Some(BigInt)
+        );
+        assert_eq!(
+            creation_type(&[(BigInt, 3), (Varchar(64), 1)]),
+            Some(Varchar(256))
+        );
+        assert_eq!(
+            creation_type(&[(BigInt, 7), (Boolean, 2), (Varchar(4096), 1)]),
+            Some(Varchar(4096))
+        );
+        // Text in the majority stays text.
+        assert_eq!(
+            creation_type(&[(Varchar(64), 90), (BigInt, 10)]),
+            Some(Varchar(256))
+        );
+        // Order does not matter.
+        assert_eq!(
+            creation_type(&[(Varchar(64), 1), (BigInt, 2), (Double, 2)]),
+            creation_type(&[(Double, 2), (BigInt, 2), (Varchar(64), 1)]),
+        );
     }
 }

@@ -142,9 +142,10 @@ impl Serialize for ExplainedColumns<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let row = self.0;
         let mut map = serializer.serialize_map(Some(row.cell_count() + 1))?;
-        // The warehouse stores the message id as a column of every table.
-        let message_id = Value::Varchar(row.message_id.as_str().into());
-        map.serialize_entry("message_id", &ExplainedValue(&message_id))?;
+        // The row's key, under the name of its table's key column (`id`).
+        let key = Value::Varchar(row.message_id.as_str().into());
+        let column = crate::warehouse::sql::key_column(row.table.as_str());
+        map.serialize_entry(column, &ExplainedValue(&key))?;
         for (name, value) in row.cells() {
             map.serialize_entry(name.as_str(), &ExplainedValue(value))?;
         }

@@ -77,8 +77,13 @@ pub struct Message<'a> {
     pub group_id: Option<Cow<'a, str>>,
     /// `previousId` of an alias call.
     pub previous_id: Option<Cow<'a, str>>,
+    /// `channel` (`web`, `mobile`, `server`, ...).
+    pub channel: Option<Cow<'a, str>>,
+    /// RudderStack's top-level `request_ip`: the `context_ip` of a message whose
+    /// context has no `ip`.
+    pub request_ip: Option<Cow<'a, str>>,
     pub context: JsonObject<'a>,
-    /// `properties` for track, page and screen; `traits` for identify and group.
+    /// `properties` for track, page and screen; `traits` for identify, group and alias.
     pub properties: JsonObject<'a>,
 }
 
@@ -121,6 +126,8 @@ impl<'a> Message<'a> {
                 "category" => message.category = text(value, "category")?,
                 "groupId" => message.group_id = identifier(value, "groupId")?,
                 "previousId" => message.previous_id = identifier(value, "previousId")?,
+                "channel" => message.channel = loose_text(value),
+                "request_ip" => message.request_ip = loose_text(value),
                 "context" => message.context = object_field(value, "context")?,
                 "properties" => message.properties = object_field(value, "properties")?,
                 "traits" => message.traits = object_field(value, "traits")?,
@@ -173,9 +180,8 @@ impl<'a> Message<'a> {
             }
         }
         let properties = match kind {
-            MessageKind::Identify | MessageKind::Group => message.traits,
+            MessageKind::Identify | MessageKind::Group | MessageKind::Alias => message.traits,
             MessageKind::Track | MessageKind::Page | MessageKind::Screen => message.properties,
-            MessageKind::Alias => JsonObject::default(),
         };
         Ok(Message {
             kind,
@@ -193,6 +199,8 @@ impl<'a> Message<'a> {
             category: message.category,
             group_id: message.group_id,
             previous_id: message.previous_id,
+            channel: message.channel,
+            request_ip: message.request_ip,
             context: message.context,
             properties,
         })
@@ -213,6 +221,8 @@ struct MessageFields<'a> {
     category: Option<Cow<'a, str>>,
     group_id: Option<Cow<'a, str>>,
     previous_id: Option<Cow<'a, str>>,
+    channel: Option<Cow<'a, str>>,
+    request_ip: Option<Cow<'a, str>>,
     context: JsonObject<'a>,
     properties: JsonObject<'a>,
     traits: JsonObject<'a>,
@@ -260,6 +270,16 @@ fn text<'a>(value: Json<'a>, field: &'static str) -> Result<Option<Cow<'a, str>>
         Json::Null => Ok(None),
         Json::Str(text) => Ok(Some(text)),
         _ => Err(RejectReason::invalid_field(field, "a string")),
+    }
+}
+
+/// A field that only fills a column: any value but null is kept, a non-string as its
+/// JSON text, so an odd `channel` never costs the message its other columns.
+fn loose_text(value: Json<'_>) -> Option<Cow<'_, str>> {
+    match value {
+        Json::Null => None,
+        Json::Str(text) => Some(text),
+        other => Some(Cow::Owned(other.to_json_text())),
     }
 }
 

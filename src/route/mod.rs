@@ -12,15 +12,19 @@
 //! | page     | `pages` (common + `name`, `category` + properties)               |
 //! | screen   | `screens` (common + `name` + properties)                         |
 //! | group    | `groups` (common + `group_id` + traits); also `accounts` (latest traits per group) |
-//! | alias    | `aliases` (common + `previous_id`)                               |
+//! | alias    | `aliases` (common + `previous_id` + traits)                      |
 //!
 //! Common columns: `anonymous_id`, `user_id`, `timestamp`, `original_timestamp`,
-//! `sent_at`, `received_at`, and `context` flattened as `context_*`. The message id is
-//! [`Row::message_id`]; the warehouse stores it as the `message_id` column. `users` and
-//! `accounts` rows are keyed by the user or group id instead (stored as `id`), carry
+//! `sent_at`, `received_at`, `channel`, and `context` flattened as `context_*`
+//! (`context_ip` falls back to a top-level `request_ip`). The key is
+//! [`Row::message_id`]: the message id, stored as the `id` column; `users` and
+//! `accounts` rows are keyed by the user or group id instead (also `id`), carry
 //! `message_id`, `received_at`, `timestamp` and the traits, and are merged newest-wins.
+//! An identify call with no `traits` gives `users` its `context.traits`. The column
+//! names follow Segment's warehouse schema ([`own`]); `uuid_ts` is the warehouse's.
 
 pub mod naming;
+pub mod own;
 pub mod plan;
 pub mod text;
 pub mod value;
@@ -141,25 +145,6 @@ const OWN_TABLES: [&str; 8] = [
     "screens",
     "tracks",
     "users",
-];
-
-/// Column names tracktable fills itself. A property or trait normalising to one of
-/// these is prefixed (`properties_user_id`, `traits_name`) so it never overwrites them.
-const FIXED_COLUMNS: [&str; 14] = [
-    "anonymous_id",
-    "category",
-    "event",
-    "event_text",
-    "group_id",
-    "id",
-    "loaded_at",
-    "message_id",
-    "name",
-    "original_timestamp",
-    "previous_id",
-    "received_at",
-    "sent_at",
-    "user_id",
 ];
 
 /// Caches are cleared when they grow past this, so hostile input cannot grow memory.
@@ -304,7 +289,18 @@ impl Router {
             message.received_at.as_deref(),
             true,
         );
+        push_text(&mut common, &"channel", message.channel.as_deref(), false);
         self.flatten(&message.context, "context", &mut common);
+        if let Some(ip) = message.request_ip.as_deref()
+            && message.context.get("ip").is_none_or(|ip| *ip == Json::Null)
+        {
+            common.push(Candidate {
+                name: ColumnName::fixed(&"context_ip"),
+                raw: Some(Arc::from("context.ip")),
+                value: Value::Varchar(Text::new(ip)),
+                origin: 1,
+            });
+        }
 
         let row = |table: TableName, candidates: Vec<Candidate>| {
             Row::new(
@@ -324,7 +320,12 @@ impl Router {
                 fixed.push(fixed_text(&"event_text", raw_event));
                 let shared = resolve_shared(fixed);
                 let mut properties = Vec::with_capacity(message.properties.len());
-                self.properties(&message.properties, "properties", &mut properties);
+                self.properties(
+                    &message.properties,
+                    "properties",
+                    own::TRACKS,
+                    &mut properties,
+                );
                 let own = resolve(&shared, properties);
                 let sharing = |table: TableName, own: Vec<(ColumnName, Value)>| Row {
                     shared: Some(Arc::clone(&shared)),
@@ -335,12 +336,16 @@ impl Router {
                 out.push(sharing(table, own));
             }
             MessageKind::Identify => {
-                let start = common.len();
-                self.properties(&message.properties, "traits", &mut common);
-                let latest = message
-                    .user_id
-                    .as_deref()
-                    .map(|user_id| (user_id, latest_row(message, &common[start..])));
+                self.properties(&message.properties, "traits", own::IDENTIFIES, &mut common);
+                let latest = message.user_id.as_deref().map(|user_id| {
+                    // SDKs that keep traits only in `context.traits` (RudderStack's do)
+                    // still give `users` its traits.
+                    let traits = match message.context.get("traits") {
+                        Some(Json::Object(traits)) if message.properties.is_empty() => traits,
+                        _ => &message.properties,
+                    };
+                    (user_id, self.latest_row(message, traits))
+                });
                 out.push(row(TableName::fixed(&"identifies"), common));
                 if let Some((user_id, latest)) = latest {
                     out.push(Row {
@@ -352,22 +357,21 @@ impl Router {
             MessageKind::Page => {
                 push_text(&mut common, &"name", message.name.as_deref(), false);
                 push_text(&mut common, &"category", message.category.as_deref(), false);
-                self.properties(&message.properties, "properties", &mut common);
+                self.properties(&message.properties, "properties", own::PAGES, &mut common);
                 out.push(row(TableName::fixed(&"pages"), common));
             }
             MessageKind::Screen => {
                 push_text(&mut common, &"name", message.name.as_deref(), false);
-                self.properties(&message.properties, "properties", &mut common);
+                self.properties(&message.properties, "properties", own::SCREENS, &mut common);
                 out.push(row(TableName::fixed(&"screens"), common));
             }
             MessageKind::Group => {
                 push_text(&mut common, &"group_id", message.group_id.as_deref(), false);
-                let start = common.len();
-                self.properties(&message.properties, "traits", &mut common);
+                self.properties(&message.properties, "traits", own::GROUPS, &mut common);
                 let latest = message
                     .group_id
                     .as_deref()
-                    .map(|group_id| (group_id, latest_row(message, &common[start..])));
+                    .map(|group_id| (group_id, self.latest_row(message, &message.properties)));
                 out.push(row(TableName::fixed(&"groups"), common));
                 if let Some((group_id, latest)) = latest {
                     out.push(Row {
@@ -383,6 +387,7 @@ impl Router {
                     message.previous_id.as_deref(),
                     false,
                 );
+                self.properties(&message.properties, "traits", own::ALIASES, &mut common);
                 out.push(row(TableName::fixed(&"aliases"), common));
             }
         }
@@ -405,20 +410,50 @@ impl Router {
         table
     }
 
-    /// Flattens properties or traits: names that would shadow a fixed column get
-    /// `prefix` (`properties_user_id`).
-    fn properties(&mut self, object: &JsonObject<'_>, prefix: &str, out: &mut Vec<Candidate>) {
+    /// Flattens properties or traits into a table whose own columns are `own`
+    /// ([`own::columns_of`]): a name equal to one of them gets `prefix`
+    /// (`properties_id`), so it never overwrites tracktable's.
+    fn properties(
+        &mut self,
+        object: &JsonObject<'_>,
+        prefix: &str,
+        own: &[&str],
+        out: &mut Vec<Candidate>,
+    ) {
         let start = out.len();
         self.flatten(object, "", out);
         for candidate in &mut out[start..] {
             candidate.origin = 2;
             // (`timestamp` itself normalises to `timestamp_`, a reserved word made safe.)
-            if FIXED_COLUMNS.contains(&candidate.name.as_str()) {
+            if own.binary_search(&candidate.name.as_str()).is_ok() {
                 candidate.name = naming::column_name(&format!("{prefix}_{}", candidate.name));
                 let raw = candidate.raw.as_deref().unwrap_or_default();
                 candidate.raw = Some(Arc::from(format!("{prefix}.{raw}")));
             }
         }
+    }
+
+    /// The candidates of a `users` or `accounts` row: `traits`, plus what decides
+    /// which call is newest (`timestamp`, else `received_at`) and the message that set
+    /// them. The row's key ([`Row::message_id`]) is the user or group id; the warehouse
+    /// keeps, per id, the traits of the newest call (see `warehouse::sql::LATEST`).
+    fn latest_row(&mut self, message: &Message<'_>, traits: &JsonObject<'_>) -> Vec<Candidate> {
+        let mut latest = Vec::with_capacity(traits.len() + 3);
+        latest.push(fixed_text(&"message_id", message.message_id.as_ref()));
+        push_text(
+            &mut latest,
+            &"received_at",
+            message.received_at.as_deref(),
+            true,
+        );
+        let newest = message
+            .timestamp
+            .as_deref()
+            .or(message.original_timestamp.as_deref())
+            .or(message.received_at.as_deref());
+        push_text(&mut latest, &"timestamp", newest, true);
+        self.properties(traits, "traits", own::LATEST, &mut latest);
+        latest
     }
 
     /// Flattens `object` under the raw path `root` (empty for top-level properties).
@@ -438,8 +473,10 @@ impl Router {
             }
             self.path.push_str(key);
             match json {
+                // Nothing to store: no column, as Segment and RudderStack do.
                 Json::Null => {}
-                Json::Object(inner) if !inner.is_empty() => self.flatten_into(inner, out),
+                Json::Object(inner) => self.flatten_into(inner, out),
+                Json::Array(items) if items.is_empty() => {}
                 leaf => {
                     if let Some(value) = value::value_of(leaf) {
                         let (raw, name) = self.column();
@@ -472,17 +509,6 @@ impl Router {
     }
 }
 
-impl Candidate {
-    fn clone_fixed(&self) -> Candidate {
-        Candidate {
-            name: self.name.clone(),
-            raw: self.raw.clone(),
-            value: self.value.clone(),
-            origin: self.origin,
-        }
-    }
-}
-
 fn fixed_text(column: &'static &'static str, text: &str) -> Candidate {
     Candidate {
         name: ColumnName::fixed(column),
@@ -490,29 +516,6 @@ fn fixed_text(column: &'static &'static str, text: &str) -> Candidate {
         value: Value::Varchar(Text::new(text)),
         origin: 0,
     }
-}
-
-/// The candidates of a `users` or `accounts` row: the traits, plus what decides which
-/// call is newest (`timestamp`, else `received_at`) and the message that set them. The
-/// row's key ([`Row::message_id`]) is the user or group id; the warehouse stores it as
-/// `id` and keeps, per id, the traits of the newest call (see `warehouse::sql::LATEST`).
-fn latest_row(message: &Message<'_>, traits: &[Candidate]) -> Vec<Candidate> {
-    let mut latest = Vec::with_capacity(traits.len() + 3);
-    latest.push(fixed_text(&"message_id", message.message_id.as_ref()));
-    push_text(
-        &mut latest,
-        &"received_at",
-        message.received_at.as_deref(),
-        true,
-    );
-    let newest = message
-        .timestamp
-        .as_deref()
-        .or(message.original_timestamp.as_deref())
-        .or(message.received_at.as_deref());
-    push_text(&mut latest, &"timestamp", newest, true);
-    latest.extend(traits.iter().map(Candidate::clone_fixed));
-    latest
 }
 
 fn push_text(

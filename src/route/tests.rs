@@ -66,7 +66,10 @@ fn track_becomes_tracks_and_event_table_rows() {
         event["products"],
         &Value::Varchar(r#"[{"sku":"s"}]"#.into())
     );
-    assert_eq!(event["meta"], &Value::Varchar("{}".into()));
+    assert!(
+        !event.contains_key("meta"),
+        "an empty object makes no column"
+    );
     assert!(!event.contains_key("coupon"), "null values are absent");
     assert_eq!(event["context_ip"], &Value::Varchar("1.2.3.4".into()));
 }
@@ -95,9 +98,9 @@ fn every_kind_routes_to_its_table() {
             vec!["group_id", "industry"],
         ),
         (
-            r#"{"type":"alias","previousId":"old","userId":"new"}"#,
+            r#"{"type":"alias","previousId":"old","userId":"new","traits":{"email":"e@x"}}"#,
             "aliases",
-            vec!["previous_id", "user_id"],
+            vec!["email", "previous_id", "user_id"],
         ),
     ];
     for (text, table, expected) in cases {
@@ -133,20 +136,92 @@ fn events_named_like_our_tables_are_prefixed() {
 }
 
 #[test]
-fn properties_shadowing_fixed_columns_are_prefixed() {
+fn only_properties_shadowing_a_column_of_their_own_table_are_prefixed() {
     let rows = route(
-        r#"{"type":"track","event":"e","userId":"real","properties":{"userId":"prop","received_at":"x","name":"n"}}"#,
+        r#"{"type":"track","event":"e","userId":"real","properties":{"userId":"prop","received_at":"x","name":"n","category":"c","id":"p"}}"#,
     );
     let event = columns(&rows[1]);
     assert_eq!(event["user_id"], &Value::Varchar("real".into()));
     assert_eq!(event["properties_user_id"], &Value::Varchar("prop".into()));
     assert_eq!(event["properties_received_at"], &Value::Varchar("x".into()));
-    assert_eq!(event["properties_name"], &Value::Varchar("n".into()));
-    let identify = route(r#"{"type":"identify","traits":{"timestamp":"t"}}"#);
+    assert_eq!(event["properties_id"], &Value::Varchar("p".into()));
+    // An event table has no `name` or `category` of its own: no prefix.
+    assert_eq!(event["name"], &Value::Varchar("n".into()));
+    assert_eq!(event["category"], &Value::Varchar("c".into()));
+    // A page has both.
+    let page = route(r#"{"type":"page","name":"Home","properties":{"name":"n","category":"c"}}"#);
+    let page = columns(&page[0]);
+    assert_eq!(page["name"], &Value::Varchar("Home".into()));
+    assert_eq!(page["properties_name"], &Value::Varchar("n".into()));
+    assert_eq!(page["properties_category"], &Value::Varchar("c".into()));
+    // Identify and group traits: `name` is theirs to use.
+    let identify =
+        route(r#"{"type":"identify","userId":"u","traits":{"timestamp":"t","name":"Ada"}}"#);
     assert_eq!(
         columns(&identify[0])["timestamp_"],
         &Value::Varchar("t".into())
     );
+    assert_eq!(columns(&identify[0])["name"], &Value::Varchar("Ada".into()));
+    assert_eq!(columns(&identify[1])["name"], &Value::Varchar("Ada".into()));
+    let group = route(r#"{"type":"group","groupId":"g","traits":{"name":"Acme"}}"#);
+    assert_eq!(columns(&group[0])["name"], &Value::Varchar("Acme".into()));
+    assert_eq!(columns(&group[1])["name"], &Value::Varchar("Acme".into()));
+}
+
+#[test]
+fn segment_columns_channel_and_the_request_ip() {
+    let rows = route(
+        r#"{"type":"track","event":"e","channel":"web","request_ip":"9.9.9.9","context":{"library":{"name":"js"}}}"#,
+    );
+    for row in &rows {
+        assert_eq!(row.cell("channel"), Some(&Value::Varchar("web".into())));
+        assert_eq!(
+            row.cell("context_ip"),
+            Some(&Value::Varchar("9.9.9.9".into()))
+        );
+    }
+    // The context's own ip wins over the request's.
+    let rows = route(r#"{"type":"page","request_ip":"9.9.9.9","context":{"ip":"1.1.1.1"}}"#);
+    assert_eq!(
+        rows[0].cell("context_ip"),
+        Some(&Value::Varchar("1.1.1.1".into()))
+    );
+    // An odd channel is kept as its JSON text, never a reason to refuse the message.
+    let rows = route(r#"{"type":"screen","name":"s","channel":5}"#);
+    assert_eq!(rows[0].cell("channel"), Some(&Value::Varchar("5".into())));
+}
+
+#[test]
+fn identify_without_traits_gives_users_the_context_traits() {
+    let rows = route(
+        r#"{"type":"identify","messageId":"m","userId":"u","context":{"traits":{"email":"e@x","plan":"pro"}}}"#,
+    );
+    let users = columns(&rows[1]);
+    assert_eq!(users["email"], &Value::Varchar("e@x".into()));
+    assert_eq!(users["plan"], &Value::Varchar("pro".into()));
+    // identifies keeps them where they came from.
+    let identifies = columns(&rows[0]);
+    assert_eq!(
+        identifies["context_traits_email"],
+        &Value::Varchar("e@x".into())
+    );
+    assert!(!identifies.contains_key("email"));
+    // Traits of the call itself win over the context's.
+    let rows = route(
+        r#"{"type":"identify","userId":"u","traits":{"plan":"team"},"context":{"traits":{"email":"e@x"}}}"#,
+    );
+    let users = columns(&rows[1]);
+    assert_eq!(users["plan"], &Value::Varchar("team".into()));
+    assert!(!users.contains_key("email"));
+}
+
+#[test]
+fn empty_objects_and_arrays_make_no_column() {
+    let rows =
+        route(r#"{"type":"track","event":"e","properties":{"a":{},"b":[],"c":[1],"d":{"e":{}}}}"#);
+    let event = columns(&rows[1]);
+    assert!(!event.contains_key("a") && !event.contains_key("b") && !event.contains_key("d_e"));
+    assert_eq!(event["c"], &Value::Varchar("[1]".into()));
 }
 
 #[test]
@@ -273,11 +348,11 @@ fn nested_object() -> impl Strategy<Value = serde_json::Value> {
         .prop_map(|map| serde_json::Value::Object(map.into_iter().collect()))
 }
 
-/// Non-null scalars, arrays and empty objects: what becomes a column.
+/// Non-null scalars and non-empty arrays: what becomes a column.
 fn count_leaves(value: &serde_json::Value) -> usize {
     match value {
-        serde_json::Value::Object(map) if map.is_empty() => 1,
         serde_json::Value::Object(map) => map.values().map(count_leaves).sum(),
+        serde_json::Value::Array(items) if items.is_empty() => 0,
         serde_json::Value::Null => 0,
         _ => 1,
     }
@@ -293,6 +368,8 @@ fn identify_and_group_also_keep_the_latest_traits_per_user_and_group() {
     assert_eq!(users.message_id, "u1", "keyed by the user id");
     let names: Vec<&str> = columns(users).keys().copied().collect();
     assert_eq!(names, ["message_id", "plan", "timestamp", "traits_id"]);
+    // identifies has an `id` of its own too (the message id).
+    assert_eq!(columns(&rows[0])["traits_id"], &Value::BigInt(7));
     assert_eq!(columns(users)["message_id"], &Value::Varchar("m1".into()));
 
     let rows = route(

@@ -117,41 +117,51 @@ pub fn text_value(text: &str) -> Value {
 }
 
 impl Timestamp {
-    /// Parses strict ISO-8601 / RFC 3339 date-times:
-    /// `YYYY-MM-DD[T ]HH:MM:SS[.f{1,9}][Z|±HH:MM|±HHMM|±HH]`, no zone meaning UTC.
+    /// Parses ISO-8601 / RFC 3339 dates and date-times:
+    /// `YYYY-MM-DD` (midnight UTC) or
+    /// `YYYY-MM-DD[T ]HH:MM[:SS[.f{1,9}]][Z|±HH:MM|±HHMM|±HH]`, no zone meaning UTC.
     /// Digits beyond microseconds are truncated. Anything else is not a timestamp.
     pub fn parse(text: &str) -> Option<Timestamp> {
         let b = text.as_bytes();
-        if b.len() < 19 || b.len() > 40 {
+        if b.len() < 10 || b.len() > 40 {
             return None;
         }
         let year = digits(b, 0, 4)?;
         let month = digits(b, 5, 2)?;
         let day = digits(b, 8, 2)?;
-        let hour = digits(b, 11, 2)?;
-        let minute = digits(b, 14, 2)?;
-        let second = digits(b, 17, 2)?;
         if b[4] != b'-'
             || b[7] != b'-'
-            || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-            || b[13] != b':'
-            || b[16] != b':'
-        {
-            return None;
-        }
-        if year == 0
+            || year == 0
             || !(1..=12).contains(&month)
             || day == 0
             || day > days_in_month(year, month)
-            || hour > 23
-            || minute > 59
-            || second > 59
         {
             return None;
         }
-        let mut index = 19;
+        let days = days_from_civil(i64::from(year), month, day);
+        if b.len() == 10 {
+            return Some(Timestamp(days * 86_400 * 1_000_000));
+        }
+        let hour = digits(b, 11, 2)?;
+        let minute = digits(b, 14, 2)?;
+        if !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+            || b[13] != b':'
+            || hour > 23
+            || minute > 59
+        {
+            return None;
+        }
+        // Seconds are optional; a fraction only follows seconds.
+        let (second, mut index) = if b.get(16) == Some(&b':') {
+            (digits(b, 17, 2)?, 19)
+        } else {
+            (0, 16)
+        };
+        if second > 59 {
+            return None;
+        }
         let mut micros: i64 = 0;
-        if b.get(index) == Some(&b'.') {
+        if index == 19 && b.get(index) == Some(&b'.') {
             index += 1;
             let start = index;
             while index < b.len() && b[index].is_ascii_digit() {
@@ -187,7 +197,6 @@ impl Timestamp {
             }
             _ => return None,
         };
-        let days = days_from_civil(i64::from(year), month, day);
         let seconds =
             days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
         Some(Timestamp(seconds * 1_000_000 + micros))
@@ -304,6 +313,19 @@ mod tests {
             ts("2024-02-29T00:00:00Z").as_deref(),
             Some("2024-02-29T00:00:00.000000Z")
         );
+        // Dates alone, and minutes without seconds: what peers type as timestamps too.
+        assert_eq!(
+            ts("2023-05-15").as_deref(),
+            Some("2023-05-15T00:00:00.000000Z")
+        );
+        assert_eq!(
+            ts("2023-05-15T10:30").as_deref(),
+            Some("2023-05-15T10:30:00.000000Z")
+        );
+        assert_eq!(
+            ts("2023-05-15 10:30+02:00").as_deref(),
+            Some("2023-05-15T08:30:00.000000Z")
+        );
     }
 
     #[test]
@@ -314,9 +336,14 @@ mod tests {
             "2024-01-32T00:00:00Z",
             "2024-01-01T24:00:00Z",
             "2024-01-01T00:60:00Z",
-            "2024-01-01",
-            "2024-01-01T00:00",
+            "2024-01-01T",
+            "2024-01-01T00",
+            "2024-01-01T00:0",
+            "2024-01-01T00:00:0",
+            "2024-01-01T00:00.5",
             "2024-01-01T00:00:00.Z",
+            "2024-1-01",
+            "20240101",
             "2024-01-01T00:00:00Zx",
             "2024-01-01T00:00:00+5",
             "0000-01-01T00:00:00Z",

@@ -11,7 +11,7 @@ use std::hash::BuildHasherDefault;
 use super::ddl::{Caps, is_own_column};
 use super::discard::{Discard, DiscardReason};
 use crate::columns::AddressHasher;
-use crate::route::{ColumnType, Row, Value};
+use crate::route::{ColumnType, Row, Value, own};
 
 /// The columns a table has, by name.
 pub type TableSchema = HashMap<String, ColumnType>;
@@ -66,8 +66,8 @@ pub fn cell_for(
     }
 }
 
-/// Where one load puts each column: the key first, then every column of the table, in
-/// name order. Built once per (batch, table). Names are interned
+/// Where one load puts each column: the key first, then every other column of the table
+/// but the load time, in name order. Built once per (batch, table). Names are interned
 /// (`route::naming`), so a cell finds its place by its name's address: one integer hash
 /// per cell, where hashing or comparing every name string was a third of the loader's
 /// time. A name that is not interned (past the interner's budget) only makes the
@@ -106,9 +106,10 @@ impl<'a> Layout<'a> {
     /// [`Layout::of_table`] under `caps` (the tracking plan's and the warehouse's
     /// column limit), which name the reason a column is missing.
     pub fn under(key: &'a str, schema: &'a TableSchema, caps: Caps) -> Layout<'a> {
+        // The load time is the warehouse's to set (a column default), never a cell's.
         let mut used: Vec<(&'a str, ColumnType)> = schema
             .iter()
-            .filter(|(name, _)| name.as_str() != key)
+            .filter(|(name, _)| name.as_str() != key && name.as_str() != own::LOAD_TIME)
             .map(|(name, column_type)| (name.as_str(), *column_type))
             .collect();
         used.sort_unstable();

@@ -7,7 +7,7 @@
 //! still cannot leave its quotes); values never enter SQL text — they travel by COPY
 //! or as bound parameters.
 
-use crate::route::ColumnType;
+use crate::route::{ColumnType, own};
 
 /// `"name"`, with embedded quotes doubled.
 pub fn ident(name: &str) -> String {
@@ -19,7 +19,8 @@ pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", ident(schema), ident(table))
 }
 
-/// The message id column every event table has; also its merge key.
+/// The column that names a message in `_discards`, `_rejections` and the [`LATEST`]
+/// tables (where it breaks ties between calls of one `timestamp`).
 pub const MESSAGE_ID: &str = "message_id";
 
 /// Tables that keep the newest traits per user or group id rather than every message:
@@ -31,9 +32,20 @@ pub fn is_latest(table: &str) -> bool {
     LATEST.contains(&table)
 }
 
-/// A table's key column: `id` for [`LATEST`] tables, `message_id` otherwise.
+/// A table's key column: `id` (Segment's name: the message id in event tables, the
+/// user or group id in [`LATEST`] tables); `message_id` in tracktable's own tables.
 pub fn key_column(table: &str) -> &'static str {
-    if is_latest(table) { "id" } else { MESSAGE_ID }
+    if table.starts_with('_') {
+        MESSAGE_ID
+    } else {
+        own::KEY
+    }
+}
+
+/// Whether `table` has a load-time column (`uuid_ts`, set by its default when a row
+/// is written): every table but tracktable's own.
+pub fn has_load_time(table: &str) -> bool {
+    !table.starts_with('_')
 }
 /// Bookkeeping tables.
 pub const LOADS_TABLE: &str = "_tracktable_loads";
@@ -69,21 +81,31 @@ pub fn column_type(column_type: ColumnType) -> String {
     column_type.sql_name()
 }
 
-/// A new table with its key (PostgreSQL: enforced primary key).
-/// [`LATEST`] tables always have `timestamp`, which their merge orders by.
+/// A new table with its key (PostgreSQL: enforced primary key) and load time, the
+/// transaction's start in UTC. [`LATEST`] tables always have `timestamp`, which their
+/// merge orders by.
 pub fn create_table(schema: &str, table: &str, columns: &[(&str, ColumnType)]) -> String {
     let newest = if is_latest(table) {
         ", \"timestamp\" timestamp"
     } else {
         ""
     };
+    let load_time = if has_load_time(table) {
+        format!(
+            ", {} timestamp DEFAULT (now() AT TIME ZONE 'UTC')",
+            ident(own::LOAD_TIME)
+        )
+    } else {
+        String::new()
+    };
     let columns: String = columns
         .iter()
         .filter(|(name, _)| !(is_latest(table) && *name == "timestamp"))
+        .filter(|(name, _)| !(has_load_time(table) && *name == own::LOAD_TIME))
         .map(|(name, column_type)| format!(", {} {}", ident(name), self::column_type(*column_type)))
         .collect();
     format!(
-        "CREATE TABLE IF NOT EXISTS {} ({} text NOT NULL PRIMARY KEY{newest}{columns})",
+        "CREATE TABLE IF NOT EXISTS {} ({} text NOT NULL PRIMARY KEY{newest}{load_time}{columns})",
         qualified(schema, table),
         ident(key_column(table))
     )
@@ -391,10 +413,10 @@ mod tests {
                 create_table(SCHEMA, "accounts", &columns),
             ],
             expect![[r#"
-                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("message_id" text NOT NULL PRIMARY KEY, "a""; DROP TABLE x; --" varchar(64), "prix_€" double precision, "received_at" timestamp)
-                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("message_id" text NOT NULL PRIMARY KEY)
-                CREATE TABLE IF NOT EXISTS "sch""ema"."users" ("id" text NOT NULL PRIMARY KEY, "timestamp" timestamp)
-                CREATE TABLE IF NOT EXISTS "sch""ema"."accounts" ("id" text NOT NULL PRIMARY KEY, "timestamp" timestamp, "a""; DROP TABLE x; --" varchar(64), "prix_€" double precision, "received_at" timestamp)
+                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("id" text NOT NULL PRIMARY KEY, "uuid_ts" timestamp DEFAULT (now() AT TIME ZONE 'UTC'), "a""; DROP TABLE x; --" varchar(64), "prix_€" double precision, "received_at" timestamp)
+                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("id" text NOT NULL PRIMARY KEY, "uuid_ts" timestamp DEFAULT (now() AT TIME ZONE 'UTC'))
+                CREATE TABLE IF NOT EXISTS "sch""ema"."users" ("id" text NOT NULL PRIMARY KEY, "timestamp" timestamp, "uuid_ts" timestamp DEFAULT (now() AT TIME ZONE 'UTC'))
+                CREATE TABLE IF NOT EXISTS "sch""ema"."accounts" ("id" text NOT NULL PRIMARY KEY, "timestamp" timestamp, "uuid_ts" timestamp DEFAULT (now() AT TIME ZONE 'UTC'), "a""; DROP TABLE x; --" varchar(64), "prix_€" double precision, "received_at" timestamp)
             "#]],
         );
     }
@@ -430,7 +452,7 @@ mod tests {
             ],
             expect![[r#"
                 COPY "sch""ema"."select" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM STDIN (FORMAT binary)
-                SELECT "message_id" FROM "sch""ema"."select" WHERE "message_id" = ANY($1)
+                SELECT "id" FROM "sch""ema"."select" WHERE "id" = ANY($1)
                 CREATE TEMPORARY TABLE "tracktable_stage" (LIKE "sch""ema"."select" INCLUDING DEFAULTS) ON COMMIT DROP
                 COPY "tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM STDIN (FORMAT binary)
                 DROP TABLE "tracktable_stage"

@@ -683,7 +683,9 @@ async fn postgres_stores_numeric_ids_big_integers_and_system_names_exactly() {
 
     let ids: Vec<(String, String)> = client
         .query(
-            &format!("SELECT message_id, user_id FROM \"{schema}\".tracks WHERE message_id LIKE '1234%' ORDER BY 1"),
+            &format!(
+                "SELECT id, user_id FROM \"{schema}\".tracks WHERE id LIKE '1234%' ORDER BY 1"
+            ),
             &[],
         )
         .await
@@ -709,7 +711,7 @@ async fn postgres_stores_numeric_ids_big_integers_and_system_names_exactly() {
         .query_one(
             &format!(
                 "SELECT big, pg_typeof(big)::text, low, max FROM \"{schema}\".hostile \
-                 WHERE message_id = 'int-1'"
+                 WHERE id = 'int-1'"
             ),
             &[],
         )
@@ -729,7 +731,7 @@ async fn postgres_stores_numeric_ids_big_integers_and_system_names_exactly() {
         .query_one(
             &format!(
                 "SELECT xmin_, ctid_, tableoid_, deletexid_ FROM \"{schema}\".hostile \
-                 WHERE message_id = 'sys-1'"
+                 WHERE id = 'sys-1'"
             ),
             &[],
         )

@@ -282,7 +282,7 @@ async fn new_property_becomes_a_column_in_its_batch_and_sigint_exits_cleanly() {
 
     let rows = client
         .query(
-            &format!("SELECT message_id, bpm FROM \"{schema}\".song_played ORDER BY message_id"),
+            &format!("SELECT id, bpm FROM \"{schema}\".song_played ORDER BY id"),
             &[],
         )
         .await
@@ -474,7 +474,7 @@ async fn a_second_signal_exits_at_once_and_a_restart_loads_the_batch_once() {
     wait_ok(run_once(&pipeline, &[]), "restart");
     let rows = client
         .query(
-            &format!("SELECT message_id, n FROM \"{schema}\".song_played ORDER BY message_id"),
+            &format!("SELECT id, n FROM \"{schema}\".song_played ORDER BY id"),
             &[],
         )
         .await

@@ -72,7 +72,7 @@ async fn stored(client: &tokio_postgres::Client, schema: &str) -> (i64, i64) {
         let row = client
             .query_one(
                 &format!(
-                    "SELECT count(*), count(*) - count(DISTINCT message_id) \
+                    "SELECT count(*), count(*) - count(DISTINCT id) \
                      FROM \"{schema}\".\"{table}\""
                 ),
                 &[],

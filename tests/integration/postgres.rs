@@ -73,11 +73,7 @@ async fn loading_twice_keeps_one_row_per_message_id() {
         200
     );
     assert_eq!(
-        support::count(
-            &client,
-            &format!("SELECT count(DISTINCT message_id) FROM {table}")
-        )
-        .await,
+        support::count(&client, &format!("SELECT count(DISTINCT id) FROM {table}")).await,
         200
     );
     assert_eq!(
@@ -155,11 +151,7 @@ async fn a_batch_overlapping_stored_rows_loads_only_its_new_rows_once() {
 
     let table = format!("\"{schema}\".order_completed");
     assert_eq!(
-        support::count(
-            &client,
-            &format!("SELECT count(DISTINCT message_id) FROM {table}")
-        )
-        .await,
+        support::count(&client, &format!("SELECT count(DISTINCT id) FROM {table}")).await,
         160
     );
     assert_eq!(
@@ -234,9 +226,7 @@ async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
 
     let rows = client
         .query(
-            &format!(
-                "SELECT message_id, price, sku FROM \"{schema}\".product_viewed ORDER BY message_id"
-            ),
+            &format!("SELECT id, price, sku FROM \"{schema}\".product_viewed ORDER BY id"),
             &[],
         )
         .await
@@ -492,11 +482,7 @@ async fn killed_connections_are_retried_until_everything_loads() {
         60_000
     );
     assert_eq!(
-        support::count(
-            &client,
-            &format!("SELECT count(DISTINCT message_id) FROM {table}")
-        )
-        .await,
+        support::count(&client, &format!("SELECT count(DISTINCT id) FROM {table}")).await,
         60_000
     );
     assert_eq!(
@@ -540,7 +526,7 @@ async fn a_configuration_error_stops_the_run_and_acknowledges_nothing() {
     let schema = support::schema("permanent");
     client
         .batch_execute(&format!(
-            "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".cart_viewed (message_id text PRIMARY KEY); \
+            "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".cart_viewed (id text PRIMARY KEY); \
              CREATE FUNCTION \"{schema}\".refuse() RETURNS trigger LANGUAGE plpgsql AS \
              $$ BEGIN RAISE EXCEPTION 'loading refused' USING ERRCODE = 'insufficient_privilege'; END $$; \
              CREATE TRIGGER refuse BEFORE INSERT ON \"{schema}\".cart_viewed FOR EACH ROW EXECUTE FUNCTION \"{schema}\".refuse()"
@@ -808,11 +794,7 @@ async fn a_server_restart_mid_run_is_retried_and_loads_everything_once() {
             "{table}"
         );
         assert_eq!(
-            support::count(
-                &client,
-                &format!("SELECT count(DISTINCT message_id) FROM {table}")
-            )
-            .await,
+            support::count(&client, &format!("SELECT count(DISTINCT id) FROM {table}")).await,
             expected,
             "{table}"
         );

@@ -206,11 +206,7 @@ async fn reloading_keeps_one_row_per_message_id() {
         200
     );
     assert_eq!(
-        support::count(
-            &client,
-            &format!("SELECT count(DISTINCT message_id) FROM {table}")
-        )
-        .await,
+        support::count(&client, &format!("SELECT count(DISTINCT id) FROM {table}")).await,
         200
     );
     assert_eq!(
@@ -272,7 +268,9 @@ async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
     let schema = &redshift.schema;
     let rows = client
         .query(
-            &format!("SELECT message_id::text, price, sku::text FROM \"{schema}\".product_viewed ORDER BY message_id"),
+            &format!(
+                "SELECT id::text, price, sku::text FROM \"{schema}\".product_viewed ORDER BY id"
+            ),
             &[],
         )
         .await
@@ -472,9 +470,7 @@ async fn new_columns_mid_stream_and_the_newest_traits_win() {
     let schema = &redshift.schema;
     let rows: Vec<(String, Option<String>)> = client
         .query(
-            &format!(
-                "SELECT message_id::text, referrer::text FROM \"{schema}\".signed_up ORDER BY 1"
-            ),
+            &format!("SELECT id::text, referrer::text FROM \"{schema}\".signed_up ORDER BY 1"),
             &[],
         )
         .await
@@ -553,7 +549,7 @@ async fn csv_escaping_survives_hostile_strings_and_nul_is_discarded() {
     for (i, expected) in strings.iter().enumerate() {
         let stored: Option<String> = client
             .query_one(
-                &format!("SELECT text::text FROM \"{schema}\".text_sent WHERE message_id = $1"),
+                &format!("SELECT text::text FROM \"{schema}\".text_sent WHERE id = $1"),
                 &[&format!("s{i}")],
             )
             .await
@@ -567,7 +563,7 @@ async fn csv_escaping_survives_hostile_strings_and_nul_is_discarded() {
     }
     let nul: Option<String> = client
         .query_one(
-            &format!("SELECT text::text FROM \"{schema}\".text_sent WHERE message_id = 'nul'"),
+            &format!("SELECT text::text FROM \"{schema}\".text_sent WHERE id = 'nul'"),
             &[],
         )
         .await
@@ -755,7 +751,7 @@ async fn a_copy_data_error_keeps_the_refused_rows_in_discards_and_loads_the_rest
         .batch_execute(&format!(
             "CREATE SCHEMA \"{schema}\"; \
              CREATE DOMAIN \"{schema}\".small_total AS double precision CONSTRAINT small_total_below_1000 CHECK (VALUE < 1000); \
-             CREATE TABLE \"{schema}\".order_completed (message_id varchar(1024) NOT NULL PRIMARY KEY, \
+             CREATE TABLE \"{schema}\".order_completed (id varchar(1024) NOT NULL PRIMARY KEY, \
                total \"{schema}\".small_total)"
         ))
         .await
@@ -780,7 +776,7 @@ async fn a_copy_data_error_keeps_the_refused_rows_in_discards_and_loads_the_rest
 
     let loaded: Vec<String> = client
         .query(
-            &format!("SELECT message_id::text FROM \"{schema}\".order_completed ORDER BY 1"),
+            &format!("SELECT id::text FROM \"{schema}\".order_completed ORDER BY 1"),
             &[],
         )
         .await
@@ -791,7 +787,7 @@ async fn a_copy_data_error_keeps_the_refused_rows_in_discards_and_loads_the_rest
     assert_eq!(loaded, ["o1", "o2", "o4", "o6"]);
     let note: String = client
         .query_one(
-            &format!("SELECT note::text FROM \"{schema}\".order_completed WHERE message_id = 'o4'"),
+            &format!("SELECT note::text FROM \"{schema}\".order_completed WHERE id = 'o4'"),
             &[],
         )
         .await

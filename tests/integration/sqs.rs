@@ -217,11 +217,7 @@ async fn notifications_load_every_object_once_and_empty_the_queue() {
         "{stderr}"
     );
     assert_eq!(
-        support::count(
-            &client,
-            &format!("SELECT count(DISTINCT message_id) FROM {table}")
-        )
-        .await,
+        support::count(&client, &format!("SELECT count(DISTINCT id) FROM {table}")).await,
         expected
     );
     // `check` reaches the queue; with a wrong queue URL it fails and says what to fix.
@@ -627,7 +623,7 @@ async fn killed_mid_batch_and_restarted_loads_everything_exactly_once() {
     assert_eq!(
         support::count(
             &client,
-            &format!("SELECT count(DISTINCT message_id) FROM \"{schema}\".file_uploaded")
+            &format!("SELECT count(DISTINCT id) FROM \"{schema}\".file_uploaded")
         )
         .await,
         setup.expected

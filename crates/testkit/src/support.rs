@@ -197,13 +197,13 @@ pub async fn dump(client: &tokio_postgres::Client, schema: &str) -> Dump {
             .collect();
         let key = if name == "_discards" {
             "table_name || '/' || column_name || '/' || message_id"
-        } else if name == "users" || name == "accounts" {
-            "id"
-        } else {
+        } else if name.starts_with('_') {
             "message_id"
+        } else {
+            "id"
         };
         let rows = client
-            .query(&format!("SELECT {key}, (to_jsonb(t) - 'discarded_at')::text FROM \"{schema}\".\"{name}\" t"), &[])
+            .query(&format!("SELECT {key}, (to_jsonb(t) - 'discarded_at' - 'uuid_ts')::text FROM \"{schema}\".\"{name}\" t"), &[])
             .await
             .expect("read rows")
             .into_iter()

@@ -41,7 +41,7 @@ impl PostgresLoader {
     ) -> Result<Settled, PostgresError> {
         let table = batch.table.as_str();
         let mut columns = self.warehouse.cached(table).unwrap_or_default();
-        if ddl::is_settled(&columns, &batch.observed) {
+        if ddl::is_settled(table, &columns, &batch.observed) {
             return Ok(Settled::Ready {
                 columns,
                 created: false,
@@ -58,7 +58,7 @@ impl PostgresLoader {
                 let schema = &self.warehouse.schema;
                 columns = read_columns(&transaction, &mut self.prepared, schema, table).await?;
             }
-            if ddl::is_settled(&columns, &observed) {
+            if ddl::is_settled(table, &columns, &observed) {
                 transaction
                     .commit()
                     .await
@@ -124,7 +124,14 @@ async fn change_schema(
         _ => None,
     };
     let caps = warehouse.caps;
-    match ddl::plan_table(table, &columns, observed, caps, tables_in_schema) {
+    match ddl::plan_table(
+        table,
+        &columns,
+        observed,
+        &batch.rows,
+        caps,
+        tables_in_schema,
+    ) {
         TablePlan::Refuse(reason) => Ok(Settled::Refused(reason)),
         TablePlan::Apply(plan) => {
             apply_plan(transaction, &warehouse.schema, batch, &plan, report).await?;

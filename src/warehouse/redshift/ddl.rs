@@ -65,7 +65,7 @@ impl RedshiftLoader {
         let table = batch.table.as_str();
         let caps = self.warehouse.connection.caps();
         if let Some(known) = self.warehouse.connection.cached(table)
-            && ddl::is_settled(&known, &batch.observed)
+            && ddl::is_settled(table, &known, &batch.observed)
         {
             return Ok(Ok(known));
         }
@@ -74,17 +74,24 @@ impl RedshiftLoader {
             Some(_) if columns.is_empty() => Some(self.count_tables().await?),
             _ => None,
         };
-        let mut plan =
-            match ddl::plan_table(table, &columns, &batch.observed, caps, tables_in_schema) {
-                TablePlan::Refuse(reason) => return Ok(Err(reason)),
-                TablePlan::Apply(plan) => plan,
-            };
+        let mut plan = match ddl::plan_table(
+            table,
+            &columns,
+            &batch.observed,
+            &batch.rows,
+            caps,
+            tables_in_schema,
+        ) {
+            TablePlan::Refuse(reason) => return Ok(Err(reason)),
+            TablePlan::Apply(plan) => plan,
+        };
         if let Some(create) = &plan.create {
             self.create_table(batch, create, report).await?;
             // What is left to change comes from the catalogue: a concurrent creator may
             // have made the table with other columns.
             columns = self.read_columns(table).await?;
-            plan = match ddl::plan_table(table, &columns, &batch.observed, caps, None) {
+            plan = match ddl::plan_table(table, &columns, &batch.observed, &batch.rows, caps, None)
+            {
                 TablePlan::Refuse(reason) => return Ok(Err(reason)),
                 TablePlan::Apply(plan) => plan,
             };

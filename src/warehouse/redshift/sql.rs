@@ -9,8 +9,8 @@
 //! written as escaped literals by [`literal`]; row data never does: it travels through
 //! staged CSV.
 
-use crate::route::ColumnType;
-use crate::warehouse::sql::{ident, is_latest, key_column, qualified};
+use crate::route::{ColumnType, own};
+use crate::warehouse::sql::{has_load_time, ident, is_latest, key_column, qualified};
 
 pub use crate::warehouse::sql::{DISCARD_COLUMNS, DISCARDS_TABLE, LOADS_TABLE, OBJECTS_TABLE};
 
@@ -98,9 +98,15 @@ pub fn create_table(schema: &str, table: &str, columns: &[(&str, ColumnType)]) -
     } else {
         ""
     };
+    let load_time = if has_load_time(table) {
+        format!(", {} timestamp DEFAULT GETDATE()", ident(own::LOAD_TIME))
+    } else {
+        String::new()
+    };
     let listed: String = columns
         .iter()
         .filter(|(name, _)| !(is_latest(table) && *name == "timestamp"))
+        .filter(|(name, _)| !(has_load_time(table) && *name == own::LOAD_TIME))
         .map(|(name, column_type)| format!(", {} {}", ident(name), self::column_type(*column_type)))
         .collect();
     let sort = if columns.iter().any(|(name, _)| *name == "received_at") {
@@ -110,7 +116,7 @@ pub fn create_table(schema: &str, table: &str, columns: &[(&str, ColumnType)]) -
     };
     let key = ident(key_column(table));
     format!(
-        "CREATE TABLE IF NOT EXISTS {} ({key} varchar({KEY_WIDTH}) NOT NULL{newest}{listed}, PRIMARY KEY ({key})) \
+        "CREATE TABLE IF NOT EXISTS {} ({key} varchar({KEY_WIDTH}) NOT NULL{newest}{load_time}{listed}, PRIMARY KEY ({key})) \
          DISTSTYLE AUTO{sort}",
         qualified(schema, table),
     )
@@ -448,10 +454,10 @@ mod tests {
                 create_table(SCHEMA, "accounts", &[]),
             ],
             expect![[r#"
-                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("message_id" varchar(1024) NOT NULL, "a""; DROP TABLE x; --" varchar(64), "received_at" timestamp, "prix_€" double precision, PRIMARY KEY ("message_id")) DISTSTYLE AUTO SORTKEY ("received_at")
-                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("message_id" varchar(1024) NOT NULL, "a""; DROP TABLE x; --" bigint, PRIMARY KEY ("message_id")) DISTSTYLE AUTO
-                CREATE TABLE IF NOT EXISTS "sch""ema"."users" ("id" varchar(1024) NOT NULL, "timestamp" timestamp, PRIMARY KEY ("id")) DISTSTYLE AUTO
-                CREATE TABLE IF NOT EXISTS "sch""ema"."accounts" ("id" varchar(1024) NOT NULL, "timestamp" timestamp, PRIMARY KEY ("id")) DISTSTYLE AUTO
+                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("id" varchar(1024) NOT NULL, "uuid_ts" timestamp DEFAULT GETDATE(), "a""; DROP TABLE x; --" varchar(64), "received_at" timestamp, "prix_€" double precision, PRIMARY KEY ("id")) DISTSTYLE AUTO SORTKEY ("received_at")
+                CREATE TABLE IF NOT EXISTS "sch""ema"."select" ("id" varchar(1024) NOT NULL, "uuid_ts" timestamp DEFAULT GETDATE(), "a""; DROP TABLE x; --" bigint, PRIMARY KEY ("id")) DISTSTYLE AUTO
+                CREATE TABLE IF NOT EXISTS "sch""ema"."users" ("id" varchar(1024) NOT NULL, "timestamp" timestamp, "uuid_ts" timestamp DEFAULT GETDATE(), PRIMARY KEY ("id")) DISTSTYLE AUTO
+                CREATE TABLE IF NOT EXISTS "sch""ema"."accounts" ("id" varchar(1024) NOT NULL, "timestamp" timestamp, "uuid_ts" timestamp DEFAULT GETDATE(), PRIMARY KEY ("id")) DISTSTYLE AUTO
             "#]],
         );
     }
@@ -526,7 +532,7 @@ mod tests {
                 BEGIN
                 DROP TABLE IF EXISTS "_tracktable_stage"
                 CREATE TEMP TABLE "_tracktable_stage" (LIKE "sch""ema"."select" INCLUDING DEFAULTS)
-                DELETE FROM "sch""ema"."select" USING "_tracktable_stage" WHERE "select"."message_id" = "_tracktable_stage"."message_id"
+                DELETE FROM "sch""ema"."select" USING "_tracktable_stage" WHERE "select"."id" = "_tracktable_stage"."id"
                 INSERT INTO "sch""ema"."select" ("message_id", "a""; DROP TABLE x; --", "prix_€") SELECT "message_id", "a""; DROP TABLE x; --", "prix_€" FROM "_tracktable_stage"
                 COMMIT
                 ROLLBACK
