@@ -201,6 +201,144 @@ async fn a_batch_overlapping_stored_rows_loads_only_its_new_rows_once() {
     skip_services,
     ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
 )]
+async fn tables_follow_segments_schema_and_types_follow_most_values() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    // 19 numeric prices and one odd one, in the batch that introduces the column.
+    let mut lines: Vec<String> = (0..19)
+        .map(|i| {
+            track(
+                &format!("o{i:02}"),
+                "\"Order Completed\"",
+                &format!(r#"{{"revenue":{}.5,"name":"n{i}","id":"p{i}"}}"#, 10 + i),
+            )
+        })
+        .collect();
+    lines.push(track(
+        "o19",
+        "\"Order Completed\"",
+        r#"{"revenue":"USD 185.85"}"#,
+    ));
+    lines.extend([
+        r#"{"type":"track","event":"Order Completed","messageId":"o20","channel":"web","request_ip":"9.9.9.9","sentAt":"yesterday","receivedAt":"2024-03-01T12:00:00Z","properties":{"revenue":1,"meta":{},"tags":[],"day":"2024-03-01"}}"#.to_owned(),
+        r#"{"type":"identify","messageId":"i1","userId":"u1","timestamp":"2024-03-01T12:00:00Z","context":{"traits":{"email":"e@x","name":"Ada"}}}"#.to_owned(),
+        r#"{"type":"alias","messageId":"a1","userId":"u1","previousId":"anon","traits":{"email":"e@x"}}"#.to_owned(),
+    ]);
+    std::fs::write(source.join("a.json"), lines.join("\n")).unwrap();
+    let schema = support::schema("segment");
+    load(work.path(), &source, &schema, "first");
+
+    let column_types = |table: &'static str| {
+        let client = &client;
+        let schema = schema.clone();
+        async move {
+            client
+                .query(
+                    "SELECT column_name::text, data_type::text FROM information_schema.columns \
+                     WHERE table_schema = $1 AND table_name = $2",
+                    &[&schema, &table],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get::<_, String>(0), row.get::<_, String>(1)))
+                .collect::<std::collections::BTreeMap<String, String>>()
+        }
+    };
+    let orders = column_types("order_completed").await;
+    assert_eq!(orders["revenue"], "double precision", "{orders:?}");
+    assert_eq!(orders["sent_at"], "timestamp without time zone");
+    assert_eq!(orders["day"], "timestamp without time zone");
+    assert_eq!(orders["uuid_ts"], "timestamp without time zone");
+    for (column, present) in [
+        ("id", true),
+        ("name", true),
+        ("properties_id", true),
+        ("channel", true),
+        ("context_ip", true),
+        ("message_id", false),
+        ("properties_name", false),
+        ("meta", false),
+        ("tags", false),
+    ] {
+        assert_eq!(orders.contains_key(column), present, "{column}: {orders:?}");
+    }
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT channel, context_ip, properties_id, uuid_ts > now() AT TIME ZONE 'UTC' - interval '10 minutes' \
+                 FROM \"{schema}\".order_completed WHERE id = 'o20'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("web"));
+    assert_eq!(row.get::<_, Option<String>>(1).as_deref(), Some("9.9.9.9"));
+    assert_eq!(row.get::<_, Option<String>>(2), None);
+    assert!(row.get::<_, bool>(3), "uuid_ts is the load time");
+    // The minority values went to _discards, naming their rows (a track's common
+    // columns are in `tracks` too).
+    let discards: Vec<(String, String, String, String)> = client
+        .query(
+            &format!(
+                "SELECT table_name, column_name, message_id, value FROM \"{schema}\"._discards \
+                 ORDER BY 1, 2"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+    let discard = |table: &str, column: &str, id: &str, value: &str| {
+        (table.into(), column.into(), id.into(), value.into())
+    };
+    assert_eq!(
+        discards,
+        [
+            discard("order_completed", "revenue", "o19", "USD 185.85"),
+            discard("order_completed", "sent_at", "o20", "yesterday"),
+            discard("tracks", "sent_at", "o20", "yesterday"),
+        ]
+    );
+    // users from context.traits; aliases keep their traits.
+    let user = client
+        .query_one(
+            &format!("SELECT email, name, message_id FROM \"{schema}\".users WHERE id = 'u1'"),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            user.get::<_, String>(0),
+            user.get::<_, String>(1),
+            user.get::<_, String>(2)
+        ),
+        ("e@x".into(), "Ada".into(), "i1".into())
+    );
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".aliases WHERE email = 'e@x' AND id = 'a1'")
+        )
+        .await,
+        1
+    );
+    support::drop_schema(&client, &schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
     let Some(client) = support::postgres().await else {
         return;
