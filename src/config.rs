@@ -72,7 +72,10 @@ pub enum SourceFile {
     Dir {
         /// The directory to read, recursively.
         path: PathBuf,
-        /// Where the list of loaded files is kept (default: `<path>/.tracktable`).
+        /// Where the list of loaded files is kept (default:
+        /// `<path>/.tracktable/<schema>-<hash of the warehouse URL and schema>`, one per
+        /// warehouse target, so pipelines reading one directory into different schemas
+        /// or databases each load every file).
         state_dir: Option<PathBuf>,
         /// How often to look for new files (humantime, default `1s`).
         #[serde(default = "default_poll_interval", with = "humantime_serde_compat")]
@@ -459,12 +462,13 @@ impl PipelineFile {
             None
         };
         let (default_rows, default_bytes) = default_batch_size(&self.warehouse);
+        let source = with_default_state_dir(self.source, &self.warehouse);
         Ok(Pipeline {
             plan,
             max_tables: self.plan.max_tables,
             max_columns: self.plan.max_columns,
             name: self.name,
-            source: self.source,
+            source,
             warehouse: self.warehouse,
             batch: BatchPolicy {
                 interval: self.batch.interval,
@@ -539,6 +543,43 @@ fn parse_error(text: &str, path: &Path, error: &toml::de::Error) -> ConfigError 
 
 /// A field's problem: its key and what is wrong with it.
 type Problem = (&'static str, String);
+
+/// A `dir` source without a `state_dir` keeps its state under the directory, one state
+/// directory per warehouse target: the list of loaded files says what *this* target
+/// holds, so a second pipeline reading the same directory into another schema or
+/// database loads every file too, instead of finding them all "already loaded".
+fn with_default_state_dir(source: SourceFile, warehouse: &WarehouseFile) -> SourceFile {
+    match source {
+        SourceFile::Dir {
+            path,
+            state_dir: None,
+            poll_interval,
+        } => {
+            let (url, _) = crate::conninfo::take_password(warehouse.url());
+            let schema = warehouse.schema();
+            let target = crate::stable_hash::short_hex(&[url.as_bytes(), schema.as_bytes()]);
+            let name: String = schema
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let state_dir = path
+                .join(crate::source::dir::STATE_DIR_NAME)
+                .join(format!("{name}-{target}"));
+            SourceFile::Dir {
+                path,
+                state_dir: Some(state_dir),
+                poll_interval,
+            }
+        }
+        other => other,
+    }
+}
 
 fn check_batch(batch: &BatchFile) -> Result<(), Problem> {
     if batch.interval < Duration::from_millis(10) {

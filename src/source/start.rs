@@ -152,6 +152,12 @@ pub fn start(
                 .clone()
                 .unwrap_or_else(|| path.join(dir::STATE_DIR_NAME));
             let done = dir::read_done(&state_dir)?;
+            tracing::info!(
+                directory = %path.display(),
+                state = %state_dir.display(),
+                already_loaded = done.len(),
+                "dir source: files already loaded into this pipeline's warehouse are skipped"
+            );
             let runtime = delivery.runtime.clone();
             runtime.spawn(dir::list_forever(dir::Lister {
                 root: path.clone(),

@@ -339,6 +339,68 @@ async fn tables_follow_segments_schema_and_types_follow_most_values() {
     skip_services,
     ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
 )]
+async fn two_pipelines_reading_one_directory_each_load_every_file() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    std::fs::create_dir_all(&source).unwrap();
+    for file in 0..3 {
+        let lines: Vec<String> = (0..10)
+            .map(|i| track(&format!("f{file}-{i}"), "\"Song Played\"", "{}"))
+            .collect();
+        std::fs::write(source.join(format!("{file}.json")), lines.join("\n")).unwrap();
+    }
+    // No state_dir: each pipeline keeps its own under the directory.
+    let pipeline = |schema: &str| {
+        let path = work.path().join(format!("{schema}.toml"));
+        let text = format!(
+            "name = \"{schema}\"\n[source]\ntype = \"dir\"\npath = \"{}\"\n\
+             [warehouse]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\n\
+             [batch]\ninterval = \"1h\"\n",
+            source.display(),
+            support::database_url()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let run = |pipeline: &Path, run: &str| {
+        let stderr_path = work.path().join(format!("stderr-{run}.log"));
+        let mut child = Command::new(support::binary())
+            .args(["run", "--once", "--pipeline"])
+            .arg(pipeline)
+            .env("TRACKTABLE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("run tracktable");
+        let status = support::wait_within(&mut child, Duration::from_secs(120), run);
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert!(status.success(), "tracktable failed:\n{stderr}");
+        stderr
+    };
+    let (first, second) = (support::schema("dir_one"), support::schema("dir_two"));
+    run(&pipeline(&first), "first");
+    let stderr = run(&pipeline(&second), "second");
+    assert!(stderr.contains("already_loaded=0"), "{stderr}");
+    for schema in [&first, &second] {
+        let rows = format!("SELECT count(*) FROM \"{schema}\".song_played");
+        assert_eq!(support::count(&client, &rows).await, 30, "{schema}");
+    }
+    // Each pipeline still remembers its own files.
+    let stderr = run(&pipeline(&first), "again");
+    assert!(stderr.contains("already_loaded=3"), "{stderr}");
+    for schema in [&first, &second] {
+        support::drop_schema(&client, schema).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn a_type_conflict_loads_null_and_keeps_the_value_in_discards() {
     let Some(client) = support::postgres().await else {
         return;
