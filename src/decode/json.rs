@@ -206,7 +206,7 @@ pub fn parse_keeping<'a>(
         exact_fields,
     };
     let limit = max_depth.min(MAX_SUPPORTED_DEPTH);
-    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let mut deserializer = sonic_rs::Deserializer::from_str(text);
     let seed = ValueSeed {
         depth: 0,
         limit,
@@ -409,6 +409,17 @@ impl<'de> Visitor<'de> for ValueSeed<'_, 'de, '_> {
             && is_integer_literal(text)
         {
             return Ok(Json::Number(Cow::Borrowed(text)));
+        }
+        // The tokenizer reads `-0.0` as positive zero; the text keeps its sign.
+        if v == 0.0
+            && !v.is_sign_negative()
+            && self
+                .context
+                .numbers
+                .literal(place)
+                .is_some_and(|text| text.starts_with('-'))
+        {
+            return Ok(Json::Float(-0.0));
         }
         Ok(Json::Float(v))
     }
