@@ -19,7 +19,7 @@ use tracktable_gen::GenConfig;
 
 use crate::measures::{MeasureError, drop_schema, sibling};
 
-/// The schema the run loads into (replaced at the start of each run).
+/// The schema the run loads into (dropped before and after).
 const SCHEMA: &str = "tracktable_freshness";
 
 /// The goal: an object's rows committed within the batch interval plus this.
@@ -244,6 +244,7 @@ pub fn measure(options: &FreshnessOptions) -> Result<FreshnessReport, MeasureErr
         cpu_seconds,
     };
     runtime.block_on(aws.remove(&name, &queue_url, &files));
+    drop_schema(&options.database_url, SCHEMA)?;
     Ok(report)
 }
 
