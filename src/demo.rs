@@ -296,6 +296,11 @@ fn print_report(report: &Report, summary: &run::RunSummary, database_url: Option
         stats.messages,
         stats.messages as f64 / seconds.max(1e-9)
     );
+    if let Some(freshness) = stats.freshness {
+        // The files are all written before the first round starts, so this is how long
+        // they waited for it, not the pipeline's steady-state freshness.
+        println!("freshness, from a file written to its rows committed: {freshness}");
+    }
     println!(
         "{} tables created; {} schema changes applied",
         report.tables.len(),

@@ -15,7 +15,8 @@
 //! - [`run`], [`backfill`], [`shutdown`]: one process of the pipeline, start to stop.
 //! - [`report`]: errors for people, each cause once.
 //! - [`retry`]: the one retry policy (the AWS SDK's included).
-//! - [`telemetry`], [`metrics`], [`allocator`]: what the process reports, and its heap.
+//! - [`telemetry`], [`metrics`], [`freshness`], [`allocator`]: what the process reports,
+//!   and its heap.
 //! - [`admin`], [`explain`], `demo`: the operator's other commands.
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod decode;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod explain;
+pub mod freshness;
 pub mod load;
 pub mod metrics;
 pub mod report;

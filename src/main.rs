@@ -464,6 +464,12 @@ fn run_pipeline(args: RunArgs) -> anyhow::Result<()> {
         stats.schema_changes,
         summary.elapsed.as_secs_f64()
     );
+    if let Some(freshness) = stats.freshness {
+        tracing::info!(
+            "{}: freshness, from an object written to its rows committed: {freshness}",
+            pipeline.name
+        );
+    }
     Ok(())
 }
 

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub batches: Counter,
     pub batch_load_seconds: Histogram,
     pub batch_rows: Histogram,
+    /// From an object written to the commit of its last rows, once per object.
+    pub freshness_seconds: Histogram,
     pub schema_changes: Counter,
     pub warehouse_retries: Counter,
     pub data_failures: Counter,
@@ -83,6 +85,7 @@ impl Default for Metrics {
             batch_load_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             // 1 row to ~1M rows.
             batch_rows: Histogram::new(exponential_buckets(1.0, 4.0, 11)),
+            freshness_seconds: Histogram::new(crate::freshness::BUCKETS),
             schema_changes: Counter::default(),
             warehouse_retries: Counter::default(),
             data_failures: Counter::default(),
@@ -292,6 +295,11 @@ impl Metrics {
             "Rows per worker's batch",
             self.batch_rows.clone(),
         );
+        registry.register(
+            "freshness_seconds",
+            "Time from an object written (S3 event time, file modification time) to the commit of its last rows",
+            self.freshness_seconds.clone(),
+        );
         let age: Gauge<f64, AtomicU64> = Gauge::default();
         age.set(self.oldest_unacknowledged_age(crate::batch::now_ms()));
         registry.register(
@@ -437,6 +445,7 @@ mod tests {
             })
             .inc();
         metrics.batch_rows.observe(7.0);
+        metrics.freshness_seconds.observe(2.5);
         let text = metrics.encode();
         assert!(text.contains("tracktable_objects_total 1"), "{text}");
         assert!(
@@ -448,6 +457,12 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("tracktable_batch_rows_count 1"), "{text}");
+        assert!(
+            text.contains("tracktable_freshness_seconds_bucket{le=\"2.0\"} 0")
+                && text.contains("tracktable_freshness_seconds_bucket{le=\"3.0\"} 1")
+                && text.contains("tracktable_freshness_seconds_count 1"),
+            "{text}"
+        );
         assert!(
             text.contains("tracktable_oldest_unacknowledged_seconds 0"),
             "{text}"

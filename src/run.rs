@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
@@ -339,6 +339,11 @@ fn acknowledge(
             break;
         };
         drop(pending);
+        stats.objects_committed(
+            batch,
+            objects.iter().filter_map(|object| object.written),
+            SystemTime::now(),
+        );
         let count = objects.len() as u64;
         // A batch that held only part of an object has nothing to acknowledge: the
         // object goes with the batch of its last part.

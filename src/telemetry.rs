@@ -6,8 +6,10 @@
 //! the `demo` report and `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use crate::decode::DecodeSummary;
+use crate::freshness::{self, FreshnessSummary, Percentiles};
 use crate::metrics::{Metrics, ReasonLabel, TableLabel};
 use crate::warehouse::LoadReport;
 
@@ -33,6 +35,8 @@ pub struct RunStats {
     schema_changes: AtomicU64,
     warehouse_retries: AtomicU64,
     objects_acknowledged: AtomicU64,
+    /// Each object's freshness, for the summary's percentiles.
+    freshness: Percentiles,
     /// The Prometheus view of the same facts (plus labels the snapshot does not keep).
     pub metrics: Metrics,
 }
@@ -54,6 +58,8 @@ pub struct StatsSnapshot {
     pub schema_changes: u64,
     pub warehouse_retries: u64,
     pub objects_acknowledged: u64,
+    /// From objects written to their rows committed; `None` when no object had a time.
+    pub freshness: Option<FreshnessSummary>,
 }
 
 impl RunStats {
@@ -271,6 +277,30 @@ impl RunStats {
         self.metrics.clear_warehouse_failure(OBJECT_LOG);
     }
 
+    /// The batch of these objects' last parts has committed everywhere, at `committed`:
+    /// each object's freshness is observed, once, from when it was `written`.
+    pub fn objects_committed(
+        &self,
+        batch: u64,
+        written: impl IntoIterator<Item = SystemTime>,
+        committed: SystemTime,
+    ) {
+        let mut oldest = None;
+        for written in written {
+            let age = freshness::age(written, committed);
+            self.freshness.record(age);
+            self.metrics.freshness_seconds.observe(age.as_secs_f64());
+            oldest = oldest.max(Some(age));
+        }
+        if let Some(oldest) = oldest {
+            tracing::debug!(
+                batch,
+                oldest_seconds = oldest.as_secs_f64(),
+                "objects committed"
+            );
+        }
+    }
+
     pub fn objects_acknowledged(&self, batch: u64, count: u64) {
         self.objects_acknowledged
             .fetch_add(count, Ordering::Relaxed);
@@ -293,6 +323,7 @@ impl RunStats {
             schema_changes: get(&self.schema_changes),
             warehouse_retries: get(&self.warehouse_retries),
             objects_acknowledged: get(&self.objects_acknowledged),
+            freshness: self.freshness.summary(),
         }
     }
 }

@@ -420,6 +420,7 @@ pub fn track_calls(name: &str, event: &str, messages: usize) -> ObjectRef {
         bytes: body.len() as u64,
         body: crate::source::Body::Fetched(bytes::Bytes::from(body)),
         token: 0,
+        written: None,
     }
 }
 

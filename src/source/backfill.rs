@@ -280,6 +280,9 @@ impl Backfill {
                 bytes: object.size,
                 body,
                 token: 0,
+                // Written before the backfill began: its age would measure the
+                // backlog, not the pipeline, so freshness does not observe it.
+                written: None,
             };
             let worker = next.fetch_add(1, Ordering::Relaxed) % senders.len().max(1);
             if senders[worker].send(object_ref).await.is_err() {

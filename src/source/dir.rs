@@ -67,9 +67,8 @@ pub fn list(
             if !metadata.is_file() {
                 continue;
             }
-            let settled = metadata
-                .modified()
-                .ok()
+            let modified = metadata.modified().ok();
+            let settled = modified
                 .and_then(|modified| now.duration_since(modified).ok())
                 .is_none_or(|age| age >= settle);
             if !settled {
@@ -81,7 +80,12 @@ pub fn list(
             if skip.contains(name.as_str()) {
                 continue;
             }
-            found.push(ObjectRef::file(Arc::from(name), path, metadata.len()));
+            found.push(ObjectRef::file(
+                Arc::from(name),
+                path,
+                metadata.len(),
+                modified,
+            ));
         }
     }
     found.sort();

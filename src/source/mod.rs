@@ -19,6 +19,7 @@ pub use start::{Acker, Acks, Delivery, SourceError, Spec, Started, check_exists,
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -43,16 +44,27 @@ pub struct ObjectRef {
     /// announced it; the `dir` source: unused, 0).
     #[serde(skip)]
     pub token: u64,
+    /// When it was written (the notification's event time, the file's modification
+    /// time), for freshness; `None` when unknown or not measured (backfill).
+    #[serde(skip)]
+    pub written: Option<SystemTime>,
 }
 
 impl ObjectRef {
-    /// A file of the `dir` source: `name` relative to its root, `path` where it is.
-    pub fn file(name: Arc<str>, path: PathBuf, bytes: u64) -> ObjectRef {
+    /// A file of the `dir` source: `name` relative to its root, `path` where it is,
+    /// `written` its modification time.
+    pub fn file(
+        name: Arc<str>,
+        path: PathBuf,
+        bytes: u64,
+        written: Option<SystemTime>,
+    ) -> ObjectRef {
         ObjectRef {
             name,
             bytes,
             body: Body::File(Arc::from(path)),
             token: 0,
+            written,
         }
     }
 }
@@ -255,7 +267,7 @@ mod tests {
     }
 
     fn object(name: &str) -> ObjectRef {
-        ObjectRef::file(Arc::from(name), PathBuf::from(name), 1)
+        ObjectRef::file(Arc::from(name), PathBuf::from(name), 1, None)
     }
 
     #[test]

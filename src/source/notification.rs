@@ -5,6 +5,8 @@
 //! and EventBridge's `Object Created` event. S3 sends `s3:TestEvent` when a
 //! notification is configured. Pure: no I/O, so every shape is unit-tested here.
 
+use std::time::SystemTime;
+
 use serde::Deserialize;
 
 /// An S3 object a notification announces.
@@ -17,6 +19,9 @@ pub struct S3Object {
     pub etag: Option<String>,
     pub version: Option<String>,
     pub sequencer: Option<String>,
+    /// When S3 finished writing it (the record's `eventTime`, EventBridge's `time`),
+    /// for freshness; `None` when absent or not a UTC RFC 3339 time.
+    pub event_time: Option<SystemTime>,
 }
 
 impl S3Object {
@@ -70,12 +75,16 @@ struct Envelope {
     detail_type: Option<String>,
     source: Option<String>,
     detail: Option<Detail>,
+    time: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
 struct Record {
     #[serde(rename = "eventName", default)]
     event_name: String,
+    /// Any JSON: an odd time must not make the body unreadable.
+    #[serde(rename = "eventTime")]
+    event_time: Option<serde_json::Value>,
     s3: Option<RecordS3>,
 }
 
@@ -148,6 +157,11 @@ fn parse_nested(body: &str, depth: u8) -> Result<Notification, Unparseable> {
                 etag: s3.object.etag.map(unquote),
                 version: s3.object.version.filter(|v| !v.is_empty() && v != "null"),
                 sequencer: s3.object.sequencer,
+                event_time: record
+                    .event_time
+                    .as_ref()
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(event_time),
             });
         }
         return Ok(if objects.is_empty() {
@@ -191,6 +205,11 @@ fn parse_nested(body: &str, depth: u8) -> Result<Notification, Unparseable> {
             etag: object.etag.map(unquote),
             version: object.version.filter(|v| !v.is_empty()),
             sequencer: object.sequencer,
+            event_time: envelope
+                .time
+                .as_ref()
+                .and_then(serde_json::Value::as_str)
+                .and_then(event_time),
         }]));
     }
     Err(Unparseable(
@@ -208,12 +227,21 @@ fn decode_key(raw: &str) -> Result<String, Unparseable> {
         .map_err(|_| Unparseable(format!("object key {raw:?} is not UTF-8 once decoded")))
 }
 
+/// A notification's time (`2026-11-25T00:00:00.000Z`): S3 and EventBridge write UTC
+/// RFC 3339, with or without fractions of a second. Anything else is no time at all: it
+/// only costs the object its freshness observation, never its load.
+pub fn event_time(text: &str) -> Option<SystemTime> {
+    humantime::parse_rfc3339(text).ok()
+}
+
 fn unquote(etag: String) -> String {
     etag.trim_matches('"').to_owned()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const S3_EVENT: &str = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3","awsRegion":"us-east-1",
@@ -230,7 +258,13 @@ mod tests {
             etag: Some("abc".into()),
             version: Some("v1".into()),
             sequencer: Some("0055AED6DCD90281E5".into()),
+            event_time: Some(nov_25()),
         }
+    }
+
+    /// 2026-11-25T00:00:00Z.
+    fn nov_25() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_564_800)
     }
 
     #[test]
@@ -297,6 +331,41 @@ mod tests {
             let error = parse(body).expect_err(body);
             assert!(!error.0.is_empty(), "{body}");
         }
+    }
+
+    #[test]
+    fn event_times_are_utc_rfc3339_and_anything_else_is_no_time() {
+        assert_eq!(event_time("2026-11-25T00:00:00Z"), Some(nov_25()));
+        assert_eq!(
+            event_time("2026-11-25T00:00:01.250Z"),
+            Some(nov_25() + Duration::from_millis(1_250))
+        );
+        for text in [
+            "",
+            "yesterday",
+            "2026-11-25",
+            "2026-11-25T00:00:00+01:00",
+            "2026-13-25T00:00:00Z",
+            "1795564800",
+        ] {
+            assert_eq!(event_time(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_event_time_still_announces_the_object() {
+        let mut expected = object("raw/day one/café+1.json.gz");
+        expected.event_time = None;
+        for time in ["\"not a time\"", "null", "17", "{}"] {
+            let body = S3_EVENT.replace("\"2026-11-25T00:00:00.000Z\"", time);
+            assert_eq!(
+                parse(&body),
+                Ok(Notification::Created(vec![expected.clone()])),
+                "{time}"
+            );
+        }
+        let without = S3_EVENT.replace("\"eventTime\":\"2026-11-25T00:00:00.000Z\",", "");
+        assert_eq!(parse(&without), Ok(Notification::Created(vec![expected])));
     }
 
     #[test]

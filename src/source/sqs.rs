@@ -345,6 +345,7 @@ impl SqsSource {
                 bytes: object.size,
                 body,
                 token,
+                written: object.event_time,
             };
             {
                 let mut state = self.state();

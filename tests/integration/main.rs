@@ -14,6 +14,7 @@ mod cli;
 mod dataflow;
 mod deploy;
 mod failures;
+mod freshness;
 mod large_objects;
 mod metrics;
 mod postgres;

@@ -202,6 +202,12 @@ async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
         scalar(&exposition, "tracktable_events_total"),
         Some(6000.0 - stored.values().sum::<f64>())
     );
+    // Each file's freshness, from its modification time, is observed once.
+    assert_eq!(
+        scalar(&exposition, "tracktable_freshness_seconds_count"),
+        Some(12.0),
+        "{exposition}"
+    );
 
     // SIGTERM: graceful, exit 0.
     support::signal(child.id(), "TERM");
@@ -217,5 +223,11 @@ async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
         );
     }
     assert!(!logs.contains(secret), "the password leaked into the logs");
+    assert!(
+        logs.lines().any(|line| line
+            .contains("freshness, from an object written to its rows committed: p50 ")
+            && line.contains("over 12 objects")),
+        "the summary gives the freshness:\n{logs}"
+    );
     support::drop_schema(&client, &schema).await;
 }

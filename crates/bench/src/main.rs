@@ -47,6 +47,33 @@ enum Measure {
         #[arg(long)]
         scratch: Option<PathBuf>,
     },
+    /// Freshness under a steady stream: generated objects written at `--rate` events/s
+    /// to a bucket of the S3/SQS emulator that notifies a queue, loaded by one
+    /// `tracktable run` on the SQS path into PostgreSQL; p50, p99 and max from each
+    /// object's S3 event time to its commit, against the batch interval.
+    Freshness {
+        /// The S3/SQS emulator (moto).
+        #[arg(long, env = "TRACKTABLE_MOTO_URL")]
+        endpoint_url: String,
+        #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+        /// Events per second written.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u64,
+        /// How long to write for.
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Events per object.
+        #[arg(long, default_value_t = 1_000)]
+        per_object: u64,
+        #[arg(long, short = 'w', default_value_t = 2)]
+        workers: usize,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        batch_interval: std::time::Duration,
+        /// Scratch directory (default: under the system temp dir).
+        #[arg(long)]
+        scratch: Option<PathBuf>,
+    },
     /// Instructions per event of decode+route (beside a plain serde_json::Value parse)
     /// and of the two encoders, counted by callgrind over a fixed generated input.
     Instructions {
@@ -157,6 +184,71 @@ fn measure_one(measure: Measure) -> anyhow::Result<()> {
                 seconds.min,
                 seconds.max,
                 seconds.median * 1e6 / events as f64
+            );
+        }
+        Measure::Freshness {
+            endpoint_url,
+            database_url,
+            rate,
+            duration,
+            per_object,
+            workers,
+            batch_interval,
+            scratch,
+        } => {
+            anyhow::ensure!(
+                rate > 0 && per_object > 0 && workers > 0,
+                "--rate, --per-object and --workers must be at least 1"
+            );
+            let options = tracktable_bench::freshness::FreshnessOptions {
+                endpoint_url,
+                database_url,
+                rate,
+                duration,
+                per_object,
+                workers,
+                batch_interval,
+                scratch: scratch.unwrap_or_else(|| temp("tracktable-bench-freshness")),
+            };
+            let report = tracktable_bench::freshness::measure(&options)?;
+            let interval = batch_interval.as_secs_f64();
+            let goal = interval + tracktable_bench::freshness::GOAL_OVER_INTERVAL.as_secs_f64();
+            println!(
+                "{} events/s in objects of {per_object}, -w {workers}, batch interval {}: \
+                 {} events in {} objects written over {:.1}s ({} puts late by over 100 ms), \
+                 all committed {:.1}s after the last",
+                rate,
+                humantime::format_duration(batch_interval),
+                report.events,
+                report.objects,
+                report.fed_for.as_secs_f64(),
+                report.late_puts,
+                report.drained_in.as_secs_f64(),
+            );
+            println!(
+                "freshness over {} objects: p50 {:.1}s, p99 {:.1}s, max {:.1}s; \
+                 p99 is the interval {}",
+                report.observed,
+                report.p50,
+                report.p99,
+                report.max,
+                if report.p99 <= interval {
+                    "or less".to_owned()
+                } else {
+                    format!("+ {:.1}s", report.p99 - interval)
+                },
+            );
+            if let Some((bound, count)) = report.within {
+                println!(
+                    "within {bound:.1}s (goal: interval + 2 s = {goal:.1}s): {count} of {} objects ({:.1}%)",
+                    report.observed,
+                    100.0 * count as f64 / report.observed.max(1) as f64
+                );
+            }
+            println!(
+                "tracktable's CPU: {:.1} s, {:.1} µs per event",
+                report.cpu_seconds,
+                report.cpu_seconds * 1e6 / report.events.max(1) as f64
             );
         }
         Measure::Instructions { events, scratch } => {

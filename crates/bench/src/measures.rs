@@ -113,7 +113,7 @@ pub fn cpu_per_event(
     Ok((spread, events))
 }
 
-fn drop_schema(database_url: &str, schema: &str) -> Result<(), MeasureError> {
+pub(crate) fn drop_schema(database_url: &str, schema: &str) -> Result<(), MeasureError> {
     let status = Command::new("psql")
         .args([
             database_url,

@@ -294,3 +294,62 @@ async fn cpu_reports_the_binarys_own_cpu_per_event() {
         .unwrap_or_else(|| panic!("no µs per event in {stdout}"));
     assert!(per_event > 0.0 && per_event < 100_000.0, "{stdout}");
 }
+
+/// `freshness` streams objects through moto's S3 and SQS into a real run and reports
+/// the run's freshness figures, one per object written.
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+#[tokio::test]
+async fn freshness_reports_percentiles_over_every_object_written() {
+    let Some(_client) = support::postgres().await else {
+        return;
+    };
+    let Some(endpoint) = support::moto_url().await else {
+        return;
+    };
+    let _turn = bench_turn();
+    let work = tempfile::tempdir().unwrap();
+    let out = output(
+        tracktable_bench(&[
+            "freshness",
+            "--endpoint-url",
+            &endpoint,
+            "--database-url",
+            &support::database_url(),
+            "--rate",
+            "1000",
+            "--duration",
+            "4s",
+            "--per-object",
+            "250",
+            "--batch-interval",
+            "1s",
+            "--scratch",
+        ])
+        .arg(work.path()),
+        "tracktable-bench freshness",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("4000 events in 16 objects"),
+        "every event written:\n{stdout}"
+    );
+    let line = stdout
+        .lines()
+        .find(|line| line.starts_with("freshness over 16 objects: p50 "))
+        .unwrap_or_else(|| panic!("a freshness line for every object:\n{stdout}"));
+    let p99: f64 = line
+        .split("p99 ")
+        .nth(1)
+        .and_then(|rest| rest.split('s').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no p99 in {line}"));
+    assert!(p99 > 0.0 && p99 < 60.0, "{line}");
+    assert!(
+        stdout.contains("within 3.0s (goal: interval + 2 s = 3.0s): "),
+        "{stdout}"
+    );
+}
