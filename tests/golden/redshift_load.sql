@@ -9,13 +9,13 @@ SELECT column_name, data_type, character_maximum_length FROM information_schema.
 BEGIN;
 DROP TABLE IF EXISTS "_tracktable_stage";
 CREATE TEMP TABLE "_tracktable_stage" (LIKE "SCHEMA"."order_completed" INCLUDING DEFAULTS);
-COPY "_tracktable_stage" ("message_id", "currency", "event", "event_text", "received_at", "total") FROM 's3://BUCKET/staging/SCHEMA/order_completed/RUN-bBATCH-0-rows/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::000000000000:role/tracktable-test' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF;
+COPY "_tracktable_stage" ("message_id", "currency", "event", "event_text", "received_at", "total") FROM 's3://BUCKET/staging/SCHEMA/order_completed/RUN-bBATCH-0-rows/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::000000000000:role/tracktable-test' REGION 'us-east-1' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF;
 DELETE FROM "SCHEMA"."order_completed" USING "_tracktable_stage" WHERE "order_completed"."message_id" = "_tracktable_stage"."message_id";
 INSERT INTO "SCHEMA"."order_completed" ("message_id", "currency", "event", "event_text", "received_at", "total") SELECT "message_id", "currency", "event", "event_text", "received_at", "total" FROM "_tracktable_stage";
 DROP TABLE IF EXISTS "_tracktable_stage";
 DROP TABLE IF EXISTS "_tracktable_discard_stage";
 CREATE TEMP TABLE "_tracktable_discard_stage" (LIKE "SCHEMA"."_discards" INCLUDING DEFAULTS);
-COPY "_tracktable_discard_stage" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") FROM 's3://BUCKET/staging/SCHEMA/order_completed/RUN-bBATCH-1-discards/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::000000000000:role/tracktable-test' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF;
+COPY "_tracktable_discard_stage" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") FROM 's3://BUCKET/staging/SCHEMA/order_completed/RUN-bBATCH-1-discards/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::000000000000:role/tracktable-test' REGION 'us-east-1' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF;
 SELECT reason, count(*) FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "SCHEMA"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id) GROUP BY reason;
 INSERT INTO "SCHEMA"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "SCHEMA"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id);
 DROP TABLE IF EXISTS "_tracktable_discard_stage";
@@ -27,7 +27,7 @@ SELECT column_name, data_type, character_maximum_length FROM information_schema.
 BEGIN;
 DROP TABLE IF EXISTS "_tracktable_stage";
 CREATE TEMP TABLE "_tracktable_stage" (LIKE "SCHEMA"."tracks" INCLUDING DEFAULTS);
-COPY "_tracktable_stage" ("message_id", "event", "event_text", "received_at") FROM 's3://BUCKET/staging/SCHEMA/tracks/RUN-bBATCH-2-rows/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::000000000000:role/tracktable-test' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF;
+COPY "_tracktable_stage" ("message_id", "event", "event_text", "received_at") FROM 's3://BUCKET/staging/SCHEMA/tracks/RUN-bBATCH-2-rows/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::000000000000:role/tracktable-test' REGION 'us-east-1' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF;
 DELETE FROM "SCHEMA"."tracks" USING "_tracktable_stage" WHERE "tracks"."message_id" = "_tracktable_stage"."message_id";
 INSERT INTO "SCHEMA"."tracks" ("message_id", "event", "event_text", "received_at") SELECT "message_id", "event", "event_text", "received_at" FROM "_tracktable_stage";
 DROP TABLE IF EXISTS "_tracktable_stage";

@@ -37,6 +37,8 @@ struct Redshift {
     work: tempfile::TempDir,
     /// Extra lines for `[warehouse.staging]`.
     staging_options: String,
+    /// How COPY reads the bucket: the `[warehouse.staging]` line(s).
+    copy_credentials: String,
 }
 
 impl Redshift {
@@ -63,6 +65,7 @@ impl Redshift {
                 log,
                 work,
                 staging_options: String::new(),
+                copy_credentials: format!("iam_role = \"{IAM_ROLE}\"\n"),
             },
             client,
         ))
@@ -78,7 +81,7 @@ impl Redshift {
              [source]\ntype = \"dir\"\npath = \"{source}\"\nstate_dir = \"{state}\"\npoll_interval = \"200ms\"\n\
              [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n\
              [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\
-             iam_role = \"{IAM_ROLE}\"\n{staging}\
+             {credentials}{staging}\
              [batch]\ninterval = \"1h\"\n{extra}",
             schema = self.schema,
             source = source.display(),
@@ -87,6 +90,7 @@ impl Redshift {
             bucket = self.bucket,
             endpoint = self.endpoint,
             staging = self.staging_options,
+            credentials = self.copy_credentials,
         );
         std::fs::write(&pipeline, text).expect("write pipeline file");
         let log = self.log.clone();
@@ -153,7 +157,9 @@ impl Redshift {
         let statements: Vec<String> = text.lines().map(str::to_owned).collect();
         assert!(!statements.is_empty(), "no statement was logged");
         for statement in &statements {
-            if let Err(error) = Parser::parse_sql(&RedshiftSqlDialect {}, statement) {
+            if let Err(error) =
+                Parser::parse_sql(&RedshiftSqlDialect {}, &keys_as_credentials(statement))
+            {
                 panic!("not Redshift SQL ({error}):\n{statement}");
             }
         }
@@ -584,6 +590,34 @@ async fn csv_escaping_survives_hostile_strings_and_nul_is_discarded() {
     redshift.finish(&client).await;
 }
 
+/// `statement` with an access key pair (`ACCESS_KEY_ID '..' SECRET_ACCESS_KEY '..'
+/// [SESSION_TOKEN '..']`, which Redshift takes but sqlparser's Redshift grammar does
+/// not know) written as Redshift's equivalent `CREDENTIALS '..'` string, which it does,
+/// so the rest of the COPY is still checked.
+fn keys_as_credentials(statement: &str) -> String {
+    let Some(start) = statement.find(" ACCESS_KEY_ID '") else {
+        return statement.to_owned();
+    };
+    let mut end = start;
+    for option in [
+        " ACCESS_KEY_ID '",
+        " SECRET_ACCESS_KEY '",
+        " SESSION_TOKEN '",
+    ] {
+        if statement[end..].starts_with(option) {
+            let value = end + option.len();
+            end = statement[value..]
+                .find('\'')
+                .map_or(statement.len(), |quote| value + quote + 1);
+        }
+    }
+    format!(
+        "{} CREDENTIALS 'aws_access_key_id=..;aws_secret_access_key=..'{}",
+        &statement[..start],
+        &statement[end..]
+    )
+}
+
 /// The SQL of one fixed load, reviewed like code. `UPDATE_GOLDEN=1` rewrites it.
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(
@@ -871,6 +905,93 @@ async fn a_copy_data_error_keeps_the_refused_rows_in_discards_and_loads_the_rest
         .await,
         2,
         "a replay keeps no discard twice"
+    );
+    redshift.finish(&client).await;
+}
+
+/// `access_keys_from_aws_chain`: COPY presents the staging client's keys (the AWS
+/// default chain's in production, the emulator's here), session token included, with
+/// the bucket's region; the statement log shows neither the secret nor the token.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn copy_presents_the_chain_keys_with_their_session_token_and_the_region() {
+    let Some((mut redshift, client)) = Redshift::new("chain").await else {
+        return;
+    };
+    redshift.copy_credentials = "access_keys_from_aws_chain = true\n".into();
+    let source = redshift.dir(
+        "events",
+        &[(
+            "a.json",
+            [
+                track("c1", "\"Signed Up\"", r#"{"plan":"pro"}"#),
+                track("c2", "\"Signed Up\"", r#"{"plan":"free"}"#),
+            ]
+            .join("\n"),
+        )],
+    );
+    redshift.load(&source, "first", "");
+    let schema = &redshift.schema;
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".signed_up")
+        )
+        .await,
+        2
+    );
+    let statements = redshift.statements_parse();
+    let copies: Vec<&String> = statements
+        .iter()
+        .filter(|statement| statement.starts_with("COPY "))
+        .collect();
+    assert!(!copies.is_empty(), "no COPY logged");
+    for copy in copies {
+        assert!(
+            copy.contains(&format!(
+                " ACCESS_KEY_ID '{key}' SECRET_ACCESS_KEY '***' SESSION_TOKEN '***' REGION 'us-east-1' ",
+                key = tracktable_testkit::redshift::ACCESS_KEY_ID
+            )),
+            "{copy}"
+        );
+        assert!(!copy.contains("IAM_ROLE"), "{copy}");
+    }
+    let log = std::fs::read_to_string(&redshift.log).expect("read the statement log");
+    assert!(
+        !log.contains(tracktable_testkit::redshift::SECRET_ACCESS_KEY)
+            && !log.contains(tracktable_testkit::redshift::SESSION_TOKEN),
+        "a secret reached the statement log"
+    );
+    redshift.finish(&client).await;
+}
+
+/// `iam_role = "default"` is Redshift's keyword, unquoted: the cluster's default role.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn the_default_iam_role_is_the_keyword() {
+    let Some((mut redshift, client)) = Redshift::new("defrole").await else {
+        return;
+    };
+    redshift.copy_credentials = "iam_role = \"default\"\n".into();
+    let source = redshift.dir(
+        "events",
+        &[("a.json", track("d1", "\"Signed Up\"", r#"{"plan":"pro"}"#))],
+    );
+    redshift.load(&source, "first", "");
+    let statements = redshift.statements_parse();
+    let copy = statements
+        .iter()
+        .find(|statement| statement.starts_with("COPY "))
+        .expect("a COPY logged");
+    assert!(
+        copy.contains(" IAM_ROLE default REGION 'us-east-1' "),
+        "{copy}"
     );
     redshift.finish(&client).await;
 }

@@ -201,7 +201,7 @@ impl RedshiftLoader {
         let create = sql::create_stage(schema, table, STAGE);
         let context = format!("create staging table for {table}");
         session.execute(&create, &context).await?;
-        let copy = self.copy_from(STAGE, rows.names, source);
+        let copy = self.copy_from(STAGE, rows.names, source).await?;
         let context = format!("COPY into the staging table of {table}");
         if let Err(error) = session.execute(&copy, &context).await {
             return Err(match error.class() {
@@ -277,16 +277,24 @@ impl RedshiftLoader {
         }
     }
 
-    /// The `COPY` of `source` into `stage`, with the pipeline's credentials and
-    /// options.
-    pub(super) fn copy_from(&self, stage: &str, names: &[&str], source: &Staged) -> String {
-        sql::copy_from_s3(
+    /// The `COPY` of `source` into `stage`, with the pipeline's credentials (the
+    /// chain's read for this load) and options.
+    pub(super) async fn copy_from(
+        &self,
+        stage: &str,
+        names: &[&str],
+        source: &Staged,
+    ) -> Result<String, RedshiftError> {
+        let credentials = self.warehouse.copy_credentials(&self.staging).await?;
+        let file = &self.warehouse.file;
+        Ok(sql::copy_from_s3(
             stage,
             names,
             &source.source,
-            &self.warehouse.credentials,
-            self.warehouse.file.accept_invalid_chars.as_deref(),
-        )
+            &credentials,
+            file.staging.region.as_deref(),
+            file.accept_invalid_chars.as_deref(),
+        ))
     }
 }
 

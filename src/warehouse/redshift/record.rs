@@ -121,7 +121,9 @@ impl RedshiftLoader {
         session
             .execute(&create, "create the discard staging table")
             .await?;
-        let copy = self.copy_from(DISCARD_STAGE, &sql::DISCARD_COLUMNS, source);
+        let copy = self
+            .copy_from(DISCARD_STAGE, &sql::DISCARD_COLUMNS, source)
+            .await?;
         session.execute(&copy, "COPY discards").await?;
         let kept = self.count_new_discards(written).await?;
         let merge = sql::merge_discards(schema, DISCARD_STAGE);

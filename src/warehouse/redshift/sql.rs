@@ -171,15 +171,38 @@ pub fn create_stage(schema: &str, table: &str, stage: &str) -> String {
 /// How `COPY` may read the staging bucket.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
+    /// The role set as the cluster's default: `IAM_ROLE default`, a keyword.
+    DefaultIamRole,
+    /// A role by its ARN.
     IamRole(String),
-    Keys { id: String, secret: String },
+    /// An access key pair, with the session token temporary keys carry.
+    Keys {
+        id: String,
+        secret: String,
+        token: Option<String>,
+    },
+}
+
+impl Credentials {
+    /// The role `iam_role` names: `default` (any case) is the cluster's default role.
+    pub fn role(iam_role: &str) -> Credentials {
+        if iam_role.trim().eq_ignore_ascii_case("default") {
+            Credentials::DefaultIamRole
+        } else {
+            Credentials::IamRole(iam_role.to_owned())
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Credentials::DefaultIamRole => write!(f, "DefaultIamRole"),
             Credentials::IamRole(role) => write!(f, "IamRole({role})"),
-            Credentials::Keys { id, .. } => write!(f, "Keys({id}, ***)"),
+            Credentials::Keys { id, token, .. } => {
+                let token = if token.is_some() { ", ***" } else { "" };
+                write!(f, "Keys({id}, ***{token})")
+            }
         }
     }
 }
@@ -192,29 +215,39 @@ pub struct CopySource {
     pub manifest: bool,
 }
 
-/// `COPY stage (columns) FROM 's3://...'` of gzip CSV with [`CSV_NULL`] as NULL.
+/// `COPY stage (columns) FROM 's3://...'` of gzip CSV with [`CSV_NULL`] as NULL;
+/// `region` is the bucket's, when the pipeline names it.
 pub fn copy_from_s3(
     stage: &str,
     columns: &[&str],
     source: &CopySource,
     credentials: &Credentials,
+    region: Option<&str>,
     accept_invalid_chars: Option<&str>,
 ) -> String {
     let list: Vec<String> = columns.iter().map(|c| ident(c)).collect();
     let credentials = match credentials {
+        Credentials::DefaultIamRole => " IAM_ROLE default".to_owned(),
         Credentials::IamRole(role) => format!(" IAM_ROLE {}", literal(role)),
-        Credentials::Keys { id, secret } => format!(
-            " ACCESS_KEY_ID {} SECRET_ACCESS_KEY {}",
+        Credentials::Keys { id, secret, token } => format!(
+            " ACCESS_KEY_ID {} SECRET_ACCESS_KEY {}{}",
             literal(id),
-            literal(secret)
+            literal(secret),
+            token
+                .as_deref()
+                .map(|token| format!(" SESSION_TOKEN {}", literal(token)))
+                .unwrap_or_default()
         ),
     };
+    let region = region
+        .map(|region| format!(" REGION {}", literal(region)))
+        .unwrap_or_default();
     let manifest = if source.manifest { " MANIFEST" } else { "" };
     let invalid = accept_invalid_chars
         .map(|replacement| format!(" ACCEPTINVCHARS AS {}", literal(replacement)))
         .unwrap_or_default();
     format!(
-        "COPY {} ({}) FROM {}{credentials}{manifest} FORMAT AS CSV NULL AS {} GZIP \
+        "COPY {} ({}) FROM {}{credentials}{region}{manifest} FORMAT AS CSV NULL AS {} GZIP \
          TIMEFORMAT 'auto'{invalid} COMPUPDATE OFF STATUPDATE OFF",
         ident(stage),
         list.join(", "),
@@ -223,18 +256,33 @@ pub fn copy_from_s3(
     )
 }
 
-/// A statement as it may be logged: access keys masked.
+/// The options whose literal is a secret.
+const SECRETS: [&str; 2] = [" SECRET_ACCESS_KEY '", " SESSION_TOKEN '"];
+
+/// A statement as it may be logged: the secret access key and session token masked.
 pub fn masked(statement: &str) -> String {
-    match statement.find(" SECRET_ACCESS_KEY '") {
-        None => statement.to_owned(),
-        Some(start) => {
-            let value = start + " SECRET_ACCESS_KEY '".len();
-            let end = statement[value..]
-                .find('\'')
-                .map_or(statement.len(), |end| value + end);
-            format!("{}***{}", &statement[..value], &statement[end..])
+    let mut text = statement.to_owned();
+    for option in SECRETS {
+        let Some(start) = text.find(option) else {
+            continue;
+        };
+        let value = start + option.len();
+        // The literal ends at a quote that is not doubled.
+        let bytes = text.as_bytes();
+        let mut end = value;
+        while end < bytes.len() {
+            if bytes[end] == b'\'' {
+                if bytes.get(end + 1) == Some(&b'\'') {
+                    end += 2;
+                    continue;
+                }
+                break;
+            }
+            end += 1;
         }
+        text.replace_range(value..end, "***");
     }
+    text
 }
 
 /// Removes rows whose key is in the stage (the first half of the merge; the count is
@@ -487,25 +535,48 @@ mod tests {
             id: "AKIA".into(),
             // AWS secret keys are base64: letters, digits, `/` and `+`.
             secret: "wJalrXUtnFEMI/K7MDENG+s3cr3tEXAMPLEKEY".into(),
+            token: None,
         };
-        let role = Credentials::IamRole(format!("arn:aws:iam::1:role/{QUOTED}"));
+        let temporary = Credentials::Keys {
+            id: "ASIA".into(),
+            secret: "s3cr3t/tmp".into(),
+            token: Some("IQoJb3JpZ2luX2VjE+t0k3n=='x".into()),
+        };
+        let role = Credentials::role(&format!("arn:aws:iam::1:role/{QUOTED}"));
+        assert_eq!(Credentials::role("default"), Credentials::DefaultIamRole);
+        assert_eq!(Credentials::role("DEFAULT"), Credentials::DefaultIamRole);
         let copies = [
-            copy_from_s3(STAGE, &names, &one, &role, None),
-            copy_from_s3(STAGE, &names, &manifest, &keys, Some(QUOTED)),
+            copy_from_s3(STAGE, &names, &one, &role, None, None),
+            copy_from_s3(STAGE, &names, &manifest, &keys, None, Some(QUOTED)),
+            copy_from_s3(
+                STAGE,
+                &names,
+                &one,
+                &Credentials::role("default"),
+                Some("eu-west-1"),
+                None,
+            ),
+            copy_from_s3(STAGE, &names, &one, &temporary, Some(QUOTED), None),
         ];
         check(
             &copies,
             expect![[r#"
-            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::1:role/it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
-            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY 'wJalrXUtnFEMI/K7MDENG+s3cr3tEXAMPLEKEY' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
-        "#]],
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::1:role/it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY 'wJalrXUtnFEMI/K7MDENG+s3cr3tEXAMPLEKEY' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' IAM_ROLE default REGION 'eu-west-1' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' ACCESS_KEY_ID 'ASIA' SECRET_ACCESS_KEY 's3cr3t/tmp' SESSION_TOKEN 'IQoJb3JpZ2luX2VjE+t0k3n==''x' REGION 'it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+            "#]],
         );
-        assert!(!masked(&copies[1]).contains("s3cr3t"));
+        for copy in &copies {
+            assert!(!masked(copy).contains("s3cr3t"), "{copy}");
+            assert!(!masked(copy).contains("t0k3n"), "{copy}");
+        }
         check(
-            &[masked(&copies[1])],
+            &[masked(&copies[1]), masked(&copies[3])],
             expect![[r#"
-            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY '***' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
-        "#]],
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY '***' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' ACCESS_KEY_ID 'ASIA' SECRET_ACCESS_KEY '***' SESSION_TOKEN '***' REGION 'it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+            "#]],
         );
     }
 
