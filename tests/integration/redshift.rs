@@ -868,23 +868,26 @@ async fn a_copy_data_error_keeps_the_refused_rows_in_discards_and_loads_the_rest
     // The emulated system table holds what Redshift's would: one row per refused
     // COPY, naming the staged part, the line and the column, its reason cut to 100
     // characters.
-    let stl: Vec<(String, i64, String)> = client
+    let stl: Vec<(String, i64, String, String)> = client
         .query(
-            "SELECT trim(filename), line_number, trim(colname) FROM public.stl_load_errors \
+            "SELECT trim(filename), line_number, trim(colname), trim(raw_field_value) FROM public.stl_load_errors \
              WHERE filename LIKE $1 ORDER BY query",
             &[&format!("s3://{}/%", redshift.bucket)],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     assert_eq!(stl.len(), 2, "{stl:?}");
     assert!(
         stl.iter()
-            .all(|(file, _, column)| file.ends_with(".csv.gz") && column == "total"),
+            .all(|(file, _, column, _)| file.ends_with(".csv.gz") && column == "total"),
         "{stl:?}"
     );
+    let values: Vec<&str> = stl.iter().map(|(_, _, _, value)| value.as_str()).collect();
+    // As the loader wrote them: `total` is a double precision column.
+    assert_eq!(values, ["5000.0", "99999.0"], "the raw field values");
     // o3 is the fourth physical line of the first staged file: o2's value holds a line
     // break.
     assert_eq!(stl[0].1, 4, "{stl:?}");

@@ -17,7 +17,7 @@ use super::sql::{self, Credentials};
 use super::stage::{StageError, Staging};
 use crate::config::{PostgresFile, RedshiftFile, StagingFile};
 use crate::warehouse::postgres::{self, PostgresError, PostgresWarehouse, query_error};
-use crate::warehouse::{FailureClass, WarehouseError};
+use crate::warehouse::{FailureClass, LoadErrorDetail, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedshiftError {
@@ -55,6 +55,7 @@ pub enum RedshiftError {
         source: Box<RedshiftError>,
         detail: String,
         row: Option<usize>,
+        found: Option<Box<LoadErrorDetail>>,
     },
 }
 
@@ -124,6 +125,13 @@ impl WarehouseError for RedshiftError {
             RedshiftError::LoadError { detail, .. } => detail.clone(),
             RedshiftError::Connection(error) => error.refusal(),
             other => other.to_string(),
+        }
+    }
+
+    fn load_error(&self) -> Option<&LoadErrorDetail> {
+        match self {
+            RedshiftError::LoadError { found, .. } => found.as_deref(),
+            _ => None,
         }
     }
 }

@@ -393,14 +393,16 @@ pub fn select_loaded_objects(schema: &str, objects: &[(String, String)]) -> Stri
 
 /// What the load-error table says about the session's last `COPY` (provisioned
 /// clusters keep `stl_load_errors`): the staged file, its physical line, the column,
-/// Redshift's error code and reason, first line first. `pg_last_copy_id()` still names
-/// a COPY that failed on its data after the transaction rolled back.
-pub const SELECT_LOAD_ERRORS: &str = "SELECT TRIM(filename), line_number, TRIM(colname), err_code, TRIM(err_reason) \
-     FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number";
+/// the field's raw text, Redshift's error code and reason, first line first.
+/// `pg_last_copy_id()` still names a COPY that failed on its data after the
+/// transaction rolled back.
+pub const SELECT_LOAD_ERRORS: &str = "SELECT TRIM(filename), line_number, TRIM(colname), TRIM(raw_field_value), err_code, \
+     TRIM(err_reason) FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number";
 
 /// [`SELECT_LOAD_ERRORS`] where `stl_load_errors` does not exist (Redshift
-/// Serverless): the session's latest COPY in `sys_load_error_detail`.
-pub const SELECT_LOAD_ERROR_DETAIL: &str = "SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message) \
+/// Serverless): the session's latest COPY in `sys_load_error_detail`, which keeps no
+/// raw field text.
+pub const SELECT_LOAD_ERROR_DETAIL: &str = "SELECT TRIM(file_name), line_number, TRIM(column_name), '', error_code, TRIM(error_message) \
      FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND query_id = \
      (SELECT max(query_id) FROM sys_load_error_detail WHERE session_id = pg_backend_pid()) ORDER BY line_number";
 
@@ -647,8 +649,8 @@ mod tests {
                 SELECT_LOAD_ERROR_DETAIL.to_owned(),
             ],
             expect![[r#"
-                SELECT TRIM(filename), line_number, TRIM(colname), err_code, TRIM(err_reason) FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number
-                SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message) FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND query_id = (SELECT max(query_id) FROM sys_load_error_detail WHERE session_id = pg_backend_pid()) ORDER BY line_number
+                SELECT TRIM(filename), line_number, TRIM(colname), TRIM(raw_field_value), err_code, TRIM(err_reason) FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number
+                SELECT TRIM(file_name), line_number, TRIM(column_name), '', error_code, TRIM(error_message) FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND query_id = (SELECT max(query_id) FROM sys_load_error_detail WHERE session_id = pg_backend_pid()) ORDER BY line_number
             "#]],
         );
     }
