@@ -6,6 +6,11 @@ CREATE TABLE IF NOT EXISTS "SCHEMA"."_tracktable_objects" (object varchar(2048) 
 SELECT column_name, data_type, character_maximum_length FROM information_schema.columns WHERE table_schema = 'SCHEMA' AND table_name = 'order_completed';
 CREATE TABLE IF NOT EXISTS "SCHEMA"."order_completed" ("message_id" varchar(1024) NOT NULL, "currency" varchar(64), "event" varchar(64), "event_text" varchar(64), "received_at" timestamp, "total" varchar(256), PRIMARY KEY ("message_id")) DISTSTYLE AUTO SORTKEY ("received_at");
 SELECT column_name, data_type, character_maximum_length FROM information_schema.columns WHERE table_schema = 'SCHEMA' AND table_name = 'order_completed';
+DROP TABLE IF EXISTS "_tracktable_discard_stage";
+CREATE TEMP TABLE "_tracktable_discard_stage" (LIKE "SCHEMA"."_discards" INCLUDING DEFAULTS);
+COPY "_tracktable_discard_stage" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") FROM 's3://BUCKET/staging/SCHEMA/order_completed/RUN-bBATCH-1-discards/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::000000000000:role/tracktable-test' REGION 'us-east-1' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF;
+DELETE FROM "_tracktable_discard_stage" USING "SCHEMA"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id;
+SELECT reason, count(*) FROM "_tracktable_discard_stage" GROUP BY reason;
 BEGIN;
 DROP TABLE IF EXISTS "_tracktable_stage";
 CREATE TEMP TABLE "_tracktable_stage" (LIKE "SCHEMA"."order_completed" INCLUDING DEFAULTS);
@@ -13,11 +18,7 @@ COPY "_tracktable_stage" ("message_id", "currency", "event", "event_text", "rece
 DELETE FROM "SCHEMA"."order_completed" USING "_tracktable_stage" WHERE "order_completed"."message_id" = "_tracktable_stage"."message_id";
 INSERT INTO "SCHEMA"."order_completed" ("message_id", "currency", "event", "event_text", "received_at", "total") SELECT "message_id", "currency", "event", "event_text", "received_at", "total" FROM "_tracktable_stage";
 DROP TABLE IF EXISTS "_tracktable_stage";
-DROP TABLE IF EXISTS "_tracktable_discard_stage";
-CREATE TEMP TABLE "_tracktable_discard_stage" (LIKE "SCHEMA"."_discards" INCLUDING DEFAULTS);
-COPY "_tracktable_discard_stage" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") FROM 's3://BUCKET/staging/SCHEMA/order_completed/RUN-bBATCH-1-discards/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::000000000000:role/tracktable-test' REGION 'us-east-1' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF;
-SELECT reason, count(*) FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "SCHEMA"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id) GROUP BY reason;
-INSERT INTO "SCHEMA"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "SCHEMA"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id);
+INSERT INTO "SCHEMA"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage";
 DROP TABLE IF EXISTS "_tracktable_discard_stage";
 INSERT INTO "SCHEMA"."_tracktable_loads" (batch, table_name, rows_loaded, duplicates, discards) VALUES (BATCH, 'order_completed', 2, 0, 1);
 COMMIT;

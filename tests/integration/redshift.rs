@@ -73,7 +73,7 @@ impl Redshift {
 
     /// Runs the pipeline once over `source` into the Redshift path, in this process,
     /// with PostgreSQL standing in for the cluster.
-    fn load(&self, source: &Path, run: &str, extra: &str) {
+    fn load(&self, source: &Path, run: &str, extra: &str) -> tracktable::run::RunSummary {
         let state = self.work.path().join(format!("state-{run}"));
         let pipeline = self.work.path().join(format!("{run}.toml"));
         let text = format!(
@@ -104,7 +104,7 @@ impl Redshift {
             ));
         });
         match finished.recv_timeout(Duration::from_secs(120)) {
-            Ok(Ok(_summary)) => {}
+            Ok(Ok(summary)) => summary,
             Ok(Err(error)) => panic!("tracktable failed: {error}"),
             Err(error) => panic!("run {run} did not finish within 120 s: {error}"),
         }
@@ -995,6 +995,80 @@ async fn the_default_iam_role_is_the_keyword() {
     assert!(
         copy.contains(" IAM_ROLE default REGION 'us-east-1' "),
         "{copy}"
+    );
+    redshift.finish(&client).await;
+}
+
+/// Redshift runs every transaction serializable, and fails one of two concurrent
+/// transactions that each read a table the other writes (error 1023); the emulator
+/// runs its sessions serializable too. Loads of different tables on parallel
+/// connections, each with discards, must therefore never read `_discards` (or the
+/// load record) in the transaction that writes it: every load commits at its first
+/// attempt and every count is exact.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
+    let Some((redshift, client)) = Redshift::new("serial").await else {
+        return;
+    };
+    let files = support::discards_in_every_table(3, 8, 20);
+    let files: Vec<(&str, String)> = files
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.clone()))
+        .collect();
+    let source = redshift.dir("events", &files);
+    let summary = redshift.load(&source, "first", "max_bytes = 1\nload_connections = 4\n");
+    assert_eq!(
+        summary.stats.warehouse_retries, 0,
+        "a load was retried: loads of different tables conflicted"
+    );
+    let schema = &redshift.schema;
+    for table in 0..8 {
+        let table = format!("e{table}_done");
+        assert_eq!(
+            support::count(
+                &client,
+                &format!("SELECT count(*) FROM \"{schema}\".{table}")
+            )
+            .await,
+            60,
+            "{table}"
+        );
+        assert_eq!(
+            support::count(
+                &client,
+                &format!(
+                    "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = '{table}'"
+                )
+            )
+            .await,
+            60,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT sum(discards)::bigint FROM \"{schema}\"._tracktable_loads")
+        )
+        .await,
+        480
+    );
+    assert_eq!(summary.stats.discards, 480);
+    // Loaded again: no discard is kept or counted twice.
+    let again = redshift.load(&source, "replay", "max_bytes = 1\nload_connections = 4\n");
+    assert_eq!(again.stats.warehouse_retries, 0);
+    assert_eq!(again.stats.discards, 0);
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\"._discards")
+        )
+        .await,
+        480
     );
     redshift.finish(&client).await;
 }

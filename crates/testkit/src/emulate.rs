@@ -6,7 +6,8 @@
 //! reads the manifest (or lists the prefix, as Redshift does without `MANIFEST`), gets
 //! every staged object, gunzips it and streams the CSV into `COPY ... FROM STDIN` with
 //! the same NULL marker. The session runs with `standard_conforming_strings = off`, so
-//! string literals take backslash escapes as Redshift's do. Everything the loader
+//! string literals take backslash escapes as Redshift's do, and serializable, as
+//! Redshift's transactions are. Everything the loader
 //! writes — staged files, column lists, CSV escaping, merge SQL — meets real data.
 //!
 //! A COPY PostgreSQL refuses for its data fails the way Redshift's does: with SQLSTATE
@@ -90,9 +91,12 @@ pub struct Emulator {
     last_copy: Mutex<HashMap<i32, i64>>,
 }
 
-/// Session settings that make PostgreSQL read literals as Redshift does.
-pub const SESSION_SETUP: &str =
-    "SET standard_conforming_strings = off; SET escape_string_warning = off";
+/// Session settings that make PostgreSQL read literals as Redshift does, and run every
+/// transaction serializable as Redshift does: two concurrent transactions that each
+/// read what the other writes fail one of them (PostgreSQL's 40001 for Redshift's
+/// error 1023).
+pub const SESSION_SETUP: &str = "SET standard_conforming_strings = off; SET escape_string_warning = off; \
+     SET default_transaction_isolation = 'serializable'";
 
 /// The emulated system table and its query ids, created once per database (under an
 /// advisory lock: tests create it concurrently).
@@ -298,9 +302,42 @@ impl Emulator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(session, query);
-        client
+        // Outside a transaction block (Redshift autocommits a lone COPY) the COPY runs
+        // in a transaction of its own, ended here whatever happens.
+        let own = match client
             .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))
-            .await?;
+            .await
+        {
+            Ok(()) => false,
+            Err(error)
+                if error.code()
+                    == Some(&tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION) =>
+            {
+                client
+                    .batch_execute(&format!("BEGIN; SAVEPOINT {SAVEPOINT}"))
+                    .await?;
+                true
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let result = self
+            .copy_in_savepoint(client, statement, session, query)
+            .await;
+        if own {
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            client.batch_execute(end).await?;
+        }
+        result
+    }
+
+    /// [`Self::copy_as_redshift`] within its savepoint.
+    async fn copy_in_savepoint(
+        &self,
+        client: &Client,
+        statement: &str,
+        session: i32,
+        query: i64,
+    ) -> Result<Vec<SimpleQueryMessage>, ExecutorError> {
         match self.copy(client, statement).await {
             Ok(rows) => {
                 client

@@ -314,8 +314,9 @@ impl RedshiftLoader {
         Ok(report)
     }
 
-    /// The load's transaction: the staged rows merged, the discards and the record
-    /// written, committed. `unkeyed` rows went to `_discards` whole.
+    /// The load's transaction: the new discards staged (before it, see
+    /// `stage_new_discards`), then in it the staged rows merged, the discards and the
+    /// record written, committed. `unkeyed` rows went to `_discards` whole.
     async fn commit(
         &mut self,
         batch: &TableBatch,
@@ -325,12 +326,16 @@ impl RedshiftLoader {
         unkeyed: u64,
         report: &mut LoadReport,
     ) -> Result<(), RedshiftError> {
+        let new = match discards_staged {
+            Some(staged) => Some(self.stage_new_discards(staged, discards).await?),
+            None => None,
+        };
         self.session.execute(sql::BEGIN, "begin").await?;
         report.rows_loaded = match rows.source {
             Some(_) => self.merge_rows(batch.table.as_str(), rows).await?,
             None => 0,
         };
         report.duplicates = (batch.rows.len() as u64).saturating_sub(report.rows_loaded + unkeyed);
-        self.finish(batch, discards_staged, discards, report).await
+        self.finish(batch, new, report).await
     }
 }

@@ -324,32 +324,37 @@ pub fn insert_from_stage(schema: &str, table: &str, stage: &str, columns: &[&str
     )
 }
 
-fn discard_is_new(schema: &str, stage: &str) -> String {
+/// Drops the staged discards `_discards` already holds (a replay's), before the load's
+/// transaction: `_discards` is read there, in a statement of its own, and only written
+/// in the transaction, so loads of different tables never read what another writes
+/// (Redshift's error 1023). No other load can add this table's discards in between:
+/// one loader owns a table at a time.
+pub fn drop_known_discards(schema: &str, stage: &str) -> String {
     format!(
-        "NOT EXISTS (SELECT 1 FROM {} AS kept WHERE kept.table_name = {s}.table_name \
-         AND kept.column_name = {s}.column_name AND kept.message_id = {s}.message_id)",
+        "DELETE FROM {s} USING {} AS kept WHERE kept.table_name = {s}.table_name \
+         AND kept.column_name = {s}.column_name AND kept.message_id = {s}.message_id",
         qualified(schema, DISCARDS_TABLE),
         s = ident(stage)
     )
 }
 
-/// Staged discards not kept yet, by reason (Redshift has no `RETURNING`).
-pub fn count_new_discards(schema: &str, stage: &str) -> String {
+/// The staged discards by reason (Redshift has no `RETURNING`).
+pub fn count_staged_discards(stage: &str) -> String {
     format!(
-        "SELECT reason, count(*) FROM {} WHERE {} GROUP BY reason",
-        ident(stage),
-        discard_is_new(schema, stage)
+        "SELECT reason, count(*) FROM {} GROUP BY reason",
+        ident(stage)
     )
 }
 
-pub fn merge_discards(schema: &str, stage: &str) -> String {
+/// Within the load's transaction: the staged discards, all new, into `_discards`,
+/// without reading it.
+pub fn insert_discards(schema: &str, stage: &str) -> String {
     let list: Vec<String> = DISCARD_COLUMNS.iter().map(|c| ident(c)).collect();
     let list = list.join(", ");
     format!(
-        "INSERT INTO {} ({list}) SELECT {list} FROM {} WHERE {}",
+        "INSERT INTO {} ({list}) SELECT {list} FROM {}",
         qualified(schema, DISCARDS_TABLE),
         ident(stage),
-        discard_is_new(schema, stage)
     )
 }
 
@@ -628,14 +633,16 @@ mod tests {
         check(
             &[
                 create_discard_stage(SCHEMA, DISCARD_STAGE),
-                count_new_discards(SCHEMA, DISCARD_STAGE),
-                merge_discards(SCHEMA, DISCARD_STAGE),
+                drop_known_discards(SCHEMA, DISCARD_STAGE),
+                count_staged_discards(DISCARD_STAGE),
+                insert_discards(SCHEMA, DISCARD_STAGE),
                 drop_stage(DISCARD_STAGE),
             ],
             expect![[r#"
                 CREATE TEMP TABLE "_tracktable_discard_stage" (LIKE "sch""ema"."_discards" INCLUDING DEFAULTS)
-                SELECT reason, count(*) FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id) GROUP BY reason
-                INSERT INTO "sch""ema"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id)
+                DELETE FROM "_tracktable_discard_stage" USING "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id
+                SELECT reason, count(*) FROM "_tracktable_discard_stage" GROUP BY reason
+                INSERT INTO "sch""ema"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage"
                 DROP TABLE IF EXISTS "_tracktable_discard_stage"
             "#]],
         );
