@@ -1210,3 +1210,105 @@ async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
     );
     support::drop_schema(&client, &schema).await;
 }
+
+/// A user's views on an event table (and a view on that view, with a grant and a
+/// comment) do not stop a varchar column from widening: PostgreSQL refuses
+/// `ALTER COLUMN ... TYPE` under a view, so the DDL transaction drops the views on the
+/// widened column and recreates them as they were.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn widening_a_column_keeps_the_views_that_read_it() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("a.json"),
+        track("v1", "\"Note Taken\"", r#"{"note":"short","n":1}"#),
+    )
+    .unwrap();
+    let schema = support::schema("views");
+    load(work.path(), &source, &schema, "first");
+    assert_eq!(note_width(&client, &schema).await, Some(64));
+    client
+        .batch_execute(&format!(
+            "CREATE VIEW \"{schema}\".notes AS SELECT note, n FROM \"{schema}\".note_taken; \
+             CREATE VIEW \"{schema}\".long_notes WITH (security_barrier) AS \
+               SELECT note FROM \"{schema}\".notes WHERE length(note) > 100; \
+             CREATE VIEW \"{schema}\".counts AS SELECT count(n) AS n FROM \"{schema}\".note_taken; \
+             GRANT SELECT ON \"{schema}\".long_notes TO PUBLIC; \
+             COMMENT ON VIEW \"{schema}\".notes IS 'the notes'"
+        ))
+        .await
+        .unwrap();
+    let long = "x".repeat(300);
+    std::fs::write(
+        source.join("b.json"),
+        track(
+            "v2",
+            "\"Note Taken\"",
+            &format!(r#"{{"note":"{long}","n":2}}"#),
+        ),
+    )
+    .unwrap();
+    load(work.path(), &source, &schema, "second");
+    assert_eq!(
+        note_width(&client, &schema).await,
+        Some(1024),
+        "the column widened"
+    );
+    let notes: Vec<String> = client
+        .query(&format!("SELECT note FROM \"{schema}\".long_notes"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(notes, [long], "the dependent view reads the widened column");
+    let granted: bool = client
+        .query_one(
+            &format!("SELECT has_table_privilege('public', '\"{schema}\".long_notes', 'SELECT')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(granted, "the grant survives");
+    let (comment, options): (Option<String>, Option<Vec<String>>) = client
+        .query_one(
+            &format!(
+                "SELECT obj_description('\"{schema}\".notes'::regclass, 'pg_class'), \
+                 (SELECT reloptions FROM pg_class WHERE oid = '\"{schema}\".long_notes'::regclass)"
+            ),
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(comment.as_deref(), Some("the notes"));
+    assert_eq!(options, Some(vec!["security_barrier=true".to_owned()]));
+    assert_eq!(
+        support::count(&client, &format!("SELECT n FROM \"{schema}\".counts")).await,
+        2,
+        "a view on other columns is untouched"
+    );
+    support::drop_schema(&client, &schema).await;
+}
+
+/// The declared width of `note_taken.note` in `schema`.
+async fn note_width(client: &tokio_postgres::Client, schema: &str) -> Option<i32> {
+    client
+        .query_one(
+            "SELECT character_maximum_length FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'note_taken' AND column_name = 'note'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
