@@ -193,15 +193,22 @@ pub struct StagingFile {
     /// Key prefix, e.g. `tracktable/staging/`.
     #[serde(default)]
     pub prefix: String,
-    /// The bucket's region (default: the AWS chain's).
+    /// The bucket's region (default: the AWS chain's); when set, `COPY` names it too
+    /// (`REGION`), for a bucket outside the cluster's region.
     pub region: Option<String>,
     /// S3-compatible endpoint (MinIO, LocalStack, moto), path-style addressing.
     pub endpoint_url: Option<String>,
-    /// IAM role the cluster assumes to read the staging prefix (recommended).
+    /// IAM role the cluster assumes to read the staging prefix (recommended): its ARN,
+    /// or `"default"` for the role set as the cluster's default (`IAM_ROLE default`).
     pub iam_role: Option<String>,
     /// Otherwise: environment variables holding an access key pair `COPY` uses.
     pub access_key_id_env: Option<String>,
     pub secret_access_key_env: Option<String>,
+    /// Otherwise: `COPY` presents the access keys of the AWS default chain (the ones
+    /// tracktable stages with), session token included, read again before any load
+    /// whose keys expire within 15 minutes.
+    #[serde(default)]
+    pub access_keys_from_aws_chain: bool,
     /// Keep staged objects after their load commits (default: removed).
     #[serde(default)]
     pub keep: bool,
@@ -689,16 +696,31 @@ fn check_warehouse(warehouse: &WarehouseFile) -> Result<(), Problem> {
             staging.access_key_id_env.is_some(),
             staging.secret_access_key_env.is_some(),
         );
-        match (staging.iam_role.is_some(), keys) {
-            (true, (false, false)) | (false, (true, true)) => {}
+        match (
+            staging.iam_role.is_some(),
+            keys,
+            staging.access_keys_from_aws_chain,
+        ) {
+            (true, (false, false), false)
+            | (false, (true, true), false)
+            | (false, (false, false), true) => {}
             _ => {
                 return Err((
                     "warehouse.staging",
-                    "set either iam_role (recommended) or both access_key_id_env and \
-                     secret_access_key_env: COPY needs one way to read the staging bucket"
+                    "set one of iam_role (recommended), both access_key_id_env and \
+                     secret_access_key_env, or access_keys_from_aws_chain = true: COPY needs \
+                     one way to read the staging bucket"
                         .into(),
                 ));
             }
+        }
+        if let Some(role) = &staging.iam_role
+            && role.trim().is_empty()
+        {
+            return Err((
+                "warehouse.staging.iam_role",
+                "must be a role ARN or \"default\" (the cluster's default IAM role)".into(),
+            ));
         }
         if staging.part_bytes < 1024 * 1024 {
             return Err((
@@ -864,7 +886,30 @@ mod tests {
                 .validate(path)
                 .unwrap_err()
                 .to_string();
-        assert!(error.contains("either"), "{error}");
+        assert!(error.contains("one of"), "{error}");
+        let chain_and_role = file("iam_role = \"default\"\naccess_keys_from_aws_chain = true\n");
+        let error = PipelineFile::parse(&chain_and_role, path)
+            .unwrap()
+            .validate(path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("access_keys_from_aws_chain"), "{error}");
+        for staging in [
+            "iam_role = \"default\"\n",
+            "access_keys_from_aws_chain = true\n",
+            "access_key_id_env = \"K\"\nsecret_access_key_env = \"S\"\n",
+        ] {
+            let pipeline = PipelineFile::parse(&file(staging), path).unwrap();
+            if let Err(error) = pipeline.validate(path) {
+                panic!("{staging}: {error}");
+            }
+        }
+        let error = PipelineFile::parse(&file("iam_role = \" \"\n"), path)
+            .unwrap()
+            .validate(path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("warehouse.staging.iam_role"), "{error}");
     }
 
     #[test]

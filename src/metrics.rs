@@ -50,6 +50,7 @@ pub struct Metrics {
     pub schema_changes: Counter,
     pub warehouse_retries: Counter,
     pub data_failures: Counter,
+    pub load_errors: Family<TableLabel, Counter>,
     pub objects_acknowledged: Counter,
     pub objects_admitted: Counter,
     pub sqs_received: Counter,
@@ -89,6 +90,7 @@ impl Default for Metrics {
             schema_changes: Counter::default(),
             warehouse_retries: Counter::default(),
             data_failures: Counter::default(),
+            load_errors: Family::default(),
             objects_acknowledged: Counter::default(),
             objects_admitted: Counter::default(),
             sqs_received: Counter::default(),
@@ -286,6 +288,11 @@ impl Metrics {
             self.rows_loaded.clone(),
         );
         registry.register(
+            "warehouse_load_errors",
+            "Bulk loads refused for their data whose load-error row was read (Redshift's stl_load_errors), by table",
+            self.load_errors.clone(),
+        );
+        registry.register(
             "batch_load_seconds",
             "Time from handing a worker's batch to the loader to its commit",
             self.batch_load_seconds.clone(),
@@ -446,7 +453,17 @@ mod tests {
             .inc();
         metrics.batch_rows.observe(7.0);
         metrics.freshness_seconds.observe(2.5);
+        metrics
+            .load_errors
+            .get_or_create(&TableLabel {
+                table: "order_completed".into(),
+            })
+            .inc();
         let text = metrics.encode();
+        assert!(
+            text.contains("tracktable_warehouse_load_errors_total{table=\"order_completed\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("tracktable_objects_total 1"), "{text}");
         assert!(
             text.contains("tracktable_rows_loaded_total{table=\"order_completed\"} 7"),

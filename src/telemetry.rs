@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use crate::decode::DecodeSummary;
 use crate::freshness::{self, FreshnessSummary, Percentiles};
 use crate::metrics::{Metrics, ReasonLabel, TableLabel};
-use crate::warehouse::LoadReport;
+use crate::warehouse::{LoadErrorDetail, LoadReport};
 
 /// How `/ready` names the object log's record while it fails.
 const OBJECT_LOG: &str = "the object log";
@@ -254,6 +254,31 @@ impl RunStats {
         tracing::warn!(batch, table, rows, error = %error, "the warehouse refused this load's data; {next}");
     }
 
+    /// A bulk load of a (batch, table) was refused for its data and the warehouse's
+    /// load-error table said where: the staged object, its line, the column, the raw
+    /// value (at most 256 characters of it) and the reason. The row it leads to is
+    /// isolated into `_discards` by the caller.
+    pub fn warehouse_load_error(&self, batch: u64, table: &str, error: &LoadErrorDetail) {
+        self.metrics
+            .load_errors
+            .get_or_create(&TableLabel {
+                table: table.to_owned(),
+            })
+            .inc();
+        let value: String = error.value.chars().take(256).collect();
+        tracing::warn!(
+            batch,
+            table,
+            object = %error.file,
+            line = error.line,
+            column = %error.column,
+            value = %value,
+            code = %error.code,
+            reason = %error.reason,
+            "the warehouse's load-error table names the refused value"
+        );
+    }
+
     /// Recording loaded objects in the object log failed and is tried again; `/ready`
     /// reports it until a record holds.
     pub fn object_log_retry(
@@ -325,5 +350,35 @@ impl RunStats {
             objects_acknowledged: get(&self.objects_acknowledged),
             freshness: self.freshness.summary(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunStats;
+    use crate::warehouse::LoadErrorDetail;
+
+    #[test]
+    fn a_load_error_is_counted_by_table() {
+        let stats = RunStats::default();
+        let found = LoadErrorDetail {
+            file: "s3://b/p/part-00000.csv.gz".into(),
+            line: 4,
+            column: "total".into(),
+            value: "5000.0".into(),
+            code: "1216".into(),
+            reason: "value for domain small_total violates check constraint".into(),
+        };
+        stats.warehouse_load_error(7, "order_completed", &found);
+        stats.warehouse_load_error(8, "order_completed", &found);
+        let text = stats.metrics.encode();
+        assert!(
+            text.contains("tracktable_warehouse_load_errors_total{table=\"order_completed\"} 2"),
+            "{text}"
+        );
+        assert_eq!(
+            found.to_string(),
+            "column total: value for domain small_total violates check constraint (load error 1216)"
+        );
     }
 }

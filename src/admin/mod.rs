@@ -232,7 +232,13 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
             checks.push(Check {
                 what: "connect to the warehouse".into(),
                 warning: None,
-                fix: Some(format!("{error}: check warehouse.url, the password variable, and that the server accepts this host")),
+                // A password Redshift keeps as a SHA-256 hash has its own fix.
+                fix: Some(match &error {
+                    crate::warehouse::postgres::PostgresError::DigestPassword { .. } => {
+                        error.to_string()
+                    }
+                    _ => format!("{error}: check warehouse.url, the password variable, and that the server accepts this host"),
+                }),
             });
             return checks;
         }

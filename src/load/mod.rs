@@ -236,6 +236,10 @@ impl Attempts<'_> {
                     Some(Step::Load(rows)) => rows.len(),
                     _ => table.rows.len(),
                 };
+                if let Some(found) = error.load_error() {
+                    self.stats
+                        .warehouse_load_error(self.batch.0, table.table.as_str(), found);
+                }
                 self.stats.rows_refused(
                     self.batch.0,
                     table.table.as_str(),

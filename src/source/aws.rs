@@ -16,6 +16,19 @@ pub async fn clients(
     region: Option<&str>,
     endpoint_url: Option<&str>,
 ) -> (aws_sdk_s3::Client, aws_sdk_sqs::Client) {
+    let shared = shared_config(region, endpoint_url).await;
+    (
+        s3_client(&shared, endpoint_url.is_some()),
+        aws_sdk_sqs::Client::new(&shared),
+    )
+}
+
+/// The AWS configuration every client is made from: the default chain (credentials
+/// included), the crate's retry policy, an optional region and endpoint.
+pub async fn shared_config(
+    region: Option<&str>,
+    endpoint_url: Option<&str>,
+) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(crate::retry::aws_retry_config());
     if let Some(region) = region {
@@ -24,14 +37,15 @@ pub async fn clients(
     if let Some(endpoint) = endpoint_url {
         loader = loader.endpoint_url(endpoint);
     }
-    let shared = loader.load().await;
-    let s3 = aws_sdk_s3::config::Builder::from(&shared)
-        .force_path_style(endpoint_url.is_some())
+    loader.load().await
+}
+
+/// An S3 client from `shared`; `path_style` for an S3-compatible endpoint.
+pub fn s3_client(shared: &aws_config::SdkConfig, path_style: bool) -> aws_sdk_s3::Client {
+    let s3 = aws_sdk_s3::config::Builder::from(shared)
+        .force_path_style(path_style)
         .build();
-    (
-        aws_sdk_s3::Client::from_conf(s3),
-        aws_sdk_sqs::Client::new(&shared),
-    )
+    aws_sdk_s3::Client::from_conf(s3)
 }
 
 /// Why an object could not be read.

@@ -102,6 +102,45 @@ pub trait WarehouseError: std::error::Error + Send + Sync + 'static {
     fn refusal(&self) -> String {
         self.to_string()
     }
+
+    /// For a [`FailureClass::Data`] failure of a bulk load: what the warehouse's own
+    /// load-error table says about it (Redshift's `stl_load_errors`), when it was read.
+    fn load_error(&self) -> Option<&LoadErrorDetail> {
+        None
+    }
+}
+
+/// One row of a warehouse's load-error table: where in the staged files a bulk load
+/// stopped, and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadErrorDetail {
+    /// The staged object, `s3://bucket/key`.
+    pub file: String,
+    /// Its physical line (1-based).
+    pub line: u64,
+    pub column: String,
+    /// The field's text as the warehouse read it (empty where its table does not keep
+    /// it, as Redshift Serverless's `sys_load_error_detail`).
+    pub value: String,
+    /// The warehouse's load error code, and its reason.
+    pub code: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for LoadErrorDetail {
+    /// The reason a refused row keeps in `_discards`: the column and the warehouse's
+    /// words, never the value (the row itself is kept beside it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.column.is_empty() {
+            write!(f, "{} (load error {})", self.reason, self.code)
+        } else {
+            write!(
+                f,
+                "column {}: {} (load error {})",
+                self.column, self.reason, self.code
+            )
+        }
+    }
 }
 
 impl WarehouseError for std::convert::Infallible {

@@ -146,6 +146,47 @@ pub const SELECT_COLUMNS: &str = "SELECT a.attname::text, \
      FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped";
 
+/// The views (and materialized views) that depend on columns `$3` of table `$1.$2`,
+/// directly or through other views: what `ALTER COLUMN ... TYPE` refuses to change
+/// under (`0A000`). One row per view: its depth (1: on the table itself; a view is
+/// deeper than every view it reads), the statement that drops it, and those that
+/// recreate it as it was: its definition and options, its owner, its grants and its
+/// comment. Dropped deepest first and recreated shallowest first, in the DDL
+/// transaction, they let a varchar widen without a user's view noticing.
+pub const SELECT_DEPENDENT_VIEWS: &str = "WITH RECURSIVE dependent(oid, depth) AS ( \
+       SELECT DISTINCT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid \
+       JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid \
+       WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass \
+         AND d.refobjid = format('%I.%I', $1::text, $2::text)::regclass AND a.attname = ANY ($3::text[]) \
+         AND r.ev_class <> d.refobjid \
+     UNION \
+       SELECT r.ev_class, dependent.depth + 1 FROM dependent \
+       JOIN pg_depend d ON d.refobjid = dependent.oid AND d.refclassid = 'pg_class'::regclass \
+         AND d.classid = 'pg_rewrite'::regclass \
+       JOIN pg_rewrite r ON r.oid = d.objid \
+       WHERE r.ev_class <> dependent.oid AND dependent.depth < 64) \
+     SELECT max(dependent.depth), \
+       format('DROP %s %I.%I', CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, n.nspname, c.relname), \
+       array_remove(ARRAY[ \
+         format('CREATE %s %I.%I%s AS %s%s', CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, \
+           n.nspname, c.relname, \
+           CASE WHEN c.reloptions IS NULL THEN '' ELSE format(' WITH (%s)', array_to_string(c.reloptions, ', ')) END, \
+           rtrim(pg_get_viewdef(c.oid), ';'), \
+           CASE WHEN c.relkind <> 'm' THEN '' WHEN c.relispopulated THEN ' WITH DATA' ELSE ' WITH NO DATA' END), \
+         format('ALTER %s %I.%I OWNER TO %I', CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, \
+           n.nspname, c.relname, pg_get_userbyid(c.relowner)), \
+         CASE WHEN obj_description(c.oid, 'pg_class') IS NOT NULL THEN \
+           format('COMMENT ON %s %I.%I IS %L', CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, \
+             n.nspname, c.relname, obj_description(c.oid, 'pg_class')) END] \
+       || ARRAY(SELECT format('GRANT %s ON %I.%I TO %s%s', g.privilege_type, n.nspname, c.relname, \
+            CASE g.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END, \
+            CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) \
+          FROM aclexplode(c.relacl) g WHERE g.grantee <> c.relowner), NULL) \
+     FROM dependent JOIN pg_class c ON c.oid = dependent.oid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind IN ('v', 'm') \
+     GROUP BY c.oid, n.nspname, c.relname, c.relkind, c.reloptions, c.relispopulated, c.relowner, c.relacl \
+     ORDER BY 1";
+
 /// A temporary staging table shaped like the target, dropped at commit.
 pub fn create_stage(schema: &str, table: &str, stage: &str) -> String {
     format!(
@@ -389,10 +430,15 @@ mod tests {
     #[test]
     fn catalogue_reads() {
         check(
-            &[SELECT_COLUMNS.to_owned(), COUNT_TABLES.to_owned()],
+            &[
+                SELECT_COLUMNS.to_owned(),
+                COUNT_TABLES.to_owned(),
+                SELECT_DEPENDENT_VIEWS.to_owned(),
+            ],
             expect![[r#"
                 SELECT a.attname::text, CASE a.atttypid WHEN 'boolean'::regtype THEN 'boolean' WHEN 'bigint'::regtype THEN 'bigint' WHEN 'double precision'::regtype THEN 'double precision' WHEN 'timestamp without time zone'::regtype THEN 'timestamp without time zone' WHEN 'character varying'::regtype THEN 'character varying' ELSE format_type(a.atttypid, a.atttypmod) END, CASE WHEN a.atttypid = 'character varying'::regtype AND a.atttypmod > 4 THEN a.atttypmod - 4 END FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
                 SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND left(c.relname, 1) <> '_'
+                WITH RECURSIVE dependent(oid, depth) AS ( SELECT DISTINCT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass AND d.refobjid = format('%I.%I', $1::text, $2::text)::regclass AND a.attname = ANY ($3::text[]) AND r.ev_class <> d.refobjid UNION SELECT r.ev_class, dependent.depth + 1 FROM dependent JOIN pg_depend d ON d.refobjid = dependent.oid AND d.refclassid = 'pg_class'::regclass AND d.classid = 'pg_rewrite'::regclass JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> dependent.oid AND dependent.depth < 64) SELECT max(dependent.depth), format('DROP %s %I.%I', CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, n.nspname, c.relname), array_remove(ARRAY[ format('CREATE %s %I.%I%s AS %s%s', CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, n.nspname, c.relname, CASE WHEN c.reloptions IS NULL THEN '' ELSE format(' WITH (%s)', array_to_string(c.reloptions, ', ')) END, rtrim(pg_get_viewdef(c.oid), ';'), CASE WHEN c.relkind <> 'm' THEN '' WHEN c.relispopulated THEN ' WITH DATA' ELSE ' WITH NO DATA' END), format('ALTER %s %I.%I OWNER TO %I', CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, n.nspname, c.relname, pg_get_userbyid(c.relowner)), CASE WHEN obj_description(c.oid, 'pg_class') IS NOT NULL THEN format('COMMENT ON %s %I.%I IS %L', CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW' ELSE 'VIEW' END, n.nspname, c.relname, obj_description(c.oid, 'pg_class')) END] || ARRAY(SELECT format('GRANT %s ON %I.%I TO %s%s', g.privilege_type, n.nspname, c.relname, CASE g.grantee WHEN 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(g.grantee)) END, CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END) FROM aclexplode(c.relacl) g WHERE g.grantee <> c.relowner), NULL) FROM dependent JOIN pg_class c ON c.oid = dependent.oid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('v', 'm') GROUP BY c.oid, n.nspname, c.relname, c.relkind, c.reloptions, c.relispopulated, c.relowner, c.relacl ORDER BY 1
             "#]],
         );
     }

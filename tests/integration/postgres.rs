@@ -1273,3 +1273,224 @@ async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
     }
     support::drop_schema(&client, &schema).await;
 }
+
+/// At SERIALIZABLE (the server's `default_transaction_isolation`, set for the loader's
+/// sessions through the URL), loads of different tables on parallel connections, each
+/// with discards, never conflict: each load reads only its own table, and writes
+/// `_discards` and `_tracktable_loads` without reading them (`ON CONFLICT` on their
+/// keys, which differ by table). Every load commits at its first attempt and the
+/// counts are exact.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    for (name, text) in support::discards_in_every_table(3, 8, 20) {
+        std::fs::write(source.join(name), text).unwrap();
+    }
+    let schema = support::schema("serial");
+    let url = format!(
+        "{}?options=-c%20default_transaction_isolation%3Dserializable",
+        support::database_url()
+    );
+    let pipeline = support::pipeline_file_at(
+        &url,
+        work.path(),
+        &source,
+        &work.path().join("state"),
+        &schema,
+        "1h",
+    );
+    let mut text = std::fs::read_to_string(&pipeline).unwrap();
+    text.push_str("max_bytes = 1\nload_connections = 4\n");
+    std::fs::write(&pipeline, text).unwrap();
+    let run = |name: &str| {
+        let stderr_path = work.path().join(format!("stderr-{name}.log"));
+        let mut child = Command::new(support::binary())
+            .args(["run", "--once", "--pipeline"])
+            .arg(&pipeline)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start tracktable");
+        let status = support::wait_within(&mut child, Duration::from_secs(120), name);
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        assert!(status.success(), "tracktable failed:\n{stderr}");
+        assert!(
+            !stderr.contains("retrying"),
+            "a load was retried: loads of different tables conflicted\n{stderr}"
+        );
+    };
+    // The URL does make a session serializable.
+    let (serializable, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect with the loader's URL");
+    tokio::spawn(connection);
+    let isolation: String = serializable
+        .query_one("SHOW transaction_isolation", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(isolation, "serializable");
+    run("first");
+    for table in 0..8 {
+        let table = format!("e{table}_done");
+        assert_eq!(
+            support::count(
+                &client,
+                &format!("SELECT count(*) FROM \"{schema}\".{table}")
+            )
+            .await,
+            60,
+            "{table}"
+        );
+        assert_eq!(
+            support::count(
+                &client,
+                &format!(
+                    "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = '{table}'"
+                )
+            )
+            .await,
+            60,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT sum(discards)::bigint FROM \"{schema}\"._tracktable_loads")
+        )
+        .await,
+        480
+    );
+    std::fs::remove_dir_all(work.path().join("state")).unwrap();
+    run("replay");
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\"._discards")
+        )
+        .await,
+        480
+    );
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT sum(discards)::bigint FROM \"{schema}\"._tracktable_loads")
+        )
+        .await,
+        480,
+        "a replay keeps and counts no discard twice"
+    );
+    support::drop_schema(&client, &schema).await;
+}
+
+/// A user's views on an event table (and a view on that view, with a grant and a
+/// comment) do not stop a varchar column from widening: PostgreSQL refuses
+/// `ALTER COLUMN ... TYPE` under a view, so the DDL transaction drops the views on the
+/// widened column and recreates them as they were.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn widening_a_column_keeps_the_views_that_read_it() {
+    let Some(client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("events");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(
+        source.join("a.json"),
+        track("v1", "\"Note Taken\"", r#"{"note":"short","n":1}"#),
+    )
+    .unwrap();
+    let schema = support::schema("views");
+    load(work.path(), &source, &schema, "first");
+    assert_eq!(note_width(&client, &schema).await, Some(64));
+    client
+        .batch_execute(&format!(
+            "CREATE VIEW \"{schema}\".notes AS SELECT note, n FROM \"{schema}\".note_taken; \
+             CREATE VIEW \"{schema}\".long_notes WITH (security_barrier) AS \
+               SELECT note FROM \"{schema}\".notes WHERE length(note) > 100; \
+             CREATE VIEW \"{schema}\".counts AS SELECT count(n) AS n FROM \"{schema}\".note_taken; \
+             GRANT SELECT ON \"{schema}\".long_notes TO PUBLIC; \
+             COMMENT ON VIEW \"{schema}\".notes IS 'the notes'"
+        ))
+        .await
+        .unwrap();
+    let long = "x".repeat(300);
+    std::fs::write(
+        source.join("b.json"),
+        track(
+            "v2",
+            "\"Note Taken\"",
+            &format!(r#"{{"note":"{long}","n":2}}"#),
+        ),
+    )
+    .unwrap();
+    load(work.path(), &source, &schema, "second");
+    assert_eq!(
+        note_width(&client, &schema).await,
+        Some(1024),
+        "the column widened"
+    );
+    let notes: Vec<String> = client
+        .query(&format!("SELECT note FROM \"{schema}\".long_notes"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(notes, [long], "the dependent view reads the widened column");
+    let granted: bool = client
+        .query_one(
+            &format!("SELECT has_table_privilege('public', '\"{schema}\".long_notes', 'SELECT')"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(granted, "the grant survives");
+    let (comment, options): (Option<String>, Option<Vec<String>>) = client
+        .query_one(
+            &format!(
+                "SELECT obj_description('\"{schema}\".notes'::regclass, 'pg_class'), \
+                 (SELECT reloptions FROM pg_class WHERE oid = '\"{schema}\".long_notes'::regclass)"
+            ),
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(comment.as_deref(), Some("the notes"));
+    assert_eq!(options, Some(vec!["security_barrier=true".to_owned()]));
+    assert_eq!(
+        support::count(&client, &format!("SELECT n FROM \"{schema}\".counts")).await,
+        2,
+        "a view on other columns is untouched"
+    );
+    support::drop_schema(&client, &schema).await;
+}
+
+/// The declared width of `note_taken.note` in `schema`.
+async fn note_width(client: &tokio_postgres::Client, schema: &str) -> Option<i32> {
+    client
+        .query_one(
+            "SELECT character_maximum_length FROM information_schema.columns \
+             WHERE table_schema = $1 AND table_name = 'note_taken' AND column_name = 'note'",
+            &[&schema],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}

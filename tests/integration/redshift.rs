@@ -37,6 +37,8 @@ struct Redshift {
     work: tempfile::TempDir,
     /// Extra lines for `[warehouse.staging]`.
     staging_options: String,
+    /// How COPY reads the bucket: the `[warehouse.staging]` line(s).
+    copy_credentials: String,
 }
 
 impl Redshift {
@@ -63,6 +65,7 @@ impl Redshift {
                 log,
                 work,
                 staging_options: String::new(),
+                copy_credentials: format!("iam_role = \"{IAM_ROLE}\"\n"),
             },
             client,
         ))
@@ -70,7 +73,7 @@ impl Redshift {
 
     /// Runs the pipeline once over `source` into the Redshift path, in this process,
     /// with PostgreSQL standing in for the cluster.
-    fn load(&self, source: &Path, run: &str, extra: &str) {
+    fn load(&self, source: &Path, run: &str, extra: &str) -> tracktable::run::RunSummary {
         let state = self.work.path().join(format!("state-{run}"));
         let pipeline = self.work.path().join(format!("{run}.toml"));
         let text = format!(
@@ -78,7 +81,7 @@ impl Redshift {
              [source]\ntype = \"dir\"\npath = \"{source}\"\nstate_dir = \"{state}\"\npoll_interval = \"200ms\"\n\
              [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n\
              [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\
-             iam_role = \"{IAM_ROLE}\"\n{staging}\
+             {credentials}{staging}\
              [batch]\ninterval = \"1h\"\n{extra}",
             schema = self.schema,
             source = source.display(),
@@ -87,6 +90,7 @@ impl Redshift {
             bucket = self.bucket,
             endpoint = self.endpoint,
             staging = self.staging_options,
+            credentials = self.copy_credentials,
         );
         std::fs::write(&pipeline, text).expect("write pipeline file");
         let log = self.log.clone();
@@ -100,7 +104,7 @@ impl Redshift {
             ));
         });
         match finished.recv_timeout(Duration::from_secs(120)) {
-            Ok(Ok(_summary)) => {}
+            Ok(Ok(summary)) => summary,
             Ok(Err(error)) => panic!("tracktable failed: {error}"),
             Err(error) => panic!("run {run} did not finish within 120 s: {error}"),
         }
@@ -153,7 +157,9 @@ impl Redshift {
         let statements: Vec<String> = text.lines().map(str::to_owned).collect();
         assert!(!statements.is_empty(), "no statement was logged");
         for statement in &statements {
-            if let Err(error) = Parser::parse_sql(&RedshiftSqlDialect {}, statement) {
+            if let Err(error) =
+                Parser::parse_sql(&RedshiftSqlDialect {}, &keys_as_credentials(statement))
+            {
                 panic!("not Redshift SQL ({error}):\n{statement}");
             }
         }
@@ -580,6 +586,34 @@ async fn csv_escaping_survives_hostile_strings_and_nul_is_discarded() {
     redshift.finish(&client).await;
 }
 
+/// `statement` with an access key pair (`ACCESS_KEY_ID '..' SECRET_ACCESS_KEY '..'
+/// [SESSION_TOKEN '..']`, which Redshift takes but sqlparser's Redshift grammar does
+/// not know) written as Redshift's equivalent `CREDENTIALS '..'` string, which it does,
+/// so the rest of the COPY is still checked.
+fn keys_as_credentials(statement: &str) -> String {
+    let Some(start) = statement.find(" ACCESS_KEY_ID '") else {
+        return statement.to_owned();
+    };
+    let mut end = start;
+    for option in [
+        " ACCESS_KEY_ID '",
+        " SECRET_ACCESS_KEY '",
+        " SESSION_TOKEN '",
+    ] {
+        if statement[end..].starts_with(option) {
+            let value = end + option.len();
+            end = statement[value..]
+                .find('\'')
+                .map_or(statement.len(), |quote| value + quote + 1);
+        }
+    }
+    format!(
+        "{} CREDENTIALS 'aws_access_key_id=..;aws_secret_access_key=..'{}",
+        &statement[..start],
+        &statement[end..]
+    )
+}
+
 /// The SQL of one fixed load, reviewed like code. `UPDATE_GOLDEN=1` rewrites it.
 #[tokio::test(flavor = "multi_thread")]
 #[cfg_attr(
@@ -830,23 +864,26 @@ async fn a_copy_data_error_keeps_the_refused_rows_in_discards_and_loads_the_rest
     // The emulated system table holds what Redshift's would: one row per refused
     // COPY, naming the staged part, the line and the column, its reason cut to 100
     // characters.
-    let stl: Vec<(String, i64, String)> = client
+    let stl: Vec<(String, i64, String, String)> = client
         .query(
-            "SELECT trim(filename), line_number, trim(colname) FROM public.stl_load_errors \
+            "SELECT trim(filename), line_number, trim(colname), trim(raw_field_value) FROM public.stl_load_errors \
              WHERE filename LIKE $1 ORDER BY query",
             &[&format!("s3://{}/%", redshift.bucket)],
         )
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
         .collect();
     assert_eq!(stl.len(), 2, "{stl:?}");
     assert!(
         stl.iter()
-            .all(|(file, _, column)| file.ends_with(".csv.gz") && column == "total"),
+            .all(|(file, _, column, _)| file.ends_with(".csv.gz") && column == "total"),
         "{stl:?}"
     );
+    let values: Vec<&str> = stl.iter().map(|(_, _, _, value)| value.as_str()).collect();
+    // As the loader wrote them: `total` is a double precision column.
+    assert_eq!(values, ["5000.0", "99999.0"], "the raw field values");
     // o3 is the fourth physical line of the first staged file: o2's value holds a line
     // break.
     assert_eq!(stl[0].1, 4, "{stl:?}");
@@ -867,6 +904,167 @@ async fn a_copy_data_error_keeps_the_refused_rows_in_discards_and_loads_the_rest
         .await,
         2,
         "a replay keeps no discard twice"
+    );
+    redshift.finish(&client).await;
+}
+
+/// `access_keys_from_aws_chain`: COPY presents the staging client's keys (the AWS
+/// default chain's in production, the emulator's here), session token included, with
+/// the bucket's region; the statement log shows neither the secret nor the token.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn copy_presents_the_chain_keys_with_their_session_token_and_the_region() {
+    let Some((mut redshift, client)) = Redshift::new("chain").await else {
+        return;
+    };
+    redshift.copy_credentials = "access_keys_from_aws_chain = true\n".into();
+    let source = redshift.dir(
+        "events",
+        &[(
+            "a.json",
+            [
+                track("c1", "\"Signed Up\"", r#"{"plan":"pro"}"#),
+                track("c2", "\"Signed Up\"", r#"{"plan":"free"}"#),
+            ]
+            .join("\n"),
+        )],
+    );
+    redshift.load(&source, "first", "");
+    let schema = &redshift.schema;
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".signed_up")
+        )
+        .await,
+        2
+    );
+    let statements = redshift.statements_parse();
+    let copies: Vec<&String> = statements
+        .iter()
+        .filter(|statement| statement.starts_with("COPY "))
+        .collect();
+    assert!(!copies.is_empty(), "no COPY logged");
+    for copy in copies {
+        assert!(
+            copy.contains(&format!(
+                " ACCESS_KEY_ID '{key}' SECRET_ACCESS_KEY '***' SESSION_TOKEN '***' REGION 'us-east-1' ",
+                key = tracktable_testkit::redshift::ACCESS_KEY_ID
+            )),
+            "{copy}"
+        );
+        assert!(!copy.contains("IAM_ROLE"), "{copy}");
+    }
+    let log = std::fs::read_to_string(&redshift.log).expect("read the statement log");
+    assert!(
+        !log.contains(tracktable_testkit::redshift::SECRET_ACCESS_KEY)
+            && !log.contains(tracktable_testkit::redshift::SESSION_TOKEN),
+        "a secret reached the statement log"
+    );
+    redshift.finish(&client).await;
+}
+
+/// `iam_role = "default"` is Redshift's keyword, unquoted: the cluster's default role.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn the_default_iam_role_is_the_keyword() {
+    let Some((mut redshift, client)) = Redshift::new("defrole").await else {
+        return;
+    };
+    redshift.copy_credentials = "iam_role = \"default\"\n".into();
+    let source = redshift.dir(
+        "events",
+        &[("a.json", track("d1", "\"Signed Up\"", r#"{"plan":"pro"}"#))],
+    );
+    redshift.load(&source, "first", "");
+    let statements = redshift.statements_parse();
+    let copy = statements
+        .iter()
+        .find(|statement| statement.starts_with("COPY "))
+        .expect("a COPY logged");
+    assert!(
+        copy.contains(" IAM_ROLE default REGION 'us-east-1' "),
+        "{copy}"
+    );
+    redshift.finish(&client).await;
+}
+
+/// Redshift runs every transaction serializable, and fails one of two concurrent
+/// transactions that each read a table the other writes (error 1023); the emulator
+/// runs its sessions serializable too. Loads of different tables on parallel
+/// connections, each with discards, must therefore never read `_discards` (or the
+/// load record) in the transaction that writes it: every load commits at its first
+/// attempt and every count is exact.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
+    let Some((redshift, client)) = Redshift::new("serial").await else {
+        return;
+    };
+    let files = support::discards_in_every_table(3, 8, 20);
+    let files: Vec<(&str, String)> = files
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.clone()))
+        .collect();
+    let source = redshift.dir("events", &files);
+    let summary = redshift.load(&source, "first", "max_bytes = 1\nload_connections = 4\n");
+    assert_eq!(
+        summary.stats.warehouse_retries, 0,
+        "a load was retried: loads of different tables conflicted"
+    );
+    let schema = &redshift.schema;
+    for table in 0..8 {
+        let table = format!("e{table}_done");
+        assert_eq!(
+            support::count(
+                &client,
+                &format!("SELECT count(*) FROM \"{schema}\".{table}")
+            )
+            .await,
+            60,
+            "{table}"
+        );
+        assert_eq!(
+            support::count(
+                &client,
+                &format!(
+                    "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = '{table}'"
+                )
+            )
+            .await,
+            60,
+            "{table}"
+        );
+    }
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT sum(discards)::bigint FROM \"{schema}\"._tracktable_loads")
+        )
+        .await,
+        480
+    );
+    assert_eq!(summary.stats.discards, 480);
+    // Loaded again: no discard is kept or counted twice.
+    let again = redshift.load(&source, "replay", "max_bytes = 1\nload_connections = 4\n");
+    assert_eq!(again.stats.warehouse_retries, 0);
+    assert_eq!(again.stats.discards, 0);
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\"._discards")
+        )
+        .await,
+        480
     );
     redshift.finish(&client).await;
 }

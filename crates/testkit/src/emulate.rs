@@ -6,7 +6,8 @@
 //! reads the manifest (or lists the prefix, as Redshift does without `MANIFEST`), gets
 //! every staged object, gunzips it and streams the CSV into `COPY ... FROM STDIN` with
 //! the same NULL marker. The session runs with `standard_conforming_strings = off`, so
-//! string literals take backslash escapes as Redshift's do. Everything the loader
+//! string literals take backslash escapes as Redshift's do, and serializable, as
+//! Redshift's transactions are. Everything the loader
 //! writes — staged files, column lists, CSV escaping, merge SQL — meets real data.
 //!
 //! A COPY PostgreSQL refuses for its data fails the way Redshift's does: with SQLSTATE
@@ -74,6 +75,8 @@ pub struct LoadError {
     /// The physical line in it (1-based).
     pub line: u64,
     pub column: String,
+    /// The field's text, as PostgreSQL's COPY context quotes it.
+    pub value: String,
     /// PostgreSQL's SQLSTATE, and Redshift's load error code for it.
     pub sqlstate: String,
     pub code: i32,
@@ -88,9 +91,12 @@ pub struct Emulator {
     last_copy: Mutex<HashMap<i32, i64>>,
 }
 
-/// Session settings that make PostgreSQL read literals as Redshift does.
-pub const SESSION_SETUP: &str =
-    "SET standard_conforming_strings = off; SET escape_string_warning = off";
+/// Session settings that make PostgreSQL read literals as Redshift does, and run every
+/// transaction serializable as Redshift does: two concurrent transactions that each
+/// read what the other writes fail one of them (PostgreSQL's 40001 for Redshift's
+/// error 1023).
+pub const SESSION_SETUP: &str = "SET standard_conforming_strings = off; SET escape_string_warning = off; \
+     SET default_transaction_isolation = 'serializable'";
 
 /// The emulated system table and its query ids, created once per database (under an
 /// advisory lock: tests create it concurrently).
@@ -150,14 +156,15 @@ impl SystemTables {
         client
             .execute(
                 "INSERT INTO public.stl_load_errors (userid, slice, tbl, starttime, session, query, filename, \
-                 line_number, colname, position, err_code, err_reason, is_partial, start_offset) \
-                 VALUES (100, 0, 0, now(), $1, $2, $3, $4, $5, 0, $6, $7, 0, 0)",
+                 line_number, colname, raw_field_value, position, err_code, err_reason, is_partial, start_offset) \
+                 VALUES (100, 0, 0, now(), $1, $2, $3, $4, $5, $6, 0, $7, $8, 0, 0)",
                 &[
                     &session,
                     &(query as i32),
                     &cut(&error.file, 256),
                     &(error.line as i64),
                     &cut(&error.column, 127),
+                    &cut(&error.value, 1024),
                     &error.code,
                     &cut(&error.message, 100),
                 ],
@@ -295,9 +302,42 @@ impl Emulator {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(session, query);
-        client
+        // Outside a transaction block (Redshift autocommits a lone COPY) the COPY runs
+        // in a transaction of its own, ended here whatever happens.
+        let own = match client
             .batch_execute(&format!("SAVEPOINT {SAVEPOINT}"))
-            .await?;
+            .await
+        {
+            Ok(()) => false,
+            Err(error)
+                if error.code()
+                    == Some(&tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION) =>
+            {
+                client
+                    .batch_execute(&format!("BEGIN; SAVEPOINT {SAVEPOINT}"))
+                    .await?;
+                true
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let result = self
+            .copy_in_savepoint(client, statement, session, query)
+            .await;
+        if own {
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            client.batch_execute(end).await?;
+        }
+        result
+    }
+
+    /// [`Self::copy_as_redshift`] within its savepoint.
+    async fn copy_in_savepoint(
+        &self,
+        client: &Client,
+        statement: &str,
+        session: i32,
+        query: i64,
+    ) -> Result<Vec<SimpleQueryMessage>, ExecutorError> {
         match self.copy(client, statement).await {
             Ok(rows) => {
                 client
@@ -554,7 +594,7 @@ fn copy_error(
         .where_()
         .zip(names.split_first())
         .and_then(|(context, (relation, columns))| copy_context(context, relation, columns))
-        .and_then(|(line, column)| {
+        .and_then(|(line, column, value)| {
             let mut before = 0;
             files
                 .iter()
@@ -563,14 +603,15 @@ fn copy_error(
                     before += lines;
                     found
                 })
-                .map(|(file, line)| (file, line, column))
+                .map(|(file, line)| (file, line, column, value))
         });
     match located {
-        Some((file, line, column)) if class == FailureClass::Data => {
+        Some((file, line, column, value)) if class == FailureClass::Data => {
             EmulateError::Refused(Box::new(LoadError {
                 file,
                 line,
                 column,
+                value,
                 sqlstate: code.to_owned(),
                 code: load_error_code(code),
                 message: db.message().to_owned(),
@@ -580,10 +621,14 @@ fn copy_error(
     }
 }
 
-/// The line (of the whole stream) and column PostgreSQL's COPY context names:
-/// `COPY {relation}, line {n}[, column {column}][: ...]`. Of the columns, the longest
-/// that fits is the one meant (a column name may itself hold `: `).
-fn copy_context(context: &str, relation: &str, columns: &[String]) -> Option<(u64, String)> {
+/// The line (of the whole stream), column and value PostgreSQL's COPY context names:
+/// `COPY {relation}, line {n}[, column {column}: "{value}"][: ...]`. Of the columns,
+/// the longest that fits is the one meant (a column name may itself hold `: `).
+fn copy_context(
+    context: &str,
+    relation: &str,
+    columns: &[String],
+) -> Option<(u64, String, String)> {
     let prefix = format!("COPY {relation}, line ");
     context.lines().find_map(|line| {
         let rest = line.strip_prefix(&prefix)?;
@@ -591,8 +636,8 @@ fn copy_context(context: &str, relation: &str, columns: &[String]) -> Option<(u6
             .find(|c: char| !c.is_ascii_digit())
             .unwrap_or(rest.len());
         let number = rest[..digits].parse().ok()?;
-        let column = rest[digits..]
-            .strip_prefix(", column ")
+        let named = rest[digits..].strip_prefix(", column ");
+        let column = named
             .and_then(|named| {
                 columns
                     .iter()
@@ -605,7 +650,13 @@ fn copy_context(context: &str, relation: &str, columns: &[String]) -> Option<(u6
             })
             .cloned()
             .unwrap_or_default();
-        Some((number, column))
+        let value = named
+            .and_then(|named| named.get(column.len()..))
+            .and_then(|after| after.strip_prefix(": \""))
+            .and_then(|quoted| quoted.strip_suffix('"'))
+            .unwrap_or_default()
+            .to_owned();
+        Some((number, column, value))
     })
 }
 
@@ -645,7 +696,7 @@ mod tests {
                 "_tracktable_stage",
                 &columns
             ),
-            Some((3, "total".to_owned()))
+            Some((3, "total".to_owned(), "5000".to_owned()))
         );
         assert_eq!(
             copy_context(
@@ -653,11 +704,11 @@ mod tests {
                 "_tracktable_stage",
                 &columns
             ),
-            Some((12, "c: d".to_owned()))
+            Some((12, "c: d".to_owned(), "x".to_owned()))
         );
         assert_eq!(
             copy_context("COPY t, line 7: \"raw\"", "t", &columns),
-            Some((7, String::new()))
+            Some((7, String::new(), String::new()))
         );
         assert_eq!(copy_context("COPY other, line 7", "t", &columns), None);
     }

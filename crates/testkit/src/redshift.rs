@@ -11,14 +11,29 @@ use tracktable::warehouse::redshift::RedshiftWarehouse;
 
 use crate::emulate::Emulator;
 
+/// The emulator client's keys: temporary ones, as an instance or task role gives, so
+/// a COPY presenting the chain's keys carries a session token.
+pub const ACCESS_KEY_ID: &str = "ASIATESTING";
+pub const SECRET_ACCESS_KEY: &str = "testing-secret";
+pub const SESSION_TOKEN: &str = "testing-session-token";
+
+/// The emulator client's credentials.
+pub fn credentials() -> aws_sdk_s3::config::Credentials {
+    aws_sdk_s3::config::Credentials::new(
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+        Some(SESSION_TOKEN.to_owned()),
+        None,
+        "emulator",
+    )
+}
+
 /// An S3 client for an emulator at `endpoint`: path-style, with dummy credentials.
 pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     let shared = aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_s3::config::Credentials::new(
-            "testing", "testing", None, None, "emulator",
-        ))
+        .credentials_provider(credentials())
         .load()
         .await;
     let config = aws_sdk_s3::config::Builder::from(&shared)
@@ -58,7 +73,12 @@ pub fn run_once(
     let warehouse = RedshiftWarehouse::new(file)
         .map_err(|error| error.to_string())?
         .with_caps(pipeline.max_tables, pipeline.max_columns)
-        .with_staging_client(s3)
+        .with_staging_client(
+            s3,
+            Some(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                credentials(),
+            )),
+        )
         .with_executor(Arc::new(emulator));
     let options = RunOptions::once(workers);
     tracktable::run::run_with(&pipeline, &options, Arc::new(warehouse))

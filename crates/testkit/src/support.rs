@@ -382,3 +382,27 @@ pub fn own_server() -> Option<OwnServer> {
     let server = tracktable_local_postgres::start(dir.path()).expect("start a throwaway server");
     Some(OwnServer { server, _dir: dir })
 }
+
+/// `files` source files (`f0.json`, ...) of `per_table` track calls to each of
+/// `tables` events (`E0 Done` → `e0_done`, ...), every call with a NUL character in
+/// its `note`: one discard per row in every table. Each file is a batch of its own
+/// with `max_bytes = 1`.
+pub fn discards_in_every_table(
+    files: usize,
+    tables: usize,
+    per_table: usize,
+) -> Vec<(String, String)> {
+    (0..files)
+        .map(|file| {
+            let lines: Vec<String> = (0..per_table)
+                .flat_map(|i| (0..tables).map(move |table| (i, table)))
+                .map(|(i, table)| {
+                    format!(
+                        r#"{{"type":"track","event":"E{table} Done","messageId":"f{file}-e{table}-{i}","receivedAt":"2024-03-01T12:00:00Z","properties":{{"n":{i},"note":"nul\u0000{i}"}}}}"#
+                    )
+                })
+                .collect();
+            (format!("f{file}.json"), lines.join("\n"))
+        })
+        .collect()
+}

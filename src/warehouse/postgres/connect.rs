@@ -35,6 +35,16 @@ pub enum PostgresError {
         target: String,
         source: tokio_postgres::Error,
     },
+    /// Redshift asked for its SHA-256 password digest (authentication request 13),
+    /// which it does for a user whose password was set as a `sha256|...` hash, and
+    /// which no PostgreSQL client speaks: only Amazon's own drivers do.
+    #[error(
+        "cannot connect to {target}: user {user:?} has a password stored as a SHA-256 hash \
+         ('sha256|...'), for which Redshift asks a digest only Amazon's own drivers compute; \
+         set the password again in plain text, so Redshift keeps an MD5 hash: \
+         ALTER USER \"{user}\" PASSWORD '<the same password, in plain text>'"
+    )]
+    DigestPassword { target: String, user: String },
     #[error("{context}: {}", server_error(source))]
     Query {
         context: String,
@@ -138,7 +148,7 @@ impl WarehouseError for PostgresError {
             PostgresError::Url { .. } | PostgresError::MissingPassword { .. } => {
                 FailureClass::Config
             }
-            PostgresError::Tls(_) => FailureClass::Config,
+            PostgresError::Tls(_) | PostgresError::DigestPassword { .. } => FailureClass::Config,
             PostgresError::Connect { source, .. } | PostgresError::Query { source, .. } => {
                 error_class(source)
             }
@@ -239,9 +249,17 @@ impl PostgresWarehouse {
 
     /// A new connection, its driver running on the current tokio runtime.
     pub async fn connect(&self) -> Result<Client, PostgresError> {
-        let connect_error = |source| PostgresError::Connect {
-            target: self.target.clone(),
-            source,
+        let connect_error = |source: tokio_postgres::Error| {
+            if crate::report::causes(&source).contains("unknown authentication tag `13`") {
+                return PostgresError::DigestPassword {
+                    target: self.target.clone(),
+                    user: self.config.get_user().unwrap_or_default().to_owned(),
+                };
+            }
+            PostgresError::Connect {
+                target: self.target.clone(),
+                source,
+            }
         };
         match &self.tls {
             None => {
@@ -363,6 +381,52 @@ fn describe(config: &tokio_postgres::Config) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// A user whose Redshift password is a SHA-256 hash: the server asks for its digest
+    /// (authentication request 13), here from a listener that answers the start-up
+    /// message as Redshift does. The error is configuration, and says how to fix it.
+    #[tokio::test]
+    async fn a_sha256_password_user_is_refused_with_the_fix() {
+        use std::io::{Read, Write};
+
+        use crate::config::{PostgresFile, SslMode};
+        use crate::warehouse::WarehouseError;
+        use crate::warehouse::postgres::PostgresWarehouse;
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut startup = [0u8; 512];
+            let _ = socket.read(&mut startup);
+            // 'R', length, request 13 (digest), then its algorithm and salt length.
+            let mut request = vec![b'R'];
+            for field in [16i32, 13, 0, 0] {
+                request.extend(field.to_be_bytes());
+            }
+            let _ = socket.write_all(&request);
+            let _ = socket.read(&mut startup);
+        });
+        let warehouse = PostgresWarehouse::new(&PostgresFile {
+            url: format!("postgres://loader@127.0.0.1:{port}/analytics"),
+            password_env: None,
+            schema: "web".into(),
+            sslmode: SslMode::Disable,
+            sslrootcert: None,
+        })
+        .expect("a warehouse");
+        let Err(error) = warehouse.connect().await else {
+            panic!("connected to a server asking for a digest");
+        };
+        assert_eq!(error.class(), super::FailureClass::Config);
+        let message = error.to_string();
+        assert!(
+            message.contains("SHA-256") && message.contains("ALTER USER \"loader\" PASSWORD"),
+            "{message}"
+        );
+        drop(warehouse);
+        let _ = server.join();
+    }
+
     use super::{client_failure_class, failure_class};
     use crate::warehouse::FailureClass::{self, Config, Data, Transient};
 

@@ -191,16 +191,96 @@ async fn apply_plan(
         );
     }
     if !plan.alter.is_empty() {
+        let views = set_views_aside(transaction, schema, table, &plan.alter).await?;
         let clauses: Vec<String> = plan.alter.iter().map(alter_clause).collect();
         transaction
             .batch_execute(&sql::alter_table(schema, table, &clauses))
             .await
             .map_err(query_error(format!("change table {table}")))?;
+        views.restore(transaction, table).await?;
         report.schema_changes += plan.alter.len() as u64;
         ddl::log_changes(table, batch.batch.0, &plan.alter);
     }
     ddl::log_refused(table, batch.batch.0, &plan.refused);
     Ok(())
+}
+
+/// Views dropped so their table's columns can widen, and how to recreate them.
+struct ViewsAside {
+    /// Each view's statements, shallowest first: its `CREATE`, owner, comment, grants.
+    recreate: Vec<Vec<String>>,
+}
+
+/// Drops the views that depend on the columns `changes` widen (PostgreSQL refuses
+/// `ALTER COLUMN ... TYPE` under a view, `0A000`), deepest first, recording how to
+/// recreate each. In the DDL transaction: nobody sees them missing, and if their
+/// recreation fails the widening rolls back with it. Only widening needs it; adding a
+/// column never touches a view.
+async fn set_views_aside(
+    transaction: &Transaction<'_>,
+    schema: &str,
+    table: &str,
+    changes: &[SchemaChange],
+) -> Result<ViewsAside, PostgresError> {
+    let widened: Vec<&str> = changes
+        .iter()
+        .filter_map(|change| match change {
+            SchemaChange::Widen { column, .. } => Some(column.as_str()),
+            SchemaChange::AddColumn { .. } => None,
+        })
+        .collect();
+    if widened.is_empty() {
+        return Ok(ViewsAside {
+            recreate: Vec::new(),
+        });
+    }
+    let context = || format!("find the views on the columns of {table} being widened");
+    let rows = transaction
+        .query(sql::SELECT_DEPENDENT_VIEWS, &[&schema, &table, &widened])
+        .await
+        .map_err(query_error(context()))?;
+    let mut recreate = Vec::with_capacity(rows.len());
+    let mut drops = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let drop: String = row.try_get(1).map_err(query_error(context()))?;
+        let statements: Vec<String> = row.try_get(2).map_err(query_error(context()))?;
+        drops.push(drop);
+        recreate.push(statements);
+    }
+    for drop in drops.iter().rev() {
+        transaction
+            .batch_execute(drop)
+            .await
+            .map_err(query_error(format!(
+                "drop a view on {table} to widen its columns ({drop})"
+            )))?;
+    }
+    if !drops.is_empty() {
+        tracing::info!(
+            table,
+            views = drops.len(),
+            "views on columns being widened are recreated after the change"
+        );
+    }
+    Ok(ViewsAside { recreate })
+}
+
+impl ViewsAside {
+    async fn restore(
+        self,
+        transaction: &Transaction<'_>,
+        table: &str,
+    ) -> Result<(), PostgresError> {
+        for statement in self.recreate.iter().flatten() {
+            transaction
+                .batch_execute(statement)
+                .await
+                .map_err(query_error(format!(
+                    "recreate a view on {table} after widening its columns ({statement})"
+                )))?;
+        }
+        Ok(())
+    }
 }
 
 fn alter_clause(change: &SchemaChange) -> String {

@@ -20,7 +20,7 @@ use super::stage::Staged;
 use crate::route::{Row, Value};
 use crate::warehouse::discard::{self, Discard};
 use crate::warehouse::plan::{self, Cell, TableSchema};
-use crate::warehouse::{FailureClass, TableBatch, WarehouseError};
+use crate::warehouse::{FailureClass, LoadErrorDetail, TableBatch, WarehouseError};
 
 /// A batch's rows as they go to the table.
 pub(super) struct Chosen<'a> {
@@ -75,31 +75,6 @@ fn recency(row: &Row) -> (Option<i64>, Option<&str>) {
         }
     }
     (timestamp, message_id)
-}
-
-/// One row of the load-error table: where in the staged files the COPY stopped, and
-/// why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct LoadErrorRow {
-    pub file: String,
-    pub line: u64,
-    pub column: String,
-    pub code: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for LoadErrorRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.column.is_empty() {
-            write!(f, "{} (load error {})", self.reason, self.code)
-        } else {
-            write!(
-                f,
-                "column {}: {} (load error {})",
-                self.column, self.reason, self.code
-            )
-        }
-    }
 }
 
 /// A load's staged rows, and how to trace a staged file's line back to its row.
@@ -201,7 +176,7 @@ impl RedshiftLoader {
         let create = sql::create_stage(schema, table, STAGE);
         let context = format!("create staging table for {table}");
         session.execute(&create, &context).await?;
-        let copy = self.copy_from(STAGE, rows.names, source);
+        let copy = self.copy_from(STAGE, rows.names, source).await?;
         let context = format!("COPY into the staging table of {table}");
         if let Err(error) = session.execute(&copy, &context).await {
             return Err(match error.class() {
@@ -246,12 +221,13 @@ impl RedshiftLoader {
         let first = found.map(|found| {
             found.first().map(|row| {
                 let cell = |index| row.try_get(index).ok().flatten().unwrap_or("");
-                LoadErrorRow {
+                LoadErrorDetail {
                     file: cell(0).to_owned(),
                     line: cell(1).parse().unwrap_or(0),
                     column: cell(2).to_owned(),
-                    code: cell(3).to_owned(),
-                    reason: cell(4).to_owned(),
+                    value: cell(3).to_owned(),
+                    code: cell(4).to_owned(),
+                    reason: cell(5).to_owned(),
                 }
             })
         });
@@ -260,11 +236,13 @@ impl RedshiftLoader {
                 row: rows.row_at(&load_error.file, load_error.line),
                 detail: load_error.to_string(),
                 source: Box::new(error),
+                found: Some(Box::new(load_error)),
             },
             Ok(None) => RedshiftError::LoadError {
                 row: None,
                 detail: "the load-error table holds nothing for this COPY".into(),
                 source: Box::new(error),
+                found: None,
             },
             Err(unreadable) => {
                 tracing::warn!(error = %unreadable, "cannot read the COPY's load errors; the refused rows are found by splitting the batch");
@@ -272,21 +250,30 @@ impl RedshiftLoader {
                     row: None,
                     detail: format!("the load-error table cannot be read: {unreadable}"),
                     source: Box::new(error),
+                    found: None,
                 }
             }
         }
     }
 
-    /// The `COPY` of `source` into `stage`, with the pipeline's credentials and
-    /// options.
-    pub(super) fn copy_from(&self, stage: &str, names: &[&str], source: &Staged) -> String {
-        sql::copy_from_s3(
+    /// The `COPY` of `source` into `stage`, with the pipeline's credentials (the
+    /// chain's read for this load) and options.
+    pub(super) async fn copy_from(
+        &self,
+        stage: &str,
+        names: &[&str],
+        source: &Staged,
+    ) -> Result<String, RedshiftError> {
+        let credentials = self.warehouse.copy_credentials(&self.staging).await?;
+        let file = &self.warehouse.file;
+        Ok(sql::copy_from_s3(
             stage,
             names,
             &source.source,
-            &self.warehouse.credentials,
-            self.warehouse.file.accept_invalid_chars.as_deref(),
-        )
+            &credentials,
+            file.staging.region.as_deref(),
+            file.accept_invalid_chars.as_deref(),
+        ))
     }
 }
 

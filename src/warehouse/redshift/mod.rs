@@ -31,9 +31,8 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 use self::executor::Executor;
-use self::session::is_race;
+use self::session::{CopyCredentials, is_race};
 pub use self::session::{RedshiftError, Session, failure_class};
-use self::sql::Credentials;
 use self::stage::Staging;
 use super::postgres::{PostgresWarehouse, query_error};
 use super::{
@@ -47,7 +46,7 @@ use crate::config::RedshiftFile;
 pub struct RedshiftWarehouse {
     connection: PostgresWarehouse,
     file: Arc<RedshiftFile>,
-    credentials: Credentials,
+    credentials: Arc<CopyCredentials>,
     /// Made on first use (an S3 client needs the tokio runtime).
     staging: Arc<OnceCell<Arc<Staging>>>,
     executor: Arc<dyn Executor>,
@@ -79,10 +78,15 @@ impl RedshiftWarehouse {
     }
 
     /// Stages through `s3` instead of a client made from the AWS default chain (for
-    /// credentials the chain cannot find, such as an emulator's).
-    pub fn with_staging_client(mut self, s3: aws_sdk_s3::Client) -> Self {
+    /// credentials the chain cannot find, such as an emulator's); `credentials`
+    /// provides its keys, for `access_keys_from_aws_chain`.
+    pub fn with_staging_client(
+        mut self,
+        s3: aws_sdk_s3::Client,
+        credentials: Option<aws_sdk_s3::config::SharedCredentialsProvider>,
+    ) -> Self {
         let staging = &self.file.staging;
-        let staging = Staging::new(s3, &staging.bucket, &staging.prefix);
+        let staging = Staging::new(s3, credentials, &staging.bucket, &staging.prefix);
         self.staging = Arc::new(OnceCell::new_with(Some(Arc::new(staging))));
         self
     }
@@ -118,12 +122,17 @@ impl RedshiftWarehouse {
         Arc::clone(
             self.staging
                 .get_or_init(|| async {
-                    let (s3, _) = crate::source::aws::clients(
-                        staging.region.as_deref(),
-                        staging.endpoint_url.as_deref(),
-                    )
-                    .await;
-                    Arc::new(Staging::new(s3, &staging.bucket, &staging.prefix))
+                    let endpoint = staging.endpoint_url.as_deref();
+                    let shared =
+                        crate::source::aws::shared_config(staging.region.as_deref(), endpoint)
+                            .await;
+                    let s3 = crate::source::aws::s3_client(&shared, endpoint.is_some());
+                    Arc::new(Staging::new(
+                        s3,
+                        shared.credentials_provider(),
+                        &staging.bucket,
+                        &staging.prefix,
+                    ))
                 })
                 .await,
         )
@@ -305,8 +314,9 @@ impl RedshiftLoader {
         Ok(report)
     }
 
-    /// The load's transaction: the staged rows merged, the discards and the record
-    /// written, committed. `unkeyed` rows went to `_discards` whole.
+    /// The load's transaction: the new discards staged (before it, see
+    /// `stage_new_discards`), then in it the staged rows merged, the discards and the
+    /// record written, committed. `unkeyed` rows went to `_discards` whole.
     async fn commit(
         &mut self,
         batch: &TableBatch,
@@ -316,12 +326,16 @@ impl RedshiftLoader {
         unkeyed: u64,
         report: &mut LoadReport,
     ) -> Result<(), RedshiftError> {
+        let new = match discards_staged {
+            Some(staged) => Some(self.stage_new_discards(staged, discards).await?),
+            None => None,
+        };
         self.session.execute(sql::BEGIN, "begin").await?;
         report.rows_loaded = match rows.source {
             Some(_) => self.merge_rows(batch.table.as_str(), rows).await?,
             None => 0,
         };
         report.duplicates = (batch.rows.len() as u64).saturating_sub(report.rows_loaded + unkeyed);
-        self.finish(batch, discards_staged, discards, report).await
+        self.finish(batch, new, report).await
     }
 }

@@ -75,20 +75,66 @@ impl RedshiftLoader {
         Ok(Some(staged.await?))
     }
 
-    /// Ends a load's open transaction: merges the staged discards (`written`, staged
-    /// from `source`), counting in `report` those new to `_discards`, records the load,
-    /// and commits.
+    /// Before the load's transaction: COPYs the staged discards (`written`, staged
+    /// from `source`) into the session's discard stage and drops those `_discards`
+    /// already holds; returns the rest, by reason. Reading `_discards` here, and only
+    /// writing it in the transaction ([`Self::finish`]), keeps loads of different
+    /// tables out of each other's read sets: on Redshift, two transactions that each
+    /// read and write `_discards` fail one of them with error 1023.
+    pub(super) async fn stage_new_discards(
+        &self,
+        source: &Staged,
+        written: &[Discard],
+    ) -> Result<DiscardCounts, RedshiftError> {
+        let (session, schema) = (&self.session, self.warehouse.schema());
+        let drop = sql::drop_stage(DISCARD_STAGE);
+        session
+            .execute(&drop, "drop an old discard staging table")
+            .await?;
+        let create = sql::create_discard_stage(schema, DISCARD_STAGE);
+        session
+            .execute(&create, "create the discard staging table")
+            .await?;
+        let copy = self
+            .copy_from(DISCARD_STAGE, &sql::DISCARD_COLUMNS, source)
+            .await?;
+        session.execute(&copy, "COPY discards").await?;
+        let known = sql::drop_known_discards(schema, DISCARD_STAGE);
+        session
+            .execute(&known, "skip discards already kept")
+            .await?;
+        let context = "count new discards";
+        let mut kept = KeptDiscards::new(written);
+        let count = sql::count_staged_discards(DISCARD_STAGE);
+        for row in session.query(&count, context).await? {
+            let cell = |index| row.try_get(index).map_err(query_error(context));
+            let (reason, count) = (cell(0)?, cell(1)?);
+            let count: u64 = count.and_then(|c| c.parse().ok()).unwrap_or(0);
+            kept.kept(reason.unwrap_or(""), count);
+        }
+        Ok(kept.counts())
+    }
+
+    /// Ends a load's open transaction: inserts the discards [`Self::stage_new_discards`]
+    /// staged (`new`: how many, by reason; `None`: none were staged), records the load,
+    /// and commits. `_discards` and `_tracktable_loads` are only written here, never
+    /// read.
     pub(super) async fn finish(
         &self,
         batch: &TableBatch,
-        source: Option<&Staged>,
-        written: &[Discard],
+        new: Option<DiscardCounts>,
         report: &mut LoadReport,
     ) -> Result<(), RedshiftError> {
         let (schema, table) = (self.warehouse.schema(), batch.table.as_str());
-        if let Some(source) = source {
-            report.discards_by_reason = self.merge_discards(source, written).await?;
-            report.discards = report.discards_by_reason.total();
+        if let Some(new) = new {
+            let insert = sql::insert_discards(schema, DISCARD_STAGE);
+            self.session.execute(&insert, "keep discards").await?;
+            let drop = sql::drop_stage(DISCARD_STAGE);
+            self.session
+                .execute(&drop, "drop the discard staging table")
+                .await?;
+            report.discards = new.total();
+            report.discards_by_reason = new;
         }
         let record = sql::record_load(
             schema,
@@ -103,50 +149,6 @@ impl RedshiftLoader {
             .execute(sql::COMMIT, &format!("commit {table}"))
             .await?;
         Ok(())
-    }
-
-    /// Within the open transaction: COPYs the staged discards and keeps the new ones;
-    /// returns how many were new, by reason.
-    async fn merge_discards(
-        &self,
-        source: &Staged,
-        written: &[Discard],
-    ) -> Result<DiscardCounts, RedshiftError> {
-        let (session, schema) = (&self.session, self.warehouse.schema());
-        let drop = sql::drop_stage(DISCARD_STAGE);
-        session
-            .execute(&drop, "drop an old discard staging table")
-            .await?;
-        let create = sql::create_discard_stage(schema, DISCARD_STAGE);
-        session
-            .execute(&create, "create the discard staging table")
-            .await?;
-        let copy = self.copy_from(DISCARD_STAGE, &sql::DISCARD_COLUMNS, source);
-        session.execute(&copy, "COPY discards").await?;
-        let kept = self.count_new_discards(written).await?;
-        let merge = sql::merge_discards(schema, DISCARD_STAGE);
-        session.execute(&merge, "merge discards").await?;
-        session
-            .execute(&drop, "drop the discard staging table")
-            .await?;
-        Ok(kept)
-    }
-
-    /// The staged discards `_discards` lacks, by reason (Redshift has no `RETURNING`).
-    async fn count_new_discards(
-        &self,
-        written: &[Discard],
-    ) -> Result<DiscardCounts, RedshiftError> {
-        let context = "count new discards";
-        let count = sql::count_new_discards(self.warehouse.schema(), DISCARD_STAGE);
-        let mut kept = KeptDiscards::new(written);
-        for row in self.session.query(&count, context).await? {
-            let cell = |index| row.try_get(index).map_err(query_error(context));
-            let (reason, count) = (cell(0)?, cell(1)?);
-            let count: u64 = count.and_then(|c| c.parse().ok()).unwrap_or(0);
-            kept.kept(reason.unwrap_or(""), count);
-        }
-        Ok(kept.counts())
     }
 
     /// Every row of the batch to `_discards` whole with `reason`, and the load
@@ -165,13 +167,15 @@ impl RedshiftLoader {
             .map(|row| Discard::whole_row(table, row, reason.clone()))
             .collect();
         let staged = self.stage_discards(batch, &discards).await?;
-        let finished = match self.session.execute(sql::BEGIN, "begin").await {
-            Ok(_) => {
-                self.finish(batch, staged.as_ref(), &discards, &mut report)
-                    .await
-            }
-            Err(error) => Err(error),
-        };
+        let finished = async {
+            let new = match &staged {
+                Some(staged) => Some(self.stage_new_discards(staged, &discards).await?),
+                None => None,
+            };
+            self.session.execute(sql::BEGIN, "begin").await?;
+            self.finish(batch, new, &mut report).await
+        }
+        .await;
         self.remove_staged([staged]).await;
         finished?;
         Ok(report)

@@ -5,16 +5,19 @@
 //! [`failure_class`] alone.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::config::{Credentials as AwsCredentials, ProvideCredentials};
 use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::RedshiftWarehouse;
 use super::executor::{Direct, Executor, ExecutorError};
 use super::sql::{self, Credentials};
-use super::stage::StageError;
+use super::stage::{StageError, Staging};
 use crate::config::{PostgresFile, RedshiftFile, StagingFile};
 use crate::warehouse::postgres::{self, PostgresError, PostgresWarehouse, query_error};
-use crate::warehouse::{FailureClass, WarehouseError};
+use crate::warehouse::{FailureClass, LoadErrorDetail, WarehouseError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RedshiftError {
@@ -22,8 +25,18 @@ pub enum RedshiftError {
     Connection(#[from] PostgresError),
     #[error("environment variable {name} (named by warehouse.staging.{field}) is not set")]
     MissingKey { name: String, field: &'static str },
-    #[error("warehouse.staging: set iam_role, or access_key_id_env and secret_access_key_env")]
+    #[error(
+        "warehouse.staging: set iam_role, access_key_id_env and secret_access_key_env, or access_keys_from_aws_chain"
+    )]
     NoCredentials,
+    /// The AWS default chain gave no keys for `COPY` (`access_keys_from_aws_chain`).
+    #[error(
+        "cannot read the AWS default chain's keys for COPY (warehouse.staging.access_keys_from_aws_chain): {message}"
+    )]
+    ChainCredentials {
+        message: String,
+        class: FailureClass,
+    },
     #[error(transparent)]
     Stage(#[from] StageError),
     #[error("{context}: {message}")]
@@ -42,6 +55,7 @@ pub enum RedshiftError {
         source: Box<RedshiftError>,
         detail: String,
         row: Option<usize>,
+        found: Option<Box<LoadErrorDetail>>,
     },
 }
 
@@ -92,7 +106,8 @@ impl WarehouseError for RedshiftError {
             },
             RedshiftError::MissingKey { .. } | RedshiftError::NoCredentials => FailureClass::Config,
             RedshiftError::Stage(error) => error.class,
-            RedshiftError::Executor { class, .. } => *class,
+            RedshiftError::Executor { class, .. }
+            | RedshiftError::ChainCredentials { class, .. } => *class,
             RedshiftError::Csv(_) => FailureClass::Transient,
             RedshiftError::LoadError { .. } => FailureClass::Data,
         }
@@ -112,6 +127,13 @@ impl WarehouseError for RedshiftError {
             other => other.to_string(),
         }
     }
+
+    fn load_error(&self) -> Option<&LoadErrorDetail> {
+        match self {
+            RedshiftError::LoadError { found, .. } => found.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 impl RedshiftWarehouse {
@@ -123,7 +145,7 @@ impl RedshiftWarehouse {
             sslmode: file.sslmode,
             sslrootcert: file.sslrootcert.clone(),
         })?;
-        let credentials = credentials(&file.staging)?;
+        let credentials = Arc::new(credentials(&file.staging)?);
         Ok(RedshiftWarehouse {
             connection,
             file: Arc::new(file.clone()),
@@ -157,9 +179,34 @@ impl RedshiftWarehouse {
     }
 }
 
-/// How `COPY` may read the staging bucket: an IAM role, or a key pair read from the
-/// environment variables the pipeline file names.
-fn credentials(staging: &StagingFile) -> Result<Credentials, RedshiftError> {
+/// How long the chain's temporary keys must still be valid to be presented to a
+/// `COPY` again; closer to their expiry they are read afresh, so a long COPY never
+/// outlives its keys.
+const KEYS_MARGIN: Duration = Duration::from_secs(15 * 60);
+
+/// Where `COPY`'s credentials come from.
+pub(super) enum CopyCredentials {
+    /// The same for every load: a role, or a key pair read from the environment at
+    /// start.
+    Fixed(Credentials),
+    /// The AWS default chain's keys (the staging client's provider), with those last
+    /// read while they stay valid beyond [`KEYS_MARGIN`].
+    AwsChain(tokio::sync::Mutex<Option<AwsCredentials>>),
+}
+
+impl std::fmt::Debug for CopyCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CopyCredentials::Fixed(credentials) => credentials.fmt(f),
+            CopyCredentials::AwsChain(_) => write!(f, "AwsChain"),
+        }
+    }
+}
+
+/// How `COPY` may read the staging bucket: an IAM role (`default`: the cluster's
+/// default role), a key pair read from the environment variables the pipeline file
+/// names, or the AWS default chain's keys, read for each load.
+fn credentials(staging: &StagingFile) -> Result<CopyCredentials, RedshiftError> {
     let env = |name: &String, field| {
         std::env::var(name).map_err(|_| RedshiftError::MissingKey {
             name: name.clone(),
@@ -170,13 +217,70 @@ fn credentials(staging: &StagingFile) -> Result<Credentials, RedshiftError> {
         &staging.iam_role,
         &staging.access_key_id_env,
         &staging.secret_access_key_env,
+        staging.access_keys_from_aws_chain,
     ) {
-        (Some(role), None, None) => Ok(Credentials::IamRole(role.clone())),
-        (None, Some(id), Some(secret)) => Ok(Credentials::Keys {
+        (Some(role), None, None, false) => Ok(CopyCredentials::Fixed(Credentials::role(role))),
+        (None, Some(id), Some(secret), false) => Ok(CopyCredentials::Fixed(Credentials::Keys {
             id: env(id, "access_key_id_env")?,
             secret: env(secret, "secret_access_key_env")?,
-        }),
+            token: None,
+        })),
+        (None, None, None, true) => Ok(CopyCredentials::AwsChain(Default::default())),
         _ => Err(RedshiftError::NoCredentials),
+    }
+}
+
+impl RedshiftWarehouse {
+    /// The credentials the next `COPY` presents. The chain's keys are asked of the
+    /// staging client's provider (the default chain, or the client a test injects)
+    /// unless those held are temporary and valid beyond [`KEYS_MARGIN`].
+    pub(super) async fn copy_credentials(
+        &self,
+        staging: &Staging,
+    ) -> Result<Credentials, RedshiftError> {
+        let held = match &*self.credentials {
+            CopyCredentials::Fixed(credentials) => return Ok(credentials.clone()),
+            CopyCredentials::AwsChain(held) => held,
+        };
+        let mut held = held.lock().await;
+        let valid = held.as_ref().is_some_and(|keys| {
+            keys.expiry()
+                .is_some_and(|expiry| expiry > SystemTime::now() + KEYS_MARGIN)
+        });
+        if !valid {
+            let provider =
+                staging
+                    .credentials()
+                    .ok_or_else(|| RedshiftError::ChainCredentials {
+                        message: "the AWS configuration has no credentials provider".into(),
+                        class: FailureClass::Config,
+                    })?;
+            let keys = provider.provide_credentials().await.map_err(|error| {
+                RedshiftError::ChainCredentials {
+                    class: chain_failure_class(&error),
+                    message: aws_sdk_s3::error::DisplayErrorContext(error).to_string(),
+                }
+            })?;
+            *held = Some(keys);
+        }
+        let keys = held.as_ref().ok_or(RedshiftError::NoCredentials)?;
+        Ok(Credentials::Keys {
+            id: keys.access_key_id().to_owned(),
+            secret: keys.secret_access_key().to_owned(),
+            token: keys.session_token().map(str::to_owned),
+        })
+    }
+}
+
+/// No credentials in the chain, or a chain set up wrongly, is configuration; a
+/// provider that timed out or failed (the instance metadata service, STS) may answer
+/// on the next load.
+fn chain_failure_class(error: &CredentialsError) -> FailureClass {
+    match error {
+        CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
+            FailureClass::Config
+        }
+        _ => FailureClass::Transient,
     }
 }
 
@@ -326,6 +430,96 @@ mod tests {
         ];
         for (code, message, class) in cases {
             assert_eq!(failure_class(code, message), class, "{code} {message}");
+        }
+    }
+
+    mod chain {
+        //! The chain's keys, as COPY presents them: read from the staging client's
+        //! provider, reused only while valid beyond the margin.
+
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::time::{Duration, SystemTime};
+
+        use aws_credential_types::provider::future;
+        use aws_sdk_s3::config::{
+            BehaviorVersion, Credentials as AwsCredentials, ProvideCredentials,
+            SharedCredentialsProvider,
+        };
+
+        use crate::config::RedshiftFile;
+        use crate::warehouse::redshift::RedshiftWarehouse;
+        use crate::warehouse::redshift::sql::Credentials;
+        use crate::warehouse::redshift::stage::Staging;
+
+        /// Temporary keys numbered by the call that made them, valid for `lifetime`.
+        #[derive(Debug)]
+        struct Issuer {
+            calls: Arc<AtomicUsize>,
+            lifetime: Duration,
+        }
+
+        impl ProvideCredentials for Issuer {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                let n = self.calls.fetch_add(1, Ordering::SeqCst);
+                future::ProvideCredentials::ready(Ok(AwsCredentials::new(
+                    format!("ASIA{n}"),
+                    format!("secret{n}"),
+                    Some(format!("token{n}")),
+                    Some(SystemTime::now() + self.lifetime),
+                    "issuer",
+                )))
+            }
+        }
+
+        async fn presented(lifetime: Duration) -> (Vec<Credentials>, usize) {
+            let file: RedshiftFile = toml::from_str(
+                "url = \"postgres://loader@cluster:5439/db\"\nschema = \"web\"\n\
+                 [staging]\nbucket = \"b\"\naccess_keys_from_aws_chain = true\n",
+            )
+            .expect("a Redshift warehouse");
+            let calls = Arc::new(AtomicUsize::new(0));
+            let issuer = SharedCredentialsProvider::new(Issuer {
+                calls: Arc::clone(&calls),
+                lifetime,
+            });
+            let config = aws_sdk_s3::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(aws_sdk_s3::config::Region::new("us-east-1"))
+                .credentials_provider(issuer.clone())
+                .build();
+            let s3 = aws_sdk_s3::Client::from_conf(config);
+            let staging = Staging::new(s3, Some(issuer), "b", "");
+            let warehouse = RedshiftWarehouse::new(&file).expect("a warehouse");
+            let mut presented = Vec::new();
+            for _ in 0..3 {
+                presented.push(warehouse.copy_credentials(&staging).await.expect("keys"));
+            }
+            (presented, calls.load(Ordering::SeqCst))
+        }
+
+        #[tokio::test]
+        async fn keys_near_their_expiry_are_read_again_for_every_load() {
+            let (presented, calls) = presented(Duration::from_secs(5 * 60)).await;
+            assert_eq!(calls, 3);
+            assert_eq!(
+                presented[2],
+                Credentials::Keys {
+                    id: "ASIA2".into(),
+                    secret: "secret2".into(),
+                    token: Some("token2".into()),
+                }
+            );
+        }
+
+        #[tokio::test]
+        async fn keys_valid_well_beyond_the_load_are_reused() {
+            let (presented, calls) = presented(Duration::from_secs(3600)).await;
+            assert_eq!(calls, 1);
+            assert!(presented.iter().all(|keys| *keys == presented[0]));
         }
     }
 }

@@ -177,15 +177,38 @@ pub fn create_stage(schema: &str, table: &str, stage: &str) -> String {
 /// How `COPY` may read the staging bucket.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credentials {
+    /// The role set as the cluster's default: `IAM_ROLE default`, a keyword.
+    DefaultIamRole,
+    /// A role by its ARN.
     IamRole(String),
-    Keys { id: String, secret: String },
+    /// An access key pair, with the session token temporary keys carry.
+    Keys {
+        id: String,
+        secret: String,
+        token: Option<String>,
+    },
+}
+
+impl Credentials {
+    /// The role `iam_role` names: `default` (any case) is the cluster's default role.
+    pub fn role(iam_role: &str) -> Credentials {
+        if iam_role.trim().eq_ignore_ascii_case("default") {
+            Credentials::DefaultIamRole
+        } else {
+            Credentials::IamRole(iam_role.to_owned())
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Credentials::DefaultIamRole => write!(f, "DefaultIamRole"),
             Credentials::IamRole(role) => write!(f, "IamRole({role})"),
-            Credentials::Keys { id, .. } => write!(f, "Keys({id}, ***)"),
+            Credentials::Keys { id, token, .. } => {
+                let token = if token.is_some() { ", ***" } else { "" };
+                write!(f, "Keys({id}, ***{token})")
+            }
         }
     }
 }
@@ -198,29 +221,39 @@ pub struct CopySource {
     pub manifest: bool,
 }
 
-/// `COPY stage (columns) FROM 's3://...'` of gzip CSV with [`CSV_NULL`] as NULL.
+/// `COPY stage (columns) FROM 's3://...'` of gzip CSV with [`CSV_NULL`] as NULL;
+/// `region` is the bucket's, when the pipeline names it.
 pub fn copy_from_s3(
     stage: &str,
     columns: &[&str],
     source: &CopySource,
     credentials: &Credentials,
+    region: Option<&str>,
     accept_invalid_chars: Option<&str>,
 ) -> String {
     let list: Vec<String> = columns.iter().map(|c| ident(c)).collect();
     let credentials = match credentials {
+        Credentials::DefaultIamRole => " IAM_ROLE default".to_owned(),
         Credentials::IamRole(role) => format!(" IAM_ROLE {}", literal(role)),
-        Credentials::Keys { id, secret } => format!(
-            " ACCESS_KEY_ID {} SECRET_ACCESS_KEY {}",
+        Credentials::Keys { id, secret, token } => format!(
+            " ACCESS_KEY_ID {} SECRET_ACCESS_KEY {}{}",
             literal(id),
-            literal(secret)
+            literal(secret),
+            token
+                .as_deref()
+                .map(|token| format!(" SESSION_TOKEN {}", literal(token)))
+                .unwrap_or_default()
         ),
     };
+    let region = region
+        .map(|region| format!(" REGION {}", literal(region)))
+        .unwrap_or_default();
     let manifest = if source.manifest { " MANIFEST" } else { "" };
     let invalid = accept_invalid_chars
         .map(|replacement| format!(" ACCEPTINVCHARS AS {}", literal(replacement)))
         .unwrap_or_default();
     format!(
-        "COPY {} ({}) FROM {}{credentials}{manifest} FORMAT AS CSV NULL AS {} GZIP \
+        "COPY {} ({}) FROM {}{credentials}{region}{manifest} FORMAT AS CSV NULL AS {} GZIP \
          TIMEFORMAT 'auto'{invalid} COMPUPDATE OFF STATUPDATE OFF",
         ident(stage),
         list.join(", "),
@@ -229,18 +262,33 @@ pub fn copy_from_s3(
     )
 }
 
-/// A statement as it may be logged: access keys masked.
+/// The options whose literal is a secret.
+const SECRETS: [&str; 2] = [" SECRET_ACCESS_KEY '", " SESSION_TOKEN '"];
+
+/// A statement as it may be logged: the secret access key and session token masked.
 pub fn masked(statement: &str) -> String {
-    match statement.find(" SECRET_ACCESS_KEY '") {
-        None => statement.to_owned(),
-        Some(start) => {
-            let value = start + " SECRET_ACCESS_KEY '".len();
-            let end = statement[value..]
-                .find('\'')
-                .map_or(statement.len(), |end| value + end);
-            format!("{}***{}", &statement[..value], &statement[end..])
+    let mut text = statement.to_owned();
+    for option in SECRETS {
+        let Some(start) = text.find(option) else {
+            continue;
+        };
+        let value = start + option.len();
+        // The literal ends at a quote that is not doubled.
+        let bytes = text.as_bytes();
+        let mut end = value;
+        while end < bytes.len() {
+            if bytes[end] == b'\'' {
+                if bytes.get(end + 1) == Some(&b'\'') {
+                    end += 2;
+                    continue;
+                }
+                break;
+            }
+            end += 1;
         }
+        text.replace_range(value..end, "***");
     }
+    text
 }
 
 /// Removes rows whose key is in the stage (the first half of the merge; the count is
@@ -282,32 +330,37 @@ pub fn insert_from_stage(schema: &str, table: &str, stage: &str, columns: &[&str
     )
 }
 
-fn discard_is_new(schema: &str, stage: &str) -> String {
+/// Drops the staged discards `_discards` already holds (a replay's), before the load's
+/// transaction: `_discards` is read there, in a statement of its own, and only written
+/// in the transaction, so loads of different tables never read what another writes
+/// (Redshift's error 1023). No other load can add this table's discards in between:
+/// one loader owns a table at a time.
+pub fn drop_known_discards(schema: &str, stage: &str) -> String {
     format!(
-        "NOT EXISTS (SELECT 1 FROM {} AS kept WHERE kept.table_name = {s}.table_name \
-         AND kept.column_name = {s}.column_name AND kept.message_id = {s}.message_id)",
+        "DELETE FROM {s} USING {} AS kept WHERE kept.table_name = {s}.table_name \
+         AND kept.column_name = {s}.column_name AND kept.message_id = {s}.message_id",
         qualified(schema, DISCARDS_TABLE),
         s = ident(stage)
     )
 }
 
-/// Staged discards not kept yet, by reason (Redshift has no `RETURNING`).
-pub fn count_new_discards(schema: &str, stage: &str) -> String {
+/// The staged discards by reason (Redshift has no `RETURNING`).
+pub fn count_staged_discards(stage: &str) -> String {
     format!(
-        "SELECT reason, count(*) FROM {} WHERE {} GROUP BY reason",
-        ident(stage),
-        discard_is_new(schema, stage)
+        "SELECT reason, count(*) FROM {} GROUP BY reason",
+        ident(stage)
     )
 }
 
-pub fn merge_discards(schema: &str, stage: &str) -> String {
+/// Within the load's transaction: the staged discards, all new, into `_discards`,
+/// without reading it.
+pub fn insert_discards(schema: &str, stage: &str) -> String {
     let list: Vec<String> = DISCARD_COLUMNS.iter().map(|c| ident(c)).collect();
     let list = list.join(", ");
     format!(
-        "INSERT INTO {} ({list}) SELECT {list} FROM {} WHERE {}",
+        "INSERT INTO {} ({list}) SELECT {list} FROM {}",
         qualified(schema, DISCARDS_TABLE),
         ident(stage),
-        discard_is_new(schema, stage)
     )
 }
 
@@ -351,14 +404,16 @@ pub fn select_loaded_objects(schema: &str, objects: &[(String, String)]) -> Stri
 
 /// What the load-error table says about the session's last `COPY` (provisioned
 /// clusters keep `stl_load_errors`): the staged file, its physical line, the column,
-/// Redshift's error code and reason, first line first. `pg_last_copy_id()` still names
-/// a COPY that failed on its data after the transaction rolled back.
-pub const SELECT_LOAD_ERRORS: &str = "SELECT TRIM(filename), line_number, TRIM(colname), err_code, TRIM(err_reason) \
-     FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number";
+/// the field's raw text, Redshift's error code and reason, first line first.
+/// `pg_last_copy_id()` still names a COPY that failed on its data after the
+/// transaction rolled back.
+pub const SELECT_LOAD_ERRORS: &str = "SELECT TRIM(filename), line_number, TRIM(colname), TRIM(raw_field_value), err_code, \
+     TRIM(err_reason) FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number";
 
 /// [`SELECT_LOAD_ERRORS`] where `stl_load_errors` does not exist (Redshift
-/// Serverless): the session's latest COPY in `sys_load_error_detail`.
-pub const SELECT_LOAD_ERROR_DETAIL: &str = "SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message) \
+/// Serverless): the session's latest COPY in `sys_load_error_detail`, which keeps no
+/// raw field text.
+pub const SELECT_LOAD_ERROR_DETAIL: &str = "SELECT TRIM(file_name), line_number, TRIM(column_name), '', error_code, TRIM(error_message) \
      FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND query_id = \
      (SELECT max(query_id) FROM sys_load_error_detail WHERE session_id = pg_backend_pid()) ORDER BY line_number";
 
@@ -493,25 +548,48 @@ mod tests {
             id: "AKIA".into(),
             // AWS secret keys are base64: letters, digits, `/` and `+`.
             secret: "wJalrXUtnFEMI/K7MDENG+s3cr3tEXAMPLEKEY".into(),
+            token: None,
         };
-        let role = Credentials::IamRole(format!("arn:aws:iam::1:role/{QUOTED}"));
+        let temporary = Credentials::Keys {
+            id: "ASIA".into(),
+            secret: "s3cr3t/tmp".into(),
+            token: Some("IQoJb3JpZ2luX2VjE+t0k3n=='x".into()),
+        };
+        let role = Credentials::role(&format!("arn:aws:iam::1:role/{QUOTED}"));
+        assert_eq!(Credentials::role("default"), Credentials::DefaultIamRole);
+        assert_eq!(Credentials::role("DEFAULT"), Credentials::DefaultIamRole);
         let copies = [
-            copy_from_s3(STAGE, &names, &one, &role, None),
-            copy_from_s3(STAGE, &names, &manifest, &keys, Some(QUOTED)),
+            copy_from_s3(STAGE, &names, &one, &role, None, None),
+            copy_from_s3(STAGE, &names, &manifest, &keys, None, Some(QUOTED)),
+            copy_from_s3(
+                STAGE,
+                &names,
+                &one,
+                &Credentials::role("default"),
+                Some("eu-west-1"),
+                None,
+            ),
+            copy_from_s3(STAGE, &names, &one, &temporary, Some(QUOTED), None),
         ];
         check(
             &copies,
             expect![[r#"
-            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::1:role/it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
-            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY 'wJalrXUtnFEMI/K7MDENG+s3cr3tEXAMPLEKEY' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
-        "#]],
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' IAM_ROLE 'arn:aws:iam::1:role/it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY 'wJalrXUtnFEMI/K7MDENG+s3cr3tEXAMPLEKEY' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' IAM_ROLE default REGION 'eu-west-1' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' ACCESS_KEY_ID 'ASIA' SECRET_ACCESS_KEY 's3cr3t/tmp' SESSION_TOKEN 'IQoJb3JpZ2luX2VjE+t0k3n==''x' REGION 'it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+            "#]],
         );
-        assert!(!masked(&copies[1]).contains("s3cr3t"));
+        for copy in &copies {
+            assert!(!masked(copy).contains("s3cr3t"), "{copy}");
+            assert!(!masked(copy).contains("t0k3n"), "{copy}");
+        }
         check(
-            &[masked(&copies[1])],
+            &[masked(&copies[1]), masked(&copies[3])],
             expect![[r#"
-            COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY '***' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
-        "#]],
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/p/manifest.json' ACCESS_KEY_ID 'AKIA' SECRET_ACCESS_KEY '***' MANIFEST FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' ACCEPTINVCHARS AS 'it''s \\'' OR 1=1; --' COMPUPDATE OFF STATUPDATE OFF
+                COPY "_tracktable_stage" ("message_id", "a""; DROP TABLE x; --", "prix_€") FROM 's3://bucket/it''s \\'' OR 1=1; --/part-00000.csv.gz' ACCESS_KEY_ID 'ASIA' SECRET_ACCESS_KEY '***' SESSION_TOKEN '***' REGION 'it''s \\'' OR 1=1; --' FORMAT AS CSV NULL AS '\\N' GZIP TIMEFORMAT 'auto' COMPUPDATE OFF STATUPDATE OFF
+            "#]],
         );
     }
 
@@ -561,14 +639,16 @@ mod tests {
         check(
             &[
                 create_discard_stage(SCHEMA, DISCARD_STAGE),
-                count_new_discards(SCHEMA, DISCARD_STAGE),
-                merge_discards(SCHEMA, DISCARD_STAGE),
+                drop_known_discards(SCHEMA, DISCARD_STAGE),
+                count_staged_discards(DISCARD_STAGE),
+                insert_discards(SCHEMA, DISCARD_STAGE),
                 drop_stage(DISCARD_STAGE),
             ],
             expect![[r#"
                 CREATE TEMP TABLE "_tracktable_discard_stage" (LIKE "sch""ema"."_discards" INCLUDING DEFAULTS)
-                SELECT reason, count(*) FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id) GROUP BY reason
-                INSERT INTO "sch""ema"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage" WHERE NOT EXISTS (SELECT 1 FROM "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id)
+                DELETE FROM "_tracktable_discard_stage" USING "sch""ema"."_discards" AS kept WHERE kept.table_name = "_tracktable_discard_stage".table_name AND kept.column_name = "_tracktable_discard_stage".column_name AND kept.message_id = "_tracktable_discard_stage".message_id
+                SELECT reason, count(*) FROM "_tracktable_discard_stage" GROUP BY reason
+                INSERT INTO "sch""ema"."_discards" ("table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at") SELECT "table_name", "column_name", "message_id", "value", "reason", "object", "line", "received_at" FROM "_tracktable_discard_stage"
                 DROP TABLE IF EXISTS "_tracktable_discard_stage"
             "#]],
         );
@@ -582,8 +662,8 @@ mod tests {
                 SELECT_LOAD_ERROR_DETAIL.to_owned(),
             ],
             expect![[r#"
-                SELECT TRIM(filename), line_number, TRIM(colname), err_code, TRIM(err_reason) FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number
-                SELECT TRIM(file_name), line_number, TRIM(column_name), error_code, TRIM(error_message) FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND query_id = (SELECT max(query_id) FROM sys_load_error_detail WHERE session_id = pg_backend_pid()) ORDER BY line_number
+                SELECT TRIM(filename), line_number, TRIM(colname), TRIM(raw_field_value), err_code, TRIM(err_reason) FROM stl_load_errors WHERE query = pg_last_copy_id() ORDER BY line_number
+                SELECT TRIM(file_name), line_number, TRIM(column_name), '', error_code, TRIM(error_message) FROM sys_load_error_detail WHERE session_id = pg_backend_pid() AND query_id = (SELECT max(query_id) FROM sys_load_error_detail WHERE session_id = pg_backend_pid()) ORDER BY line_number
             "#]],
         );
     }

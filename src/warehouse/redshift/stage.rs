@@ -8,6 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use aws_sdk_s3::config::SharedCredentialsProvider;
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::csv::Part;
@@ -36,6 +37,9 @@ pub struct Staged {
 
 pub struct Staging {
     s3: aws_sdk_s3::Client,
+    /// Where the client's credentials come from (the AWS default chain), for a `COPY`
+    /// that presents the same keys.
+    credentials: Option<SharedCredentialsProvider>,
     bucket: String,
     prefix: String,
     run: String,
@@ -43,10 +47,16 @@ pub struct Staging {
 }
 
 impl Staging {
-    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Staging {
+    pub fn new(
+        s3: aws_sdk_s3::Client,
+        credentials: Option<SharedCredentialsProvider>,
+        bucket: &str,
+        prefix: &str,
+    ) -> Staging {
         let run: u64 = rand::random();
         Staging {
             s3,
+            credentials,
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
             run: format!("{run:016x}"),
@@ -60,6 +70,11 @@ impl Staging {
 
     pub fn client(&self) -> &aws_sdk_s3::Client {
         &self.s3
+    }
+
+    /// The provider of the client's credentials, when known.
+    pub fn credentials(&self) -> Option<&SharedCredentialsProvider> {
+        self.credentials.as_ref()
     }
 
     /// Uploads `parts` for one load of `schema.table` in `batch`; `what` names the kind
