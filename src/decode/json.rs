@@ -20,8 +20,8 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 
-/// serde_json stops at 128 levels on its own; our limit must bite first so the
-/// rejection says "too deep" rather than a parser error.
+/// The tokenizer stops at 256 levels on its own (serde_json at 128); our limit must bite
+/// first so the rejection says "too deep" rather than a parser error.
 pub const MAX_SUPPORTED_DEPTH: usize = 120;
 
 /// One JSON value, borrowing from the line it was parsed from.
@@ -182,7 +182,7 @@ fn write_json_string(s: &str, out: &mut String) {
 pub enum ParseError {
     /// Nesting went deeper than the limit.
     TooDeep { limit: usize },
-    /// Not JSON at all, or not a single JSON value; the text is serde_json's.
+    /// Not JSON at all, or not a single JSON value; the text is the tokenizer's.
     Syntax(String),
 }
 
