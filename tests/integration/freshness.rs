@@ -8,8 +8,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::support;
 
@@ -76,50 +74,7 @@ async fn freshness_counts_each_object_once_from_its_s3_event_time_to_its_commit(
         return;
     };
     let aws = support::aws(&endpoint).await;
-    let bucket = support::unique("fresh");
-    aws.s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create bucket");
-    let queue_url = aws
-        .sqs
-        .create_queue()
-        .queue_name(support::unique("fresh"))
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
-    let queue_arn = aws
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .and_then(|map| map.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
-    aws.s3
-        .put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(&queue_arn)
-                        .events(Event::from("s3:ObjectCreated:*"))
-                        .build()
-                        .expect("queue configuration"),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("configure notifications");
+    let (bucket, queue_url) = aws.announcing_bucket("fresh").await;
 
     let first_written = Instant::now();
     for object in 0..OBJECTS {

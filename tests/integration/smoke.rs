@@ -3,8 +3,6 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
-use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::support;
 
@@ -19,53 +17,7 @@ async fn moto_delivers_object_created_notifications_to_sqs() {
         return;
     };
     let aws = support::aws(&endpoint).await;
-    let bucket = support::unique("smoke");
-    let queue_name = support::unique("smoke");
-
-    aws.s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create bucket");
-    let queue_url = aws
-        .sqs
-        .create_queue()
-        .queue_name(&queue_name)
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
-    let attributes = aws
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes");
-    let queue_arn = attributes
-        .attributes
-        .and_then(|map| map.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
-
-    let notification = NotificationConfiguration::builder()
-        .queue_configurations(
-            QueueConfiguration::builder()
-                .queue_arn(&queue_arn)
-                .events(Event::from("s3:ObjectCreated:*"))
-                .build()
-                .expect("queue configuration"),
-        )
-        .build();
-    aws.s3
-        .put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(notification)
-        .send()
-        .await
-        .expect("put notification configuration");
+    let (bucket, queue_url) = aws.announcing_bucket("smoke").await;
 
     let key = "events/2024 01/hello wörld+1.json";
     let body = "{\"type\":\"track\",\"event\":\"Smoke Tested\"}\n";

@@ -6,7 +6,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::support;
@@ -43,51 +42,8 @@ async fn notifications_load_every_object_once_and_empty_the_queue() {
         return;
     };
     let aws = support::aws(&endpoint).await;
-    let bucket = support::unique("sqs");
-    let queue_name = support::unique("sqs");
-    aws.s3
-        .create_bucket()
-        .bucket(&bucket)
-        .send()
-        .await
-        .expect("create bucket");
-    let queue_url = aws
-        .sqs
-        .create_queue()
-        .queue_name(&queue_name)
-        .send()
-        .await
-        .expect("create queue")
-        .queue_url
-        .expect("queue url");
-    let queue_arn = aws
-        .sqs
-        .get_queue_attributes()
-        .queue_url(&queue_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("queue attributes")
-        .attributes
-        .and_then(|map| map.get(&QueueAttributeName::QueueArn).cloned())
-        .expect("queue arn");
-    aws.s3
-        .put_bucket_notification_configuration()
-        .bucket(&bucket)
-        .notification_configuration(
-            NotificationConfiguration::builder()
-                .queue_configurations(
-                    QueueConfiguration::builder()
-                        .queue_arn(&queue_arn)
-                        .events(Event::from("s3:ObjectCreated:*"))
-                        .build()
-                        .expect("queue configuration"),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .expect("configure notifications");
+    let (bucket, queue_url) = aws.announcing_bucket("sqs").await;
+    let queue_name = queue_url.rsplit('/').next().unwrap_or_default().to_owned();
 
     // Objects announced by S3 itself.
     let keys = [

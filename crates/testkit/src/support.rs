@@ -108,6 +108,59 @@ pub async fn aws(endpoint: &str) -> Aws {
     }
 }
 
+impl Aws {
+    /// A new bucket whose "object created" events S3 sends to a new queue, as the SQS
+    /// source's setup does; returns the bucket and the queue's URL.
+    pub async fn announcing_bucket(&self, prefix: &str) -> (String, String) {
+        use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
+        use aws_sdk_sqs::types::QueueAttributeName;
+        let bucket = unique(prefix);
+        self.s3
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
+        let queue_url = self
+            .sqs
+            .create_queue()
+            .queue_name(unique(prefix))
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue url");
+        let queue_arn = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .and_then(|map| map.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("queue arn");
+        let queue = QueueConfiguration::builder()
+            .queue_arn(&queue_arn)
+            .events(Event::from("s3:ObjectCreated:*"))
+            .build()
+            .expect("queue configuration");
+        self.s3
+            .put_bucket_notification_configuration()
+            .bucket(&bucket)
+            .notification_configuration(
+                NotificationConfiguration::builder()
+                    .queue_configurations(queue)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("configure notifications");
+        (bucket, queue_url)
+    }
+}
+
 /// A fresh schema name (lowercase, `_` only), dropped by [`drop_schema`].
 pub fn schema(prefix: &str) -> String {
     unique(prefix).replace('-', "_")
