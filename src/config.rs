@@ -177,10 +177,22 @@ pub struct RedshiftFile {
     /// `ACCEPTINVCHARS` replacement character for bytes Redshift cannot store in
     /// varchar (one ASCII character, e.g. `"?"`); unset: such rows fail the load.
     pub accept_invalid_chars: Option<String>,
+    /// How far before a load's earliest `received_at` its merge looks for stored copies
+    /// of its messages (humantime, default `3days`; `0s`: the whole table). Bounded,
+    /// the merge's delete reads a few blocks of the sort key instead of the whole
+    /// table; a copy of a message that arrives later than this after the first is
+    /// loaded twice.
+    #[serde(default = "default_merge_lookback", with = "humantime_serde_compat")]
+    #[cfg_attr(test, schemars(with = "String"))]
+    pub merge_lookback: Duration,
 }
 
 fn default_redshift_sslmode() -> SslMode {
     SslMode::Require
+}
+
+fn default_merge_lookback() -> Duration {
+    Duration::from_secs(3 * 24 * 3600)
 }
 
 /// `[warehouse.staging]`: the S3 prefix Redshift's `COPY` reads from.

@@ -37,6 +37,8 @@ struct Redshift {
     work: tempfile::TempDir,
     /// Extra lines for `[warehouse.staging]`.
     staging_options: String,
+    /// Extra lines for `[warehouse]`.
+    warehouse_options: String,
     /// How COPY reads the bucket: the `[warehouse.staging]` line(s).
     copy_credentials: String,
 }
@@ -65,6 +67,7 @@ impl Redshift {
                 log,
                 work,
                 staging_options: String::new(),
+                warehouse_options: String::new(),
                 copy_credentials: format!("iam_role = \"{IAM_ROLE}\"\n"),
             },
             client,
@@ -79,7 +82,7 @@ impl Redshift {
         let text = format!(
             "name = \"{schema}\"\n\
              [source]\ntype = \"dir\"\npath = \"{source}\"\nstate_dir = \"{state}\"\npoll_interval = \"200ms\"\n\
-             [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n\
+             [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n{warehouse}\
              [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\
              {credentials}{staging}\
              [batch]\ninterval = \"1h\"\n{extra}",
@@ -91,6 +94,7 @@ impl Redshift {
             endpoint = self.endpoint,
             staging = self.staging_options,
             credentials = self.copy_credentials,
+            warehouse = self.warehouse_options,
         );
         std::fs::write(&pipeline, text).expect("write pipeline file");
         let log = self.log.clone();
@@ -174,6 +178,45 @@ impl Redshift {
         );
         self.statements_parse();
         support::drop_schema(client, &self.schema).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn the_merge_looks_back_only_as_far_as_configured() {
+    // A message stored on March 1st, sent again (a client's retry) four days later.
+    let retried = |id: &str| {
+        track(id, "\"Video Played\"", "{}").replace("2024-03-01T12:00:00Z", "2024-03-05T12:00:00Z")
+    };
+    for (lookback, rows) in [("1h", 2), ("0s", 1), ("7days", 1)] {
+        let Some((mut redshift, client)) = Redshift::new("lookback").await else {
+            return;
+        };
+        redshift.warehouse_options = format!("merge_lookback = \"{lookback}\"\n");
+        let first = redshift.dir(
+            "first",
+            &[("a.json", track("m1", "\"Video Played\"", "{}"))],
+        );
+        let later = redshift.dir("later", &[("b.json", retried("m1"))]);
+        redshift.load(&first, "first", "");
+        redshift.load(&later, "later", "");
+        let table = format!("\"{}\".video_played", redshift.schema);
+        assert_eq!(
+            support::count(&client, &format!("SELECT count(*) FROM {table}")).await,
+            rows,
+            "merge_lookback = {lookback}"
+        );
+        // A replay of the same object always finds its rows, whatever the look-back.
+        redshift.load(&later, "replay", "");
+        assert_eq!(
+            support::count(&client, &format!("SELECT count(*) FROM {table}")).await,
+            rows,
+            "replayed, merge_lookback = {lookback}"
+        );
+        redshift.finish(&client).await;
     }
 }
 

@@ -11,13 +11,14 @@
 //! row; its staged file and physical line lead back to the refused row.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::RedshiftLoader;
 use super::csv::{Part, PartLines, PartWriter};
 use super::session::{RedshiftError, is_undefined_table};
 use super::sql::{self, STAGE};
 use super::stage::Staged;
-use crate::route::{Row, Value};
+use crate::route::{Row, Timestamp, Value};
 use crate::warehouse::discard::{self, Discard};
 use crate::warehouse::plan::{self, Cell, TableSchema};
 use crate::warehouse::{FailureClass, LoadErrorDetail, TableBatch, WarehouseError};
@@ -115,6 +116,26 @@ pub(super) struct Written<'a> {
     pub parts: Vec<Part>,
 }
 
+/// The earliest `received_at` the merge's delete looks at: `lookback` before the
+/// earliest of the rows. A replayed message carries the `received_at` it was stored
+/// with, so replays are always inside the bound; a row with no `received_at` (none
+/// sent, or one that did not parse) could match a stored row anywhere, so then, as
+/// with a zero `lookback`, the whole table is looked at.
+pub(super) fn lookback_bound(rows: &[&Row], lookback: Duration) -> Option<Timestamp> {
+    if lookback.is_zero() {
+        return None;
+    }
+    let mut earliest = i64::MAX;
+    for row in rows {
+        match row.cell("received_at") {
+            Some(Value::Timestamp(at)) => earliest = earliest.min(at.0),
+            _ => return None,
+        }
+    }
+    let micros = i64::try_from(lookback.as_micros()).unwrap_or(i64::MAX);
+    (earliest != i64::MAX).then(|| Timestamp(earliest.saturating_sub(micros)))
+}
+
 impl RedshiftLoader {
     /// Writes `rows` of `table` (whose columns are `columns`) as gzip CSV parts; every
     /// value that does not fit its column goes to `discards` instead.
@@ -190,7 +211,13 @@ impl RedshiftLoader {
             session.execute(&stale, &context).await?;
         }
         let context = format!("merge into {table}");
-        let delete = sql::delete_staged_keys(schema, table, STAGE);
+        let lookback = self.warehouse.file.merge_lookback;
+        let since = if latest {
+            None
+        } else {
+            lookback_bound(rows.chosen, lookback)
+        };
+        let delete = sql::delete_staged_keys(schema, table, STAGE, since);
         let replaced = session.execute(&delete, &context).await?;
         let insert = sql::insert_from_stage(schema, table, STAGE, rows.names);
         let added = session.execute(&insert, &context).await?;
@@ -281,8 +308,32 @@ impl RedshiftLoader {
 mod tests {
     use super::*;
     use crate::decode::Position;
-    use crate::route::Timestamp;
     use crate::route::naming::{column_name, table_name};
+
+    #[test]
+    fn the_merge_looks_back_from_the_earliest_row_unless_a_row_has_no_received_at() {
+        let at = |micros: i64| Value::Timestamp(Timestamp(micros));
+        let hour = Duration::from_secs(3600);
+        let a = row("t", "a", 1, vec![("received_at", at(5_000_000_000))]);
+        let b = row("t", "b", 2, vec![("received_at", at(9_000_000_000))]);
+        assert_eq!(
+            lookback_bound(&[&b, &a], hour),
+            Some(Timestamp(5_000_000_000 - 3_600_000_000))
+        );
+        // No look-back, or a row that could match a stored row anywhere: the whole table.
+        assert_eq!(lookback_bound(&[&a, &b], Duration::ZERO), None);
+        let odd = row(
+            "t",
+            "c",
+            3,
+            vec![("received_at", Value::Varchar("soon".into()))],
+        );
+        let none = row("t", "d", 4, vec![]);
+        assert_eq!(lookback_bound(&[&a, &odd], hour), None);
+        assert_eq!(lookback_bound(&[&none, &b], hour), None);
+        // A look-back longer than the epoch saturates rather than wraps.
+        assert!(lookback_bound(&[&a], Duration::MAX).is_some_and(|t| t.0 < 0));
+    }
 
     fn row(table: &str, id: &str, line: u64, cells: Vec<(&str, Value)>) -> Row {
         let cells = cells

@@ -9,7 +9,7 @@
 //! written as escaped literals by [`literal`]; row data never does: it travels through
 //! staged CSV.
 
-use crate::route::{ColumnType, own};
+use crate::route::{ColumnType, Timestamp, own};
 use crate::warehouse::sql::{has_load_time, ident, is_latest, key_column, qualified};
 
 pub use crate::warehouse::sql::{DISCARD_COLUMNS, DISCARDS_TABLE, LOADS_TABLE, OBJECTS_TABLE};
@@ -292,15 +292,36 @@ pub fn masked(statement: &str) -> String {
 }
 
 /// Removes rows whose key is in the stage (the first half of the merge; the count is
-/// how many staged rows were already loaded).
-pub fn delete_staged_keys(schema: &str, table: &str, stage: &str) -> String {
+/// how many staged rows were already loaded). With `since`, only stored rows received
+/// since then are looked at: the table is sorted by `received_at`, so the delete reads
+/// the blocks of that range, not the whole table.
+pub fn delete_staged_keys(
+    schema: &str,
+    table: &str,
+    stage: &str,
+    since: Option<Timestamp>,
+) -> String {
     let key = ident(key_column(table));
+    let t = ident(table);
+    let bound = since.map_or(String::new(), |since| {
+        format!(
+            " AND {t}.\"received_at\" >= {}::timestamp",
+            literal(&timestamp_text(since))
+        )
+    });
     format!(
-        "DELETE FROM {} USING {stage} WHERE {t}.{key} = {stage}.{key}",
+        "DELETE FROM {} USING {stage} WHERE {t}.{key} = {stage}.{key}{bound}",
         qualified(schema, table),
-        t = ident(table),
         stage = ident(stage),
     )
+}
+
+/// `2024-01-02 03:04:05.000000`: a timestamp as Redshift reads a `timestamp` literal.
+fn timestamp_text(at: Timestamp) -> String {
+    at.to_string()
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
 }
 
 /// `users`/`accounts`: drops staged rows older than the stored row of their id (newest
@@ -601,7 +622,8 @@ mod tests {
                 BEGIN.to_owned(),
                 drop_stage(STAGE),
                 create_stage(SCHEMA, TABLE, STAGE),
-                delete_staged_keys(SCHEMA, TABLE, STAGE),
+                delete_staged_keys(SCHEMA, TABLE, STAGE, None),
+                delete_staged_keys(SCHEMA, TABLE, STAGE, Some(Timestamp(1_704_164_645_000_123))),
                 insert_from_stage(SCHEMA, TABLE, STAGE, &names),
                 COMMIT.to_owned(),
                 ROLLBACK.to_owned(),
@@ -611,6 +633,7 @@ mod tests {
                 DROP TABLE IF EXISTS "_tracktable_stage"
                 CREATE TEMP TABLE "_tracktable_stage" (LIKE "sch""ema"."select" INCLUDING DEFAULTS)
                 DELETE FROM "sch""ema"."select" USING "_tracktable_stage" WHERE "select"."id" = "_tracktable_stage"."id"
+                DELETE FROM "sch""ema"."select" USING "_tracktable_stage" WHERE "select"."id" = "_tracktable_stage"."id" AND "select"."received_at" >= '2024-01-02 03:04:05.000123'::timestamp
                 INSERT INTO "sch""ema"."select" ("message_id", "a""; DROP TABLE x; --", "prix_€") SELECT "message_id", "a""; DROP TABLE x; --", "prix_€" FROM "_tracktable_stage"
                 COMMIT
                 ROLLBACK
@@ -623,7 +646,7 @@ mod tests {
         check(
             &[
                 drop_stale_staged(SCHEMA, "users", STAGE),
-                delete_staged_keys(SCHEMA, "users", STAGE),
+                delete_staged_keys(SCHEMA, "users", STAGE, None),
                 insert_from_stage(SCHEMA, "users", STAGE, &["id", "timestamp", HOSTILE]),
             ],
             expect![[r#"
