@@ -225,6 +225,81 @@ async fn the_merge_looks_back_only_as_far_as_configured() {
     skip_services,
     ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
 )]
+async fn a_view_that_blocks_a_widening_keeps_the_width_and_loading_goes_on() {
+    let Some((redshift, client)) = Redshift::new("view").await else {
+        return;
+    };
+    let first = redshift.dir(
+        "first",
+        &[(
+            "a.json",
+            track("v1", "\"Note Taken\"", r#"{"note":"short"}"#),
+        )],
+    );
+    redshift.load(&first, "first", "");
+    let schema = &redshift.schema;
+    client
+        .batch_execute(&format!(
+            "CREATE VIEW \"{schema}\".notes AS SELECT id, note FROM \"{schema}\".note_taken"
+        ))
+        .await
+        .expect("create the view");
+    let long = "x".repeat(300);
+    let second = redshift.dir(
+        "second",
+        &[(
+            "b.json",
+            [
+                track("v2", "\"Note Taken\"", &format!(r#"{{"note":"{long}"}}"#)),
+                track("v3", "\"Note Taken\"", &format!(r#"{{"note":"{long}y"}}"#)),
+                track("v4", "\"Note Taken\"", r#"{"note":"fits"}"#),
+            ]
+            .join("\n"),
+        )],
+    );
+    redshift.load(&second, "second", "");
+    // Every row loaded; the view is still there and still reads the column.
+    assert_eq!(
+        support::count(&client, &format!("SELECT count(*) FROM \"{schema}\".notes")).await,
+        4
+    );
+    let width = support::count(
+        &client,
+        &format!(
+            "SELECT character_maximum_length::bigint FROM information_schema.columns \
+             WHERE table_schema = '{schema}' AND table_name = 'note_taken' AND column_name = 'note'"
+        ),
+    )
+    .await;
+    assert_eq!(width, 64, "the column keeps its width");
+    let kept = support::count(
+        &client,
+        &format!(
+            "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = 'note_taken' \
+             AND column_name = 'note' AND length(value) >= 300"
+        ),
+    )
+    .await;
+    assert_eq!(kept, 2, "the longer values are kept in _discards");
+    // The blocked widening was tried once in the run, not once per load of the column.
+    let log = std::fs::read_to_string(&redshift.log).unwrap_or_default();
+    let tries = log
+        .lines()
+        .filter(|line| line.contains("ALTER TABLE") && line.contains("\"note\" TYPE"))
+        .count();
+    assert_eq!(tries, 1, "{log}");
+    client
+        .batch_execute(&format!("DROP VIEW \"{schema}\".notes"))
+        .await
+        .expect("drop the view");
+    redshift.finish(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
 async fn reloading_keeps_one_row_per_message_id() {
     let Some((redshift, client)) = Redshift::new("twice").await else {
         return;

@@ -7,7 +7,7 @@
 //! from the catalogue, which is read after every change.
 
 use super::RedshiftLoader;
-use super::session::{RedshiftError, is_race};
+use super::session::{RedshiftError, is_bound_by_view, is_race};
 use super::sql;
 use crate::route::{ColumnName, ColumnType};
 use crate::warehouse::ddl::{self, SchemaChange, TablePlan};
@@ -164,6 +164,11 @@ impl RedshiftLoader {
         let table = batch.table.as_str();
         let mut applied = Vec::new();
         for change in changes {
+            if let SchemaChange::Widen { column, .. } = change
+                && self.warehouse.is_bound_by_view(table, column.as_str())
+            {
+                continue;
+            }
             let statement = match change {
                 SchemaChange::AddColumn {
                     column,
@@ -183,6 +188,18 @@ impl RedshiftLoader {
                     applied.push(change);
                 }
                 Err(error) if is_race(&error) => {}
+                // A view bound to the table reads the column (Redshift cannot drop and
+                // recreate it around the change, which runs outside a transaction):
+                // the column keeps its width, longer values go to `_discards`, and
+                // loading goes on.
+                Err(error)
+                    if matches!(change, SchemaChange::Widen { .. }) && is_bound_by_view(&error) =>
+                {
+                    if let SchemaChange::Widen { column, width } = change {
+                        self.warehouse.note_bound_by_view(table, column.as_str());
+                        tracing::warn!(table, column = column.as_str(), width, error = %error, "a view bound to this table reads the column, so it cannot widen: it keeps its width and longer values go to _discards (recreate the view WITH NO SCHEMA BINDING, then restart, to let it widen)");
+                    }
+                }
                 // The table takes no more columns (the plan keeps under the limit, but
                 // columns made by hand count too): the batch goes on with the columns
                 // the table has, the others' values to `_discards`.

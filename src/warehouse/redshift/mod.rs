@@ -51,6 +51,9 @@ pub struct RedshiftWarehouse {
     staging: Arc<OnceCell<Arc<Staging>>>,
     executor: Arc<dyn Executor>,
     objects: Arc<tokio::sync::Mutex<Option<Arc<Session>>>>,
+    /// (table, column) pairs a view keeps from widening: not tried again in this
+    /// process, and logged once.
+    bound_by_views: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl std::fmt::Debug for RedshiftWarehouse {
@@ -64,6 +67,21 @@ impl std::fmt::Debug for RedshiftWarehouse {
 }
 
 impl RedshiftWarehouse {
+    /// Whether a view keeps `column` of `table` from widening (seen in this process).
+    pub(super) fn is_bound_by_view(&self, table: &str, column: &str) -> bool {
+        self.bound_by_views
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&(table.to_owned(), column.to_owned()))
+    }
+
+    pub(super) fn note_bound_by_view(&self, table: &str, column: &str) {
+        self.bound_by_views
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((table.to_owned(), column.to_owned()));
+    }
+
     /// Applies the tracking plan's caps (see `PostgresWarehouse::with_caps`).
     pub fn with_caps(mut self, tables: Option<usize>, columns: Option<usize>) -> Self {
         self.connection = self.connection.with_caps(tables, columns);

@@ -153,6 +153,7 @@ impl RedshiftWarehouse {
             staging: Arc::default(),
             executor: Arc::new(Direct),
             objects: Arc::default(),
+            bound_by_views: Arc::default(),
         })
     }
 
@@ -357,6 +358,13 @@ pub(super) fn executor_error(context: &str) -> impl FnOnce(ExecutorError) -> Red
 pub(super) fn is_race(error: &RedshiftError) -> bool {
     matches!(error, RedshiftError::Connection(PostgresError::Query { source, .. })
         if source.as_db_error().is_some_and(|db| matches!(db.code().code(), "42701" | "42P07" | "42P06" | "23505")))
+}
+
+/// Whether a widening failed because a view bound to the table reads the column
+/// (`0A000`, "cannot alter type of a column used by a view or rule").
+pub(super) fn is_bound_by_view(error: &RedshiftError) -> bool {
+    matches!(error, RedshiftError::Connection(PostgresError::Query { source, .. })
+        if source.as_db_error().is_some_and(|db| db.code().code() == "0A000" && db.message().contains("view")))
 }
 
 /// Whether a statement failed because the relation it reads does not exist.
