@@ -41,6 +41,10 @@ enum Measure {
         events: u64,
         #[arg(long, short = 'w', default_value_t = 2)]
         workers: usize,
+        /// Processes of a cluster on this machine (`-w` workers each); their CPU is
+        /// summed.
+        #[arg(long, short = 'n', default_value_t = 1)]
+        processes: usize,
         #[arg(long, default_value_t = 5)]
         runs: usize,
         /// Scratch directory (default: under the system temp dir).
@@ -162,23 +166,25 @@ fn measure_one(measure: Measure) -> anyhow::Result<()> {
             database_url,
             events,
             workers,
+            processes,
             runs,
             scratch,
         } => {
             anyhow::ensure!(
-                runs > 0 && workers > 0,
-                "--runs and --workers must be at least 1"
+                runs > 0 && workers > 0 && processes > 0,
+                "--runs, --workers and --processes must be at least 1"
             );
             let scratch = scratch.unwrap_or_else(|| temp("tracktable-bench-cpu"));
             let (seconds, events) = tracktable_bench::measures::cpu_per_event(
                 &database_url,
                 events,
                 workers,
+                processes,
                 runs,
                 &scratch,
             )?;
             println!(
-                "tracktable run --once -w {workers}, {events} events: median {:.2} CPU-seconds \
+                "tracktable run --once -w {workers} × {processes} process(es), {events} events: median {:.2} CPU-seconds \
                  ({:.2}-{:.2} over {runs} runs), {:.1} µs of CPU per event",
                 seconds.median,
                 seconds.min,

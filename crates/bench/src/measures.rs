@@ -61,11 +61,14 @@ pub fn write_lines(path: &Path, events: u64) -> Result<(), MeasureError> {
     std::fs::write(path, ndjson).map_err(io(format!("writing {}", path.display())))
 }
 
-/// CPU of one `tracktable run --once` per run, in seconds, with the events it loaded.
+/// CPU of one `tracktable run --once` per run, in seconds, with the events it loaded:
+/// `processes` processes of `workers` workers each (a cluster on this machine, over
+/// loopback), their CPU summed.
 pub fn cpu_per_event(
     database_url: &str,
     events: u64,
     workers: usize,
+    processes: usize,
     runs: usize,
     scratch: &Path,
 ) -> Result<(Spread, u64), MeasureError> {
@@ -93,18 +96,33 @@ pub fn cpu_per_event(
         );
         std::fs::write(&pipeline, text).map_err(io("writing the pipeline file"))?;
         drop_schema(database_url, &schema)?;
-        let used = run_child(
-            Command::new(&tracktable)
-                .args([
-                    "run",
-                    "--once",
-                    "--workers",
-                    &workers.to_string(),
-                    "--pipeline",
-                ])
-                .arg(&pipeline)
-                .env("TRACKTABLE_LOG", "warn"),
-        )?;
+        let hostfile = scratch.join(format!("hosts-{run}.txt"));
+        let hosts: Vec<String> = (0..processes)
+            .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
+            .collect::<Result<_, _>>()?;
+        std::fs::write(&hostfile, hosts.join("\n") + "\n").map_err(io("writing the hostfile"))?;
+        let children = (0..processes)
+            .map(|process| {
+                let mut command = Command::new(&tracktable);
+                command
+                    .args(["run", "--once", "--workers", &workers.to_string()])
+                    .arg("--pipeline")
+                    .arg(&pipeline)
+                    .env("TRACKTABLE_LOG", "warn");
+                if processes > 1 {
+                    command
+                        .args(["--processes", &processes.to_string()])
+                        .args(["--process", &process.to_string()])
+                        .arg("--hostfile")
+                        .arg(&hostfile);
+                }
+                command.spawn().map_err(io("starting tracktable"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut used = 0.0;
+        for child in children {
+            used += wait_child(child)?;
+        }
         drop_schema(database_url, &schema)?;
         eprintln!("run {}: {used:.2} CPU-seconds", run + 1);
         seconds.push(used);
@@ -133,9 +151,16 @@ pub(crate) fn drop_schema(database_url: &str, schema: &str) -> Result<(), Measur
     }
 }
 
-/// Runs a child to its end; its user+sys CPU seconds, from `wait4`.
-fn run_child(command: &mut Command) -> Result<f64, MeasureError> {
-    let child = command.spawn().map_err(io("starting tracktable"))?;
+/// A TCP port free on loopback right now.
+fn free_port() -> Result<u16, MeasureError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(io("finding a free port"))
+}
+
+/// Waits for a child to end; its user+sys CPU seconds, from `wait4`.
+fn wait_child(child: std::process::Child) -> Result<f64, MeasureError> {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.

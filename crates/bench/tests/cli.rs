@@ -269,30 +269,38 @@ async fn cpu_reports_the_binarys_own_cpu_per_event() {
     let Some(_client) = support::postgres().await else {
         return;
     };
-    let work = tempfile::tempdir().unwrap();
-    let out = output(
-        tracktable_bench(&[
-            "cpu",
-            "--events",
-            "2000",
-            "--runs",
-            "2",
-            "--database-url",
-            &support::database_url(),
-            "--scratch",
-        ])
-        .arg(work.path()),
-        "tracktable-bench cpu",
-    );
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    let per_event: f64 = stdout
-        .split(" µs of CPU per event")
-        .next()
-        .and_then(|head| head.rsplit(' ').next())
-        .and_then(|number| number.parse().ok())
-        .unwrap_or_else(|| panic!("no µs per event in {stdout}"));
-    assert!(per_event > 0.0 && per_event < 100_000.0, "{stdout}");
+    // One process of two workers, then a cluster of two processes of one.
+    for (shape, label) in [
+        (["-w", "2", "-n", "1"], "-w 2 × 1 process"),
+        (["-w", "1", "-n", "2"], "-w 1 × 2 process"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        let out = output(
+            tracktable_bench(&[
+                "cpu",
+                "--events",
+                "2000",
+                "--runs",
+                "2",
+                "--database-url",
+                &support::database_url(),
+            ])
+            .args(shape)
+            .arg("--scratch")
+            .arg(work.path()),
+            "tracktable-bench cpu",
+        );
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(stdout.contains(label), "{stdout}");
+        let per_event: f64 = stdout
+            .split(" µs of CPU per event")
+            .next()
+            .and_then(|head| head.rsplit(' ').next())
+            .and_then(|number| number.parse().ok())
+            .unwrap_or_else(|| panic!("no µs per event in {stdout}"));
+        assert!(per_event > 0.0 && per_event < 100_000.0, "{stdout}");
+    }
 }
 
 /// `freshness` streams objects through moto's S3 and SQS into a real run and reports
