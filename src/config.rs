@@ -183,7 +183,8 @@ pub struct RedshiftFile {
     /// needs `redshift:JoinGroup` on each group).
     #[serde(default)]
     pub db_groups: Vec<String>,
-    /// `auth = "iam"`: the cluster's region (default: the AWS default chain's).
+    /// `auth = "iam"`: the cluster's region (default: the one in the URL's host,
+    /// `...REGION.redshift.amazonaws.com`, else the AWS default chain's).
     pub region: Option<String>,
     /// `auth = "iam"`: endpoint of the Redshift API (moto, LocalStack). Default: AWS.
     pub endpoint_url: Option<String>,

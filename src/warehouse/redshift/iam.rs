@@ -8,6 +8,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_redshift::config::http::HttpResponse;
 use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_redshift::operation::get_cluster_credentials::GetClusterCredentialsError;
@@ -161,7 +162,14 @@ impl IamAuth {
                 auto_create: file.auto_create,
                 groups: file.db_groups.clone(),
             },
-            region: file.region.clone(),
+            region: file.region.clone().or_else(|| {
+                url.get_hosts().iter().find_map(|host| match host {
+                    tokio_postgres::config::Host::Tcp(name) => {
+                        region_of_host(name).map(str::to_owned)
+                    }
+                    tokio_postgres::config::Host::Unix(_) => None,
+                })
+            }),
             endpoint_url: file.endpoint_url.clone(),
             client: OnceCell::new(),
             cache: CredentialCache::default(),
@@ -256,7 +264,6 @@ impl IamAuth {
             SdkError::ConstructionFailure(_) => Outcome::NotSent,
             _ => Outcome::NoAnswer,
         };
-        let class = failure_class(outcome, code, status);
         let what = format!(
             "cannot get temporary credentials for user {:?} on Redshift cluster {:?} \
              (GetClusterCredentials): {}",
@@ -264,12 +271,58 @@ impl IamAuth {
             request.cluster,
             crate::source::aws::sdk_error(error)
         );
-        let message = match class {
-            FailureClass::Config => format!("{what}: {}", request.policy_hint()),
+        // The request is signed before it is sent: an AWS identity that could not be
+        // found fails there, and is classed as the staging keys' chain is.
+        if let Some(chain) = chain_error(error) {
+            let class = super::session::chain_failure_class(chain);
+            let message = match class {
+                FailureClass::Config => format!(
+                    "{what}: give tracktable an AWS identity (environment, profile, SSO, \
+                     instance or task role) allowed redshift:GetClusterCredentials"
+                ),
+                _ => what,
+            };
+            return IamError { message, class };
+        }
+        let class = failure_class(outcome, code, status);
+        let message = match (class, outcome) {
+            (FailureClass::Config, Outcome::Refused) => {
+                format!("{what}: {}", request.policy_hint())
+            }
+            (FailureClass::Config, _) => {
+                format!("{what}: check warehouse.region and warehouse.endpoint_url")
+            }
             _ => what,
         };
         IamError { message, class }
     }
+}
+
+/// The credentials provider's own failure, if that is what stopped the request.
+fn chain_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(chain) = error.downcast_ref::<CredentialsError>() {
+            return Some(chain);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// The region of a Redshift endpoint (`NAME.ID.REGION.redshift.amazonaws.com`), for
+/// a file that names none: the cluster's API is asked in the cluster's region.
+fn region_of_host(host: &str) -> Option<&str> {
+    let rest = host
+        .strip_suffix(".redshift.amazonaws.com")
+        .or_else(|| host.strip_suffix(".redshift.amazonaws.com.cn"))?;
+    let region = rest.rsplit('.').next()?;
+    let valid = !region.is_empty()
+        && region.contains('-')
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    valid.then_some(region)
 }
 
 /// How far a failed request got.
@@ -393,6 +446,77 @@ mod tests {
             shown.contains("IAM:loader") && !shown.contains("hunter2"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn the_region_is_read_from_a_redshift_endpoint() {
+        use super::region_of_host;
+        assert_eq!(
+            region_of_host("examplecluster.abc123xyz789.us-west-2.redshift.amazonaws.com"),
+            Some("us-west-2")
+        );
+        assert_eq!(
+            region_of_host("c.abc.cn-north-1.redshift.amazonaws.com.cn"),
+            Some("cn-north-1")
+        );
+        assert_eq!(region_of_host("127.0.0.1"), None);
+        assert_eq!(region_of_host("redshift.example.com"), None);
+        assert_eq!(region_of_host("x.redshift.amazonaws.com"), None);
+    }
+
+    /// An identity the default chain cannot find fails as configuration, saying so;
+    /// one whose provider timed out may answer later.
+    #[tokio::test]
+    async fn an_aws_identity_that_cannot_be_found_is_configuration() {
+        use aws_credential_types::provider::error::CredentialsError;
+        use aws_credential_types::provider::{ProvideCredentials, future};
+        use aws_sdk_redshift::config::{BehaviorVersion, Region, SharedCredentialsProvider};
+
+        #[derive(Debug)]
+        struct Failing(fn() -> CredentialsError);
+        impl ProvideCredentials for Failing {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                future::ProvideCredentials::ready(Err((self.0)()))
+            }
+        }
+
+        let file: crate::config::RedshiftFile = toml::from_str(
+            "url = \"postgres://loader@c.abc.us-east-1.redshift.amazonaws.com:5439/db\"\n\
+             schema = \"web\"\nauth = \"iam\"\ncluster_identifier = \"c\"\n\
+             [staging]\nbucket = \"b\"\niam_role = \"default\"\n",
+        )
+        .expect("a Redshift warehouse");
+        let auth = super::IamAuth::new(&file)
+            .expect("valid")
+            .expect("auth = \"iam\"");
+        assert_eq!(auth.region.as_deref(), Some("us-east-1"), "from the host");
+        for (failure, class) in [
+            (
+                (|| CredentialsError::not_loaded("no keys anywhere")) as fn() -> CredentialsError,
+                Config,
+            ),
+            (
+                || CredentialsError::provider_timed_out(Duration::from_secs(5)),
+                Transient,
+            ),
+        ] {
+            let config = aws_sdk_redshift::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                // Nothing is sent: signing fails first.
+                .endpoint_url("http://127.0.0.1:9")
+                .credentials_provider(SharedCredentialsProvider::new(Failing(failure)))
+                .build();
+            let auth = auth.with_client(aws_sdk_redshift::Client::from_conf(config));
+            let error = auth.credentials().await.expect_err("no identity");
+            assert_eq!(error.class, class, "{}", error.message);
+            if class == Config {
+                assert!(error.message.contains("AWS identity"), "{}", error.message);
+            }
+        }
     }
 
     #[test]

@@ -292,7 +292,7 @@ impl RedshiftWarehouse {
 /// No credentials in the chain, or a chain set up wrongly, is configuration; a
 /// provider that timed out or failed (the instance metadata service, STS) may answer
 /// on the next load.
-fn chain_failure_class(error: &CredentialsError) -> FailureClass {
+pub(super) fn chain_failure_class(error: &CredentialsError) -> FailureClass {
     match error {
         CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
             FailureClass::Config
