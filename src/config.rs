@@ -162,8 +162,32 @@ pub struct RedshiftFile {
     /// Connection URL without a password, e.g.
     /// `postgres://loader@examplecluster.abc123.us-east-1.redshift.amazonaws.com:5439/analytics`.
     pub url: String,
-    /// Name of the environment variable holding the password.
+    /// Name of the environment variable holding the password (`auth = "password"`).
     pub password_env: Option<String>,
+    /// How the loader signs in: `password` (default: the one `password_env` names) or
+    /// `iam` (temporary credentials from the Redshift API for the URL's user and
+    /// database, asked for each new connection and reused until 5 minutes before they
+    /// expire; needs `redshift:GetClusterCredentials`).
+    #[serde(default)]
+    pub auth: RedshiftAuth,
+    /// `auth = "iam"` on a provisioned cluster: its identifier (the first label of its
+    /// endpoint, e.g. `examplecluster`).
+    pub cluster_identifier: Option<String>,
+    /// `auth = "iam"` on Redshift Serverless: the workgroup (not supported yet).
+    pub workgroup: Option<String>,
+    /// `auth = "iam"`: create the URL's user at sign-in when it does not exist
+    /// (`AutoCreate`; needs `redshift:CreateClusterUser` too). Default: false.
+    #[serde(default)]
+    pub auto_create: bool,
+    /// `auth = "iam"`: database groups the user joins for each connection (`DbGroups`;
+    /// needs `redshift:JoinGroup` on each group).
+    #[serde(default)]
+    pub db_groups: Vec<String>,
+    /// `auth = "iam"`: the cluster's region (default: the one in the URL's host,
+    /// `...REGION.redshift.amazonaws.com`, else the AWS default chain's).
+    pub region: Option<String>,
+    /// `auth = "iam"`: endpoint of the Redshift API (moto, LocalStack). Default: AWS.
+    pub endpoint_url: Option<String>,
     /// Schema the pipeline's tables live in; created if missing.
     pub schema: String,
     /// `require` (the default for Redshift: always TLS) or `disable` (only for a local
@@ -185,6 +209,18 @@ pub struct RedshiftFile {
     #[serde(default = "default_merge_lookback", with = "humantime_serde_compat")]
     #[cfg_attr(test, schemars(with = "String"))]
     pub merge_lookback: Duration,
+}
+
+/// How the Redshift warehouse's connections sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum RedshiftAuth {
+    /// The password in the environment variable `password_env` names, if any.
+    #[default]
+    Password,
+    /// Temporary credentials from the Redshift API (`GetClusterCredentials`).
+    Iam,
 }
 
 fn default_redshift_sslmode() -> SslMode {
@@ -740,6 +776,7 @@ fn check_warehouse(warehouse: &WarehouseFile) -> Result<(), Problem> {
                 "must be at least 1 MiB".into(),
             ));
         }
+        check_redshift_auth(redshift)?;
         if let Some(replacement) = &redshift.accept_invalid_chars
             && !(replacement.len() == 1 && replacement.is_ascii() && replacement != "'")
         {
@@ -748,6 +785,97 @@ fn check_warehouse(warehouse: &WarehouseFile) -> Result<(), Problem> {
                 "must be one ASCII character (not a quote)".into(),
             ));
         }
+    }
+    Ok(())
+}
+
+/// `auth` and the keys that go with it: `iam` needs one cluster (a workgroup is not
+/// supported yet), a user in the URL (it is `GetClusterCredentials`' `DbUser`) and no
+/// password; `password` takes none of the IAM keys.
+fn check_redshift_auth(redshift: &RedshiftFile) -> Result<(), Problem> {
+    let iam_keys = [
+        (
+            "warehouse.cluster_identifier",
+            redshift.cluster_identifier.is_some(),
+        ),
+        ("warehouse.workgroup", redshift.workgroup.is_some()),
+        ("warehouse.auto_create", redshift.auto_create),
+        ("warehouse.db_groups", !redshift.db_groups.is_empty()),
+        ("warehouse.region", redshift.region.is_some()),
+        ("warehouse.endpoint_url", redshift.endpoint_url.is_some()),
+    ];
+    if redshift.auth == RedshiftAuth::Password {
+        if let Some((key, _)) = iam_keys.into_iter().find(|(_, set)| *set) {
+            return Err((
+                key,
+                "applies only to IAM authentication: add `auth = \"iam\"` or remove it".into(),
+            ));
+        }
+        return Ok(());
+    }
+    if redshift.password_env.is_some() {
+        return Err((
+            "warehouse.password_env",
+            "must be absent with `auth = \"iam\"`: each connection's password comes from \
+             GetClusterCredentials; remove it"
+                .into(),
+        ));
+    }
+    match (&redshift.cluster_identifier, &redshift.workgroup) {
+        (Some(_), Some(_)) => {
+            return Err((
+                "warehouse.workgroup",
+                "and `warehouse.cluster_identifier` are both set: set exactly one (a \
+                 provisioned cluster's identifier, or a Redshift Serverless workgroup)"
+                    .into(),
+            ));
+        }
+        (None, None) => {
+            return Err((
+                "warehouse.cluster_identifier",
+                "is needed with `auth = \"iam\"`: set it to the cluster's identifier (the \
+                 first label of its endpoint, e.g. \"examplecluster\")"
+                    .into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err((
+                "warehouse.workgroup",
+                "Redshift Serverless (GetCredentials) is not supported yet with `auth = \
+                 \"iam\"`: use `auth = \"password\"` with `password_env` for a workgroup"
+                    .into(),
+            ));
+        }
+        (Some(cluster), None) if cluster.trim().is_empty() => {
+            return Err((
+                "warehouse.cluster_identifier",
+                "must be the cluster's identifier, e.g. \"examplecluster\"".into(),
+            ));
+        }
+        (Some(_), None) => {}
+    }
+    if redshift
+        .db_groups
+        .iter()
+        .any(|group| group.trim().is_empty())
+    {
+        return Err((
+            "warehouse.db_groups",
+            "must not hold an empty group name".into(),
+        ));
+    }
+    let user = redshift
+        .url
+        .parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|config| config.get_user().map(str::to_owned));
+    if user.is_none_or(|user| user.is_empty()) {
+        return Err((
+            "warehouse.url",
+            "must name the database user with `auth = \"iam\"` \
+             (postgres://USER@host:5439/database): it is the user credentials are asked for"
+                .into(),
+        ));
     }
     Ok(())
 }
@@ -922,6 +1050,96 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("warehouse.staging.iam_role"), "{error}");
+    }
+
+    #[test]
+    fn redshift_iam_auth_needs_one_cluster_a_user_and_no_password() {
+        let file = |url: &str, warehouse: &str| {
+            format!(
+                "name = \"p\"\n[source]\ntype = \"dir\"\npath = \"/tmp/in\"\n\
+                 [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"web\"\n{warehouse}\
+                 [warehouse.staging]\nbucket = \"b\"\niam_role = \"default\"\n"
+            )
+        };
+        let url = "postgres://loader@cluster:5439/db";
+        let path = Path::new("p.toml");
+        let validate = |url: &str, warehouse: &str| {
+            PipelineFile::parse(&file(url, warehouse), path)
+                .unwrap()
+                .validate(path)
+        };
+        let pipeline = validate(
+            url,
+            "auth = \"iam\"\ncluster_identifier = \"examplecluster\"\nauto_create = true\n\
+             db_groups = [\"loaders\"]\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let WarehouseFile::Redshift(redshift) = &pipeline.warehouse else {
+            panic!("a redshift warehouse");
+        };
+        assert_eq!(redshift.auth, RedshiftAuth::Iam);
+        assert_eq!(redshift.db_groups, ["loaders"]);
+        let pipeline = validate(url, "password_env = \"PW\"\n").unwrap();
+        let WarehouseFile::Redshift(redshift) = &pipeline.warehouse else {
+            panic!("a redshift warehouse");
+        };
+        assert_eq!(redshift.auth, RedshiftAuth::Password, "the default");
+        for (warehouse, url, key, says) in [
+            (
+                "auth = \"iam\"\ncluster_identifier = \"c\"\npassword_env = \"PW\"\n",
+                url,
+                "warehouse.password_env",
+                "remove it",
+            ),
+            (
+                "auth = \"iam\"\n",
+                url,
+                "warehouse.cluster_identifier",
+                "identifier",
+            ),
+            (
+                "auth = \"iam\"\ncluster_identifier = \"c\"\nworkgroup = \"w\"\n",
+                url,
+                "warehouse.workgroup",
+                "exactly one",
+            ),
+            (
+                "auth = \"iam\"\nworkgroup = \"w\"\n",
+                url,
+                "warehouse.workgroup",
+                "not supported yet",
+            ),
+            (
+                "auth = \"iam\"\ncluster_identifier = \" \"\n",
+                url,
+                "warehouse.cluster_identifier",
+                "identifier",
+            ),
+            (
+                "auth = \"iam\"\ncluster_identifier = \"c\"\n",
+                "postgres://cluster:5439/db",
+                "warehouse.url",
+                "user",
+            ),
+            (
+                "cluster_identifier = \"c\"\n",
+                url,
+                "warehouse.cluster_identifier",
+                "auth = \"iam\"",
+            ),
+            (
+                "db_groups = [\"g\"]\n",
+                url,
+                "warehouse.db_groups",
+                "auth = \"iam\"",
+            ),
+        ] {
+            let error = validate(url, warehouse).expect_err(warehouse).to_string();
+            assert!(
+                error.contains(&format!("`{key}`")) && error.contains(says),
+                "{warehouse}: {error}"
+            );
+        }
     }
 
     #[test]

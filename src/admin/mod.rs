@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::config::{Pipeline, SourceFile, WarehouseFile};
 use crate::warehouse::postgres::PostgresWarehouse;
+use crate::warehouse::redshift::iam::{IamAuth, IamError};
 use crate::warehouse::sql;
 
 /// Redshift's (and tracktable's) limit on columns per table.
@@ -25,6 +26,8 @@ pub enum AdminError {
     Postgres(#[from] crate::warehouse::postgres::PostgresError),
     #[error("query failed: {0}")]
     Query(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Iam(#[from] IamError),
 }
 
 fn check_name(name: &str) -> Result<(), AdminError> {
@@ -208,8 +211,8 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
     if let WarehouseFile::Redshift(redshift) = &pipeline.warehouse {
         checks.push(check_staging(redshift).await);
     }
-    let warehouse = match connection(&pipeline.warehouse) {
-        Ok(warehouse) => warehouse,
+    let (warehouse, iam) = match connection(&pipeline.warehouse) {
+        Ok(connection) => connection,
         Err(error) => {
             checks.push(Check {
                 what: "warehouse settings".into(),
@@ -219,7 +222,26 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
             return checks;
         }
     };
-    let client = match warehouse.connect().await {
+    let login = match &iam {
+        Some(iam) => {
+            let obtained = iam.credentials().await;
+            checks.push(Check {
+                what: "get temporary warehouse credentials (redshift:GetClusterCredentials)".into(),
+                warning: None,
+                fix: obtained.as_ref().err().map(ToString::to_string),
+            });
+            match obtained {
+                Ok(login) => Some(login),
+                Err(_) => return checks,
+            }
+        }
+        None => None,
+    };
+    let connected = match &login {
+        Some(login) => warehouse.connect_as(&login.user, &login.password).await,
+        None => warehouse.connect().await,
+    };
+    let client = match connected {
         Ok(client) => {
             checks.push(Check {
                 what: "connect to the warehouse".into(),
@@ -307,20 +329,39 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
     checks
 }
 
-/// The warehouse's connection (PostgreSQL, or Redshift over the same protocol).
+/// The warehouse's connection (PostgreSQL, or Redshift over the same protocol), and
+/// for Redshift with `auth = "iam"` where its temporary credentials come from.
 fn connection(
     warehouse: &WarehouseFile,
-) -> Result<PostgresWarehouse, crate::warehouse::postgres::PostgresError> {
+) -> Result<(PostgresWarehouse, Option<IamAuth>), AdminError> {
     match warehouse {
-        WarehouseFile::Postgres(config) => PostgresWarehouse::new(config),
-        WarehouseFile::Redshift(config) => PostgresWarehouse::new(&crate::config::PostgresFile {
-            url: config.url.clone(),
-            password_env: config.password_env.clone(),
-            schema: config.schema.clone(),
-            sslmode: config.sslmode,
-            sslrootcert: config.sslrootcert.clone(),
-        }),
+        WarehouseFile::Postgres(config) => Ok((PostgresWarehouse::new(config)?, None)),
+        WarehouseFile::Redshift(config) => Ok((
+            PostgresWarehouse::new(&crate::config::PostgresFile {
+                url: config.url.clone(),
+                password_env: config.password_env.clone(),
+                schema: config.schema.clone(),
+                sslmode: config.sslmode,
+                sslrootcert: config.sslrootcert.clone(),
+            })?,
+            IamAuth::new(config)?,
+        )),
     }
+}
+
+/// A new connection to the warehouse, signing in with temporary credentials first
+/// when `iam` is set.
+async fn open(
+    warehouse: &PostgresWarehouse,
+    iam: Option<&IamAuth>,
+) -> Result<tokio_postgres::Client, AdminError> {
+    Ok(match iam {
+        Some(iam) => {
+            let login = iam.credentials().await?;
+            warehouse.connect_as(&login.user, &login.password).await?
+        }
+        None => warehouse.connect().await?,
+    })
 }
 
 /// Redshift: the staging prefix takes, returns and gives up an object.
@@ -412,8 +453,8 @@ pub type ClusterDisk = Option<Result<f64, String>>;
 pub async fn schema_report(
     pipeline: &Pipeline,
 ) -> Result<(String, Vec<TableReport>, ClusterDisk), AdminError> {
-    let warehouse = connection(&pipeline.warehouse)?;
-    let client = warehouse.connect().await?;
+    let (warehouse, iam) = connection(&pipeline.warehouse)?;
+    let client = open(&warehouse, iam.as_ref()).await?;
     let schema = warehouse.schema().to_owned();
     let columns = client
         .query(

@@ -41,6 +41,10 @@ struct Redshift {
     warehouse_options: String,
     /// How COPY reads the bucket: the `[warehouse.staging]` line(s).
     copy_credentials: String,
+    /// The warehouse URL (default: the test database's, as its superuser).
+    url: String,
+    /// Extra lines for `[warehouse]`.
+    warehouse_options: String,
 }
 
 impl Redshift {
@@ -69,6 +73,8 @@ impl Redshift {
                 staging_options: String::new(),
                 warehouse_options: String::new(),
                 copy_credentials: format!("iam_role = \"{IAM_ROLE}\"\n"),
+                url: support::database_url(),
+                warehouse_options: String::new(),
             },
             client,
         ))
@@ -77,6 +83,19 @@ impl Redshift {
     /// Runs the pipeline once over `source` into the Redshift path, in this process,
     /// with PostgreSQL standing in for the cluster.
     fn load(&self, source: &Path, run: &str, extra: &str) -> tracktable::run::RunSummary {
+        match self.try_load(source, run, extra) {
+            Ok(summary) => summary,
+            Err(error) => panic!("tracktable failed: {error}"),
+        }
+    }
+
+    /// [`Redshift::load`], returning the run's failure.
+    fn try_load(
+        &self,
+        source: &Path,
+        run: &str,
+        extra: &str,
+    ) -> Result<tracktable::run::RunSummary, String> {
         let state = self.work.path().join(format!("state-{run}"));
         let pipeline = self.work.path().join(format!("{run}.toml"));
         let text = format!(
@@ -89,7 +108,8 @@ impl Redshift {
             schema = self.schema,
             source = source.display(),
             state = state.display(),
-            url = support::database_url(),
+            url = self.url,
+            warehouse = self.warehouse_options,
             bucket = self.bucket,
             endpoint = self.endpoint,
             staging = self.staging_options,
@@ -108,8 +128,7 @@ impl Redshift {
             ));
         });
         match finished.recv_timeout(Duration::from_secs(120)) {
-            Ok(Ok(summary)) => summary,
-            Ok(Err(error)) => panic!("tracktable failed: {error}"),
+            Ok(result) => result,
             Err(error) => panic!("run {run} did not finish within 120 s: {error}"),
         }
     }
@@ -1185,4 +1204,102 @@ async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
         480
     );
     redshift.finish(&client).await;
+}
+
+/// `auth = "iam"`: each connection signs in as the temporary user the Redshift API
+/// returns for the URL's user (moto's `GetClusterCredentials` answers `IAM:<user>`, and
+/// the test PostgreSQL trusts loopback, so any password is accepted for an existing
+/// role). The URL's user itself has no role here: a connection made as it, or with
+/// `IAMA:`, fails. `check` reports the credentials; a cluster the API does not know
+/// stops the run as a configuration error that names the permission to grant.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn iam_authentication_connects_as_the_temporary_user() {
+    let Some((mut redshift, client)) = Redshift::new("iam").await else {
+        return;
+    };
+    let aws = support::aws(&redshift.endpoint).await;
+    let cluster = support::unique("tt-iam");
+    aws.redshift
+        .create_cluster()
+        .cluster_identifier(&cluster)
+        .node_type("ra3.xlplus")
+        .master_username("admin")
+        .master_user_password("Password1")
+        .send()
+        .await
+        .expect("create the cluster in moto");
+    let user = support::unique("tt_iam").replace('-', "_");
+    let temporary = format!("IAM:{user}");
+    let schema = redshift.schema.clone();
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE \"{temporary}\" LOGIN; CREATE SCHEMA \"{schema}\" AUTHORIZATION \"{temporary}\""
+        ))
+        .await
+        .expect("create the temporary user's role");
+    redshift.url = support::database_url_as(&user);
+    let api = |cluster: &str| {
+        format!(
+            "auth = \"iam\"\ncluster_identifier = \"{cluster}\"\nregion = \"us-east-1\"\nendpoint_url = \"{}\"\n",
+            redshift.endpoint
+        )
+    };
+    redshift.warehouse_options = api(&cluster);
+    let lines: Vec<String> = (0..20)
+        .map(|i| track(&format!("i{i}"), "\"Signed In\"", &format!("{{\"n\":{i}}}")))
+        .collect();
+    let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
+    redshift.load(&source, "first", "");
+    assert_eq!(
+        support::count(
+            &client,
+            &format!("SELECT count(*) FROM \"{schema}\".signed_in")
+        )
+        .await,
+        20
+    );
+    // What the loader created belongs to the user it connected as.
+    let owners = client
+        .query(
+            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = $1",
+            &[&schema],
+        )
+        .await
+        .expect("read table owners");
+    let owners: Vec<String> = owners.iter().map(|row| row.get(0)).collect();
+    assert_eq!(owners, vec![temporary.clone()]);
+
+    let (ok, checks) = redshift.command("check", "first");
+    assert!(
+        ok && checks.contains("pass  get temporary warehouse credentials")
+            && checks.contains(&format!("loader user {temporary}")),
+        "{checks}"
+    );
+
+    redshift.warehouse_options = api("tt-no-such-cluster");
+    let error = redshift
+        .try_load(&source, "missing", "")
+        .expect_err("a cluster the API does not know stops the run");
+    assert!(
+        error.contains("ClusterNotFound") && error.contains("redshift:GetClusterCredentials"),
+        "{error}"
+    );
+    let (ok, checks) = redshift.command("check", "missing");
+    assert!(
+        !ok && checks.contains("FAIL  get temporary warehouse credentials")
+            && checks.contains(&format!("dbuser:tt-no-such-cluster/{user}")),
+        "{checks}"
+    );
+
+    redshift.finish(&client).await;
+    client
+        .batch_execute(&format!(
+            "DROP OWNED BY \"{temporary}\" CASCADE; DROP ROLE IF EXISTS \"{temporary}\""
+        ))
+        .await
+        .expect("drop the temporary user's role");
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
-use tracktable::config::{PipelineFile, WarehouseFile};
+use tracktable::config::{PipelineFile, RedshiftAuth, WarehouseFile};
 use tracktable::run::{RunOptions, RunSummary};
 use tracktable::warehouse::redshift::RedshiftWarehouse;
 
@@ -42,9 +42,21 @@ pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// A Redshift API client for an emulator at `endpoint`, with the same dummy credentials.
+pub async fn redshift_client(endpoint: &str) -> aws_sdk_redshift::Client {
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(credentials())
+        .load()
+        .await;
+    aws_sdk_redshift::Client::new(&shared)
+}
+
 /// Runs the Redshift pipeline in `pipeline` once (`run --once` with `workers` workers),
 /// its statements through the emulator, each appended to `statement_log`. The staging
-/// bucket is reached at the pipeline's `warehouse.staging.endpoint_url`.
+/// bucket is reached at the pipeline's `warehouse.staging.endpoint_url`; with
+/// `auth = "iam"`, the Redshift API at `warehouse.endpoint_url`.
 ///
 /// Call it from a thread that is not running a tokio runtime: the run has its own.
 pub fn run_once(
@@ -68,11 +80,21 @@ pub fn run_once(
         .build()
         .map_err(|error| error.to_string())?;
     let s3 = runtime.block_on(s3_client(endpoint));
+    // The emulated system tables are written as the test database's own user: with
+    // `auth = "iam"` the URL's user signs in only through temporary credentials.
+    let system_url = match file.auth {
+        RedshiftAuth::Iam => crate::support::database_url(),
+        RedshiftAuth::Password => file.url.clone(),
+    };
     let emulator =
-        Emulator::new(s3.clone(), &file.url, statement_log).map_err(|error| error.to_string())?;
-    let warehouse = RedshiftWarehouse::new(file)
+        Emulator::new(s3.clone(), &system_url, statement_log).map_err(|error| error.to_string())?;
+    let mut warehouse = RedshiftWarehouse::new(file)
         .map_err(|error| error.to_string())?
-        .with_caps(pipeline.max_tables, pipeline.max_columns)
+        .with_caps(pipeline.max_tables, pipeline.max_columns);
+    if let Some(api) = &file.endpoint_url {
+        warehouse = warehouse.with_iam_client(runtime.block_on(redshift_client(api)));
+    }
+    let warehouse = warehouse
         .with_staging_client(
             s3,
             Some(aws_sdk_s3::config::SharedCredentialsProvider::new(

@@ -90,6 +90,7 @@ pub async fn moto_url() -> Option<String> {
 pub struct Aws {
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub redshift: aws_sdk_redshift::Client,
 }
 
 pub async fn aws(endpoint: &str) -> Aws {
@@ -105,6 +106,7 @@ pub async fn aws(endpoint: &str) -> Aws {
     Aws {
         s3: aws_sdk_s3::Client::from_conf(s3_config),
         sqs: aws_sdk_sqs::Client::new(&shared),
+        redshift: aws_sdk_redshift::Client::new(&shared),
     }
 }
 

@@ -249,11 +249,23 @@ impl PostgresWarehouse {
 
     /// A new connection, its driver running on the current tokio runtime.
     pub async fn connect(&self) -> Result<Client, PostgresError> {
+        self.connect_with(&self.config).await
+    }
+
+    /// A new connection as `user` with `password` (temporary credentials), the URL's
+    /// host, database and TLS otherwise.
+    pub async fn connect_as(&self, user: &str, password: &str) -> Result<Client, PostgresError> {
+        let mut config = self.config.clone();
+        config.user(user).password(password);
+        self.connect_with(&config).await
+    }
+
+    async fn connect_with(&self, config: &tokio_postgres::Config) -> Result<Client, PostgresError> {
         let connect_error = |source: tokio_postgres::Error| {
             if crate::report::causes(&source).contains("unknown authentication tag `13`") {
                 return PostgresError::DigestPassword {
                     target: self.target.clone(),
-                    user: self.config.get_user().unwrap_or_default().to_owned(),
+                    user: config.get_user().unwrap_or_default().to_owned(),
                 };
             }
             PostgresError::Connect {
@@ -263,17 +275,13 @@ impl PostgresWarehouse {
         };
         match &self.tls {
             None => {
-                let (client, connection) =
-                    self.config.connect(NoTls).await.map_err(connect_error)?;
+                let (client, connection) = config.connect(NoTls).await.map_err(connect_error)?;
                 tokio::spawn(drive(connection));
                 Ok(client)
             }
             Some(tls) => {
-                let (client, connection) = self
-                    .config
-                    .connect(tls.clone())
-                    .await
-                    .map_err(connect_error)?;
+                let (client, connection) =
+                    config.connect(tls.clone()).await.map_err(connect_error)?;
                 tokio::spawn(drive(connection));
                 Ok(client)
             }

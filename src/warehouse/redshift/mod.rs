@@ -19,6 +19,7 @@
 pub mod csv;
 mod ddl;
 pub mod executor;
+pub mod iam;
 mod load;
 mod record;
 mod session;
@@ -47,6 +48,8 @@ pub struct RedshiftWarehouse {
     connection: PostgresWarehouse,
     file: Arc<RedshiftFile>,
     credentials: Arc<CopyCredentials>,
+    /// `auth = "iam"`: where each new connection's temporary credentials come from.
+    iam: Option<Arc<iam::IamAuth>>,
     /// Made on first use (an S3 client needs the tokio runtime).
     staging: Arc<OnceCell<Arc<Staging>>>,
     executor: Arc<dyn Executor>,
@@ -106,6 +109,14 @@ impl RedshiftWarehouse {
         let staging = &self.file.staging;
         let staging = Staging::new(s3, credentials, &staging.bucket, &staging.prefix);
         self.staging = Arc::new(OnceCell::new_with(Some(Arc::new(staging))));
+        self
+    }
+
+    /// Asks for IAM credentials through `redshift` instead of a client made from the
+    /// AWS default chain (for credentials the chain cannot find, such as an
+    /// emulator's). No effect with `auth = "password"`.
+    pub fn with_iam_client(mut self, redshift: aws_sdk_redshift::Client) -> Self {
+        self.iam = self.iam.map(|iam| Arc::new(iam.with_client(redshift)));
         self
     }
 

@@ -13,6 +13,7 @@ use tokio_postgres::{Client, SimpleQueryMessage, SimpleQueryRow};
 
 use super::RedshiftWarehouse;
 use super::executor::{Direct, Executor, ExecutorError};
+use super::iam::{IamAuth, IamError};
 use super::sql::{self, Credentials};
 use super::stage::{StageError, Staging};
 use crate::config::{PostgresFile, RedshiftFile, StagingFile};
@@ -37,6 +38,9 @@ pub enum RedshiftError {
         message: String,
         class: FailureClass,
     },
+    /// No temporary credentials for a connection (`auth = "iam"`).
+    #[error(transparent)]
+    Iam(#[from] IamError),
     #[error(transparent)]
     Stage(#[from] StageError),
     #[error("{context}: {message}")]
@@ -106,6 +110,7 @@ impl WarehouseError for RedshiftError {
             },
             RedshiftError::MissingKey { .. } | RedshiftError::NoCredentials => FailureClass::Config,
             RedshiftError::Stage(error) => error.class,
+            RedshiftError::Iam(error) => error.class,
             RedshiftError::Executor { class, .. }
             | RedshiftError::ChainCredentials { class, .. } => *class,
             RedshiftError::Csv(_) => FailureClass::Transient,
@@ -146,10 +151,12 @@ impl RedshiftWarehouse {
             sslrootcert: file.sslrootcert.clone(),
         })?;
         let credentials = Arc::new(credentials(&file.staging)?);
+        let iam = IamAuth::new(file)?.map(Arc::new);
         Ok(RedshiftWarehouse {
             connection,
             file: Arc::new(file.clone()),
             credentials,
+            iam,
             staging: Arc::default(),
             executor: Arc::new(Direct),
             objects: Arc::default(),
@@ -157,9 +164,19 @@ impl RedshiftWarehouse {
         })
     }
 
-    /// A new session: a connection of its own, opened by the executor.
+    /// A new session: a connection of its own, opened by the executor. With
+    /// `auth = "iam"` it signs in as the temporary user, with credentials held since an
+    /// earlier connection when they are not about to expire.
     pub async fn session(&self) -> Result<Session, RedshiftError> {
-        let client = self.connection.connect().await?;
+        let client = match &self.iam {
+            Some(iam) => {
+                let login = iam.credentials().await?;
+                self.connection
+                    .connect_as(&login.user, &login.password)
+                    .await?
+            }
+            None => self.connection.connect().await?,
+        };
         let executor = Arc::clone(&self.executor);
         executor
             .open(&client)
@@ -276,7 +293,7 @@ impl RedshiftWarehouse {
 /// No credentials in the chain, or a chain set up wrongly, is configuration; a
 /// provider that timed out or failed (the instance metadata service, STS) may answer
 /// on the next load.
-fn chain_failure_class(error: &CredentialsError) -> FailureClass {
+pub(super) fn chain_failure_class(error: &CredentialsError) -> FailureClass {
     match error {
         CredentialsError::CredentialsNotLoaded(_) | CredentialsError::InvalidConfiguration(_) => {
             FailureClass::Config
