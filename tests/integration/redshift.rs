@@ -43,8 +43,6 @@ struct Redshift {
     copy_credentials: String,
     /// The warehouse URL (default: the test database's, as its superuser).
     url: String,
-    /// Extra lines for `[warehouse]`.
-    warehouse_options: String,
 }
 
 impl Redshift {
@@ -74,7 +72,6 @@ impl Redshift {
                 warehouse_options: String::new(),
                 copy_credentials: format!("iam_role = \"{IAM_ROLE}\"\n"),
                 url: support::database_url(),
-                warehouse_options: String::new(),
             },
             client,
         ))
@@ -114,7 +111,6 @@ impl Redshift {
             endpoint = self.endpoint,
             staging = self.staging_options,
             credentials = self.copy_credentials,
-            warehouse = self.warehouse_options,
         );
         std::fs::write(&pipeline, text).expect("write pipeline file");
         let log = self.log.clone();
