@@ -61,7 +61,7 @@ fn run_dataflow(dir: &Path, state: &Path, workers: usize) -> u64 {
     // run is several batches and memory holds one or two of them, not the whole input.
     // The warehouse named only sets the batch defaults: nothing connects to it.
     let batch = BatchFile {
-        interval: Duration::from_secs(3600),
+        interval: Some(Duration::from_secs(3600)),
         max_rows: Some(10_000),
         ..BatchFile::default()
     };

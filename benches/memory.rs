@@ -86,7 +86,7 @@ fn json_array_case() -> Result<(), String> {
         .map_err(|error| format!("write the array: {error}"))?;
     let started = Instant::now();
     let batch = BatchFile {
-        interval: Duration::from_secs(3600),
+        interval: Some(Duration::from_secs(3600)),
         ..BatchFile::default()
     };
     let (_, warehouse) = run_dir(&source, &state, 1, batch)?;

@@ -306,10 +306,11 @@ pub enum SslMode {
 #[cfg_attr(test, derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct BatchFile {
-    /// Batches close on multiples of this wall-clock interval (humantime: `500ms`, `30s`, `5m`).
-    #[serde(default = "default_interval", with = "humantime_serde_compat")]
-    #[cfg_attr(test, schemars(with = "String"))]
-    pub interval: Duration,
+    /// Batches close on multiples of this wall-clock interval (humantime: `500ms`, `30s`,
+    /// `5m`). Default: `30s` into PostgreSQL, `60s` into Redshift ([`default_interval`]).
+    #[serde(default, with = "humantime_serde_compat::option")]
+    #[cfg_attr(test, schemars(with = "Option<String>"))]
+    pub interval: Option<Duration>,
     /// Close a worker's batch early once this many of its messages are decoded; an
     /// object with more continues in the next batch. `None`: the warehouse's default
     /// ([`default_batch_size`]).
@@ -334,7 +335,7 @@ pub struct BatchFile {
 impl Default for BatchFile {
     fn default() -> BatchFile {
         BatchFile {
-            interval: default_interval(),
+            interval: None,
             max_rows: None,
             max_bytes: None,
             max_in_flight: default_max_in_flight(),
@@ -343,9 +344,22 @@ impl Default for BatchFile {
     }
 }
 
-fn default_interval() -> Duration {
-    Duration::from_secs(30)
+/// The batch interval when the pipeline file names none. Redshift's commits queue up
+/// one at a time across the cluster and AWS advises loading it in micro-batches of a
+/// minute or more (Firehose buffers at least 60 s before a Redshift COPY): a minute keeps
+/// data fresh to about a minute with half the commits of 30 s. PostgreSQL takes the
+/// shorter interval at little cost.
+pub fn default_interval(warehouse: &WarehouseFile) -> Duration {
+    match warehouse {
+        WarehouseFile::Postgres(_) => POSTGRES_INTERVAL,
+        WarehouseFile::Redshift(_) => REDSHIFT_INTERVAL,
+    }
 }
+
+/// [`default_interval`] into PostgreSQL.
+pub const POSTGRES_INTERVAL: Duration = Duration::from_secs(30);
+/// [`default_interval`] into Redshift.
+pub const REDSHIFT_INTERVAL: Duration = Duration::from_secs(60);
 /// How many messages and input bytes a worker's batch holds at most, when the pipeline
 /// file does not say. A batch's rows stay in memory until it commits, at about 2-3 KB a
 /// message, and a worker holds its open batch plus closed ones worth at most
@@ -518,6 +532,10 @@ impl PipelineFile {
         };
         let (default_rows, default_bytes) = default_batch_size(&self.warehouse);
         let source = with_default_state_dir(self.source, &self.warehouse);
+        let interval = self
+            .batch
+            .interval
+            .unwrap_or_else(|| default_interval(&self.warehouse));
         Ok(Pipeline {
             plan,
             max_tables: self.plan.max_tables,
@@ -526,7 +544,7 @@ impl PipelineFile {
             source,
             warehouse: self.warehouse,
             batch: BatchPolicy {
-                interval: self.batch.interval,
+                interval,
                 max_rows: self.batch.max_rows.unwrap_or(default_rows),
                 max_bytes: self.batch.max_bytes.unwrap_or(default_bytes),
             },
@@ -637,10 +655,12 @@ fn with_default_state_dir(source: SourceFile, warehouse: &WarehouseFile) -> Sour
 }
 
 fn check_batch(batch: &BatchFile) -> Result<(), Problem> {
-    if batch.interval < Duration::from_millis(10) {
+    if let Some(interval) = batch.interval
+        && interval < Duration::from_millis(10)
+    {
         return Err((
             "batch.interval",
-            format!("is {:?}; it must be at least 10ms", batch.interval),
+            format!("is {interval:?}; it must be at least 10ms"),
         ));
     }
     if batch.max_rows == Some(0) {
@@ -918,6 +938,30 @@ mod humantime_serde_compat {
     ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&humantime::format_duration(*duration).to_string())
     }
+
+    /// The same for an optional duration: absent is `None`.
+    pub mod option {
+        use std::time::Duration;
+
+        use serde::Deserializer;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(deserializer).map(Some)
+        }
+
+        #[cfg(test)]
+        pub fn serialize<S: serde::Serializer>(
+            duration: &Option<Duration>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match duration {
+                Some(duration) => super::serialize(duration, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1140,6 +1184,33 @@ mod tests {
                 "{warehouse}: {error}"
             );
         }
+    }
+
+    #[test]
+    fn the_default_batch_interval_is_the_warehouses_and_a_set_one_wins() {
+        let redshift = |batch: &str| {
+            format!(
+                "name = \"p\"\n[source]\ntype = \"dir\"\npath = \"/tmp/in\"\n\
+                 [warehouse]\ntype = \"redshift\"\nurl = \"postgres://loader@cluster:5439/db\"\n\
+                 schema = \"web\"\npassword_env = \"P\"\n\
+                 [warehouse.staging]\nbucket = \"b\"\niam_role = \"default\"\n{batch}"
+            )
+        };
+        let path = Path::new("p.toml");
+        let interval = |text: &str| {
+            PipelineFile::parse(text, path)
+                .unwrap()
+                .validate(path)
+                .unwrap()
+                .batch
+                .interval
+        };
+        assert_eq!(interval(&redshift("")), Duration::from_secs(60));
+        assert_eq!(
+            interval(&redshift("[batch]\ninterval = \"5s\"\n")),
+            Duration::from_secs(5)
+        );
+        assert_eq!(interval(MINIMAL), Duration::from_secs(30));
     }
 
     #[test]

@@ -127,7 +127,7 @@ fn demo_on(
         &url_without_password,
         SCHEMA,
         crate::config::BatchFile {
-            interval: Duration::from_secs(2),
+            interval: Some(Duration::from_secs(2)),
             ..Default::default()
         },
     );

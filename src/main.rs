@@ -198,7 +198,8 @@ struct ClusterArgs {
 /// Batch flags; each overrides the pipeline file's `[batch]` value.
 #[derive(Debug, clap::Args)]
 struct BatchArgs {
-    /// Close batches on multiples of this interval (500ms, 30s, 5m).
+    /// Close batches on multiples of this interval (500ms, 30s, 5m; default 30s into
+    /// PostgreSQL, 60s into Redshift).
     #[arg(long, value_parser = humantime::parse_duration)]
     batch_interval: Option<std::time::Duration>,
     /// Close a worker's batch early at this many messages.
@@ -216,7 +217,7 @@ impl BatchArgs {
     /// The flags given, over the pipeline file's `[batch]`.
     fn apply(&self, batch: &mut tracktable::config::BatchFile) {
         if let Some(interval) = self.batch_interval {
-            batch.interval = interval;
+            batch.interval = Some(interval);
         }
         if let Some(rows) = self.max_batch_rows {
             batch.max_rows = Some(rows);

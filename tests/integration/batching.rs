@@ -54,7 +54,7 @@ fn messages_per_batch(warehouse: &CountingWarehouse) -> Vec<u64> {
 
 fn batch(max_rows: Option<u64>, max_in_flight: usize) -> BatchFile {
     BatchFile {
-        interval: Duration::from_secs(3600),
+        interval: Some(Duration::from_secs(3600)),
         max_rows,
         max_in_flight,
         ..BatchFile::default()

@@ -407,7 +407,7 @@ pub fn bench(options: &BenchOptions) -> Result<BenchReport, BenchError> {
     settle(&runtime, &client, &options.database_url, &[])?;
     let defaults = BatchFile::default();
     let batch = BatchFile {
-        interval: options.batch_interval,
+        interval: Some(options.batch_interval),
         max_rows: options.max_batch_rows,
         max_bytes: options.max_batch_bytes,
         max_in_flight: options

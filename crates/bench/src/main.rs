@@ -293,7 +293,7 @@ fn bench(args: EndToEnd) -> anyhow::Result<()> {
         workers: args.workers,
         batch_interval: args
             .batch_interval
-            .unwrap_or_else(|| tracktable::config::BatchFile::default().interval),
+            .unwrap_or(tracktable::config::POSTGRES_INTERVAL),
         max_batch_rows: args.max_batch_rows,
         max_batch_bytes: args.max_batch_bytes,
         max_batches_in_flight: args.max_batches_in_flight,
