@@ -761,20 +761,20 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
     let stderr = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "exit after SIGTERM: {status}\n{stderr}");
 
-    // The first object committed; the five waiting messages are visible again at once
-    // (their visibility timeout is 60 s).
-    assert_eq!(
-        support::count(
-            &client,
-            &format!("SELECT count(*) FROM \"{schema}\".file_uploaded")
-        )
-        .await,
-        10,
-        "{stderr}"
-    );
+    // The first object committed; the waiting messages are visible again at once
+    // (their visibility timeout is 60 s). On a loaded machine the second object may
+    // already sit in the open batch when the signal arrives, and a graceful stop
+    // finishes that batch too; every message not loaded is released either way.
+    let rows = support::count(
+        &client,
+        &format!("SELECT count(*) FROM \"{schema}\".file_uploaded"),
+    )
+    .await;
+    assert!(rows == 10 || rows == 20, "{rows} rows:\n{stderr}");
+    let waiting = 6 - rows as usize / 10;
     let mut released = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while released < 5 && std::time::Instant::now() < deadline {
+    while released < waiting && std::time::Instant::now() < deadline {
         released += setup
             .aws
             .sqs
@@ -790,7 +790,7 @@ async fn a_graceful_stop_releases_messages_it_has_not_loaded() {
             .len();
     }
     assert_eq!(
-        released, 5,
+        released, waiting,
         "the unloaded messages were released:\n{stderr}"
     );
     assert!(
