@@ -1340,37 +1340,7 @@ async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
         .get(0);
     assert_eq!(isolation, "serializable");
     run("first");
-    for table in 0..8 {
-        let table = format!("e{table}_done");
-        assert_eq!(
-            support::count(
-                &client,
-                &format!("SELECT count(*) FROM \"{schema}\".{table}")
-            )
-            .await,
-            60,
-            "{table}"
-        );
-        assert_eq!(
-            support::count(
-                &client,
-                &format!(
-                    "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = '{table}'"
-                )
-            )
-            .await,
-            60,
-            "{table}"
-        );
-    }
-    assert_eq!(
-        support::count(
-            &client,
-            &format!("SELECT sum(discards)::bigint FROM \"{schema}\"._tracktable_loads")
-        )
-        .await,
-        480
-    );
+    support::assert_discards_in_every_table(&client, &schema, 8, 60).await;
     std::fs::remove_dir_all(work.path().join("state")).unwrap();
     run("replay");
     assert_eq!(

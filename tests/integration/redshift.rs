@@ -1155,37 +1155,7 @@ async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
         "a load was retried: loads of different tables conflicted"
     );
     let schema = &redshift.schema;
-    for table in 0..8 {
-        let table = format!("e{table}_done");
-        assert_eq!(
-            support::count(
-                &client,
-                &format!("SELECT count(*) FROM \"{schema}\".{table}")
-            )
-            .await,
-            60,
-            "{table}"
-        );
-        assert_eq!(
-            support::count(
-                &client,
-                &format!(
-                    "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = '{table}'"
-                )
-            )
-            .await,
-            60,
-            "{table}"
-        );
-    }
-    assert_eq!(
-        support::count(
-            &client,
-            &format!("SELECT sum(discards)::bigint FROM \"{schema}\"._tracktable_loads")
-        )
-        .await,
-        480
-    );
+    support::assert_discards_in_every_table(&client, schema, 8, 60).await;
     assert_eq!(summary.stats.discards, 480);
     // Loaded again: no discard is kept or counted twice.
     let again = redshift.load(&source, "replay", "max_bytes = 1\nload_connections = 4\n");

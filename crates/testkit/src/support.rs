@@ -461,3 +461,28 @@ pub fn discards_in_every_table(
         })
         .collect()
 }
+
+/// Asserts that what [`discards_in_every_table`] made (`tables` tables of `rows` rows
+/// each, counted over all files) loaded: every table holds its rows, `_discards` one
+/// per row, and the load records count every discard once.
+pub async fn assert_discards_in_every_table(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    tables: usize,
+    rows: i64,
+) {
+    for table in 0..tables {
+        let table = format!("e{table}_done");
+        let loaded = count(
+            client,
+            &format!("SELECT count(*) FROM \"{schema}\".{table}"),
+        )
+        .await;
+        assert_eq!(loaded, rows, "{table}");
+        let discarded =
+            format!("SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = '{table}'");
+        assert_eq!(count(client, &discarded).await, rows, "{table}");
+    }
+    let recorded = format!("SELECT sum(discards)::bigint FROM \"{schema}\"._tracktable_loads");
+    assert_eq!(count(client, &recorded).await, tables as i64 * rows);
+}
