@@ -29,6 +29,9 @@ pub enum Cell<'a> {
     Text(Cow<'a, str>),
 }
 
+/// The largest integer magnitude below which every integer has an exact `f64`: 2^53.
+const EXACT_IN_DOUBLE: u64 = 1 << 53;
+
 /// Converts `value` for a column of `column_type`, or says why it cannot be stored.
 /// Text is searched for NUL characters only when `nul_possible` (see
 /// [`Row::may_hold_nul`]).
@@ -44,7 +47,11 @@ pub fn cell_for(
         (ColumnType::Boolean, Value::Boolean(b)) => Ok(Cell::Boolean(*b)),
         (ColumnType::BigInt, Value::BigInt(i)) => Ok(Cell::BigInt(*i)),
         (ColumnType::Double, Value::Double(f)) => Ok(Cell::Double(*f)),
-        (ColumnType::Double, Value::BigInt(i)) => Ok(Cell::Double(*i as f64)),
+        // Only an integer a double holds exactly: past 2^53 the cast would store a
+        // different number, so the value goes to `_discards` with its exact digits.
+        (ColumnType::Double, Value::BigInt(i)) if i.unsigned_abs() <= EXACT_IN_DOUBLE => {
+            Ok(Cell::Double(*i as f64))
+        }
         (ColumnType::Timestamp, Value::Timestamp(t)) => Ok(Cell::Timestamp(t.0)),
         (ColumnType::Varchar(width), value) => {
             let text = match value {
@@ -189,6 +196,17 @@ mod tests {
         assert_eq!(
             cell_for(&Value::BigInt(5), Some(ColumnType::Varchar(64)), true),
             Ok(Cell::Text("5".into()))
+        );
+        // A double holds every integer up to 2^53 exactly, and no further.
+        assert_eq!(
+            cell_for(&Value::BigInt(-(1 << 53)), Some(ColumnType::Double), true),
+            Ok(Cell::Double(-9_007_199_254_740_992.0))
+        );
+        assert_eq!(
+            cell_for(&Value::BigInt((1 << 53) + 1), Some(ColumnType::Double), true),
+            Err(DiscardReason::TypeMismatch {
+                column_type: ColumnType::Double
+            })
         );
         assert_eq!(
             cell_for(
