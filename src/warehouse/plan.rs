@@ -203,7 +203,11 @@ mod tests {
             Ok(Cell::Double(-9_007_199_254_740_992.0))
         );
         assert_eq!(
-            cell_for(&Value::BigInt((1 << 53) + 1), Some(ColumnType::Double), true),
+            cell_for(
+                &Value::BigInt((1 << 53) + 1),
+                Some(ColumnType::Double),
+                true
+            ),
             Err(DiscardReason::TypeMismatch {
                 column_type: ColumnType::Double
             })
