@@ -294,9 +294,13 @@ impl Router {
         if let Some(ip) = message.request_ip.as_deref()
             && message.context.get("ip").is_none_or(|ip| *ip == Json::Null)
         {
+            // The column the context's own `ip` would have made, from the same cache.
+            self.path.clear();
+            self.path.push_str("context.ip");
+            let (raw, name) = self.column();
             common.push(Candidate {
-                name: ColumnName::fixed(&"context_ip"),
-                raw: Some(Arc::from("context.ip")),
+                name,
+                raw: Some(raw),
                 value: Value::Varchar(Text::new(ip)),
                 origin: 1,
             });
