@@ -221,6 +221,21 @@ async fn values_the_server_refuses_go_to_discards_and_the_rest_loads() {
     support::drop_schema(&client, &schema).await;
 }
 
+/// Writes `name` under `source`: five track calls of `event`, message ids
+/// `{prefix}{from}` to `{prefix}{from + 4}`.
+fn write_five(source: &Path, name: &str, prefix: &str, event: &str, from: usize) {
+    let lines: Vec<String> = (from..from + 5)
+        .map(|i| {
+            track(
+                &format!("{prefix}{i}"),
+                &format!("\"{event}\""),
+                &format!("{{\"n\":{i}}}"),
+            )
+        })
+        .collect();
+    std::fs::write(source.join(name), lines.join("\n")).unwrap();
+}
+
 /// Without a tracking plan, 1800 distinct properties of one event: the table stops at
 /// the warehouse's 1600-column limit, keeping room for tracktable's own columns, and
 /// the values of the properties past it go to `_discards` with a reason naming the
@@ -311,18 +326,7 @@ async fn a_revoked_privilege_stops_the_run_with_the_servers_message() {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("events");
     std::fs::create_dir_all(&source).unwrap();
-    let batch = |name: &str, from: usize| {
-        let lines: Vec<String> = (from..from + 5)
-            .map(|i| {
-                track(
-                    &format!("c{i}"),
-                    "\"Cart Viewed\"",
-                    &format!("{{\"n\":{i}}}"),
-                )
-            })
-            .collect();
-        std::fs::write(source.join(name), lines.join("\n")).unwrap();
-    };
+    let batch = |name: &str, from: usize| write_five(&source, name, "c", "Cart Viewed", from);
     batch("a.json", 0);
     let pipeline = support::pipeline_file_at(
         &support::database_url_as(&role),
@@ -539,18 +543,7 @@ async fn sigterm_during_an_endless_retry_exits_promptly() {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("events");
     std::fs::create_dir_all(&source).unwrap();
-    let batch = |name: &str, from: usize| {
-        let lines: Vec<String> = (from..from + 5)
-            .map(|i| {
-                track(
-                    &format!("s{i}"),
-                    "\"Song Played\"",
-                    &format!("{{\"n\":{i}}}"),
-                )
-            })
-            .collect();
-        std::fs::write(source.join(name), lines.join("\n")).unwrap();
-    };
+    let batch = |name: &str, from: usize| write_five(&source, name, "s", "Song Played", from);
     batch("a.json", 0);
     let state = work.path().join("state");
     let pipeline = support::pipeline_file_at(
