@@ -99,19 +99,8 @@ async fn freshness_counts_each_object_once_from_its_s3_event_time_to_its_commit(
 
     let schema = support::schema("fresh");
     let work = tempfile::tempdir().unwrap();
-    let pipeline = work.path().join("fresh.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "name = \"fresh\"\n\
-             [source]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nregion = \"us-east-1\"\n\
-             endpoint_url = \"{endpoint}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\n\
-             [warehouse]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\n\
-             [batch]\ninterval = \"500ms\"\n",
-            support::database_url()
-        ),
-    )
-    .unwrap();
+    let pipeline =
+        support::sqs_pipeline_file(work.path(), "fresh", &queue_url, &endpoint, &schema, "30s");
     let port = support::free_port();
     let log = work.path().join("stderr.log");
     let mut child = support::KillOnDrop(

@@ -139,19 +139,8 @@ async fn notifications_load_every_object_once_and_empty_the_queue() {
 
     let schema = support::schema("sqs");
     let work = tempfile::tempdir().unwrap();
-    let pipeline = work.path().join("sqs.toml");
-    std::fs::write(
-        &pipeline,
-        format!(
-            "name = \"sqs\"\n\
-             [source]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nregion = \"us-east-1\"\n\
-             endpoint_url = \"{endpoint}\"\nwait_time = \"1s\"\nvisibility_timeout = \"30s\"\n\
-             [warehouse]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\n\
-             [batch]\ninterval = \"500ms\"\n",
-            support::database_url()
-        ),
-    )
-    .unwrap();
+    let pipeline =
+        support::sqs_pipeline_file(work.path(), "sqs", &queue_url, &endpoint, &schema, "30s");
     let stderr_path = work.path().join("stderr.log");
     let mut child = Command::new(support::binary())
         .args(["run", "--once", "--pipeline"])
@@ -347,22 +336,14 @@ impl Setup {
         schema: &str,
         visibility: &str,
     ) -> std::path::PathBuf {
-        let path = dir.join(format!("{schema}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "name = \"sqs\"\n\
-                 [source]\ntype = \"sqs\"\nqueue_url = \"{}\"\nregion = \"us-east-1\"\n\
-                 endpoint_url = \"{}\"\nwait_time = \"1s\"\nvisibility_timeout = \"{visibility}\"\n\
-                 [warehouse]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\n\
-                 [batch]\ninterval = \"500ms\"\n",
-                self.queue_url,
-                self.endpoint,
-                support::database_url()
-            ),
+        support::sqs_pipeline_file(
+            dir,
+            "sqs",
+            &self.queue_url,
+            &self.endpoint,
+            schema,
+            visibility,
         )
-        .expect("write pipeline");
-        path
     }
 
     /// Messages visible plus in flight.

@@ -209,6 +209,29 @@ pub fn pipeline_file_at(
     path
 }
 
+/// Writes the pipeline `name`, reading the SQS queue `queue_url` on moto at `endpoint`
+/// into `schema` of the test PostgreSQL (500 ms batches, 1 s long polls); returns its path.
+pub fn sqs_pipeline_file(
+    dir: &std::path::Path,
+    name: &str,
+    queue_url: &str,
+    endpoint: &str,
+    schema: &str,
+    visibility: &str,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("{schema}.toml"));
+    let text = format!(
+        "name = \"{name}\"\n\
+         [source]\ntype = \"sqs\"\nqueue_url = \"{queue_url}\"\nregion = \"us-east-1\"\n\
+         endpoint_url = \"{endpoint}\"\nwait_time = \"1s\"\nvisibility_timeout = \"{visibility}\"\n\
+         [warehouse]\ntype = \"postgres\"\nurl = \"{}\"\nschema = \"{schema}\"\n\
+         [batch]\ninterval = \"500ms\"\n",
+        database_url()
+    );
+    std::fs::write(&path, text).expect("write pipeline file");
+    path
+}
+
 /// A TCP port free on loopback right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
