@@ -170,6 +170,7 @@ pub struct Router {
 }
 
 /// A column of a row before collisions are resolved.
+#[derive(Clone)]
 struct Candidate {
     name: ColumnName,
     /// The raw path it came from; decides collisions. `None` for fixed columns.
@@ -340,16 +341,22 @@ impl Router {
                 out.push(sharing(table, own));
             }
             MessageKind::Identify => {
-                self.properties(&message.properties, "traits", own::IDENTIFIES, &mut common);
+                let start = common.len();
+                self.flatten_properties(&message.properties, &mut common);
                 let latest = message.user_id.as_deref().map(|user_id| {
                     // SDKs that keep traits only in `context.traits` (RudderStack's do)
                     // still give `users` its traits.
                     let traits = match message.context.get("traits") {
-                        Some(Json::Object(traits)) if message.properties.is_empty() => traits,
-                        _ => &message.properties,
+                        Some(Json::Object(traits)) if message.properties.is_empty() => {
+                            let mut flat = Vec::with_capacity(traits.len());
+                            self.flatten_properties(traits, &mut flat);
+                            flat
+                        }
+                        _ => common[start..].to_vec(),
                     };
-                    (user_id, self.latest_row(message, traits))
+                    (user_id, latest_row(message, traits))
                 });
+                prefix_clashes(&mut common[start..], "traits", own::IDENTIFIES);
                 out.push(row(TableName::fixed(&"identifies"), common));
                 if let Some((user_id, latest)) = latest {
                     out.push(Row {
@@ -371,11 +378,13 @@ impl Router {
             }
             MessageKind::Group => {
                 push_text(&mut common, &"group_id", message.group_id.as_deref(), false);
-                self.properties(&message.properties, "traits", own::GROUPS, &mut common);
+                let start = common.len();
+                self.flatten_properties(&message.properties, &mut common);
                 let latest = message
                     .group_id
                     .as_deref()
-                    .map(|group_id| (group_id, self.latest_row(message, &message.properties)));
+                    .map(|group_id| (group_id, latest_row(message, common[start..].to_vec())));
+                prefix_clashes(&mut common[start..], "traits", own::GROUPS);
                 out.push(row(TableName::fixed(&"groups"), common));
                 if let Some((group_id, latest)) = latest {
                     out.push(Row {
@@ -415,8 +424,7 @@ impl Router {
     }
 
     /// Flattens properties or traits into a table whose own columns are `own`
-    /// ([`own::columns_of`]): a name equal to one of them gets `prefix`
-    /// (`properties_id`), so it never overwrites tracktable's.
+    /// ([`own::columns_of`]), prefixed where they clash with them ([`prefix_clashes`]).
     fn properties(
         &mut self,
         object: &JsonObject<'_>,
@@ -425,39 +433,18 @@ impl Router {
         out: &mut Vec<Candidate>,
     ) {
         let start = out.len();
+        self.flatten_properties(object, out);
+        prefix_clashes(&mut out[start..], prefix, own);
+    }
+
+    /// Flattens properties or traits, unprefixed: the candidates of an identify or
+    /// group call serve two tables, whose own columns differ.
+    fn flatten_properties(&mut self, object: &JsonObject<'_>, out: &mut Vec<Candidate>) {
+        let start = out.len();
         self.flatten(object, "", out);
         for candidate in &mut out[start..] {
             candidate.origin = 2;
-            // (`timestamp` itself normalises to `timestamp_`, a reserved word made safe.)
-            if own.binary_search(&candidate.name.as_str()).is_ok() {
-                candidate.name = naming::column_name(&format!("{prefix}_{}", candidate.name));
-                let raw = candidate.raw.as_deref().unwrap_or_default();
-                candidate.raw = Some(Arc::from(format!("{prefix}.{raw}")));
-            }
         }
-    }
-
-    /// The candidates of a `users` or `accounts` row: `traits`, plus what decides
-    /// which call is newest (`timestamp`, else `received_at`) and the message that set
-    /// them. The row's key ([`Row::message_id`]) is the user or group id; the warehouse
-    /// keeps, per id, the traits of the newest call (see `warehouse::sql::LATEST`).
-    fn latest_row(&mut self, message: &Message<'_>, traits: &JsonObject<'_>) -> Vec<Candidate> {
-        let mut latest = Vec::with_capacity(traits.len() + 3);
-        latest.push(fixed_text(&"message_id", message.message_id.as_ref()));
-        push_text(
-            &mut latest,
-            &"received_at",
-            message.received_at.as_deref(),
-            true,
-        );
-        let newest = message
-            .timestamp
-            .as_deref()
-            .or(message.original_timestamp.as_deref())
-            .or(message.received_at.as_deref());
-        push_text(&mut latest, &"timestamp", newest, true);
-        self.properties(traits, "traits", own::LATEST, &mut latest);
-        latest
     }
 
     /// Flattens `object` under the raw path `root` (empty for top-level properties).
@@ -511,6 +498,43 @@ impl Router {
         self.columns.insert(Arc::clone(&raw), name.clone());
         (raw, name)
     }
+}
+
+/// A name equal to one of `own` (the row's table's own columns) gets `prefix`
+/// (`properties_id`), so a property never overwrites tracktable's columns.
+fn prefix_clashes(candidates: &mut [Candidate], prefix: &str, own: &[&str]) {
+    for candidate in candidates {
+        // (`timestamp` itself normalises to `timestamp_`, a reserved word made safe.)
+        if own.binary_search(&candidate.name.as_str()).is_ok() {
+            candidate.name = naming::column_name(&format!("{prefix}_{}", candidate.name));
+            let raw = candidate.raw.as_deref().unwrap_or_default();
+            candidate.raw = Some(Arc::from(format!("{prefix}.{raw}")));
+        }
+    }
+}
+
+/// The candidates of a `users` or `accounts` row: the flattened `traits`, plus what
+/// decides which call is newest (`timestamp`, else `received_at`) and the message that
+/// set them. The row's key ([`Row::message_id`]) is the user or group id; the warehouse
+/// keeps, per id, the traits of the newest call (see `warehouse::sql::LATEST`).
+fn latest_row(message: &Message<'_>, mut traits: Vec<Candidate>) -> Vec<Candidate> {
+    prefix_clashes(&mut traits, "traits", own::LATEST);
+    let mut latest = Vec::with_capacity(traits.len() + 3);
+    latest.push(fixed_text(&"message_id", message.message_id.as_ref()));
+    push_text(
+        &mut latest,
+        &"received_at",
+        message.received_at.as_deref(),
+        true,
+    );
+    let newest = message
+        .timestamp
+        .as_deref()
+        .or(message.original_timestamp.as_deref())
+        .or(message.received_at.as_deref());
+    push_text(&mut latest, &"timestamp", newest, true);
+    latest.extend(traits);
+    latest
 }
 
 fn fixed_text(column: &'static &'static str, text: &str) -> Candidate {
