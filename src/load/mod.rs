@@ -138,30 +138,99 @@ pub fn assign_lanes_by_size(sizes: &[usize], lanes: usize) -> Vec<Vec<usize>> {
     assigned
 }
 
-/// Loads `tables` one after another over one loader slot, each until it commits.
-/// `None` when the run is stopping (a configuration error, or shutdown during a
-/// retry): the batch is never acknowledged.
+/// Loads `tables` over one loader slot until each has committed: all in one
+/// transaction where the warehouse shares them, otherwise (and for whatever a shared
+/// attempt leaves) one at a time. `None` when the run is stopping (a configuration
+/// error, or shutdown during a retry): the batch is never acknowledged.
+///
+/// A shared transaction that fails on one table's data rolls back every table: that
+/// table then loads alone, its refused rows isolated, and the rest together again. Any
+/// other failure leaves the rest to load one at a time, each retried as its class
+/// says, so a shared attempt adds at most one failed try before the usual handling.
 async fn load_lane<'a, W: Warehouse>(
     warehouse: &W,
-    loader: &mut Option<W::Loader>,
+    slot: &mut Option<W::Loader>,
     batch: BatchId,
     tables: impl Iterator<Item = &'a TableBatch>,
     stats: &RunStats,
     shutdown: &Shutdown,
 ) -> Option<LoadReport> {
     let mut report = LoadReport::default();
-    for table in tables {
-        let mut attempts = Attempts {
-            batch,
-            table,
-            stats,
-            shutdown,
-            backoff: Backoff::default(),
-            config_failures: 0,
+    let mut pending: Vec<&TableBatch> = tables.collect();
+    let alone = |table: &'a TableBatch| Attempts {
+        batch,
+        table,
+        stats,
+        shutdown,
+        backoff: Backoff::default(),
+        config_failures: 0,
+    };
+    while pending.len() > 1 {
+        let loader = match slot {
+            Some(loader) => loader,
+            None => match warehouse.loader().await {
+                Ok(connected) => slot.insert(connected),
+                // Connecting is retried with its backoff by the tables' own attempts.
+                Err(_) => break,
+            },
         };
-        report += attempts.load(warehouse, loader).await?;
+        if !loader.shares_transactions() {
+            break;
+        }
+        let failed = match loader.load_together(&pending).await {
+            Ok(reports) => {
+                for (table, committed) in pending.drain(..).zip(reports) {
+                    report += table_loaded(stats, batch, table, committed);
+                }
+                break;
+            }
+            Err(failed) => failed,
+        };
+        let done = failed.committed.len().min(pending.len());
+        for (table, committed) in pending.drain(..done).zip(failed.committed) {
+            report += table_loaded(stats, batch, table, committed);
+        }
+        let class = failed.error.class();
+        let culprit = failed.table.and_then(|index| index.checked_sub(done));
+        tracing::debug!(
+            batch = batch.0,
+            table = culprit.and_then(|index| pending.get(index)).map(|table| table.table.as_str()),
+            error = %failed.error,
+            "a shared load transaction failed; its tables load again"
+        );
+        match culprit {
+            Some(index) if class == FailureClass::Data && index < pending.len() => {
+                let table = pending.remove(index);
+                report += alone(table).load(warehouse, slot).await?;
+            }
+            _ => {
+                if class != FailureClass::Data {
+                    // The connection may be broken.
+                    *slot = None;
+                }
+                break;
+            }
+        }
+    }
+    for table in pending {
+        report += alone(table).load(warehouse, slot).await?;
     }
     Some(report)
+}
+
+/// A table batch committed: counted, and its report as the batch sums it.
+fn table_loaded(
+    stats: &RunStats,
+    batch: BatchId,
+    table: &TableBatch,
+    mut report: LoadReport,
+) -> LoadReport {
+    stats.table_loaded(batch.0, table.table.as_str(), report.rows_loaded);
+    // In `users` and `accounts` several calls per id are the point, not duplicates.
+    if crate::warehouse::sql::is_latest(table.table.as_str()) {
+        report.merged += std::mem::take(&mut report.duplicates);
+    }
+    report
 }
 
 /// The attempts at one table batch.
@@ -261,13 +330,7 @@ impl Attempts<'_> {
             *slot = None;
             self.failed("load failed", &error).await?;
         }
-        self.stats
-            .table_loaded(self.batch.0, table.table.as_str(), report.rows_loaded);
-        // In `users` and `accounts` several calls per id are the point, not duplicates.
-        if crate::warehouse::sql::is_latest(table.table.as_str()) {
-            report.merged += std::mem::take(&mut report.duplicates);
-        }
-        Some(report)
+        Some(table_loaded(self.stats, self.batch, table, report))
     }
 
     /// After a failure that is not narrowed down to rows: waits before the next
@@ -388,6 +451,10 @@ mod tests {
         loaded: Arc<std::sync::Mutex<Vec<String>>>,
         discarded: Arc<std::sync::Mutex<Vec<String>>>,
         attempts: Arc<std::sync::atomic::AtomicUsize>,
+        /// Loads tables together, all or nothing, in one transaction.
+        shares: bool,
+        /// The tables of each shared attempt, in order.
+        together: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
     }
 
     #[derive(Debug, thiserror::Error)]
@@ -465,6 +532,46 @@ mod tests {
             })
         }
 
+        fn shares_transactions(&self) -> bool {
+            self.shares
+        }
+
+        async fn load_together(
+            &mut self,
+            batches: &[&TableBatch],
+        ) -> Result<Vec<LoadReport>, crate::warehouse::TogetherError<ScriptedError>> {
+            assert!(
+                self.shares,
+                "tables are only handed over together when shared"
+            );
+            let names = batches.iter().map(|batch| batch.table.to_string());
+            self.together.lock().unwrap().push(names.collect());
+            let failed = |class, table| crate::warehouse::TogetherError {
+                error: ScriptedError { class, row: None },
+                table,
+                committed: Vec::new(),
+            };
+            if let Some(class) = self.injected.lock().unwrap().pop_front() {
+                return Err(failed(class, None));
+            }
+            for (index, batch) in batches.iter().enumerate() {
+                let refused = |row: &Row| self.refused.contains(&row.message_id);
+                if batch.rows.iter().any(refused) {
+                    return Err(failed(FailureClass::Data, Some(index)));
+                }
+            }
+            let mut reports = Vec::new();
+            for batch in batches {
+                let ids = batch.rows.iter().map(|row| row.message_id.clone());
+                self.loaded.lock().unwrap().extend(ids);
+                reports.push(LoadReport {
+                    rows_loaded: batch.rows.len() as u64,
+                    ..LoadReport::default()
+                });
+            }
+            Ok(reports)
+        }
+
         async fn refuse(
             &mut self,
             batch: &TableBatch,
@@ -533,6 +640,82 @@ mod tests {
             let bound = if names { 3 } else { 1 + 2 * 5 * 2 };
             assert!(attempts <= bound, "{attempts} attempts, names: {names}");
         }
+    }
+
+    /// `tables` (name, rows), each row's id its table's name and its index.
+    async fn load_tables(warehouse: &Scripted, tables: &[(&str, usize)]) -> Option<LoadReport> {
+        let tables: Vec<TableBatch> = tables
+            .iter()
+            .map(|&(name, rows)| {
+                let mut batch = table(name, rows);
+                for (index, row) in batch.rows.iter_mut().enumerate() {
+                    row.message_id = format!("{name}{index}");
+                }
+                batch
+            })
+            .collect();
+        let stats = RunStats::default();
+        let mut slot = None;
+        let shutdown = Shutdown::default();
+        load_lane(
+            warehouse,
+            &mut slot,
+            BatchId(1),
+            tables.iter(),
+            &stats,
+            &shutdown,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_lane_commits_together_and_a_table_refused_on_its_data_loads_alone() {
+        let warehouse = Scripted {
+            shares: true,
+            refused: vec!["b2".into()],
+            names: true,
+            ..Scripted::default()
+        };
+        let report = load_tables(&warehouse, &[("a", 3), ("b", 4), ("c", 2)])
+            .await
+            .expect("the batch commits");
+        assert_eq!((report.rows_loaded, report.discards), (8, 1));
+        // Tried together, b refused its data: b alone (its bad row isolated), then
+        // the rest together again.
+        assert_eq!(
+            *warehouse.together.lock().unwrap(),
+            [vec!["a", "b", "c"], vec!["a", "c"]]
+        );
+        let mut loaded = warehouse.loaded.lock().unwrap().clone();
+        loaded.sort();
+        assert_eq!(loaded, ["a0", "a1", "a2", "b0", "b1", "b3", "c0", "c1"]);
+        assert_eq!(*warehouse.discarded.lock().unwrap(), ["b2"]);
+    }
+
+    #[tokio::test]
+    async fn after_a_shared_transaction_fails_otherwise_the_tables_load_one_at_a_time() {
+        let warehouse = Scripted {
+            shares: true,
+            ..Scripted::default()
+        };
+        warehouse
+            .injected
+            .lock()
+            .unwrap()
+            .extend([FailureClass::Transient, FailureClass::Transient]);
+        let report = load_tables(&warehouse, &[("a", 3), ("b", 4)]).await;
+        assert_eq!(report.map(|report| report.rows_loaded), Some(7));
+        // One shared attempt; then `a` fails once more on its own and is retried.
+        assert_eq!(warehouse.together.lock().unwrap().len(), 1);
+        assert_eq!(
+            warehouse
+                .attempts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        let mut loaded = warehouse.loaded.lock().unwrap().clone();
+        loaded.sort();
+        assert_eq!(loaded, ["a0", "a1", "a2", "b0", "b1", "b2", "b3"]);
     }
 
     #[tokio::test]

@@ -249,6 +249,52 @@ pub trait Loader: Send + 'static {
         batch: &TableBatch,
         reason: &DiscardReason,
     ) -> impl Future<Output = Result<LoadReport, Self::Error>> + Send;
+
+    /// Whether [`Loader::load_together`] commits its tables in one transaction, so
+    /// the loader should hand it a connection's tables of a batch at once. Where a
+    /// commit is cheap (PostgreSQL), tables load one at a time through
+    /// [`Loader::load`].
+    fn shares_transactions(&self) -> bool {
+        false
+    }
+
+    /// Applies the schema changes for, and loads, several tables' batches, in one
+    /// transaction where [`Loader::shares_transactions`]: then, on error, nothing of
+    /// any of them is visible. The default loads them one after another through
+    /// [`Loader::load`], each committed on its own.
+    fn load_together(
+        &mut self,
+        batches: &[&TableBatch],
+    ) -> impl Future<Output = Result<Vec<LoadReport>, TogetherError<Self::Error>>> + Send {
+        async move {
+            let mut committed = Vec::with_capacity(batches.len());
+            for (index, batch) in batches.iter().enumerate() {
+                match self.load(batch).await {
+                    Ok(report) => committed.push(report),
+                    Err(error) => {
+                        return Err(TogetherError {
+                            error,
+                            table: Some(index),
+                            committed,
+                        });
+                    }
+                }
+            }
+            Ok(committed)
+        }
+    }
+}
+
+/// A failed [`Loader::load_together`].
+#[derive(Debug)]
+pub struct TogetherError<E> {
+    pub error: E,
+    /// The table (its index in the call's batches) whose step failed; `None` when the
+    /// failure is no one table's (the commit).
+    pub table: Option<usize>,
+    /// The reports of the leading tables that committed before the failure, in order:
+    /// none where the tables share one transaction.
+    pub committed: Vec<LoadReport>,
 }
 
 pub mod ddl;

@@ -1172,6 +1172,75 @@ async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
     redshift.finish(&client).await;
 }
 
+/// A batch commits once per load connection, not once per table: each connection's
+/// tables of a batch share one transaction. Ten batches of nine tables over two
+/// connections commit twenty times, and every merge's delete looks back only as far as
+/// `merge_lookback`.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn a_batch_commits_once_per_connection_and_every_merge_is_bounded() {
+    let Some((redshift, client)) = Redshift::new("commits").await else {
+        return;
+    };
+    let files = support::discards_in_every_table(10, 8, 3);
+    let files: Vec<(&str, String)> = files
+        .iter()
+        .map(|(name, text)| (name.as_str(), text.clone()))
+        .collect();
+    let source = redshift.dir("events", &files);
+    let summary = redshift.load(&source, "first", "max_bytes = 1\nload_connections = 2\n");
+    support::assert_discards_in_every_table(&client, &redshift.schema, 8, 30).await;
+    assert_eq!(summary.stats.warehouse_retries, 0);
+
+    let statements = redshift.statements_parse();
+    // Each table batch stages its rows under `.../RUN-bBATCH-N-rows/`.
+    let mut batches =
+        std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for statement in statements.iter().filter(|s| s.starts_with("COPY")) {
+        let Some(start) = statement.find("/staging/") else {
+            continue;
+        };
+        let mut path = statement[start + "/staging/".len()..].split('/');
+        let (Some(_), Some(table), Some(load)) = (path.next(), path.next(), path.next()) else {
+            continue;
+        };
+        if load.ends_with("-rows") {
+            let batch = load.split('-').nth(1).unwrap_or_default().to_owned();
+            batches.entry(batch).or_default().insert(table.to_owned());
+        }
+    }
+    assert_eq!(batches.len(), 10, "one batch per file: {batches:?}");
+    assert!(
+        batches.values().all(|tables| tables.len() == 9),
+        "{batches:?}"
+    );
+    let commits = statements
+        .iter()
+        .filter(|s| s.as_str() == "COMMIT;")
+        .count();
+    assert_eq!(
+        commits,
+        2 * batches.len(),
+        "commits per batch = load connections"
+    );
+
+    let deletes: Vec<&String> = statements
+        .iter()
+        .filter(|s| s.starts_with("DELETE FROM") && s.contains("USING \"_tracktable_stage\""))
+        .collect();
+    assert_eq!(deletes.len(), 90, "one merge per table batch");
+    for delete in deletes {
+        assert!(
+            delete.contains("\"received_at\" >= '2024-02-27 12:00:00.000000'::timestamp"),
+            "not bounded by the 3-day look-back: {delete}"
+        );
+    }
+    redshift.finish(&client).await;
+}
+
 /// `auth = "iam"`: each connection signs in as the temporary user the Redshift API
 /// returns for the URL's user (moto's `GetClusterCredentials` answers `IAM:<user>`, and
 /// the test PostgreSQL trusts loopback, so any password is accepted for an existing

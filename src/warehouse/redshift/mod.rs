@@ -1,6 +1,6 @@
 //! redshift: the Redshift warehouse — each (batch, table) staged as gzip CSV in S3,
 //! `COPY`ed into a session staging table, merged delete-then-insert on the key, and
-//! recorded, in one transaction.
+//! recorded; the tables one connection loads of a batch all in one transaction.
 //!
 //! What it shares with the PostgreSQL loader: the connection (TLS, password from the
 //! environment, the per-process column cache, the tracking plan's caps) and every pure
@@ -8,9 +8,11 @@
 //! column or why it goes to `_discards` (`warehouse::plan`, `warehouse::discard`). What
 //! differs is SQL (all of it in [`sql`]) and how rows travel (CSV through S3 instead of
 //! binary COPY). The DDL runs one autocommitted statement at a time before the load's
-//! transaction (`ddl`); the rows (`load`), their discards and the load's record
-//! (`record`) in it. A failed load rolls back, and the retry stages again under a new
-//! directory.
+//! transaction (`ddl`), and so do the staging of rows and discards; the merges
+//! (`load`), the discards and the loads' records (`record`) run in it, so a batch
+//! costs one commit per connection, not one per table: Redshift queues commits
+//! cluster-wide. A failed load rolls back every table in it, and the retry stages
+//! again under new directories.
 //!
 //! This file owns the warehouse's shared state (the connection settings, staging
 //! client, credentials, executor and the object log's session) and the load's order of
@@ -35,12 +37,15 @@ use self::executor::Executor;
 use self::session::{CopyCredentials, is_race};
 pub use self::session::{RedshiftError, Session, failure_class};
 use self::stage::Staging;
+use super::discard::{Discard, DiscardCounts};
+use super::plan::TableSchema;
 use super::postgres::{PostgresWarehouse, query_error};
 use super::{
-    DiscardReason, FailureClass, LoadReport, Loader, ObjectId, TableBatch, Warehouse,
-    WarehouseError,
+    DiscardReason, FailureClass, LoadReport, Loader, ObjectId, TableBatch, TogetherError,
+    Warehouse, WarehouseError,
 };
 use crate::config::RedshiftFile;
+use crate::route::Row;
 
 /// A Redshift warehouse: one schema, one staging prefix.
 #[derive(Clone)]
@@ -255,11 +260,11 @@ impl Loader for RedshiftLoader {
     type Error = RedshiftError;
 
     async fn load(&mut self, batch: &TableBatch) -> Result<LoadReport, RedshiftError> {
-        let result = self.load_once(batch).await;
-        if result.is_err() {
-            self.after_failure(batch).await;
-        }
-        result
+        let mut reports = self
+            .load_together(&[batch])
+            .await
+            .map_err(|failed| failed.error)?;
+        Ok(reports.pop().unwrap_or_default())
     }
 
     async fn refuse(
@@ -273,6 +278,49 @@ impl Loader for RedshiftLoader {
         }
         result
     }
+
+    /// Every table's DDL and staging first, then one transaction for all of them:
+    /// Redshift serializes commits cluster-wide, so a batch commits once per
+    /// connection, not once per table.
+    fn shares_transactions(&self) -> bool {
+        true
+    }
+
+    async fn load_together(
+        &mut self,
+        batches: &[&TableBatch],
+    ) -> Result<Vec<LoadReport>, TogetherError<RedshiftError>> {
+        let result = self.load_shared(batches).await;
+        if let Err(failed) = &result {
+            match failed.table.and_then(|index| batches.get(index)) {
+                Some(batch) => self.after_failure(batch).await,
+                None => {
+                    for batch in batches {
+                        self.warehouse.connection.forget(batch.table.as_str());
+                    }
+                    self.session.rollback().await;
+                }
+            }
+        }
+        result
+    }
+}
+
+/// One table of a shared load, staged and ready for the transaction.
+struct Prepared<'a> {
+    batch: &'a TableBatch,
+    /// `None`: the table cap refused the table, and its rows go to `_discards` whole.
+    columns: Option<&'a TableSchema>,
+    chosen: Vec<&'a Row>,
+    names: Vec<&'a str>,
+    lines: Vec<csv::PartLines>,
+    rows_staged: Option<stage::Staged>,
+    discards_staged: Option<stage::Staged>,
+    /// New discards by reason, in their staging table.
+    new: Option<(DiscardCounts, String)>,
+    /// Rows that went to `_discards` whole instead of to the table.
+    whole: u64,
+    report: LoadReport,
 }
 
 impl RedshiftLoader {
@@ -282,89 +330,197 @@ impl RedshiftLoader {
         self.session.rollback().await;
     }
 
-    async fn load_once(&mut self, batch: &TableBatch) -> Result<LoadReport, RedshiftError> {
-        let table = batch.table.as_str();
-        let mut report = LoadReport::default();
-        let columns = match self.settle_schema(batch, &mut report).await? {
-            Ok(columns) => columns,
-            Err(reason) => {
-                let report = self.refuse_rows(batch, &reason, report).await?;
-                tracing::warn!(
-                    table,
-                    batch = batch.batch.0,
-                    rows = batch.rows.len(),
-                    reason = %reason,
-                    "table not created; its rows went to _discards"
-                );
-                return Ok(report);
+    /// [`Loader::load_together`]: settles every table's schema (autocommitted DDL),
+    /// writes and stages its rows and discards, then merges and records all of them in
+    /// one transaction. Whatever was staged is removed, committed or not: a retry
+    /// stages again under new directories.
+    async fn load_shared(
+        &mut self,
+        batches: &[&TableBatch],
+    ) -> Result<Vec<LoadReport>, TogetherError<RedshiftError>> {
+        let at = |index: usize| {
+            move |error| TogetherError {
+                error,
+                table: Some(index),
+                committed: Vec::new(),
             }
         };
-        let chosen = load::choose_rows(table, &batch.rows);
-        let mut discards = chosen.unkeyed.clone();
-        let written = self.write_rows(table, &columns, &chosen.rows, &mut discards)?;
-        let lines: Vec<csv::PartLines> = written
-            .parts
-            .iter()
-            .map(|part| part.lines.clone())
-            .collect();
-        // Rows first, then discards: each load's staging directories are numbered in
-        // that order.
-        let rows_staged = self.stage_rows(batch, written.parts).await?;
-        let discards_staged = match self.stage_discards(batch, &discards).await {
-            Ok(staged) => staged,
-            Err(error) => {
-                self.remove_staged([rows_staged]).await;
-                return Err(error);
+        let mut reports = vec![LoadReport::default(); batches.len()];
+        let mut settled = Vec::with_capacity(batches.len());
+        for (index, batch) in batches.iter().enumerate() {
+            let columns = self
+                .settle_schema(batch, &mut reports[index])
+                .await
+                .map_err(at(index))?;
+            settled.push(columns);
+        }
+        let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(batches.len());
+        let mut failure = None;
+        for (index, (batch, columns)) in batches.iter().zip(&settled).enumerate() {
+            let report = std::mem::take(&mut reports[index]);
+            match self.prepare(index, batch, columns, report).await {
+                Ok(table) => prepared.push(table),
+                Err((error, staged)) => {
+                    self.remove_staged(staged).await;
+                    failure = Some(at(index)(error));
+                    break;
+                }
             }
+        }
+        let committed = match failure {
+            Some(failure) => Err(failure),
+            None => self.commit(&mut prepared).await,
         };
-        let rows = load::StagedRows {
-            names: &written.names,
-            source: rows_staged.as_ref(),
-            lines: &lines,
-            chosen: &chosen.rows,
-            batch: &batch.rows,
-        };
-        let unkeyed = chosen.unkeyed.len() as u64;
-        let committed = self
-            .commit(
-                batch,
-                &rows,
-                discards_staged.as_ref(),
-                &discards,
-                unkeyed,
-                &mut report,
-            )
-            .await;
-        // Committed or not, what this attempt staged is of no further use: a retry
-        // stages again under a new directory.
-        self.remove_staged([rows_staged, discards_staged]).await;
+        for table in &mut prepared {
+            let staged = [table.rows_staged.take(), table.discards_staged.take()];
+            self.remove_staged(staged).await;
+        }
         committed?;
-        self.warehouse.connection.remember(table, columns);
-        Ok(report)
+        let mut reports = Vec::with_capacity(prepared.len());
+        for table in prepared {
+            let name = table.batch.table.as_str();
+            match table.columns {
+                Some(columns) => self.warehouse.connection.remember(name, columns.clone()),
+                None => tracing::warn!(
+                    table = name,
+                    batch = table.batch.batch.0,
+                    rows = table.batch.rows.len(),
+                    "table not created; its rows went to _discards"
+                ),
+            }
+            reports.push(table.report);
+        }
+        Ok(reports)
     }
 
-    /// The load's transaction: the new discards staged (before it, see
-    /// `stage_new_discards`), then in it the staged rows merged, the discards and the
-    /// record written, committed. `unkeyed` rows went to `_discards` whole.
-    async fn commit(
-        &mut self,
-        batch: &TableBatch,
-        rows: &load::StagedRows<'_>,
-        discards_staged: Option<&stage::Staged>,
-        discards: &[super::discard::Discard],
-        unkeyed: u64,
-        report: &mut LoadReport,
-    ) -> Result<(), RedshiftError> {
-        let new = match discards_staged {
-            Some(staged) => Some(self.stage_new_discards(staged, discards).await?),
+    /// Before the transaction: one table's rows chosen, written and staged, its
+    /// discards staged and those `_discards` lacks copied into its discard staging
+    /// table. On error, returns what it staged, to remove.
+    async fn prepare<'a>(
+        &self,
+        index: usize,
+        batch: &'a TableBatch,
+        settled: &'a Result<TableSchema, DiscardReason>,
+        report: LoadReport,
+    ) -> Result<Prepared<'a>, (RedshiftError, [Option<stage::Staged>; 2])> {
+        let table = batch.table.as_str();
+        let (columns, chosen, discards, written, whole) = match settled {
+            Ok(columns) => {
+                let chosen = load::choose_rows(table, &batch.rows);
+                let mut discards = chosen.unkeyed.clone();
+                let whole = discards.len() as u64;
+                let written = self
+                    .write_rows(table, columns, &chosen.rows, &mut discards)
+                    .map_err(|error| (error, [None, None]))?;
+                (Some(columns), chosen.rows, discards, Some(written), whole)
+            }
+            Err(reason) => {
+                let discards: Vec<Discard> = batch
+                    .rows
+                    .iter()
+                    .map(|row| Discard::whole_row(table, row, reason.clone()))
+                    .collect();
+                let whole = discards.len() as u64;
+                (None, Vec::new(), discards, None, whole)
+            }
+        };
+        let (names, parts) = match written {
+            Some(written) => (written.names, written.parts),
+            None => (Vec::new(), Vec::new()),
+        };
+        let lines = parts.iter().map(|part| part.lines.clone()).collect();
+        // Rows first, then discards: each load's staging directories are numbered in
+        // that order.
+        let rows_staged = self
+            .stage_rows(batch, parts)
+            .await
+            .map_err(|error| (error, [None, None]))?;
+        let discards_staged = match self.stage_discards(batch, &discards).await {
+            Ok(staged) => staged,
+            Err(error) => return Err((error, [rows_staged, None])),
+        };
+        let new = match &discards_staged {
+            Some(staged) => {
+                let stage = sql::discard_stage(index);
+                match self.stage_new_discards(staged, &discards, &stage).await {
+                    Ok(counts) => Some((counts, stage)),
+                    Err(error) => return Err((error, [rows_staged, discards_staged])),
+                }
+            }
             None => None,
         };
-        self.session.execute(sql::BEGIN, "begin").await?;
+        Ok(Prepared {
+            batch,
+            columns,
+            chosen,
+            names,
+            lines,
+            rows_staged,
+            discards_staged,
+            new,
+            whole,
+            report,
+        })
+    }
+
+    /// The shared transaction: every table's staged rows merged, its discards and its
+    /// record written; committed once.
+    async fn commit(
+        &mut self,
+        prepared: &mut [Prepared<'_>],
+    ) -> Result<(), TogetherError<RedshiftError>> {
+        let whole = |error| TogetherError {
+            error,
+            table: None,
+            committed: Vec::new(),
+        };
+        self.session
+            .execute(sql::BEGIN, "begin")
+            .await
+            .map_err(whole)?;
+        for (index, table) in prepared.iter_mut().enumerate() {
+            self.merge_and_record(table)
+                .await
+                .map_err(|error| TogetherError {
+                    error,
+                    table: Some(index),
+                    committed: Vec::new(),
+                })?;
+        }
+        let tables = prepared.len();
+        let context = match prepared {
+            [one] => format!("commit {}", one.batch.table.as_str()),
+            _ => format!("commit {tables} tables"),
+        };
+        self.session
+            .execute(sql::COMMIT, &context)
+            .await
+            .map_err(whole)?;
+        Ok(())
+    }
+
+    /// Within the shared transaction: one table's rows merged, its discards and its
+    /// load recorded.
+    async fn merge_and_record(&self, table: &mut Prepared<'_>) -> Result<(), RedshiftError> {
+        let batch = table.batch;
+        let rows = load::StagedRows {
+            names: &table.names,
+            source: table.rows_staged.as_ref(),
+            lines: &table.lines,
+            chosen: &table.chosen,
+            batch: &batch.rows,
+        };
+        let report = &mut table.report;
         report.rows_loaded = match rows.source {
-            Some(_) => self.merge_rows(batch.table.as_str(), rows).await?,
+            Some(_) => self.merge_rows(batch.table.as_str(), &rows).await?,
             None => 0,
         };
-        report.duplicates = (batch.rows.len() as u64).saturating_sub(report.rows_loaded + unkeyed);
-        self.finish(batch, new, report).await
+        report.duplicates =
+            (batch.rows.len() as u64).saturating_sub(report.rows_loaded + table.whole);
+        let new = table
+            .new
+            .as_ref()
+            .map(|(counts, stage)| (*counts, stage.as_str()));
+        self.record(batch, new, report).await
     }
 }

@@ -76,36 +76,35 @@ impl RedshiftLoader {
     }
 
     /// Before the load's transaction: COPYs the staged discards (`written`, staged
-    /// from `source`) into the session's discard stage and drops those `_discards`
+    /// from `source`) into the session's discard staging table `stage` and drops those `_discards`
     /// already holds; returns the rest, by reason. Reading `_discards` here, and only
-    /// writing it in the transaction ([`Self::finish`]), keeps loads of different
+    /// writing it in the transaction ([`Self::record`]), keeps loads of different
     /// tables out of each other's read sets: on Redshift, two transactions that each
     /// read and write `_discards` fail one of them with error 1023.
     pub(super) async fn stage_new_discards(
         &self,
         source: &Staged,
         written: &[Discard],
+        stage: &str,
     ) -> Result<DiscardCounts, RedshiftError> {
         let (session, schema) = (&self.session, self.warehouse.schema());
-        let drop = sql::drop_stage(DISCARD_STAGE);
+        let drop = sql::drop_stage(stage);
         session
             .execute(&drop, "drop an old discard staging table")
             .await?;
-        let create = sql::create_discard_stage(schema, DISCARD_STAGE);
+        let create = sql::create_discard_stage(schema, stage);
         session
             .execute(&create, "create the discard staging table")
             .await?;
-        let copy = self
-            .copy_from(DISCARD_STAGE, &sql::DISCARD_COLUMNS, source)
-            .await?;
+        let copy = self.copy_from(stage, &sql::DISCARD_COLUMNS, source).await?;
         session.execute(&copy, "COPY discards").await?;
-        let known = sql::drop_known_discards(schema, DISCARD_STAGE);
+        let known = sql::drop_known_discards(schema, stage);
         session
             .execute(&known, "skip discards already kept")
             .await?;
         let context = "count new discards";
         let mut kept = KeptDiscards::new(written);
-        let count = sql::count_staged_discards(DISCARD_STAGE);
+        let count = sql::count_staged_discards(stage);
         for row in session.query(&count, context).await? {
             let cell = |index| row.try_get(index).map_err(query_error(context));
             let (reason, count) = (cell(0)?, cell(1)?);
@@ -115,21 +114,21 @@ impl RedshiftLoader {
         Ok(kept.counts())
     }
 
-    /// Ends a load's open transaction: inserts the discards [`Self::stage_new_discards`]
-    /// staged (`new`: how many, by reason; `None`: none were staged), records the load,
-    /// and commits. `_discards` and `_tracktable_loads` are only written here, never
-    /// read.
-    pub(super) async fn finish(
+    /// Within a load's open transaction: inserts the discards
+    /// [`Self::stage_new_discards`] staged in `stage` (`new`: how many, by reason;
+    /// `None`: none were staged) and records the load. `_discards` and
+    /// `_tracktable_loads` are only written here, never read.
+    pub(super) async fn record(
         &self,
         batch: &TableBatch,
-        new: Option<DiscardCounts>,
+        new: Option<(DiscardCounts, &str)>,
         report: &mut LoadReport,
     ) -> Result<(), RedshiftError> {
         let (schema, table) = (self.warehouse.schema(), batch.table.as_str());
-        if let Some(new) = new {
-            let insert = sql::insert_discards(schema, DISCARD_STAGE);
+        if let Some((new, stage)) = new {
+            let insert = sql::insert_discards(schema, stage);
             self.session.execute(&insert, "keep discards").await?;
-            let drop = sql::drop_stage(DISCARD_STAGE);
+            let drop = sql::drop_stage(stage);
             self.session
                 .execute(&drop, "drop the discard staging table")
                 .await?;
@@ -145,9 +144,6 @@ impl RedshiftLoader {
             report.discards,
         );
         self.session.execute(&record, "record the load").await?;
-        self.session
-            .execute(sql::COMMIT, &format!("commit {table}"))
-            .await?;
         Ok(())
     }
 
@@ -169,11 +165,18 @@ impl RedshiftLoader {
         let staged = self.stage_discards(batch, &discards).await?;
         let finished = async {
             let new = match &staged {
-                Some(staged) => Some(self.stage_new_discards(staged, &discards).await?),
+                Some(staged) => Some((
+                    self.stage_new_discards(staged, &discards, DISCARD_STAGE)
+                        .await?,
+                    DISCARD_STAGE,
+                )),
                 None => None,
             };
             self.session.execute(sql::BEGIN, "begin").await?;
-            self.finish(batch, new, &mut report).await
+            self.record(batch, new, &mut report).await?;
+            self.session
+                .execute(sql::COMMIT, &format!("commit {}", batch.table.as_str()))
+                .await
         }
         .await;
         self.remove_staged([staged]).await;

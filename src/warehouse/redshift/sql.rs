@@ -32,6 +32,15 @@ pub const OBJECT_WIDTH: usize = 2048;
 pub const STAGE: &str = "_tracktable_stage";
 pub const DISCARD_STAGE: &str = "_tracktable_discard_stage";
 
+/// The discard staging table of the `index`th table of a shared load transaction:
+/// each table's new discards wait in their own until the transaction inserts them.
+pub fn discard_stage(index: usize) -> String {
+    match index {
+        0 => DISCARD_STAGE.to_owned(),
+        _ => format!("{DISCARD_STAGE}_{index}"),
+    }
+}
+
 /// Transaction control. DDL runs outside any transaction (Redshift refuses some of it
 /// inside one); a load's data statements run between these.
 pub const BEGIN: &str = "BEGIN";
