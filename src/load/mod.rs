@@ -201,7 +201,8 @@ async fn load_lane<'a, W: Warehouse>(
         match culprit {
             Some(index) if class == FailureClass::Data && index < pending.len() => {
                 let table = pending.remove(index);
-                report += alone(table).load(warehouse, slot).await?;
+                let first = Some(failed.error);
+                report += alone(table).load_after(warehouse, slot, first).await?;
             }
             _ => {
                 if class != FailureClass::Data {
@@ -251,6 +252,18 @@ impl Attempts<'_> {
         warehouse: &W,
         slot: &mut Option<W::Loader>,
     ) -> Option<LoadReport> {
+        self.load_after(warehouse, slot, None).await
+    }
+
+    /// [`Attempts::load`], when the whole table batch has already failed once with
+    /// `failed` (in a shared transaction): its refused rows are isolated from there,
+    /// without loading the whole batch again first.
+    async fn load_after<W: Warehouse>(
+        &mut self,
+        warehouse: &W,
+        slot: &mut Option<W::Loader>,
+        mut failed: Option<W::Error>,
+    ) -> Option<LoadReport> {
         let table = self.table;
         let mut report = LoadReport::default();
         // `None` until a data failure: the whole batch in one load.
@@ -265,8 +278,10 @@ impl Attempts<'_> {
             };
             // A retry races shutdown: a connection or statement that hangs (a host
             // gone from the network) must not hold a requested stop up.
-            let attempt = attempt(warehouse, slot, table, step.as_ref());
-            let result = if self.backoff.failures() > 0 {
+            let result = if let Some(error) = failed.take() {
+                Attempt::Ran(Err(error))
+            } else if self.backoff.failures() > 0 {
+                let attempt = attempt(warehouse, slot, table, step.as_ref());
                 tokio::select! {
                     result = attempt => result,
                     _ = self.shutdown.requested() => {
@@ -275,7 +290,7 @@ impl Attempts<'_> {
                     }
                 }
             } else {
-                attempt.await
+                attempt(warehouse, slot, table, step.as_ref()).await
             };
             let result = match result {
                 Attempt::Connect(error) => {
@@ -556,8 +571,10 @@ mod tests {
             }
             for (index, batch) in batches.iter().enumerate() {
                 let refused = |row: &Row| self.refused.contains(&row.message_id);
-                if batch.rows.iter().any(refused) {
-                    return Err(failed(FailureClass::Data, Some(index)));
+                if let Some(row) = batch.rows.iter().position(refused) {
+                    let mut failed = failed(FailureClass::Data, Some(index));
+                    failed.error.row = self.names.then_some(row);
+                    return Err(failed);
                 }
             }
             let mut reports = Vec::new();
@@ -690,6 +707,14 @@ mod tests {
         loaded.sort();
         assert_eq!(loaded, ["a0", "a1", "a2", "b0", "b1", "b3", "c0", "c1"]);
         assert_eq!(*warehouse.discarded.lock().unwrap(), ["b2"]);
+        // The shared attempt named b's bad row: b is not loaded whole again, only its
+        // good rows.
+        assert_eq!(
+            warehouse
+                .attempts
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[tokio::test]
