@@ -1245,6 +1245,75 @@ async fn a_batch_commits_once_per_connection_and_every_merge_is_bounded() {
     redshift.finish(&client).await;
 }
 
+/// The table cap inside a shared transaction: the tables it keeps out send their rows
+/// to `_discards` whole in the same transaction as the tables it lets in, and the batch
+/// still commits once.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn tables_the_cap_keeps_out_go_to_discards_in_the_shared_transaction() {
+    let Some((redshift, client)) = Redshift::new("cap").await else {
+        return;
+    };
+    let lines: Vec<String> = ["A", "B", "C", "D"]
+        .iter()
+        .flat_map(|event| {
+            (0..2).map(move |i| {
+                track(
+                    &format!("{event}{i}"),
+                    &format!("\"{event} Done\""),
+                    "{\"n\":1}",
+                )
+            })
+        })
+        .collect();
+    let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
+    let summary = redshift.load(
+        &source,
+        "first",
+        "load_connections = 1\n[plan]\nmax_tables = 3\n",
+    );
+    assert_eq!(summary.stats.warehouse_retries, 0);
+    let schema = &redshift.schema;
+    let tables: Vec<String> = client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+             AND left(table_name, 1) <> '_' ORDER BY 1",
+            &[schema],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(tables.len(), 3, "the cap holds: {tables:?}");
+    assert!(tables.contains(&"tracks".to_owned()), "{tables:?}");
+    let tracks = format!("SELECT count(*) FROM \"{schema}\".tracks");
+    assert_eq!(support::count(&client, &tracks).await, 8);
+    for event in ["a_done", "b_done", "c_done", "d_done"] {
+        let kept = format!(
+            "SELECT count(*) FROM \"{schema}\"._discards WHERE table_name = '{event}' AND column_name = '*'"
+        );
+        let discarded = support::count(&client, &kept).await;
+        if tables.contains(&event.to_owned()) {
+            let rows = format!("SELECT count(*) FROM \"{schema}\".\"{event}\"");
+            assert_eq!(support::count(&client, &rows).await, 2, "{event}");
+            assert_eq!(discarded, 0, "{event}");
+        } else {
+            assert_eq!(discarded, 2, "{event}'s rows are kept whole");
+        }
+    }
+    let statements = redshift.statements_parse();
+    let commits = statements
+        .iter()
+        .filter(|s| s.as_str() == "COMMIT;")
+        .count();
+    assert_eq!(commits, 1, "one batch, one connection, one commit");
+    redshift.finish(&client).await;
+}
+
 /// `auth = "iam"`: each connection signs in as the temporary user the Redshift API
 /// returns for the URL's user (moto's `GetClusterCredentials` answers `IAM:<user>`, and
 /// the test PostgreSQL trusts loopback, so any password is accepted for an existing
