@@ -21,6 +21,7 @@ mod ddl;
 pub mod executor;
 pub mod iam;
 mod load;
+pub mod probe;
 mod record;
 mod session;
 pub mod sql;
