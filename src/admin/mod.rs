@@ -265,7 +265,7 @@ pub async fn check_with(pipeline: &Pipeline, redshift: Option<RedshiftWarehouse>
         Some(iam) => {
             let obtained = iam.credentials().await;
             checks.push(Check {
-                what: "get temporary warehouse credentials (redshift:GetClusterCredentials)".into(),
+                what: format!("get temporary warehouse credentials ({})", iam.action()),
                 warning: None,
                 fix: obtained.as_ref().err().map(ToString::to_string),
             });

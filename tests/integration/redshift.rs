@@ -1495,3 +1495,128 @@ async fn iam_authentication_connects_as_the_temporary_user() {
         .await
         .expect("drop the temporary user's role");
 }
+
+/// `auth = "iam"` with `workgroup`: each connection signs in as the user Redshift
+/// Serverless' `GetCredentials` returns (a stand-in answering the real SDK's requests,
+/// as moto has none), for the workgroup and the URL's database; the URL's user has no
+/// role here, so only a sign-in as the returned user loads. Credentials valid for an
+/// hour serve every connection of a run; ones expiring within the refresh margin are
+/// asked for again by each new connection. `check` reports the Serverless action; an
+/// unknown workgroup stops the run as a configuration error naming the permission.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn serverless_iam_connects_as_the_user_get_credentials_returns() {
+    use tracktable_testkit::serverless::Serverless;
+
+    let Some((mut redshift, client)) = Redshift::new("sls").await else {
+        return;
+    };
+    let workgroup = support::unique("tt-wg");
+    let user = support::unique("tt_sls").replace('-', "_");
+    let temporary = format!("IAM:{user}");
+    let schema = redshift.schema.clone();
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE \"{temporary}\" LOGIN; CREATE SCHEMA \"{schema}\" AUTHORIZATION \"{temporary}\""
+        ))
+        .await
+        .expect("create the temporary user's role");
+    redshift.url = support::database_url_as(&support::unique("tt_nobody").replace('-', "_"));
+    let api = |workgroup: &str, endpoint: &str| {
+        format!(
+            "auth = \"iam\"\nworkgroup = \"{workgroup}\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n"
+        )
+    };
+    let hour = Serverless::start(&workgroup, &temporary, Duration::from_secs(3600))
+        .expect("start the Serverless stand-in");
+    redshift.warehouse_options = api(&workgroup, hour.url());
+    let lines: Vec<String> = (0..20)
+        .map(|i| track(&format!("s{i}"), "\"Signed In\"", &format!("{{\"n\":{i}}}")))
+        .collect();
+    let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
+    redshift.load(&source, "first", "");
+    let count = |table: &'static str| {
+        let client = &client;
+        let schema = &schema;
+        async move {
+            support::count(
+                client,
+                &format!("SELECT count(*) FROM \"{schema}\".{table}"),
+            )
+            .await
+        }
+    };
+    assert_eq!(count("signed_in").await, 20);
+    let owners = client
+        .query(
+            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = $1",
+            &[&schema],
+        )
+        .await
+        .expect("read table owners");
+    let owners: Vec<String> = owners.iter().map(|row| row.get(0)).collect();
+    assert_eq!(owners, vec![temporary.clone()]);
+    assert_eq!(
+        hour.calls(),
+        1,
+        "one hour's credentials serve every connection"
+    );
+    let asked = hour.last_request().expect("a request");
+    assert_eq!(asked["workgroupName"], workgroup.as_str(), "{asked}");
+    assert_eq!(asked["dbName"], "postgres", "{asked}");
+    assert_eq!(asked["durationSeconds"], 3600, "{asked}");
+
+    let (ok, checks) = redshift.check("checked").await;
+    assert!(
+        ok && checks.contains(
+            "pass  get temporary warehouse credentials (redshift-serverless:GetCredentials)"
+        ) && checks.contains(&format!("loader user {temporary}")),
+        "{checks}"
+    );
+
+    // Credentials that expire within the refresh margin are asked for again by every
+    // new connection: a run opens several.
+    let brief = Serverless::start(&workgroup, &temporary, Duration::from_secs(60))
+        .expect("start the Serverless stand-in");
+    redshift.warehouse_options = api(&workgroup, brief.url());
+    let more = redshift.dir(
+        "more",
+        &[("b.json", track("s20", "\"Signed In\"", "{\"n\":20}"))],
+    );
+    redshift.load(&more, "brief", "");
+    assert_eq!(count("signed_in").await, 21);
+    assert!(
+        brief.calls() >= 2,
+        "each new connection asks again: {} requests",
+        brief.calls()
+    );
+
+    redshift.warehouse_options = api("tt-no-such-workgroup", hour.url());
+    let error = redshift
+        .try_load(&source, "missing", "")
+        .expect_err("a workgroup the API does not know stops the run");
+    assert!(
+        error.contains("ResourceNotFoundException")
+            && error.contains("redshift-serverless:GetCredentials")
+            && error.contains("tt-no-such-workgroup"),
+        "{error}"
+    );
+    let (ok, checks) = redshift.check("missing").await;
+    assert!(
+        !ok && checks.contains(
+            "FAIL  get temporary warehouse credentials (redshift-serverless:GetCredentials)"
+        ),
+        "{checks}"
+    );
+
+    redshift.finish(&client).await;
+    client
+        .batch_execute(&format!(
+            "DROP OWNED BY \"{temporary}\" CASCADE; DROP ROLE IF EXISTS \"{temporary}\""
+        ))
+        .await
+        .expect("drop the temporary user's role");
+}

@@ -54,6 +54,18 @@ pub async fn redshift_client(endpoint: &str) -> aws_sdk_redshift::Client {
     aws_sdk_redshift::Client::new(&shared)
 }
 
+/// A Redshift Serverless API client for a stand-in at `endpoint`, with the same dummy
+/// credentials.
+pub async fn serverless_client(endpoint: &str) -> aws_sdk_redshiftserverless::Client {
+    let shared = aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(credentials())
+        .load()
+        .await;
+    aws_sdk_redshiftserverless::Client::new(&shared)
+}
+
 /// The role the emulated cluster may use: test pipelines name it for COPY, and the
 /// emulator refuses any other.
 pub const IAM_ROLE: &str = "arn:aws:iam::000000000000:role/tracktable-test";
@@ -72,7 +84,7 @@ fn redshift_pipeline(path: &Path) -> Result<(Pipeline, RedshiftFile), String> {
 
 /// The warehouse of `file` with its statements through the emulator (each appended to
 /// `statement_log`), staging at `warehouse.staging.endpoint_url` and, with `auth =
-/// "iam"`, the Redshift API at `warehouse.endpoint_url`, all with the emulator's keys.
+/// "iam"`, the Redshift (or Serverless) API at `warehouse.endpoint_url`, all with the emulator's keys.
 async fn emulated(
     file: &RedshiftFile,
     statement_log: Option<&Path>,
@@ -93,8 +105,12 @@ async fn emulated(
         .map_err(|error| error.to_string())?
         .with_iam_role(IAM_ROLE);
     let mut warehouse = RedshiftWarehouse::new(file).map_err(|error| error.to_string())?;
-    if let Some(api) = &file.endpoint_url {
-        warehouse = warehouse.with_iam_client(redshift_client(api).await);
+    match (&file.endpoint_url, &file.workgroup) {
+        (Some(api), Some(_)) => {
+            warehouse = warehouse.with_serverless_client(serverless_client(api).await);
+        }
+        (Some(api), None) => warehouse = warehouse.with_iam_client(redshift_client(api).await),
+        (None, _) => {}
     }
     Ok(warehouse
         .with_staging_client(
@@ -109,7 +125,8 @@ async fn emulated(
 /// Runs the Redshift pipeline in `pipeline` once (`run --once` with `workers` workers),
 /// its statements through the emulator, each appended to `statement_log`. The staging
 /// bucket is reached at the pipeline's `warehouse.staging.endpoint_url`; with
-/// `auth = "iam"`, the Redshift API at `warehouse.endpoint_url`.
+/// `auth = "iam"`, the Redshift (or, with `workgroup`, Serverless) API at
+/// `warehouse.endpoint_url`.
 ///
 /// Call it from a thread that is not running a tokio runtime: the run has its own.
 pub fn run_once(

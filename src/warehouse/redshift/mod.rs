@@ -121,6 +121,18 @@ impl RedshiftWarehouse {
         self
     }
 
+    /// Asks a Serverless workgroup's IAM credentials through `serverless` instead of a
+    /// client made from the AWS default chain. No effect with `auth = "password"`.
+    pub fn with_serverless_client(
+        mut self,
+        serverless: aws_sdk_redshiftserverless::Client,
+    ) -> Self {
+        self.iam = self
+            .iam
+            .map(|iam| Arc::new(iam.with_serverless_client(serverless)));
+        self
+    }
+
     pub fn schema(&self) -> &str {
         self.connection.schema()
     }
