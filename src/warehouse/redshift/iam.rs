@@ -648,6 +648,29 @@ mod tests {
     }
 
     #[test]
+    fn a_workgroup_asks_serverless_in_the_region_of_its_host() {
+        let file: crate::config::RedshiftFile = toml::from_str(
+            "url = \"postgres://default-wg.123456789012.eu-central-1.redshift-serverless.amazonaws.com:5439/dev\"\n\
+             schema = \"web\"\nauth = \"iam\"\nworkgroup = \"default-wg\"\n\
+             [staging]\nbucket = \"b\"\niam_role = \"default\"\n",
+        )
+        .expect("a Redshift warehouse");
+        let auth = super::IamAuth::new(&file)
+            .expect("valid")
+            .expect("auth = \"iam\"");
+        assert_eq!(auth.action(), "redshift-serverless:GetCredentials");
+        assert_eq!(auth.region.as_deref(), Some("eu-central-1"));
+        let hint = auth.request.policy_hint();
+        assert!(
+            hint.starts_with(
+                "allow redshift-serverless:GetCredentials on \
+                 arn:aws:redshift-serverless:REGION:ACCOUNT:workgroup/WORKGROUP_ID"
+            ) && hint.contains("\"default-wg\""),
+            "{hint}"
+        );
+    }
+
+    #[test]
     fn refusals_are_configuration_and_throttling_is_transient() {
         let cases = [
             (Refused, Some("AccessDenied"), Some(403), Config),
