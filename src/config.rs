@@ -165,26 +165,32 @@ pub struct RedshiftFile {
     /// Name of the environment variable holding the password (`auth = "password"`).
     pub password_env: Option<String>,
     /// How the loader signs in: `password` (default: the one `password_env` names) or
-    /// `iam` (temporary credentials from the Redshift API for the URL's user and
-    /// database, asked for each new connection and reused until 5 minutes before they
-    /// expire; needs `redshift:GetClusterCredentials`).
+    /// `iam` (temporary credentials from the Redshift API, asked for each new
+    /// connection and reused until 5 minutes before they expire: for a provisioned
+    /// cluster the URL's user and database with `redshift:GetClusterCredentials`, for a
+    /// Serverless workgroup the URL's database with `redshift-serverless:GetCredentials`,
+    /// as the user the AWS identity maps to).
     #[serde(default)]
     pub auth: RedshiftAuth,
     /// `auth = "iam"` on a provisioned cluster: its identifier (the first label of its
-    /// endpoint, e.g. `examplecluster`).
+    /// endpoint, e.g. `examplecluster`). Exactly one of this and `workgroup`.
     pub cluster_identifier: Option<String>,
-    /// `auth = "iam"` on Redshift Serverless: the workgroup (not supported yet).
+    /// `auth = "iam"` on Redshift Serverless: the workgroup's name (the first label of
+    /// its endpoint, e.g. `default-workgroup`). Exactly one of this and
+    /// `cluster_identifier`.
     pub workgroup: Option<String>,
-    /// `auth = "iam"`: create the URL's user at sign-in when it does not exist
-    /// (`AutoCreate`; needs `redshift:CreateClusterUser` too). Default: false.
+    /// `auth = "iam"` on a provisioned cluster: create the URL's user at sign-in when it
+    /// does not exist (`AutoCreate`; needs `redshift:CreateClusterUser` too). Default:
+    /// false.
     #[serde(default)]
     pub auto_create: bool,
-    /// `auth = "iam"`: database groups the user joins for each connection (`DbGroups`;
-    /// needs `redshift:JoinGroup` on each group).
+    /// `auth = "iam"` on a provisioned cluster: database groups the user joins for each
+    /// connection (`DbGroups`; needs `redshift:JoinGroup` on each group).
     #[serde(default)]
     pub db_groups: Vec<String>,
-    /// `auth = "iam"`: the cluster's region (default: the one in the URL's host,
-    /// `...REGION.redshift.amazonaws.com`, else the AWS default chain's).
+    /// `auth = "iam"`: the cluster's or workgroup's region (default: the one in the URL's
+    /// host, `...REGION.redshift.amazonaws.com` or
+    /// `...REGION.redshift-serverless.amazonaws.com`, else the AWS default chain's).
     pub region: Option<String>,
     /// `auth = "iam"`: endpoint of the Redshift API (moto, LocalStack). Default: AWS.
     pub endpoint_url: Option<String>,
@@ -219,7 +225,8 @@ pub enum RedshiftAuth {
     /// The password in the environment variable `password_env` names, if any.
     #[default]
     Password,
-    /// Temporary credentials from the Redshift API (`GetClusterCredentials`).
+    /// Temporary credentials from the Redshift API (`GetClusterCredentials`, or
+    /// `GetCredentials` on Serverless).
     Iam,
 }
 
@@ -809,9 +816,11 @@ fn check_warehouse(warehouse: &WarehouseFile) -> Result<(), Problem> {
     Ok(())
 }
 
-/// `auth` and the keys that go with it: `iam` needs one cluster (a workgroup is not
-/// supported yet), a user in the URL (it is `GetClusterCredentials`' `DbUser`) and no
-/// password; `password` takes none of the IAM keys.
+/// `auth` and the keys that go with it: `iam` needs exactly one of a cluster and a
+/// workgroup, and no password; a cluster also a user in the URL (it is
+/// `GetClusterCredentials`' `DbUser`), while a workgroup takes none of the
+/// cluster-only keys (Serverless signs in as the user the AWS identity maps to);
+/// `password` takes none of the IAM keys.
 fn check_redshift_auth(redshift: &RedshiftFile) -> Result<(), Problem> {
     let iam_keys = [
         (
@@ -837,7 +846,7 @@ fn check_redshift_auth(redshift: &RedshiftFile) -> Result<(), Problem> {
         return Err((
             "warehouse.password_env",
             "must be absent with `auth = \"iam\"`: each connection's password comes from \
-             GetClusterCredentials; remove it"
+             the Redshift API; remove it"
                 .into(),
         ));
     }
@@ -854,17 +863,31 @@ fn check_redshift_auth(redshift: &RedshiftFile) -> Result<(), Problem> {
             return Err((
                 "warehouse.cluster_identifier",
                 "is needed with `auth = \"iam\"`: set it to the cluster's identifier (the \
-                 first label of its endpoint, e.g. \"examplecluster\")"
+                 first label of its endpoint, e.g. \"examplecluster\"), or set \
+                 `warehouse.workgroup` to a Redshift Serverless workgroup's name"
                     .into(),
             ));
         }
-        (None, Some(_)) => {
+        (None, Some(workgroup)) if workgroup.trim().is_empty() => {
             return Err((
                 "warehouse.workgroup",
-                "Redshift Serverless (GetCredentials) is not supported yet with `auth = \
-                 \"iam\"`: use `auth = \"password\"` with `password_env` for a workgroup"
-                    .into(),
+                "must be the workgroup's name, e.g. \"default-workgroup\"".into(),
             ));
+        }
+        (None, Some(_)) => {
+            let cluster_only = [
+                ("warehouse.auto_create", redshift.auto_create),
+                ("warehouse.db_groups", !redshift.db_groups.is_empty()),
+            ];
+            if let Some((key, _)) = cluster_only.into_iter().find(|(_, set)| *set) {
+                return Err((
+                    key,
+                    "applies only to a provisioned cluster (`cluster_identifier`): Redshift \
+                     Serverless signs in as the user the AWS identity maps to; remove it"
+                        .into(),
+                ));
+            }
+            return Ok(());
         }
         (Some(cluster), None) if cluster.trim().is_empty() => {
             return Err((
@@ -1128,6 +1151,16 @@ mod tests {
             panic!("a redshift warehouse");
         };
         assert_eq!(redshift.auth, RedshiftAuth::Password, "the default");
+        // A workgroup needs no user in the URL: Serverless names the user.
+        let pipeline = validate(
+            "postgres://wg.123456789012.us-east-1.redshift-serverless.amazonaws.com:5439/dev",
+            "auth = \"iam\"\nworkgroup = \"default-workgroup\"\n",
+        )
+        .unwrap();
+        let WarehouseFile::Redshift(redshift) = &pipeline.warehouse else {
+            panic!("a redshift warehouse");
+        };
+        assert_eq!(redshift.workgroup.as_deref(), Some("default-workgroup"));
         for (warehouse, url, key, says) in [
             (
                 "auth = \"iam\"\ncluster_identifier = \"c\"\npassword_env = \"PW\"\n",
@@ -1148,10 +1181,22 @@ mod tests {
                 "exactly one",
             ),
             (
-                "auth = \"iam\"\nworkgroup = \"w\"\n",
+                "auth = \"iam\"\nworkgroup = \" \"\n",
                 url,
                 "warehouse.workgroup",
-                "not supported yet",
+                "workgroup's name",
+            ),
+            (
+                "auth = \"iam\"\nworkgroup = \"w\"\nauto_create = true\n",
+                url,
+                "warehouse.auto_create",
+                "provisioned cluster",
+            ),
+            (
+                "auth = \"iam\"\nworkgroup = \"w\"\ndb_groups = [\"g\"]\n",
+                url,
+                "warehouse.db_groups",
+                "provisioned cluster",
             ),
             (
                 "auth = \"iam\"\ncluster_identifier = \" \"\n",

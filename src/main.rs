@@ -382,17 +382,8 @@ fn setup_sql(args: SetupSqlArgs) -> anyhow::Result<()> {
 fn check(args: PipelineArgs) -> anyhow::Result<()> {
     let pipeline = pipeline(&args.pipeline, args.endpoint_url.clone(), None)?;
     let checks = block_on(tracktable::admin::check(&pipeline))?;
-    let mut failed = 0;
-    for check in &checks {
-        match (&check.fix, &check.warning) {
-            (None, None) => println!("pass  {}", check.what),
-            (None, Some(warning)) => println!("warn  {} {warning}", check.what),
-            (Some(fix), _) => {
-                failed += 1;
-                println!("FAIL  {}\n      fix: {fix}", check.what);
-            }
-        }
-    }
+    print!("{}", tracktable::admin::report(&checks));
+    let failed = checks.iter().filter(|check| check.fix.is_some()).count();
     anyhow::ensure!(failed == 0, "{failed} of {} checks failed", checks.len());
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use crate::config::{Pipeline, SourceFile, WarehouseFile};
 use crate::warehouse::postgres::PostgresWarehouse;
+use crate::warehouse::redshift::RedshiftWarehouse;
 use crate::warehouse::redshift::iam::{IamAuth, IamError};
 use crate::warehouse::sql;
 
@@ -158,6 +159,20 @@ pub struct Check {
     pub warning: Option<String>,
 }
 
+/// The checks as `check` prints them: `pass`, `warn` or `FAIL` and what, one line
+/// each, a failure's fix on the next.
+pub fn report(checks: &[Check]) -> String {
+    let mut text = String::new();
+    for check in checks {
+        let _ = match (&check.fix, &check.warning) {
+            (None, None) => writeln!(text, "pass  {}", check.what),
+            (None, Some(warning)) => writeln!(text, "warn  {} {warning}", check.what),
+            (Some(fix), _) => writeln!(text, "FAIL  {}\n      fix: {fix}", check.what),
+        };
+    }
+    text
+}
+
 fn check_dir_source(
     checks: &mut Vec<Check>,
     path: &std::path::Path,
@@ -189,8 +204,17 @@ fn check_dir_source(
     }
 }
 
-/// Checks everything the pipeline needs, without changing anything.
+/// Checks everything the pipeline needs, leaving nothing behind. On Redshift this
+/// includes one tiny load's whole path (stage, `COPY`, read back, clean up), its
+/// statements sent to the cluster as written.
 pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
+    check_with(pipeline, None).await
+}
+
+/// [`check`], reaching a Redshift warehouse through `redshift` (its statement
+/// executor, staging and API clients) instead of one made from the pipeline file; no
+/// effect on PostgreSQL.
+pub async fn check_with(pipeline: &Pipeline, redshift: Option<RedshiftWarehouse>) -> Vec<Check> {
     let mut checks = Vec::new();
     if let SourceFile::Dir {
         path, state_dir, ..
@@ -208,25 +232,40 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
         checks.extend(queue::check(queue_url, region.as_deref(), endpoint_url.as_deref()).await);
     }
 
-    if let WarehouseFile::Redshift(redshift) = &pipeline.warehouse {
-        checks.push(check_staging(redshift).await);
-    }
-    let (warehouse, iam) = match connection(&pipeline.warehouse) {
-        Ok(connection) => connection,
-        Err(error) => {
-            checks.push(Check {
-                what: "warehouse settings".into(),
-                warning: None,
-                fix: Some(error.to_string()),
-            });
-            return checks;
-        }
+    let settings = |error: &dyn std::fmt::Display| Check {
+        what: "warehouse settings".into(),
+        warning: None,
+        fix: Some(error.to_string()),
     };
-    let login = match &iam {
+    let redshift = match (&pipeline.warehouse, redshift) {
+        (WarehouseFile::Redshift(_), Some(redshift)) => Some(redshift),
+        (WarehouseFile::Redshift(file), None) => match RedshiftWarehouse::new(file) {
+            Ok(redshift) => Some(redshift),
+            Err(error) => {
+                checks.push(settings(&error));
+                return checks;
+            }
+        },
+        (WarehouseFile::Postgres(_), _) => None,
+    };
+    if let (Some(redshift), WarehouseFile::Redshift(file)) = (&redshift, &pipeline.warehouse) {
+        checks.push(check_staging(&file.staging, &redshift.staging_client().await).await);
+    }
+    let warehouse = match &redshift {
+        Some(redshift) => redshift.connection().clone(),
+        None => match connection(&pipeline.warehouse) {
+            Ok((warehouse, _)) => warehouse,
+            Err(error) => {
+                checks.push(settings(&error));
+                return checks;
+            }
+        },
+    };
+    let login = match redshift.as_ref().and_then(RedshiftWarehouse::iam) {
         Some(iam) => {
             let obtained = iam.credentials().await;
             checks.push(Check {
-                what: "get temporary warehouse credentials (redshift:GetClusterCredentials)".into(),
+                what: format!("get temporary warehouse credentials ({})", iam.action()),
                 warning: None,
                 fix: obtained.as_ref().err().map(ToString::to_string),
             });
@@ -326,6 +365,13 @@ pub async fn check(pipeline: &Pipeline) -> Vec<Check> {
                 .to_owned()
         }),
     });
+    if let Some(redshift) = &redshift {
+        checks.extend(redshift.round_trip().await.into_iter().map(|step| Check {
+            what: step.what,
+            warning: None,
+            fix: step.fix,
+        }));
+    }
     checks
 }
 
@@ -364,16 +410,12 @@ async fn open(
     })
 }
 
-/// Redshift: the staging prefix takes, returns and gives up an object.
-async fn check_staging(redshift: &crate::config::RedshiftFile) -> Check {
-    let staging = &redshift.staging;
+/// Redshift: the staging prefix takes, returns and gives up an object, through `s3`.
+async fn check_staging(staging: &crate::config::StagingFile, s3: &aws_sdk_s3::Client) -> Check {
     let what = format!(
         "write, read and delete under s3://{}/{}",
         staging.bucket, staging.prefix
     );
-    let (s3, _) =
-        crate::source::aws::clients(staging.region.as_deref(), staging.endpoint_url.as_deref())
-            .await;
     let key = format!("{}.tracktable-check", staging.prefix);
     let result = async {
         s3.put_object()

@@ -18,8 +18,8 @@ use sqlparser::parser::Parser;
 
 use crate::support;
 
-/// The role every test pipeline names for COPY (the emulator reads the bucket itself).
-const IAM_ROLE: &str = "arn:aws:iam::000000000000:role/tracktable-test";
+/// The role every test pipeline names for COPY: the one the emulated cluster may use.
+const IAM_ROLE: &str = tracktable_testkit::redshift::IAM_ROLE;
 
 fn track(id: &str, event: &str, properties: &str) -> String {
     format!(
@@ -43,6 +43,8 @@ struct Redshift {
     copy_credentials: String,
     /// The warehouse URL (default: the test database's, as its superuser).
     url: String,
+    /// `[warehouse.staging] region` (default: the bucket's, us-east-1).
+    staging_region: String,
 }
 
 impl Redshift {
@@ -72,6 +74,7 @@ impl Redshift {
                 warehouse_options: String::new(),
                 copy_credentials: format!("iam_role = \"{IAM_ROLE}\"\n"),
                 url: support::database_url(),
+                staging_region: "us-east-1".into(),
             },
             client,
         ))
@@ -86,20 +89,15 @@ impl Redshift {
         }
     }
 
-    /// [`Redshift::load`], returning the run's failure.
-    fn try_load(
-        &self,
-        source: &Path,
-        run: &str,
-        extra: &str,
-    ) -> Result<tracktable::run::RunSummary, String> {
+    /// Writes the pipeline file of run `run` over `source`; returns its path.
+    fn pipeline(&self, source: &Path, run: &str, extra: &str) -> PathBuf {
         let state = self.work.path().join(format!("state-{run}"));
         let pipeline = self.work.path().join(format!("{run}.toml"));
         let text = format!(
             "name = \"{schema}\"\n\
              [source]\ntype = \"dir\"\npath = \"{source}\"\nstate_dir = \"{state}\"\npoll_interval = \"200ms\"\n\
              [warehouse]\ntype = \"redshift\"\nurl = \"{url}\"\nschema = \"{schema}\"\nsslmode = \"auto\"\n{warehouse}\
-             [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n\
+             [warehouse.staging]\nbucket = \"{bucket}\"\nprefix = \"staging/\"\nregion = \"{region}\"\nendpoint_url = \"{endpoint}\"\n\
              {credentials}{staging}\
              [batch]\ninterval = \"1h\"\n{extra}",
             schema = self.schema,
@@ -108,11 +106,35 @@ impl Redshift {
             url = self.url,
             warehouse = self.warehouse_options,
             bucket = self.bucket,
+            region = self.staging_region,
             endpoint = self.endpoint,
             staging = self.staging_options,
             credentials = self.copy_credentials,
         );
         std::fs::write(&pipeline, text).expect("write pipeline file");
+        pipeline
+    }
+
+    /// `check` of run `run`'s pipeline (over an empty source), in this process through
+    /// the emulator; each line as the binary prints it.
+    async fn check(&self, run: &str) -> (bool, String) {
+        let source = self.dir(&format!("{run}-source"), &[]);
+        let pipeline = self.pipeline(&source, run, "");
+        let checks = tracktable_testkit::redshift::check(&pipeline, Some(&self.log))
+            .await
+            .expect("a Redshift pipeline");
+        let report = tracktable::admin::report(&checks);
+        (checks.iter().all(|check| check.fix.is_none()), report)
+    }
+
+    /// [`Redshift::load`], returning the run's failure.
+    fn try_load(
+        &self,
+        source: &Path,
+        run: &str,
+        extra: &str,
+    ) -> Result<tracktable::run::RunSummary, String> {
+        let pipeline = self.pipeline(source, run, extra);
         let log = self.log.clone();
         // The run starts its own runtime, so it cannot run on this test's.
         let (done, finished) = std::sync::mpsc::channel();
@@ -683,9 +705,7 @@ async fn csv_escaping_survives_hostile_strings_and_nul_is_discarded() {
         .collect();
     lines.push(track("nul", "\"Text Sent\"", r#"{"text":"a\u0000b"}"#));
     let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
-    // One connection: `tracks` and `order_completed` share the batch's transaction, and
-    // the refused COPY rolls `tracks` back too; it loads again with the rest.
-    redshift.load(&source, "first", "load_connections = 1\n");
+    redshift.load(&source, "first", "");
     let schema = &redshift.schema;
     for (i, expected) in strings.iter().enumerate() {
         let stored: Option<String> = client
@@ -1176,6 +1196,208 @@ async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
     redshift.finish(&client).await;
 }
 
+/// The lines of a `check` report, without the fixes.
+fn check_lines(report: &str) -> Vec<&str> {
+    report
+        .lines()
+        .filter(|line| !line.starts_with("      fix: "))
+        .collect()
+}
+
+/// `check` walks a whole load's path through the emulator: the staging prefix, the
+/// connection and privileges, then a gzip CSV test object staged by the loader's own
+/// writer, `COPY`ed with the loader's options into a temporary table, read back equal
+/// to what was written (quotes, a line break, a backslash, `\N` as text, an empty
+/// string, NULL, timestamps), and cleaned up: the table dropped, the object deleted.
+/// With the chain's keys, COPY presents them with their session token.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn check_walks_a_whole_copy_round_trip() {
+    let Some((mut redshift, client)) = Redshift::new("check").await else {
+        return;
+    };
+    let (ok, report) = redshift.check("role").await;
+    let bucket = &redshift.bucket;
+    assert!(ok, "{report}");
+    let lines = check_lines(&report);
+    let round_trip = lines
+        .iter()
+        .position(|line| line.starts_with("pass  stage a gzip CSV test object"))
+        .expect("the round trip was walked");
+    assert_eq!(
+        lines[round_trip..],
+        [
+            format!("pass  stage a gzip CSV test object under s3://{bucket}/staging/").as_str(),
+            "pass  create temporary table _tracktable_check",
+            format!(
+                "pass  COPY the test object into the temporary table as a load does (IAM_ROLE {IAM_ROLE}, REGION us-east-1)"
+            )
+            .as_str(),
+            "pass  read the copied rows back as written",
+            "pass  drop temporary table _tracktable_check",
+            lines.last().copied().unwrap_or_default(),
+        ],
+        "{report}"
+    );
+    assert!(
+        lines[lines.len() - 1].starts_with(&format!(
+            "pass  delete the staged test object s3://{bucket}/staging/{}/_tracktable_check/",
+            redshift.schema
+        )),
+        "{report}"
+    );
+    assert!(
+        lines[..round_trip]
+            .iter()
+            .any(|line| line.starts_with("pass  write, read and delete under s3://"))
+            && lines[..round_trip].contains(&"pass  connect to the warehouse"),
+        "{report}"
+    );
+
+    redshift.copy_credentials = "access_keys_from_aws_chain = true\n".into();
+    let (ok, report) = redshift.check("chain").await;
+    assert!(
+        ok && report.contains(&format!(
+            "pass  COPY the test object into the temporary table as a load does (ACCESS_KEY_ID {} with SESSION_TOKEN, REGION us-east-1)",
+            tracktable_testkit::redshift::ACCESS_KEY_ID
+        )),
+        "{report}"
+    );
+    let statements = redshift.statements_parse();
+    assert!(
+        statements.iter().any(|statement| statement
+            .starts_with("COPY \"_tracktable_check\" (\"id\", \"text\", \"at\") FROM 's3://")),
+        "{statements:?}"
+    );
+    // The temporary table went with its session; the object was deleted.
+    redshift.finish(&client).await;
+}
+
+/// A role the cluster may not use fails `check` at the COPY step, as it would fail
+/// every load, with the fix naming the role: attach it, trust Redshift, let it read
+/// the prefix. The steps after it still clean up.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn check_fails_at_copy_naming_a_role_the_cluster_may_not_use() {
+    let Some((mut redshift, client)) = Redshift::new("badrole").await else {
+        return;
+    };
+    let role = "arn:aws:iam::000000000000:role/not-attached";
+    redshift.copy_credentials = format!("iam_role = \"{role}\"\n");
+    let (ok, report) = redshift.check("role").await;
+    assert!(!ok, "{report}");
+    let failed: Vec<&str> = report
+        .lines()
+        .filter(|line| line.starts_with("FAIL  "))
+        .collect();
+    assert_eq!(
+        failed,
+        [format!(
+            "FAIL  COPY the test object into the temporary table as a load does (IAM_ROLE {role}, REGION us-east-1)"
+        )],
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!("Not authorized to get credentials of role {role}"))
+            && report.contains(&format!("the cluster may not use IAM role {role}"))
+            && report.contains(&format!("--add-iam-roles {role}"))
+            && report.contains("redshift.amazonaws.com to call sts:AssumeRole")
+            && !report.contains("read the copied rows back")
+            && report.contains("pass  drop temporary table _tracktable_check")
+            && report.contains("pass  delete the staged test object"),
+        "{report}"
+    );
+    redshift.finish(&client).await;
+}
+
+/// `[warehouse.staging] region` other than the bucket's fails `check` at the COPY step
+/// with S3's redirect, and the fix names the key and the bucket's own region; a run
+/// stops on it as a configuration error instead of retrying.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn check_fails_at_copy_when_the_bucket_is_in_another_region() {
+    let Some((mut redshift, client)) = Redshift::new("region").await else {
+        return;
+    };
+    redshift.staging_region = "eu-west-1".into();
+    let (ok, report) = redshift.check("region").await;
+    assert!(!ok, "{report}");
+    let failed: Vec<&str> = report
+        .lines()
+        .filter(|line| line.starts_with("FAIL  "))
+        .collect();
+    assert_eq!(
+        failed,
+        [format!(
+            "FAIL  COPY the test object into the temporary table as a load does (IAM_ROLE {IAM_ROLE}, REGION eu-west-1)"
+        )],
+        "{report}"
+    );
+    assert!(
+        report.contains("PermanentRedirect")
+            && report.contains(&format!(
+                "bucket {} is not in region eu-west-1: set `[warehouse.staging] region` to the bucket's region (region = \"us-east-1\")",
+                redshift.bucket
+            ))
+            && report.contains("pass  delete the staged test object"),
+        "{report}"
+    );
+    assert_eq!(redshift.staged().await, Vec::<String>::new(), "{report}");
+    let source = redshift.dir(
+        "events",
+        &[("a.json", track("r1", "\"Signed Up\"", r#"{"plan":"pro"}"#))],
+    );
+    let error = redshift
+        .try_load(&source, "run", "")
+        .expect_err("a wrong region stops the run");
+    assert!(error.contains("PermanentRedirect"), "{error}");
+    // A run stopped part way may leave a load's staged parts (a lifecycle rule sweeps
+    // them), so the bucket is not looked at again.
+    redshift.statements_parse();
+    support::drop_schema(&client, &redshift.schema).await;
+}
+
+/// The binary's `check` sends the statements to the warehouse as written: the
+/// PostgreSQL standing in here cannot run Redshift's COPY, so the COPY step fails, and
+/// the binary still prints every step, drops the table, deletes the staged object and
+/// exits non-zero.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn the_binarys_check_reports_each_step_and_cleans_up_after_a_failed_copy() {
+    let Some((redshift, client)) = Redshift::new("clicheck").await else {
+        return;
+    };
+    let source = redshift.dir("cli-source", &[]);
+    redshift.pipeline(&source, "cli", "");
+    let (ok, report) = redshift.command("check", "cli");
+    assert!(!ok, "{report}");
+    let lines = check_lines(&report);
+    let steps: Vec<&str> = lines
+        .iter()
+        .skip_while(|line| !line.contains("stage a gzip CSV test object"))
+        .map(|line| line.split_once("  ").map_or(*line, |(status, _)| status))
+        .collect();
+    assert_eq!(steps, ["pass", "pass", "FAIL", "pass", "pass"], "{report}");
+    assert!(
+        report.contains("FAIL  COPY the test object into the temporary table"),
+        "{report}"
+    );
+    assert_eq!(redshift.staged().await, Vec::<String>::new(), "{report}");
+    support::drop_schema(&client, &redshift.schema).await;
+}
+
 /// A batch commits once per load connection, not once per table: each connection's
 /// tables of a batch share one transaction. Ten batches of nine tables over two
 /// connections commit twenty times, and every merge's delete looks back only as far as
@@ -1361,9 +1583,7 @@ async fn iam_authentication_connects_as_the_temporary_user() {
         .map(|i| track(&format!("i{i}"), "\"Signed In\"", &format!("{{\"n\":{i}}}")))
         .collect();
     let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
-    // One connection: `tracks` and `order_completed` share the batch's transaction, and
-    // the refused COPY rolls `tracks` back too; it loads again with the rest.
-    redshift.load(&source, "first", "load_connections = 1\n");
+    redshift.load(&source, "first", "");
     assert_eq!(
         support::count(
             &client,
@@ -1383,10 +1603,12 @@ async fn iam_authentication_connects_as_the_temporary_user() {
     let owners: Vec<String> = owners.iter().map(|row| row.get(0)).collect();
     assert_eq!(owners, vec![temporary.clone()]);
 
-    let (ok, checks) = redshift.command("check", "first");
+    // The whole COPY round trip, signed in as the temporary user.
+    let (ok, checks) = redshift.check("checked").await;
     assert!(
         ok && checks.contains("pass  get temporary warehouse credentials")
-            && checks.contains(&format!("loader user {temporary}")),
+            && checks.contains(&format!("loader user {temporary}"))
+            && checks.contains("pass  read the copied rows back as written"),
         "{checks}"
     );
 
@@ -1402,6 +1624,131 @@ async fn iam_authentication_connects_as_the_temporary_user() {
     assert!(
         !ok && checks.contains("FAIL  get temporary warehouse credentials")
             && checks.contains(&format!("dbuser:tt-no-such-cluster/{user}")),
+        "{checks}"
+    );
+
+    redshift.finish(&client).await;
+    client
+        .batch_execute(&format!(
+            "DROP OWNED BY \"{temporary}\" CASCADE; DROP ROLE IF EXISTS \"{temporary}\""
+        ))
+        .await
+        .expect("drop the temporary user's role");
+}
+
+/// `auth = "iam"` with `workgroup`: each connection signs in as the user Redshift
+/// Serverless' `GetCredentials` returns (a stand-in answering the real SDK's requests,
+/// as moto has none), for the workgroup and the URL's database; the URL's user has no
+/// role here, so only a sign-in as the returned user loads. Credentials valid for an
+/// hour serve every connection of a run; ones expiring within the refresh margin are
+/// asked for again by each new connection. `check` reports the Serverless action; an
+/// unknown workgroup stops the run as a configuration error naming the permission.
+#[tokio::test(flavor = "multi_thread")]
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+async fn serverless_iam_connects_as_the_user_get_credentials_returns() {
+    use tracktable_testkit::serverless::Serverless;
+
+    let Some((mut redshift, client)) = Redshift::new("sls").await else {
+        return;
+    };
+    let workgroup = support::unique("tt-wg");
+    let user = support::unique("tt_sls").replace('-', "_");
+    let temporary = format!("IAM:{user}");
+    let schema = redshift.schema.clone();
+    client
+        .batch_execute(&format!(
+            "CREATE ROLE \"{temporary}\" LOGIN; CREATE SCHEMA \"{schema}\" AUTHORIZATION \"{temporary}\""
+        ))
+        .await
+        .expect("create the temporary user's role");
+    redshift.url = support::database_url_as(&support::unique("tt_nobody").replace('-', "_"));
+    let api = |workgroup: &str, endpoint: &str| {
+        format!(
+            "auth = \"iam\"\nworkgroup = \"{workgroup}\"\nregion = \"us-east-1\"\nendpoint_url = \"{endpoint}\"\n"
+        )
+    };
+    let hour = Serverless::start(&workgroup, &temporary, Duration::from_secs(3600))
+        .expect("start the Serverless stand-in");
+    redshift.warehouse_options = api(&workgroup, hour.url());
+    let lines: Vec<String> = (0..20)
+        .map(|i| track(&format!("s{i}"), "\"Signed In\"", &format!("{{\"n\":{i}}}")))
+        .collect();
+    let source = redshift.dir("events", &[("a.json", lines.join("\n"))]);
+    redshift.load(&source, "first", "");
+    let count = |table: &'static str| {
+        let client = &client;
+        let schema = &schema;
+        async move {
+            support::count(
+                client,
+                &format!("SELECT count(*) FROM \"{schema}\".{table}"),
+            )
+            .await
+        }
+    };
+    assert_eq!(count("signed_in").await, 20);
+    let owners = client
+        .query(
+            "SELECT DISTINCT tableowner::text FROM pg_tables WHERE schemaname = $1",
+            &[&schema],
+        )
+        .await
+        .expect("read table owners");
+    let owners: Vec<String> = owners.iter().map(|row| row.get(0)).collect();
+    assert_eq!(owners, vec![temporary.clone()]);
+    assert_eq!(
+        hour.calls(),
+        1,
+        "one hour's credentials serve every connection"
+    );
+    let asked = hour.last_request().expect("a request");
+    assert_eq!(asked["workgroupName"], workgroup.as_str(), "{asked}");
+    assert_eq!(asked["dbName"], "postgres", "{asked}");
+    assert_eq!(asked["durationSeconds"], 3600, "{asked}");
+
+    let (ok, checks) = redshift.check("checked").await;
+    assert!(
+        ok && checks.contains(
+            "pass  get temporary warehouse credentials (redshift-serverless:GetCredentials)"
+        ) && checks.contains(&format!("loader user {temporary}")),
+        "{checks}"
+    );
+
+    // Credentials that expire within the refresh margin are asked for again by every
+    // new connection: a run opens several.
+    let brief = Serverless::start(&workgroup, &temporary, Duration::from_secs(60))
+        .expect("start the Serverless stand-in");
+    redshift.warehouse_options = api(&workgroup, brief.url());
+    let more = redshift.dir(
+        "more",
+        &[("b.json", track("s20", "\"Signed In\"", "{\"n\":20}"))],
+    );
+    redshift.load(&more, "brief", "");
+    assert_eq!(count("signed_in").await, 21);
+    assert!(
+        brief.calls() >= 2,
+        "each new connection asks again: {} requests",
+        brief.calls()
+    );
+
+    redshift.warehouse_options = api("tt-no-such-workgroup", hour.url());
+    let error = redshift
+        .try_load(&source, "missing", "")
+        .expect_err("a workgroup the API does not know stops the run");
+    assert!(
+        error.contains("ResourceNotFoundException")
+            && error.contains("redshift-serverless:GetCredentials")
+            && error.contains("tt-no-such-workgroup"),
+        "{error}"
+    );
+    let (ok, checks) = redshift.check("missing").await;
+    assert!(
+        !ok && checks.contains(
+            "FAIL  get temporary warehouse credentials (redshift-serverless:GetCredentials)"
+        ),
         "{checks}"
     );
 

@@ -18,6 +18,13 @@
 //! physical line in it and the column, as Redshift's row does. `pg_last_copy_id()` in
 //! the loader's statements reads the session's last COPY.
 //!
+//! A COPY the cluster could not make fails before it reads anything, as Redshift's
+//! does, with `XX000` and Redshift's words: a role other than the one the emulated
+//! cluster may use ([`Emulator::with_iam_role`]; any role without one) is "Not
+//! authorized to get credentials of role ..."; a `REGION` (or, without one, the
+//! cluster's, [`CLUSTER_REGION`]) other than the bucket's, as S3 reports it, is S3's
+//! `PermanentRedirect`.
+//!
 //! Every statement is appended, as Redshift would receive it (secrets masked), to the
 //! statement log when one is configured, for the grammar checks in the tests. The
 //! loader reaches it as its [`Executor`], so no pipeline file can select it.
@@ -89,7 +96,16 @@ pub struct Emulator {
     system: SystemTables,
     /// Each session's last COPY query id, by backend process id: `pg_last_copy_id()`.
     last_copy: Mutex<HashMap<i32, i64>>,
+    /// The one role COPY may name (its ARN; `IAM_ROLE default` is this role too), or
+    /// `None`: any.
+    iam_role: Option<String>,
+    /// Each bucket's region, as S3 reported it.
+    bucket_regions: Mutex<HashMap<String, String>>,
 }
+
+/// The emulated cluster's region: where COPY looks for a bucket when it names no
+/// `REGION`.
+pub const CLUSTER_REGION: &str = "us-east-1";
 
 /// Session settings that make PostgreSQL read literals as Redshift does, and run every
 /// transaction serializable as Redshift does: two concurrent transactions that each
@@ -199,7 +215,80 @@ impl Emulator {
                 client: tokio::sync::Mutex::default(),
             },
             last_copy: Mutex::default(),
+            iam_role: None,
+            bucket_regions: Mutex::default(),
         })
+    }
+
+    /// Lets COPY name only `arn` (or `IAM_ROLE default`, standing for it), as a
+    /// cluster with that one role attached does.
+    pub fn with_iam_role(mut self, arn: &str) -> Emulator {
+        self.iam_role = Some(arn.to_owned());
+        self
+    }
+
+    /// Why the cluster would refuse `copy` before reading any data: (message, detail)
+    /// in Redshift's words, or `None`.
+    async fn refusal(&self, copy: &str) -> Option<(String, String)> {
+        let options = CopyOptions::of(copy)?;
+        if let (Some(allowed), Some(role)) = (&self.iam_role, &options.role)
+            && role != "default"
+            && role != allowed
+        {
+            return Some((
+                format!("Not authorized to get credentials of role {role}"),
+                format!(
+                    "error:  Not authorized to get credentials of role {role} code: 30000 \
+                     context: IAM Role={role} query: 0 location: xen_aws_credentials_mgr.cpp:398"
+                ),
+            ));
+        }
+        let region = self.bucket_region(&options.bucket).await?;
+        let asked = options.region.as_deref().unwrap_or(CLUSTER_REGION);
+        if asked != region {
+            let message = "S3ServiceException:The bucket you are attempting to access must be \
+                 addressed using the specified endpoint. Please send all future requests to this \
+                 endpoint.,Status 301,Error PermanentRedirect,Rid EMULATED,CanRetry 1";
+            return Some((
+                message.to_owned(),
+                format!(
+                    "error:  {message} code: 8001 context: Listing bucket={} region={asked} \
+                     query: 0 location: s3_utility.cpp:665",
+                    options.bucket
+                ),
+            ));
+        }
+        None
+    }
+
+    /// The bucket's region as S3 reports it (`None` when it will not say: the COPY
+    /// then fails on reading it, as it would).
+    async fn bucket_region(&self, bucket: &str) -> Option<String> {
+        if let Some(region) = self
+            .bucket_regions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(bucket)
+        {
+            return Some(region.clone());
+        }
+        let location = self
+            .s3
+            .get_bucket_location()
+            .bucket(bucket)
+            .send()
+            .await
+            .ok()?;
+        let region = match location.location_constraint().map(|c| c.as_str()) {
+            None | Some("") => "us-east-1".to_owned(),
+            Some("EU") => "eu-west-1".to_owned(),
+            Some(region) => region.to_owned(),
+        };
+        self.bucket_regions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(bucket.to_owned(), region.clone());
+        Some(region)
     }
 
     /// Appends a statement to the statement log (one line; newlines cannot occur in
@@ -503,12 +592,67 @@ impl Executor for Emulator {
         Box::pin(async move {
             self.record(statement);
             if Emulator::is_s3_copy(statement) {
+                if let Some((message, detail)) = self.refusal(statement).await {
+                    return Err(raise(client, &message, &detail).await);
+                }
                 return self.copy_as_redshift(client, statement).await;
             }
             let statement = self
                 .with_last_copy(client, Emulator::translate(statement))
                 .await?;
             Ok(client.simple_query(&statement).await?)
+        })
+    }
+}
+
+/// Fails the session's statement as Redshift's internal error (`XX000`) with
+/// `message` and `detail`; an open transaction is aborted, as Redshift's is.
+async fn raise(client: &Client, message: &str, detail: &str) -> ExecutorError {
+    let clean = |text: &str| text.replace(['\'', '\\', '$'], "");
+    let statement = format!(
+        "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'XX000', MESSAGE = '{}', DETAIL = '{}'; END $$",
+        clean(message),
+        clean(detail)
+    );
+    match client.batch_execute(&statement).await {
+        Err(error) => ExecutorError::Query(error),
+        Ok(()) => ExecutorError::Other {
+            message: format!("emulated COPY: {message} was not raised"),
+            class: FailureClass::Config,
+        },
+    }
+}
+
+/// What a `COPY ... FROM 's3://...'` names besides its data: the bucket, the role
+/// (`default` for the keyword) and the region.
+#[derive(Debug, PartialEq, Eq)]
+struct CopyOptions {
+    bucket: String,
+    role: Option<String>,
+    region: Option<String>,
+}
+
+impl CopyOptions {
+    fn of(copy: &str) -> Option<CopyOptions> {
+        let from = copy.find(" FROM 's3://")? + " FROM 's3://".len();
+        let rest = &copy[from..];
+        let url_end = rest.find('\'')?;
+        let bucket = rest[..url_end].split('/').next()?.to_owned();
+        let options = &rest[url_end + 1..];
+        let literal = |after: &str| -> Option<String> {
+            let start = options.find(after)? + after.len();
+            let value = options[start..].strip_prefix('\'')?;
+            Some(value[..value.find('\'')?].to_owned())
+        };
+        let role = if options.contains(" IAM_ROLE default") {
+            Some("default".to_owned())
+        } else {
+            literal(" IAM_ROLE ")
+        };
+        Some(CopyOptions {
+            bucket,
+            role,
+            region: literal(" REGION "),
         })
     }
 }
@@ -686,6 +830,42 @@ mod tests {
             Emulator::translate("x timestamp NOT NULL DEFAULT GETDATE())"),
             "x timestamp NOT NULL DEFAULT now())"
         );
+    }
+
+    #[test]
+    fn a_copy_names_its_bucket_role_and_region() {
+        let credentials = sql::Credentials::role("arn:aws:iam::1:role/copy");
+        let source = sql::CopySource {
+            url: "s3://bucket/p/part-00000.csv.gz".into(),
+            manifest: false,
+        };
+        let copy = sql::copy_from_s3("t", &["a"], &source, &credentials, Some("eu-west-1"), None);
+        assert_eq!(
+            CopyOptions::of(&copy),
+            Some(CopyOptions {
+                bucket: "bucket".into(),
+                role: Some("arn:aws:iam::1:role/copy".into()),
+                region: Some("eu-west-1".into()),
+            })
+        );
+        let keys = sql::Credentials::Keys {
+            id: "AK".into(),
+            secret: "S".into(),
+            token: None,
+        };
+        let copy = sql::copy_from_s3("t", &["a"], &source, &keys, None, None);
+        let options = CopyOptions::of(&copy).expect("a COPY");
+        assert_eq!((options.role, options.region), (None, None));
+        let copy = sql::copy_from_s3(
+            "t",
+            &["a"],
+            &source,
+            &sql::Credentials::DefaultIamRole,
+            None,
+            None,
+        );
+        let options = CopyOptions::of(&copy).expect("a COPY");
+        assert_eq!(options.role.as_deref(), Some("default"));
     }
 
     #[test]

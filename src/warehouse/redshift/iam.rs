@@ -1,7 +1,9 @@
 //! iam: the Redshift warehouse's sign-in with `auth = "iam"` — temporary database
-//! credentials from the Redshift API (`GetClusterCredentials`, for the URL's user and
-//! database), asked for when a new connection needs them and reused until shortly
-//! before they expire — and what a failure to get them means.
+//! credentials from the Redshift API (a provisioned cluster's `GetClusterCredentials`
+//! for the URL's user and database, or a Serverless workgroup's `GetCredentials` for
+//! the database, as the user the caller's IAM identity maps to), asked for when a new
+//! connection needs them and reused until shortly before they expire — and what a
+//! failure to get them means.
 //!
 //! A temporary password only admits new connections: one already open outlives it, so
 //! only connections opened later (a reconnect after a lost connection) need fresh ones.
@@ -11,7 +13,6 @@ use std::time::{Duration, SystemTime};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_redshift::config::http::HttpResponse;
 use aws_sdk_redshift::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_redshift::operation::get_cluster_credentials::GetClusterCredentialsError;
 use tokio::sync::{Mutex, OnceCell};
 
 use crate::config::RedshiftFile;
@@ -84,9 +85,21 @@ impl CredentialCache {
     }
 }
 
-/// What is asked of `GetClusterCredentials`, from the pipeline file.
+/// What is asked for the credentials, from the pipeline file.
 #[derive(Debug, Clone)]
-struct Request {
+enum Request {
+    /// A provisioned cluster's `GetClusterCredentials`.
+    Cluster(ClusterRequest),
+    /// A Serverless workgroup's `GetCredentials`: the user is the one the caller's IAM
+    /// identity maps to (`IAM:<user>`, `IAMR:<role>`), not the URL's.
+    Workgroup {
+        workgroup: String,
+        database: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct ClusterRequest {
     cluster: String,
     user: String,
     database: Option<String>,
@@ -95,8 +108,43 @@ struct Request {
 }
 
 impl Request {
-    /// The fix for a refused request: the IAM permissions `GetClusterCredentials`
-    /// needs for this user, database and groups.
+    /// The API action asked, as an IAM policy names it.
+    fn action(&self) -> &'static str {
+        match self {
+            Request::Cluster(_) => "redshift:GetClusterCredentials",
+            Request::Workgroup { .. } => "redshift-serverless:GetCredentials",
+        }
+    }
+
+    /// What the credentials are for, as a failure names it.
+    fn target(&self) -> String {
+        match self {
+            Request::Cluster(request) => format!(
+                "for user {:?} on Redshift cluster {:?} (GetClusterCredentials)",
+                request.user, request.cluster
+            ),
+            Request::Workgroup { workgroup, .. } => {
+                format!("on Redshift Serverless workgroup {workgroup:?} (GetCredentials)")
+            }
+        }
+    }
+
+    /// The fix for a refused request: the IAM permissions the request needs.
+    fn policy_hint(&self) -> String {
+        match self {
+            Request::Cluster(request) => request.policy_hint(),
+            Request::Workgroup { workgroup, .. } => format!(
+                "allow redshift-serverless:GetCredentials on \
+                 arn:aws:redshift-serverless:REGION:ACCOUNT:workgroup/WORKGROUP_ID (the ID of \
+                 workgroup {workgroup:?}); and check warehouse.workgroup and warehouse.region"
+            ),
+        }
+    }
+}
+
+impl ClusterRequest {
+    /// The IAM permissions `GetClusterCredentials` needs for this user, database and
+    /// groups.
     fn policy_hint(&self) -> String {
         let arn = |kind: &str, name: &str| {
             format!(
@@ -131,11 +179,13 @@ pub struct IamAuth {
     region: Option<String>,
     endpoint_url: Option<String>,
     client: OnceCell<aws_sdk_redshift::Client>,
+    serverless: OnceCell<aws_sdk_redshiftserverless::Client>,
     cache: CredentialCache,
 }
 
 impl IamAuth {
-    /// `None` for `auth = "password"`. The file was validated: a cluster and a user.
+    /// `None` for `auth = "password"`. The file was validated: a cluster and a user, or
+    /// a workgroup.
     pub fn new(file: &RedshiftFile) -> Result<Option<IamAuth>, IamError> {
         if file.auth != crate::config::RedshiftAuth::Iam {
             return Ok(None);
@@ -148,20 +198,32 @@ impl IamAuth {
             .url
             .parse()
             .map_err(|_| config("warehouse.url is not a PostgreSQL URL"))?;
-        let user = url
-            .get_user()
-            .ok_or_else(|| config("warehouse.url names no user to ask credentials for"))?;
-        let cluster = file.cluster_identifier.clone().ok_or_else(|| {
-            config("auth = \"iam\" needs cluster_identifier (workgroups are not supported yet)")
-        })?;
-        Ok(Some(IamAuth {
-            request: Request {
-                cluster,
-                user: user.to_owned(),
-                database: url.get_dbname().map(str::to_owned),
-                auto_create: file.auto_create,
-                groups: file.db_groups.clone(),
+        let database = url.get_dbname().map(str::to_owned);
+        let request = match (&file.cluster_identifier, &file.workgroup) {
+            (Some(cluster), None) => {
+                let user = url
+                    .get_user()
+                    .ok_or_else(|| config("warehouse.url names no user to ask credentials for"))?;
+                Request::Cluster(ClusterRequest {
+                    cluster: cluster.clone(),
+                    user: user.to_owned(),
+                    database,
+                    auto_create: file.auto_create,
+                    groups: file.db_groups.clone(),
+                })
+            }
+            (None, Some(workgroup)) => Request::Workgroup {
+                workgroup: workgroup.clone(),
+                database,
             },
+            _ => {
+                return Err(config(
+                    "auth = \"iam\" needs exactly one of cluster_identifier and workgroup",
+                ));
+            }
+        };
+        Ok(Some(IamAuth {
+            request,
             region: file.region.clone().or_else(|| {
                 url.get_hosts().iter().find_map(|host| match host {
                     tokio_postgres::config::Host::Tcp(name) => {
@@ -172,20 +234,42 @@ impl IamAuth {
             }),
             endpoint_url: file.endpoint_url.clone(),
             client: OnceCell::new(),
+            serverless: OnceCell::new(),
             cache: CredentialCache::default(),
         }))
     }
 
-    /// Asks through `client` instead of one made from the AWS default chain (for
-    /// credentials the chain cannot find, such as an emulator's).
+    /// Asks a provisioned cluster's credentials through `client` instead of one made
+    /// from the AWS default chain (for credentials the chain cannot find, such as an
+    /// emulator's).
     pub fn with_client(&self, client: aws_sdk_redshift::Client) -> IamAuth {
         IamAuth {
             request: self.request.clone(),
             region: self.region.clone(),
             endpoint_url: self.endpoint_url.clone(),
             client: OnceCell::new_with(Some(client)),
+            serverless: OnceCell::new(),
             cache: CredentialCache::default(),
         }
+    }
+
+    /// Asks a Serverless workgroup's credentials through `client` instead of one made
+    /// from the AWS default chain.
+    pub fn with_serverless_client(&self, client: aws_sdk_redshiftserverless::Client) -> IamAuth {
+        IamAuth {
+            request: self.request.clone(),
+            region: self.region.clone(),
+            endpoint_url: self.endpoint_url.clone(),
+            client: OnceCell::new(),
+            serverless: OnceCell::new_with(Some(client)),
+            cache: CredentialCache::default(),
+        }
+    }
+
+    /// The API action the credentials are asked with, as an IAM policy names it:
+    /// `redshift:GetClusterCredentials` or `redshift-serverless:GetCredentials`.
+    pub fn action(&self) -> &'static str {
+        self.request.action()
     }
 
     /// Credentials for a new connection: those held, unless they expire within
@@ -194,24 +278,34 @@ impl IamAuth {
         self.cache.get(SystemTime::now(), || self.fetch()).await
     }
 
-    async fn client(&self) -> &aws_sdk_redshift::Client {
-        self.client
-            .get_or_init(|| async {
-                let shared = crate::source::aws::shared_config(
-                    self.region.as_deref(),
-                    self.endpoint_url.as_deref(),
-                )
-                .await;
-                aws_sdk_redshift::Client::new(&shared)
-            })
+    async fn shared_config(&self) -> aws_config::SdkConfig {
+        crate::source::aws::shared_config(self.region.as_deref(), self.endpoint_url.as_deref())
             .await
     }
 
     async fn fetch(&self) -> Result<DbCredentials, IamError> {
-        let request = &self.request;
-        let output = self
-            .client()
-            .await
+        let credentials = match &self.request {
+            Request::Cluster(request) => self.fetch_cluster(request).await?,
+            Request::Workgroup {
+                workgroup,
+                database,
+            } => self.fetch_workgroup(workgroup, database.as_deref()).await?,
+        };
+        tracing::info!(
+            user = %credentials.user,
+            expires = %humantime::format_rfc3339_seconds(credentials.expiration),
+            "obtained temporary Redshift credentials {}",
+            self.request.target()
+        );
+        Ok(credentials)
+    }
+
+    async fn fetch_cluster(&self, request: &ClusterRequest) -> Result<DbCredentials, IamError> {
+        let client = self
+            .client
+            .get_or_init(|| async { aws_sdk_redshift::Client::new(&self.shared_config().await) })
+            .await;
+        let output = client
             .get_cluster_credentials()
             .cluster_identifier(&request.cluster)
             .db_user(&request.user)
@@ -222,38 +316,59 @@ impl IamAuth {
             .send()
             .await
             .map_err(|error| self.failure(&error))?;
+        self.answered(output.db_user(), output.db_password(), output.expiration())
+    }
+
+    async fn fetch_workgroup(
+        &self,
+        workgroup: &str,
+        database: Option<&str>,
+    ) -> Result<DbCredentials, IamError> {
+        let client = self
+            .serverless
+            .get_or_init(|| async {
+                aws_sdk_redshiftserverless::Client::new(&self.shared_config().await)
+            })
+            .await;
+        let output = client
+            .get_credentials()
+            .workgroup_name(workgroup)
+            .set_db_name(database.map(str::to_owned))
+            .duration_seconds(DURATION_SECONDS)
+            .send()
+            .await
+            .map_err(|error| self.failure(&error))?;
+        self.answered(output.db_user(), output.db_password(), output.expiration())
+    }
+
+    /// The credentials in an answer, or which part it lacked (transient: the next
+    /// connection asks again).
+    fn answered(
+        &self,
+        user: Option<&str>,
+        password: Option<&str>,
+        expiration: Option<&aws_sdk_redshift::primitives::DateTime>,
+    ) -> Result<DbCredentials, IamError> {
         let incomplete = |what: &str| IamError {
             message: format!(
-                "GetClusterCredentials for user {:?} on cluster {:?} answered without {what}",
-                request.user, request.cluster
+                "the temporary credentials {} came without {what}",
+                self.request.target()
             ),
             class: FailureClass::Transient,
         };
-        let expiration = output
-            .expiration()
-            .and_then(|at| SystemTime::try_from(*at).ok())
-            .ok_or_else(|| incomplete("an expiration"))?;
-        let credentials = DbCredentials {
-            user: output
-                .db_user()
-                .ok_or_else(|| incomplete("a user"))?
-                .to_owned(),
-            password: output
-                .db_password()
-                .ok_or_else(|| incomplete("a password"))?
-                .to_owned(),
-            expiration,
-        };
-        tracing::info!(
-            user = %credentials.user,
-            cluster = %request.cluster,
-            expires = %humantime::format_rfc3339_seconds(expiration),
-            "obtained temporary Redshift credentials"
-        );
-        Ok(credentials)
+        Ok(DbCredentials {
+            user: user.ok_or_else(|| incomplete("a user"))?.to_owned(),
+            password: password.ok_or_else(|| incomplete("a password"))?.to_owned(),
+            expiration: expiration
+                .and_then(|at| SystemTime::try_from(*at).ok())
+                .ok_or_else(|| incomplete("an expiration"))?,
+        })
     }
 
-    fn failure(&self, error: &SdkError<GetClusterCredentialsError, HttpResponse>) -> IamError {
+    fn failure<E>(&self, error: &SdkError<E, HttpResponse>) -> IamError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
         let request = &self.request;
         let status = error
             .raw_response()
@@ -265,10 +380,8 @@ impl IamAuth {
             _ => Outcome::NoAnswer,
         };
         let what = format!(
-            "cannot get temporary credentials for user {:?} on Redshift cluster {:?} \
-             (GetClusterCredentials): {}",
-            request.user,
-            request.cluster,
+            "cannot get temporary credentials {}: {}",
+            request.target(),
             crate::source::aws::sdk_error(error)
         );
         // The request is signed before it is sent: an AWS identity that could not be
@@ -278,7 +391,8 @@ impl IamAuth {
             let message = match class {
                 FailureClass::Config => format!(
                     "{what}: give tracktable an AWS identity (environment, profile, SSO, \
-                     instance or task role) allowed redshift:GetClusterCredentials"
+                     instance or task role) allowed {}",
+                    request.action()
                 ),
                 _ => what,
             };
@@ -310,12 +424,18 @@ fn chain_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a C
     None
 }
 
-/// The region of a Redshift endpoint (`NAME.ID.REGION.redshift.amazonaws.com`), for
-/// a file that names none: the cluster's API is asked in the cluster's region.
+/// The region of a Redshift endpoint (`NAME.ID.REGION.redshift.amazonaws.com`, or
+/// `WORKGROUP.ACCOUNT.REGION.redshift-serverless.amazonaws.com`), for a file that names
+/// none: the API is asked in the warehouse's region.
 fn region_of_host(host: &str) -> Option<&str> {
-    let rest = host
-        .strip_suffix(".redshift.amazonaws.com")
-        .or_else(|| host.strip_suffix(".redshift.amazonaws.com.cn"))?;
+    let rest = [
+        ".redshift.amazonaws.com",
+        ".redshift.amazonaws.com.cn",
+        ".redshift-serverless.amazonaws.com",
+        ".redshift-serverless.amazonaws.com.cn",
+    ]
+    .iter()
+    .find_map(|suffix| host.strip_suffix(suffix))?;
     let region = rest.rsplit('.').next()?;
     let valid = !region.is_empty()
         && region.contains('-')
@@ -336,10 +456,11 @@ enum Outcome {
     NoAnswer,
 }
 
-/// The class of a failed `GetClusterCredentials`: the service refusing the request
-/// (access denied, no such cluster, a bad parameter) is configuration, except
-/// throttling, a cluster busy changing state and server faults; a request that could
-/// not be built is configuration; one that got no answer is transient.
+/// The class of a failed `GetClusterCredentials` or `GetCredentials`: the service
+/// refusing the request (access denied, no such cluster or workgroup, a bad parameter)
+/// is configuration, except throttling, a cluster busy changing state and server
+/// faults; a request that could not be built is configuration; one that got no answer
+/// is transient.
 fn failure_class(outcome: Outcome, code: Option<&str>, status: Option<u16>) -> FailureClass {
     match outcome {
         Outcome::Refused => {}
@@ -353,6 +474,7 @@ fn failure_class(outcome: Outcome, code: Option<&str>, status: Option<u16>) -> F
         "TooManyRequestsException",
         "ServiceUnavailable",
         "InternalFailure",
+        "InternalServerException",
         "InvalidClusterState",
     ];
     if code.is_some_and(|code| transient_codes.contains(&code))
@@ -459,6 +581,12 @@ mod tests {
             region_of_host("c.abc.cn-north-1.redshift.amazonaws.com.cn"),
             Some("cn-north-1")
         );
+        assert_eq!(
+            region_of_host(
+                "default-wg.123456789012.eu-central-1.redshift-serverless.amazonaws.com"
+            ),
+            Some("eu-central-1")
+        );
         assert_eq!(region_of_host("127.0.0.1"), None);
         assert_eq!(region_of_host("redshift.example.com"), None);
         assert_eq!(region_of_host("x.redshift.amazonaws.com"), None);
@@ -520,6 +648,29 @@ mod tests {
     }
 
     #[test]
+    fn a_workgroup_asks_serverless_in_the_region_of_its_host() {
+        let file: crate::config::RedshiftFile = toml::from_str(
+            "url = \"postgres://default-wg.123456789012.eu-central-1.redshift-serverless.amazonaws.com:5439/dev\"\n\
+             schema = \"web\"\nauth = \"iam\"\nworkgroup = \"default-wg\"\n\
+             [staging]\nbucket = \"b\"\niam_role = \"default\"\n",
+        )
+        .expect("a Redshift warehouse");
+        let auth = super::IamAuth::new(&file)
+            .expect("valid")
+            .expect("auth = \"iam\"");
+        assert_eq!(auth.action(), "redshift-serverless:GetCredentials");
+        assert_eq!(auth.region.as_deref(), Some("eu-central-1"));
+        let hint = auth.request.policy_hint();
+        assert!(
+            hint.starts_with(
+                "allow redshift-serverless:GetCredentials on \
+                 arn:aws:redshift-serverless:REGION:ACCOUNT:workgroup/WORKGROUP_ID"
+            ) && hint.contains("\"default-wg\""),
+            "{hint}"
+        );
+    }
+
+    #[test]
     fn refusals_are_configuration_and_throttling_is_transient() {
         let cases = [
             (Refused, Some("AccessDenied"), Some(403), Config),
@@ -529,6 +680,20 @@ mod tests {
             (Refused, Some("Throttling"), Some(400), Transient),
             (Refused, Some("RequestLimitExceeded"), Some(400), Transient),
             (Refused, Some("InvalidClusterState"), Some(400), Transient),
+            (
+                Refused,
+                Some("ResourceNotFoundException"),
+                Some(400),
+                Config,
+            ),
+            (Refused, Some("AccessDeniedException"), Some(400), Config),
+            (Refused, Some("ThrottlingException"), Some(400), Transient),
+            (
+                Refused,
+                Some("InternalServerException"),
+                Some(500),
+                Transient,
+            ),
             (Refused, None, Some(503), Transient),
             (NotSent, None, None, Config),
             (NoAnswer, None, None, Transient),

@@ -23,6 +23,7 @@ mod ddl;
 pub mod executor;
 pub mod iam;
 mod load;
+pub mod probe;
 mod record;
 mod session;
 pub mod sql;
@@ -122,6 +123,18 @@ impl RedshiftWarehouse {
     /// emulator's). No effect with `auth = "password"`.
     pub fn with_iam_client(mut self, redshift: aws_sdk_redshift::Client) -> Self {
         self.iam = self.iam.map(|iam| Arc::new(iam.with_client(redshift)));
+        self
+    }
+
+    /// Asks a Serverless workgroup's IAM credentials through `serverless` instead of a
+    /// client made from the AWS default chain. No effect with `auth = "password"`.
+    pub fn with_serverless_client(
+        mut self,
+        serverless: aws_sdk_redshiftserverless::Client,
+    ) -> Self {
+        self.iam = self
+            .iam
+            .map(|iam| Arc::new(iam.with_serverless_client(serverless)));
         self
     }
 

@@ -68,7 +68,8 @@ pub enum RedshiftError {
 /// error), so for that code the message decides: a COPY data error (which points to
 /// `stl_load_errors`) is data; a serializable isolation violation (error 1023), a full
 /// disk or a resize is transient; S3 or IAM refusing the cluster access to the staging
-/// bucket is configuration. Every other code means what it means on PostgreSQL.
+/// bucket, or the bucket being in another region than `COPY` looks in, is
+/// configuration. Every other code means what it means on PostgreSQL.
 pub fn failure_class(code: &str, message: &str) -> FailureClass {
     if code != "XX000" {
         return postgres::failure_class(code);
@@ -84,6 +85,9 @@ pub fn failure_class(code: &str, message: &str) -> FailureClass {
         "nosuchbucket",
         "not authorized to assume iam role",
         "not authorized to get credentials of role",
+        // A bucket outside the region COPY names (or the cluster's, when it names none).
+        "permanentredirect",
+        "must be addressed using the specified endpoint",
     ]) {
         FailureClass::Config
     } else {
@@ -428,6 +432,16 @@ mod tests {
             (
                 "XX000",
                 "User arn:aws:redshift:... is not authorized to assume IAM Role arn:aws:iam::1:role/x",
+                Config,
+            ),
+            (
+                "XX000",
+                "Not authorized to get credentials of role arn:aws:iam::1:role/x",
+                Config,
+            ),
+            (
+                "XX000",
+                "S3ServiceException:The bucket you are attempting to access must be addressed using the specified endpoint. Please send all future requests to this endpoint.,Status 301,Error PermanentRedirect",
                 Config,
             ),
             (

@@ -31,6 +31,8 @@ pub const OBJECT_WIDTH: usize = 2048;
 /// event's table: the router never names one so.
 pub const STAGE: &str = "_tracktable_stage";
 pub const DISCARD_STAGE: &str = "_tracktable_discard_stage";
+/// `check`'s temporary table, which its test object is `COPY`ed into.
+pub const CHECK_TABLE: &str = "_tracktable_check";
 
 /// The discard staging table of the `index`th table of a shared load transaction:
 /// each table's new discards wait in their own until the transaction inserts them.
@@ -182,6 +184,27 @@ pub fn create_stage(schema: &str, table: &str, stage: &str) -> String {
         qualified(schema, table)
     )
 }
+
+/// `check`'s temporary table: the test rows' columns, one of each kind of value the
+/// loader's CSV writes that reads back as the same text (a key, quoted text, NULL, a
+/// timestamp).
+pub fn create_check_table(table: &str) -> String {
+    format!(
+        "CREATE TEMP TABLE {} (\"id\" bigint, \"text\" varchar(256), \"at\" timestamp)",
+        ident(table)
+    )
+}
+
+/// `check`'s test rows as they were copied, in the order written.
+pub fn select_check_rows(table: &str) -> String {
+    format!(
+        "SELECT \"id\", \"text\", \"at\" FROM {} ORDER BY \"id\"",
+        ident(table)
+    )
+}
+
+/// The columns of [`create_check_table`], in order.
+pub const CHECK_COLUMNS: [&str; 3] = ["id", "text", "at"];
 
 /// How `COPY` may read the staging bucket.
 #[derive(Clone, PartialEq, Eq)]
@@ -483,6 +506,22 @@ mod tests {
 
     fn check(statements: &[String], expected: Expect) {
         expected.assert_eq(&(statements.join("\n") + "\n"));
+    }
+
+    #[test]
+    fn the_check_round_trip() {
+        check(
+            &[
+                create_check_table(CHECK_TABLE),
+                select_check_rows(CHECK_TABLE),
+                drop_stage(CHECK_TABLE),
+            ],
+            expect![[r#"
+                CREATE TEMP TABLE "_tracktable_check" ("id" bigint, "text" varchar(256), "at" timestamp)
+                SELECT "id", "text", "at" FROM "_tracktable_check" ORDER BY "id"
+                DROP TABLE IF EXISTS "_tracktable_check"
+            "#]],
+        );
     }
 
     #[test]

@@ -157,6 +157,13 @@ impl Staging {
     /// Removes a load's staged objects (after its commit). A failure is logged, not
     /// returned: the rows are safely loaded, and a bucket lifecycle rule can sweep.
     pub async fn remove(&self, staged: &Staged) {
+        if let Err(error) = self.try_remove(staged).await {
+            tracing::warn!(bucket = %self.bucket, error = %error, "could not remove staged objects; they are loaded and can be deleted by hand or by a lifecycle rule");
+        }
+    }
+
+    /// Removes a load's staged objects; fails if any could not be removed.
+    pub async fn try_remove(&self, staged: &Staged) -> Result<(), String> {
         for chunk in staged.keys.chunks(1000) {
             let objects: Vec<aws_sdk_s3::types::ObjectIdentifier> = chunk
                 .iter()
@@ -170,23 +177,33 @@ impl Staging {
             let delete = aws_sdk_s3::types::Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
-                .build();
-            let result = match delete {
-                Ok(delete) => self
-                    .s3
-                    .delete_objects()
-                    .bucket(&self.bucket)
-                    .delete(delete)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|error| aws_sdk_s3::error::DisplayErrorContext(error).to_string()),
-                Err(error) => Err(error.to_string()),
-            };
-            if let Err(error) = result {
-                tracing::warn!(bucket = %self.bucket, error = %error, "could not remove staged objects; they are loaded and can be deleted by hand or by a lifecycle rule");
+                .build()
+                .map_err(|error| error.to_string())?;
+            let output = self
+                .s3
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|error| {
+                    format!(
+                        "DeleteObjects: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(error)
+                    )
+                })?;
+            // A quiet delete lists only the keys it could not remove.
+            if let Some(refused) = output.errors().first() {
+                return Err(format!(
+                    "DeleteObjects: {} of s3://{}/{}: {}",
+                    refused.code().unwrap_or("refused"),
+                    self.bucket,
+                    refused.key().unwrap_or_default(),
+                    refused.message().unwrap_or_default()
+                ));
             }
         }
+        Ok(())
     }
 
     fn error<E>(
