@@ -159,10 +159,16 @@ pub struct Router {
     // foldhash, not SipHash: these are looked up for every leaf of every message, and
     // foldhash is still seeded per process, so hostile names cannot aim collisions.
     tables: HashMap<String, TableName, RandomState>,
-    /// Raw `.`-joined path → normalised name, for properties/traits and for context
-    /// (keyed with a `context.` prefix).
-    columns: HashMap<Arc<str>, ColumnName, RandomState>,
+    /// Raw `.`-joined path → normalised name and its [`own_mask`], for properties/traits
+    /// and for context (keyed with a `context.` prefix).
+    columns: HashMap<Arc<str>, (ColumnName, u8), RandomState>,
+    /// Prefixed raw path (`properties.name`) → the name [`Router::prefix_clashes`] gives
+    /// it: a page call's `name` and `category` properties are prefixed in every call.
+    prefixed: HashMap<Arc<str>, (ColumnName, u8), RandomState>,
     path: String,
+    /// tracktable's own column names as the interner holds them, by the address of the
+    /// constant that names them: the clash check compares names by interned address.
+    own_names: Vec<(usize, ColumnName)>,
     /// What the tracking plan refused since [`Router::take_refusals`] last ran: route's
     /// own rejections, counted like decode's so the run's totals hold every item that
     /// did not load.
@@ -178,7 +184,55 @@ struct Candidate {
     /// Who wins a collision first: fixed columns (0), then context (1), then
     /// properties and traits (2).
     origin: u8,
+    /// Which of tracktable's column lists the name is in ([`own_mask`]); 0 for fixed
+    /// columns, which are never prefixed.
+    own: u8,
     value: Value,
+}
+
+/// One of [`own`]'s lists of a table's own columns, with its bit in [`own_mask`].
+#[derive(Clone, Copy)]
+struct OwnColumns {
+    bit: u8,
+    columns: &'static [&'static str],
+}
+
+const TRACKS: OwnColumns = OwnColumns {
+    bit: 1,
+    columns: own::TRACKS,
+};
+const IDENTIFIES: OwnColumns = OwnColumns {
+    bit: 1 << 1,
+    columns: own::IDENTIFIES,
+};
+const PAGES: OwnColumns = OwnColumns {
+    bit: 1 << 2,
+    columns: own::PAGES,
+};
+const SCREENS: OwnColumns = OwnColumns {
+    bit: 1 << 3,
+    columns: own::SCREENS,
+};
+const GROUPS: OwnColumns = OwnColumns {
+    bit: 1 << 4,
+    columns: own::GROUPS,
+};
+const ALIASES: OwnColumns = OwnColumns {
+    bit: 1 << 5,
+    columns: own::ALIASES,
+};
+const LATEST: OwnColumns = OwnColumns {
+    bit: 1 << 6,
+    columns: own::LATEST,
+};
+
+/// The lists of own columns `name` is in, one bit each: worked out once per cached
+/// name, so a property's clash test is a bit test rather than a search per list.
+fn own_mask(name: &str) -> u8 {
+    [TRACKS, IDENTIFIES, PAGES, SCREENS, GROUPS, ALIASES, LATEST]
+        .iter()
+        .filter(|list| list.columns.binary_search(&name).is_ok())
+        .fold(0, |mask, list| mask | list.bit)
 }
 
 impl Router {
@@ -266,31 +320,46 @@ impl Router {
         let mut common = Vec::with_capacity(8 + message.context.len() * 2);
         push_text(
             &mut common,
-            &"anonymous_id",
+            self.own(&"anonymous_id"),
             message.anonymous_id.as_deref(),
             false,
         );
-        push_text(&mut common, &"user_id", message.user_id.as_deref(), false);
         push_text(
             &mut common,
-            &"timestamp",
+            self.own(&"user_id"),
+            message.user_id.as_deref(),
+            false,
+        );
+        push_text(
+            &mut common,
+            self.own(&"timestamp"),
             message.timestamp.as_deref(),
             true,
         );
         push_text(
             &mut common,
-            &"original_timestamp",
+            self.own(&"original_timestamp"),
             message.original_timestamp.as_deref(),
             true,
         );
-        push_text(&mut common, &"sent_at", message.sent_at.as_deref(), true);
         push_text(
             &mut common,
-            &"received_at",
+            self.own(&"sent_at"),
+            message.sent_at.as_deref(),
+            true,
+        );
+        push_text(
+            &mut common,
+            self.own(&"received_at"),
             message.received_at.as_deref(),
             true,
         );
-        push_text(&mut common, &"channel", message.channel.as_deref(), false);
+        push_text(
+            &mut common,
+            self.own(&"channel"),
+            message.channel.as_deref(),
+            false,
+        );
         self.flatten(&message.context, "context", &mut common);
         if let Some(ip) = message.request_ip.as_deref()
             && message.context.get("ip").is_none_or(|ip| *ip == Json::Null)
@@ -298,12 +367,13 @@ impl Router {
             // The column the context's own `ip` would have made, from the same cache.
             self.path.clear();
             self.path.push_str("context.ip");
-            let (raw, name) = self.column();
+            let (raw, name, own) = self.column();
             common.push(Candidate {
                 name,
                 raw: Some(raw),
                 value: Value::Varchar(Text::new(ip)),
                 origin: 1,
+                own,
             });
         }
 
@@ -321,16 +391,11 @@ impl Router {
                 let raw_event = message.event.as_deref().unwrap_or_default();
                 let table = self.event_table(raw_event);
                 let mut fixed = common;
-                fixed.push(fixed_text(&"event", table.as_str()));
-                fixed.push(fixed_text(&"event_text", raw_event));
+                fixed.push(fixed_text(self.own(&"event"), table.as_str()));
+                fixed.push(fixed_text(self.own(&"event_text"), raw_event));
                 let shared = resolve_shared(fixed);
                 let mut properties = Vec::with_capacity(message.properties.len());
-                self.properties(
-                    &message.properties,
-                    "properties",
-                    own::TRACKS,
-                    &mut properties,
-                );
+                self.properties(&message.properties, "properties", TRACKS, &mut properties);
                 let own = resolve(&shared, properties);
                 let sharing = |table: TableName, own: Vec<(ColumnName, Value)>| Row {
                     shared: Some(Arc::clone(&shared)),
@@ -354,9 +419,9 @@ impl Router {
                         }
                         _ => common[start..].to_vec(),
                     };
-                    (user_id, latest_row(message, traits))
+                    (user_id, self.latest_row(message, traits))
                 });
-                prefix_clashes(&mut common[start..], "traits", own::IDENTIFIES);
+                self.prefix_clashes(&mut common[start..], "traits", IDENTIFIES);
                 out.push(row(TableName::fixed(&"identifies"), common));
                 if let Some((user_id, latest)) = latest {
                     out.push(Row {
@@ -366,25 +431,45 @@ impl Router {
                 }
             }
             MessageKind::Page => {
-                push_text(&mut common, &"name", message.name.as_deref(), false);
-                push_text(&mut common, &"category", message.category.as_deref(), false);
-                self.properties(&message.properties, "properties", own::PAGES, &mut common);
+                push_text(
+                    &mut common,
+                    self.own(&"name"),
+                    message.name.as_deref(),
+                    false,
+                );
+                push_text(
+                    &mut common,
+                    self.own(&"category"),
+                    message.category.as_deref(),
+                    false,
+                );
+                self.properties(&message.properties, "properties", PAGES, &mut common);
                 out.push(row(TableName::fixed(&"pages"), common));
             }
             MessageKind::Screen => {
-                push_text(&mut common, &"name", message.name.as_deref(), false);
-                self.properties(&message.properties, "properties", own::SCREENS, &mut common);
+                push_text(
+                    &mut common,
+                    self.own(&"name"),
+                    message.name.as_deref(),
+                    false,
+                );
+                self.properties(&message.properties, "properties", SCREENS, &mut common);
                 out.push(row(TableName::fixed(&"screens"), common));
             }
             MessageKind::Group => {
-                push_text(&mut common, &"group_id", message.group_id.as_deref(), false);
+                push_text(
+                    &mut common,
+                    self.own(&"group_id"),
+                    message.group_id.as_deref(),
+                    false,
+                );
                 let start = common.len();
                 self.flatten_properties(&message.properties, &mut common);
                 let latest = message
                     .group_id
                     .as_deref()
-                    .map(|group_id| (group_id, latest_row(message, common[start..].to_vec())));
-                prefix_clashes(&mut common[start..], "traits", own::GROUPS);
+                    .map(|group_id| (group_id, self.latest_row(message, common[start..].to_vec())));
+                self.prefix_clashes(&mut common[start..], "traits", GROUPS);
                 out.push(row(TableName::fixed(&"groups"), common));
                 if let Some((group_id, latest)) = latest {
                     out.push(Row {
@@ -396,11 +481,11 @@ impl Router {
             MessageKind::Alias => {
                 push_text(
                     &mut common,
-                    &"previous_id",
+                    self.own(&"previous_id"),
                     message.previous_id.as_deref(),
                     false,
                 );
-                self.properties(&message.properties, "traits", own::ALIASES, &mut common);
+                self.properties(&message.properties, "traits", ALIASES, &mut common);
                 out.push(row(TableName::fixed(&"aliases"), common));
             }
         }
@@ -429,12 +514,12 @@ impl Router {
         &mut self,
         object: &JsonObject<'_>,
         prefix: &str,
-        own: &[&str],
+        own: OwnColumns,
         out: &mut Vec<Candidate>,
     ) {
         let start = out.len();
         self.flatten_properties(object, out);
-        prefix_clashes(&mut out[start..], prefix, own);
+        self.prefix_clashes(&mut out[start..], prefix, own);
     }
 
     /// Flattens properties or traits, unprefixed: the candidates of an identify or
@@ -470,12 +555,13 @@ impl Router {
                 Json::Array(items) if items.is_empty() => {}
                 leaf => {
                     if let Some(value) = value::value_of(leaf) {
-                        let (raw, name) = self.column();
+                        let (raw, name, own) = self.column();
                         out.push(Candidate {
                             name,
                             raw: Some(raw),
                             value,
                             origin: 1,
+                            own,
                         });
                     }
                 }
@@ -484,74 +570,106 @@ impl Router {
         }
     }
 
-    /// The raw path being flattened (shared, so candidates need not copy it) and its
-    /// column name.
-    fn column(&mut self) -> (Arc<str>, ColumnName) {
-        if let Some((raw, name)) = self.columns.get_key_value(self.path.as_str()) {
-            return (Arc::clone(raw), name.clone());
+    /// The raw path being flattened (shared, so candidates need not copy it), its
+    /// column name and the name's [`own_mask`].
+    fn column(&mut self) -> (Arc<str>, ColumnName, u8) {
+        if let Some((raw, (name, own))) = self.columns.get_key_value(self.path.as_str()) {
+            return (Arc::clone(raw), name.clone(), *own);
         }
         let raw: Arc<str> = Arc::from(self.path.as_str());
         let name = ColumnName::from_normal(naming::normalise(&raw));
+        let own = own_mask(name.as_str());
         if self.columns.len() >= CACHE_LIMIT {
             self.columns.clear();
         }
-        self.columns.insert(Arc::clone(&raw), name.clone());
-        (raw, name)
+        self.columns.insert(Arc::clone(&raw), (name.clone(), own));
+        (raw, name, own)
     }
-}
 
-/// A name equal to one of `own` (the row's table's own columns) gets `prefix`
-/// (`properties_id`), so a property never overwrites tracktable's columns.
-fn prefix_clashes(candidates: &mut [Candidate], prefix: &str, own: &[&str]) {
-    for candidate in candidates {
-        // (`timestamp` itself normalises to `timestamp_`, a reserved word made safe.)
-        if own.binary_search(&candidate.name.as_str()).is_ok() {
-            candidate.name = naming::column_name(&format!("{prefix}_{}", candidate.name));
+    /// tracktable's own column `column`, as interned (see `own_names`).
+    fn own(&mut self, column: &'static &'static str) -> ColumnName {
+        let address = std::ptr::from_ref(column) as usize;
+        if let Some((_, name)) = self.own_names.iter().find(|(at, _)| *at == address) {
+            return name.clone();
+        }
+        // One entry per constant the router names its columns with: a few dozen.
+        let name = ColumnName::own(column);
+        self.own_names.push((address, name.clone()));
+        name
+    }
+
+    /// A name equal to one of `own`'s columns (the row's table's own columns) gets
+    /// `prefix` (`properties_id`), so a property never overwrites tracktable's columns.
+    fn prefix_clashes(&mut self, candidates: &mut [Candidate], prefix: &str, own: OwnColumns) {
+        for candidate in candidates {
+            // (`timestamp` itself normalises to `timestamp_`, a reserved word made safe.)
+            if candidate.own & own.bit == 0 {
+                continue;
+            }
             let raw = candidate.raw.as_deref().unwrap_or_default();
-            candidate.raw = Some(Arc::from(format!("{prefix}.{raw}")));
+            self.path.clear();
+            self.path.push_str(prefix);
+            self.path.push('.');
+            self.path.push_str(raw);
+            let (raw, (name, mask)) = match self.prefixed.get_key_value(self.path.as_str()) {
+                Some((raw, (name, mask))) => (Arc::clone(raw), (name.clone(), *mask)),
+                None => {
+                    let name = naming::column_name(&format!("{prefix}_{}", candidate.name));
+                    let mask = own_mask(name.as_str());
+                    let raw: Arc<str> = Arc::from(self.path.as_str());
+                    if self.prefixed.len() >= CACHE_LIMIT {
+                        self.prefixed.clear();
+                    }
+                    self.prefixed.insert(Arc::clone(&raw), (name.clone(), mask));
+                    (raw, (name, mask))
+                }
+            };
+            candidate.name = name;
+            candidate.raw = Some(raw);
+            candidate.own = mask;
         }
     }
+
+    /// The candidates of a `users` or `accounts` row: the flattened `traits`, plus what
+    /// decides which call is newest (`timestamp`, else `received_at`) and the message
+    /// that set them. The row's key ([`Row::message_id`]) is the user or group id; the
+    /// warehouse keeps, per id, the traits of the newest call (see
+    /// `warehouse::sql::LATEST`).
+    fn latest_row(&mut self, message: &Message<'_>, mut traits: Vec<Candidate>) -> Vec<Candidate> {
+        self.prefix_clashes(&mut traits, "traits", LATEST);
+        let mut latest = Vec::with_capacity(traits.len() + 3);
+        latest.push(fixed_text(
+            self.own(&"message_id"),
+            message.message_id.as_ref(),
+        ));
+        push_text(
+            &mut latest,
+            self.own(&"received_at"),
+            message.received_at.as_deref(),
+            true,
+        );
+        let newest = message
+            .timestamp
+            .as_deref()
+            .or(message.original_timestamp.as_deref())
+            .or(message.received_at.as_deref());
+        push_text(&mut latest, self.own(&"timestamp"), newest, true);
+        latest.extend(traits);
+        latest
+    }
 }
 
-/// The candidates of a `users` or `accounts` row: the flattened `traits`, plus what
-/// decides which call is newest (`timestamp`, else `received_at`) and the message that
-/// set them. The row's key ([`Row::message_id`]) is the user or group id; the warehouse
-/// keeps, per id, the traits of the newest call (see `warehouse::sql::LATEST`).
-fn latest_row(message: &Message<'_>, mut traits: Vec<Candidate>) -> Vec<Candidate> {
-    prefix_clashes(&mut traits, "traits", own::LATEST);
-    let mut latest = Vec::with_capacity(traits.len() + 3);
-    latest.push(fixed_text(&"message_id", message.message_id.as_ref()));
-    push_text(
-        &mut latest,
-        &"received_at",
-        message.received_at.as_deref(),
-        true,
-    );
-    let newest = message
-        .timestamp
-        .as_deref()
-        .or(message.original_timestamp.as_deref())
-        .or(message.received_at.as_deref());
-    push_text(&mut latest, &"timestamp", newest, true);
-    latest.extend(traits);
-    latest
-}
-
-fn fixed_text(column: &'static &'static str, text: &str) -> Candidate {
+fn fixed_text(name: ColumnName, text: &str) -> Candidate {
     Candidate {
-        name: ColumnName::fixed(column),
+        name,
         raw: None,
         value: Value::Varchar(Text::new(text)),
         origin: 0,
+        own: 0,
     }
 }
 
-fn push_text(
-    out: &mut Vec<Candidate>,
-    column: &'static &'static str,
-    text: Option<&str>,
-    timestamp: bool,
-) {
+fn push_text(out: &mut Vec<Candidate>, name: ColumnName, text: Option<&str>, timestamp: bool) {
     if let Some(text) = text {
         let value = if timestamp {
             value::text_value(text)
@@ -559,51 +677,94 @@ fn push_text(
             Value::Varchar(Text::new(text))
         };
         out.push(Candidate {
-            name: ColumnName::fixed(column),
+            name,
             raw: None,
             value,
             origin: 0,
+            own: 0,
         });
     }
 }
 
 /// Whether a candidate's name is one of `before`'s or another candidate's.
 ///
-/// Every row asks, and a set of its names allocated per row was a malloc here and a
-/// free there for each of them. The names' 64-bit hashes go into one set per thread
-/// instead, reused from row to row; only when two hashes meet are the names themselves
-/// compared.
+/// Every row asks. Names are interned, and two interned names are equal exactly when
+/// their interned addresses are (`ColumnName::interned_address`), so the check is on
+/// addresses, in a table per thread reused from row to row: no name is hashed or
+/// compared as text (hashing every name's text was a tenth of decode + route). Only a
+/// row with a name the interner does not hold (past its budget) compares texts.
 fn clashes(before: &[(ColumnName, Value)], candidates: &[Candidate]) -> bool {
     use std::cell::RefCell;
-    use std::hash::BuildHasher;
-    type Hashes = HashSet<u64, std::hash::BuildHasherDefault<crate::columns::AddressHasher>>;
     thread_local! {
-        static SEEN: RefCell<(RandomState, Hashes)> = RefCell::default();
+        static SEEN: RefCell<AddressSet> = RefCell::default();
     }
-    /// Past this many slots the set is dropped rather than cleared, so one huge row
-    /// does not make every later clear slow.
-    const KEEP: usize = 1024;
     let names = || {
         before
             .iter()
-            .map(|(name, _)| name.as_str())
-            .chain(candidates.iter().map(|candidate| candidate.name.as_str()))
+            .map(|(name, _)| name)
+            .chain(candidates.iter().map(|candidate| &candidate.name))
     };
-    let maybe = SEEN.with(|cell| {
-        let (state, seen) = &mut *cell.borrow_mut();
-        if seen.capacity() > KEEP {
-            *seen = Hashes::default();
-        } else {
-            seen.clear();
-        }
-        names().any(|name| !seen.insert(state.hash_one(name)))
+    let by_address = SEEN.with(|cell| {
+        cell.borrow_mut().repeats(
+            before.len() + candidates.len(),
+            names().map(ColumnName::interned_address),
+        )
     });
-    if !maybe {
-        return false;
+    if let Some(repeats) = by_address {
+        return repeats;
     }
     let mut exact =
         HashSet::with_capacity_and_hasher(before.len() + candidates.len(), RandomState::default());
-    names().any(|name| !exact.insert(name))
+    names().any(|name| !exact.insert(name.as_str()))
+}
+
+/// A set of addresses for one question at a time, emptied in O(1): a slot belongs to
+/// the current question only when it carries the current stamp.
+#[derive(Default)]
+struct AddressSet {
+    slots: Vec<(usize, u32)>,
+    stamp: u32,
+}
+
+impl AddressSet {
+    /// Whether `addresses` (at most `count` of them) hold one twice; `None` as soon as
+    /// one is missing.
+    fn repeats(
+        &mut self,
+        count: usize,
+        addresses: impl Iterator<Item = Option<usize>>,
+    ) -> Option<bool> {
+        // At most half full, so probes stay short; only this prefix of the table is used.
+        let size = (count * 2).next_power_of_two().max(64);
+        if self.slots.len() < size {
+            self.slots = vec![(0, 0); size];
+            self.stamp = 0;
+        }
+        if self.stamp == u32::MAX {
+            self.slots.iter_mut().for_each(|slot| *slot = (0, 0));
+            self.stamp = 0;
+        }
+        self.stamp += 1;
+        let (stamp, mask, bits) = (self.stamp, size - 1, size.trailing_zeros());
+        for address in addresses {
+            let address = address?;
+            // Fibonacci hashing: the product's high bits mix every bit of the address.
+            let mut index =
+                ((address as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - bits)) as usize;
+            loop {
+                let slot = &mut self.slots[index];
+                if slot.1 != stamp {
+                    *slot = (address, stamp);
+                    break;
+                }
+                if slot.0 == address {
+                    return Some(true);
+                }
+                index = (index + 1) & mask;
+            }
+        }
+        Some(false)
+    }
 }
 
 /// [`resolve`] into a shared allocation, written once: collecting an exact-length

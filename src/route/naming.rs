@@ -39,12 +39,16 @@ pub struct ColumnName(Name);
 /// the process, up to [`INTERNED_BYTES`]; past that budget (only hostile input gets
 /// there) new names fall back to a shared allocation, so memory stays bounded.
 ///
-/// Both variants are thin pointers (to a `&'static str` slot, and to an `Arc` of a
+/// Every variant is a thin pointer (to a `&'static str` slot, or to an `Arc` of a
 /// boxed text), so a name is 16 bytes rather than a fat pointer's 24: a cell is 40
 /// bytes instead of 48, and cells are most of a batch's memory.
 #[derive(Clone)]
 enum Name {
+    /// The interner's one slot for this text.
     Interned(&'static &'static str),
+    /// One of tracktable's own names, at a constant's address: the interner may hold
+    /// the same text at another slot.
+    Fixed(&'static &'static str),
     Shared(Arc<Box<str>>),
 }
 
@@ -62,7 +66,7 @@ impl Name {
 
     fn as_str(&self) -> &str {
         match self {
-            Name::Interned(text) => text,
+            Name::Interned(text) | Name::Fixed(text) => text,
             Name::Shared(text) => text,
         }
     }
@@ -72,8 +76,19 @@ impl Name {
     /// shared allocation alive); equal names may have different addresses.
     fn address(&self) -> usize {
         match self {
-            Name::Interned(slot) => std::ptr::from_ref::<&'static str>(*slot) as usize,
+            Name::Interned(slot) | Name::Fixed(slot) => {
+                std::ptr::from_ref::<&'static str>(*slot) as usize
+            }
             Name::Shared(text) => Arc::as_ptr(text) as usize,
+        }
+    }
+
+    /// The address of the interner's slot, if the name has one: unlike [`Name::address`],
+    /// equal texts then have equal addresses (the interner keeps one slot per text).
+    fn interned_address(&self) -> Option<usize> {
+        match self {
+            Name::Interned(slot) => Some(std::ptr::from_ref::<&'static str>(*slot) as usize),
+            Name::Fixed(_) | Name::Shared(_) => None,
         }
     }
 }
@@ -196,7 +211,7 @@ impl TableName {
     /// as a promoted constant: `TableName::fixed(&"tracks")`.
     pub(crate) fn fixed(name: &'static &'static str) -> TableName {
         debug_assert!(is_normal(name), "{name}");
-        TableName(Name::Interned(name))
+        TableName(Name::Fixed(name))
     }
 
     /// The name's identity (see `Name::address`): equal addresses mean equal names (not the
@@ -226,7 +241,21 @@ impl ColumnName {
     /// One of tracktable's own fixed column names. These may be reserved words
     /// (`timestamp`): SQL always quotes identifiers, and they never come from input.
     pub(crate) fn fixed(name: &'static &'static str) -> ColumnName {
-        ColumnName(Name::Interned(name))
+        ColumnName(Name::Fixed(name))
+    }
+
+    /// One of tracktable's own names, from the interner: its
+    /// [`ColumnName::interned_address`] is then the same as any other name's of that text.
+    pub(crate) fn own(name: &'static str) -> ColumnName {
+        debug_assert!(is_normal(name) || super::own::ALL.contains(&name), "{name}");
+        ColumnName(Name::new(name))
+    }
+
+    /// See `Name::interned_address`: two names with an interned address are equal if and
+    /// only if their addresses are; a name without one (past the interner's budget, or
+    /// made by [`ColumnName::fixed`]) has to be compared by its text.
+    pub fn interned_address(&self) -> Option<usize> {
+        self.0.interned_address()
     }
 
     /// See [`TableName::address`].

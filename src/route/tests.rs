@@ -483,3 +483,33 @@ fn a_tracks_row_shares_its_cells_with_the_event_row_and_properties_never_take_th
         Some(&Value::Varchar("from properties".into()))
     );
 }
+
+/// The clash check compares interned addresses, and texts wherever a name has none (a
+/// fixed name, or one past the interner's budget): equal texts always clash.
+#[test]
+fn clashes_are_found_by_address_and_by_text() {
+    let candidate = |name: ColumnName| Candidate {
+        name,
+        raw: None,
+        origin: 2,
+        own: 0,
+        value: Value::Boolean(true),
+    };
+    let interned = |text: &str| candidate(naming::column_name(text));
+    assert!(!clashes(&[], &[interned("a_b"), interned("a_c")]));
+    assert!(clashes(
+        &[],
+        &[interned("a_b"), interned("a_c"), interned("a_b")]
+    ));
+    let fixed = candidate(ColumnName::fixed(&"user_id"));
+    assert!(clashes(&[], &[interned("user_id"), fixed.clone()]));
+    assert!(!clashes(&[], &[interned("user_idx"), fixed]));
+    let before = [(ColumnName::own("event"), Value::Boolean(false))];
+    assert!(clashes(&before, &[interned("event")]));
+    // Many rows through one table: every row starts empty.
+    let wide: Vec<Candidate> = (0..300).map(|i| interned(&format!("p{i}"))).collect();
+    for _ in 0..3 {
+        assert!(!clashes(&[], &wide));
+        assert!(!clashes(&[], &wide[..5]));
+    }
+}
