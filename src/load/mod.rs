@@ -42,6 +42,28 @@ use crate::warehouse::{FailureClass, LoadReport, Loader, TableBatch, Warehouse, 
 /// concurrent schema change or a stale cache caused it.
 const CONFIG_ATTEMPTS: u32 = 2;
 
+/// How long a batch's load runs before it is reported as slow, and again after each
+/// further such period. A failing load is reported by its retries; one that neither
+/// finishes nor fails (a statement waiting on a lock) would otherwise be silent.
+const SLOW_LOAD: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Awaits `work`, calling `slow` with the time elapsed after each `every` it is still
+/// running.
+async fn warn_while_slow<F: std::future::Future>(
+    work: F,
+    every: std::time::Duration,
+    mut slow: impl FnMut(std::time::Duration),
+) -> F::Output {
+    let started = tokio::time::Instant::now();
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            output = &mut work => return output,
+            _ = tokio::time::sleep(every) => slow(started.elapsed()),
+        }
+    }
+}
+
 /// One worker's share of one batch.
 #[derive(Debug)]
 pub struct LoadJob {
@@ -82,12 +104,21 @@ pub async fn run_loader<W: Warehouse>(
             "batch load started"
         );
         let lanes = assign_lanes(&job.tables, loaders.len());
-        let results =
+        let loading =
             futures_util::future::join_all(loaders.iter_mut().zip(&lanes).map(|(loader, lane)| {
                 let tables = lane.iter().map(|&index| &job.tables[index]);
                 load_lane(&*warehouse, loader, job.batch, tables, &stats, &shutdown)
-            }))
-            .await;
+            }));
+        let (batch, tables) = (job.batch.0, job.tables.len());
+        let results = warn_while_slow(loading, SLOW_LOAD, |elapsed| {
+            tracing::warn!(
+                batch,
+                tables,
+                elapsed_s = elapsed.as_secs(),
+                "batch load still running without an error: the warehouse is slow, or a statement waits on a lock another session holds"
+            );
+        })
+        .await;
         let mut report = LoadReport::default();
         for result in results {
             match result {
@@ -800,6 +831,18 @@ mod tests {
         assert!(started.elapsed() < std::time::Duration::from_secs(3));
         assert_eq!(shutdown.abandoned(), Some("table t of batch 1"));
         assert_eq!(shutdown.failure(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_load_that_neither_finishes_nor_fails_is_reported_each_period() {
+        let period = std::time::Duration::from_secs(60);
+        let mut reported = Vec::new();
+        let work = tokio::time::sleep(std::time::Duration::from_secs(150));
+        warn_while_slow(work, period, |elapsed| reported.push(elapsed.as_secs())).await;
+        assert_eq!(reported, [60, 120]);
+        let mut quick = 0;
+        let output = warn_while_slow(async { 7 }, period, |_| quick += 1).await;
+        assert_eq!((output, quick), (7, 0));
     }
 
     #[test]
