@@ -490,25 +490,6 @@ async fn a_wrong_password_stops_the_run_at_once() {
     );
 }
 
-/// A plain HTTP/1.1 GET: (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
 /// Every object name in the state directory's done logs.
 fn done(state: &Path) -> Vec<String> {
     let mut names = Vec::new();
@@ -594,7 +575,7 @@ async fn sigterm_during_an_endless_retry_exits_promptly() {
         "/ready reports the failing load",
         &log,
         || async move {
-            get(port, "/ready").is_some_and(|(status, body)| {
+            support::http_get(port, "/ready").is_some_and(|(status, body)| {
                 status == 503
                     && body.contains("warehouse: table ")
                     && body.contains("failing, retried")

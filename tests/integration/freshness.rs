@@ -3,7 +3,6 @@
 //! object once, from its notification's event time to its commit, and the closing
 //! summary gives the percentiles.
 
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,32 +15,6 @@ const OBJECTS: usize = 6;
 /// How long the objects wait in the queue before tracktable starts: every object's
 /// freshness is at least this.
 const AGED: Duration = Duration::from_secs(2);
-
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response.split_once("\r\n\r\n")?.1.to_owned())
-}
-
-/// The number of the exposition line that starts with `series` and a space.
-fn value(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
 
 /// The seconds after `label` in the summary line (`p50 2.3s`).
 fn seconds_after(line: &str, label: &str) -> f64 {
@@ -130,8 +103,9 @@ async fn freshness_counts_each_object_once_from_its_s3_event_time_to_its_commit(
             "not every object was acknowledged within 120 s:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        if let Some(body) = get(port, "/metrics")
-            && value(&body, "tracktable_objects_acknowledged_total") == Some(OBJECTS as f64)
+        if let Some((200, body)) = support::http_get(port, "/metrics")
+            && support::metric_value(&body, "tracktable_objects_acknowledged_total")
+                == Some(OBJECTS as f64)
         {
             break body;
         }
@@ -140,12 +114,12 @@ async fn freshness_counts_each_object_once_from_its_s3_event_time_to_its_commit(
     let oldest_possible = first_written.elapsed().as_secs_f64();
     let objects = OBJECTS as f64;
     assert_eq!(
-        value(&exposition, "tracktable_freshness_seconds_count"),
+        support::metric_value(&exposition, "tracktable_freshness_seconds_count"),
         Some(objects),
         "{exposition}"
     );
     assert_eq!(
-        value(
+        support::metric_value(
             &exposition,
             "tracktable_freshness_seconds_bucket{le=\"+Inf\"}"
         ),
@@ -154,14 +128,15 @@ async fn freshness_counts_each_object_once_from_its_s3_event_time_to_its_commit(
     );
     // No object is fresher than the age it was given.
     assert_eq!(
-        value(
+        support::metric_value(
             &exposition,
             "tracktable_freshness_seconds_bucket{le=\"1.5\"}"
         ),
         Some(0.0),
         "{exposition}"
     );
-    let sum = value(&exposition, "tracktable_freshness_seconds_sum").expect("a sum");
+    let sum =
+        support::metric_value(&exposition, "tracktable_freshness_seconds_sum").expect("a sum");
     assert!(
         sum >= objects * AGED.as_secs_f64() && sum <= objects * oldest_possible,
         "freshness sum {sum} for {OBJECTS} objects written at most {oldest_possible:.1}s ago"

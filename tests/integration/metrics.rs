@@ -2,29 +2,10 @@
 //! that agree with the warehouse, JSON logs, and no secret in the logs.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support;
-
-/// A plain HTTP/1.1 GET: (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
 
 /// `name{label="value"} number` lines of one metric: label value → number.
 fn samples(exposition: &str, metric: &str, label: &str) -> BTreeMap<String, f64> {
@@ -37,16 +18,6 @@ fn samples(exposition: &str, metric: &str, label: &str) -> BTreeMap<String, f64>
             Some((value.to_owned(), number.trim().parse().ok()?))
         })
         .collect()
-}
-
-fn scalar(exposition: &str, metric: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        line.strip_prefix(metric)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 /// A run with `--metrics-addr`: `/health` and `/ready` answer, `/metrics` counts rows
@@ -132,22 +103,22 @@ async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
             Instant::now() < deadline,
             "not every object was acknowledged within 120 s"
         );
-        if let Some((200, body)) = get(port, "/metrics")
-            && scalar(&body, "tracktable_objects_acknowledged_total") == Some(12.0)
+        if let Some((200, body)) = support::http_get(port, "/metrics")
+            && support::metric_value(&body, "tracktable_objects_acknowledged_total") == Some(12.0)
         {
             break body;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert_eq!(get(port, "/health").map(|r| r.0), Some(200));
-    let ready = get(port, "/ready").expect("/ready answers");
+    assert_eq!(support::http_get(port, "/health").map(|r| r.0), Some(200));
+    let ready = support::http_get(port, "/ready").expect("/ready answers");
     assert_eq!(ready.0, 200, "{}", ready.1);
     assert!(
         ready.1.contains("warehouse: ok") && ready.1.contains("source: ok"),
         "{}",
         ready.1
     );
-    assert_eq!(get(port, "/nothing").map(|r| r.0), Some(404));
+    assert_eq!(support::http_get(port, "/nothing").map(|r| r.0), Some(404));
 
     // Rows per table, as counted, are the rows in each event table.
     let rows = samples(&exposition, "tracktable_rows_loaded_total", "table");
@@ -199,12 +170,12 @@ async fn metrics_agree_with_the_warehouse_and_logs_keep_secrets() {
     assert!(!stored_discards.is_empty(), "the drift produced discards");
     assert_eq!(discarded, stored_discards);
     assert_eq!(
-        scalar(&exposition, "tracktable_events_total"),
+        support::metric_value(&exposition, "tracktable_events_total"),
         Some(6000.0 - stored.values().sum::<f64>())
     );
     // Each file's freshness, from its modification time, is observed once.
     assert_eq!(
-        scalar(&exposition, "tracktable_freshness_seconds_count"),
+        support::metric_value(&exposition, "tracktable_freshness_seconds_count"),
         Some(12.0),
         "{exposition}"
     );

@@ -1196,17 +1196,7 @@ async fn a_tracking_plan_rejects_what_it_refuses_and_caps_tables_and_columns() {
         tracks, 25,
         "5 each of the allowed events: Order, 3 Extras, Wide"
     );
-    let tables: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
-             AND left(table_name, 1) <> '_' ORDER BY 1",
-            &[&schema],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let tables: Vec<String> = support::event_tables(&client, &schema).await;
     assert_eq!(tables.len(), 4, "the table cap holds: {tables:?}\n{stderr}");
     for table in ["tracks", "order_completed", "wide_event"] {
         assert!(tables.contains(&table.to_owned()), "{table}: {tables:?}");

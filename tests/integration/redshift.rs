@@ -118,7 +118,7 @@ impl Redshift {
     /// `check` of run `run`'s pipeline (over an empty source), in this process through
     /// the emulator; each line as the binary prints it.
     async fn check(&self, run: &str) -> (bool, String) {
-        let source = self.dir(&format!("{run}-source"), &[]);
+        let source = self.dir::<&str>(&format!("{run}-source"), &[]);
         let pipeline = self.pipeline(&source, run, "");
         let checks = tracktable_testkit::redshift::check(&pipeline, Some(&self.log))
             .await
@@ -167,11 +167,11 @@ impl Redshift {
         )
     }
 
-    fn dir(&self, name: &str, files: &[(&str, String)]) -> PathBuf {
+    fn dir<F: AsRef<str>>(&self, name: &str, files: &[(F, String)]) -> PathBuf {
         let dir = self.work.path().join(name);
         std::fs::create_dir_all(&dir).expect("create source dir");
         for (file, text) in files {
-            std::fs::write(dir.join(file), text).expect("write source file");
+            std::fs::write(dir.join(file.as_ref()), text).expect("write source file");
         }
         dir
     }
@@ -823,6 +823,14 @@ async fn golden_sql_of_one_load() {
     redshift.finish(&client).await;
 }
 
+/// How many transactions the statement log shows committed.
+fn commits(statements: &[String]) -> usize {
+    statements
+        .iter()
+        .filter(|s| s.as_str() == "COMMIT;")
+        .count()
+}
+
 /// The staging run id and the batch id (wall-clock based), from the first staged
 /// path `staging/SCHEMA/TABLE/RUN-bBATCH-N-rows/`, to normalise.
 fn run_and_batch(statements: &[String]) -> Option<(String, String)> {
@@ -1168,10 +1176,6 @@ async fn parallel_loads_with_discards_in_every_table_commit_at_serializable() {
         return;
     };
     let files = support::discards_in_every_table(3, 8, 20);
-    let files: Vec<(&str, String)> = files
-        .iter()
-        .map(|(name, text)| (name.as_str(), text.clone()))
-        .collect();
     let source = redshift.dir("events", &files);
     let summary = redshift.load(&source, "first", "max_bytes = 1\nload_connections = 4\n");
     assert_eq!(
@@ -1379,7 +1383,7 @@ async fn the_binarys_check_reports_each_step_and_cleans_up_after_a_failed_copy()
     let Some((redshift, client)) = Redshift::new("clicheck").await else {
         return;
     };
-    let source = redshift.dir("cli-source", &[]);
+    let source = redshift.dir::<&str>("cli-source", &[]);
     redshift.pipeline(&source, "cli", "");
     let (ok, report) = redshift.command("check", "cli");
     assert!(!ok, "{report}");
@@ -1412,10 +1416,6 @@ async fn a_batch_commits_once_per_connection_and_every_merge_is_bounded() {
         return;
     };
     let files = support::discards_in_every_table(10, 8, 3);
-    let files: Vec<(&str, String)> = files
-        .iter()
-        .map(|(name, text)| (name.as_str(), text.clone()))
-        .collect();
     let source = redshift.dir("events", &files);
     let summary = redshift.load(&source, "first", "max_bytes = 1\nload_connections = 2\n");
     support::assert_discards_in_every_table(&client, &redshift.schema, 8, 30).await;
@@ -1443,10 +1443,7 @@ async fn a_batch_commits_once_per_connection_and_every_merge_is_bounded() {
         batches.values().all(|tables| tables.len() == 9),
         "{batches:?}"
     );
-    let commits = statements
-        .iter()
-        .filter(|s| s.as_str() == "COMMIT;")
-        .count();
+    let commits = commits(&statements);
     assert_eq!(
         commits,
         2 * batches.len(),
@@ -1499,17 +1496,7 @@ async fn tables_the_cap_keeps_out_go_to_discards_in_the_shared_transaction() {
     );
     assert_eq!(summary.stats.warehouse_retries, 0);
     let schema = &redshift.schema;
-    let tables: Vec<String> = client
-        .query(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
-             AND left(table_name, 1) <> '_' ORDER BY 1",
-            &[schema],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let tables: Vec<String> = support::event_tables(&client, schema).await;
     assert_eq!(tables.len(), 3, "the cap holds: {tables:?}");
     assert!(tables.contains(&"tracks".to_owned()), "{tables:?}");
     let tracks = format!("SELECT count(*) FROM \"{schema}\".tracks");
@@ -1528,10 +1515,7 @@ async fn tables_the_cap_keeps_out_go_to_discards_in_the_shared_transaction() {
         }
     }
     let statements = redshift.statements_parse();
-    let commits = statements
-        .iter()
-        .filter(|s| s.as_str() == "COMMIT;")
-        .count();
+    let commits = commits(&statements);
     assert_eq!(commits, 1, "one batch, one connection, one commit");
     redshift.finish(&client).await;
 }

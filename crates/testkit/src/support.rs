@@ -509,3 +509,51 @@ pub async fn assert_discards_in_every_table(
     let recorded = format!("SELECT sum(discards)::bigint FROM \"{schema}\"._tracktable_loads");
     assert_eq!(count(client, &recorded).await, tables as i64 * rows);
 }
+
+/// The tables of `schema` tracktable made for events (bookkeeping tables, whose names
+/// start with `_`, left out), by name.
+pub async fn event_tables(client: &tokio_postgres::Client, schema: &str) -> Vec<String> {
+    client
+        .query(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 \
+             AND left(table_name, 1) <> '_' ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .expect("list the schema's tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+/// A plain HTTP/1.1 GET of a run's metrics listener on loopback: (status, body), or
+/// `None` while it does not answer.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// The number on the exposition line of `series` (a metric's name, with its labels if
+/// any), as `/metrics` prints it.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
