@@ -285,11 +285,15 @@ impl Loader for RedshiftLoader {
         batch: &TableBatch,
         reason: &DiscardReason,
     ) -> Result<LoadReport, RedshiftError> {
-        let result = self.refuse_rows(batch, reason, LoadReport::default()).await;
-        if result.is_err() {
-            self.after_failure(batch).await;
+        let settled = [Err(reason.clone())];
+        let reports = vec![LoadReport::default()];
+        match self.load_settled(&[batch], &settled, reports).await {
+            Ok(mut reports) => Ok(reports.pop().unwrap_or_default()),
+            Err(failed) => {
+                self.after_failure(batch).await;
+                Err(failed.error)
+            }
         }
-        result
     }
 
     /// Every table's DDL and staging first, then one transaction for all of them:
@@ -322,8 +326,6 @@ impl Loader for RedshiftLoader {
 /// One table of a shared load, staged and ready for the transaction.
 struct Prepared<'a> {
     batch: &'a TableBatch,
-    /// `None`: the table cap refused the table, and its rows go to `_discards` whole.
-    columns: Option<&'a TableSchema>,
     chosen: Vec<&'a Row>,
     names: Vec<&'a str>,
     lines: Vec<csv::PartLines>,
@@ -351,31 +353,58 @@ impl RedshiftLoader {
         &mut self,
         batches: &[&TableBatch],
     ) -> Result<Vec<LoadReport>, TogetherError<RedshiftError>> {
-        let at = |index: usize| {
-            move |error| TogetherError {
-                error,
-                table: Some(index),
-                committed: Vec::new(),
-            }
-        };
         let mut reports = vec![LoadReport::default(); batches.len()];
         let mut settled = Vec::with_capacity(batches.len());
         for (index, batch) in batches.iter().enumerate() {
             let columns = self
                 .settle_schema(batch, &mut reports[index])
                 .await
-                .map_err(at(index))?;
+                .map_err(|error| TogetherError {
+                    error,
+                    table: Some(index),
+                    committed: Vec::new(),
+                })?;
             settled.push(columns);
         }
+        let reports = self.load_settled(batches, &settled, reports).await?;
+        for (batch, columns) in batches.iter().zip(settled) {
+            let table = batch.table.as_str();
+            match columns {
+                Ok(columns) => self.warehouse.connection.remember(table, columns),
+                Err(reason) => tracing::warn!(
+                    table,
+                    batch = batch.batch.0,
+                    rows = batch.rows.len(),
+                    reason = %reason,
+                    "table not created; its rows went to _discards"
+                ),
+            }
+        }
+        Ok(reports)
+    }
+
+    /// Stages and commits `batches` whose schemas are `settled`: into their tables,
+    /// or, where `settled` holds a reason, every row to `_discards` whole with it.
+    /// `reports` holds what each table's DDL did.
+    async fn load_settled(
+        &mut self,
+        batches: &[&TableBatch],
+        settled: &[Result<TableSchema, DiscardReason>],
+        reports: Vec<LoadReport>,
+    ) -> Result<Vec<LoadReport>, TogetherError<RedshiftError>> {
         let mut prepared: Vec<Prepared<'_>> = Vec::with_capacity(batches.len());
         let mut failure = None;
-        for (index, (batch, columns)) in batches.iter().zip(&settled).enumerate() {
-            let report = std::mem::take(&mut reports[index]);
+        let tables = batches.iter().zip(settled).zip(reports);
+        for (index, ((batch, columns), report)) in tables.enumerate() {
             match self.prepare(index, batch, columns, report).await {
                 Ok(table) => prepared.push(table),
                 Err((error, staged)) => {
                     self.remove_staged(staged).await;
-                    failure = Some(at(index)(error));
+                    failure = Some(TogetherError {
+                        error,
+                        table: Some(index),
+                        committed: Vec::new(),
+                    });
                     break;
                 }
             }
@@ -389,21 +418,7 @@ impl RedshiftLoader {
             self.remove_staged(staged).await;
         }
         committed?;
-        let mut reports = Vec::with_capacity(prepared.len());
-        for table in prepared {
-            let name = table.batch.table.as_str();
-            match table.columns {
-                Some(columns) => self.warehouse.connection.remember(name, columns.clone()),
-                None => tracing::warn!(
-                    table = name,
-                    batch = table.batch.batch.0,
-                    rows = table.batch.rows.len(),
-                    "table not created; its rows went to _discards"
-                ),
-            }
-            reports.push(table.report);
-        }
-        Ok(reports)
+        Ok(prepared.into_iter().map(|table| table.report).collect())
     }
 
     /// Before the transaction: one table's rows chosen, written and staged, its
@@ -417,7 +432,7 @@ impl RedshiftLoader {
         report: LoadReport,
     ) -> Result<Prepared<'a>, (RedshiftError, [Option<stage::Staged>; 2])> {
         let table = batch.table.as_str();
-        let (columns, chosen, discards, written, whole) = match settled {
+        let (chosen, discards, written, whole) = match settled {
             Ok(columns) => {
                 let chosen = load::choose_rows(table, &batch.rows);
                 let mut discards = chosen.unkeyed.clone();
@@ -425,7 +440,7 @@ impl RedshiftLoader {
                 let written = self
                     .write_rows(table, columns, &chosen.rows, &mut discards)
                     .map_err(|error| (error, [None, None]))?;
-                (Some(columns), chosen.rows, discards, Some(written), whole)
+                (chosen.rows, discards, Some(written), whole)
             }
             Err(reason) => {
                 let discards: Vec<Discard> = batch
@@ -434,7 +449,7 @@ impl RedshiftLoader {
                     .map(|row| Discard::whole_row(table, row, reason.clone()))
                     .collect();
                 let whole = discards.len() as u64;
-                (None, Vec::new(), discards, None, whole)
+                (Vec::new(), discards, None, whole)
             }
         };
         let (names, parts) = match written {
@@ -464,7 +479,6 @@ impl RedshiftLoader {
         };
         Ok(Prepared {
             batch,
-            columns,
             chosen,
             names,
             lines,

@@ -1,17 +1,17 @@
 //! record: what a Redshift load writes besides its rows, in the same transaction — its
 //! discards (staged as CSV like the rows, merged only where `_discards` lacks them, so
-//! a replayed batch adds none twice) and its `_tracktable_loads` row — and the load of
-//! rows kept out of their table whole (a table the table cap refuses, rows the cluster
-//! refused).
+//! a replayed batch adds none twice) and its `_tracktable_loads` row. Rows kept out of
+//! their table whole (a table the table cap refuses, rows the cluster refused) take the
+//! same path with no rows to merge.
 
 use std::collections::HashSet;
 
 use super::RedshiftLoader;
 use super::csv::{self, PartWriter};
 use super::session::RedshiftError;
-use super::sql::{self, DISCARD_STAGE};
+use super::sql;
 use super::stage::Staged;
-use crate::warehouse::discard::{Discard, DiscardCounts, DiscardReason, KeptDiscards};
+use crate::warehouse::discard::{Discard, DiscardCounts, KeptDiscards};
 use crate::warehouse::postgres::query_error;
 use crate::warehouse::{LoadReport, TableBatch};
 
@@ -145,43 +145,6 @@ impl RedshiftLoader {
         );
         self.session.execute(&record, "record the load").await?;
         Ok(())
-    }
-
-    /// Every row of the batch to `_discards` whole with `reason`, and the load
-    /// recorded (`report` holds the DDL this load ran): for a table the tracking
-    /// plan's table cap keeps out, and for rows the cluster refused.
-    pub(super) async fn refuse_rows(
-        &mut self,
-        batch: &TableBatch,
-        reason: &DiscardReason,
-        mut report: LoadReport,
-    ) -> Result<LoadReport, RedshiftError> {
-        let table = batch.table.as_str();
-        let discards: Vec<Discard> = batch
-            .rows
-            .iter()
-            .map(|row| Discard::whole_row(table, row, reason.clone()))
-            .collect();
-        let staged = self.stage_discards(batch, &discards).await?;
-        let finished = async {
-            let new = match &staged {
-                Some(staged) => Some((
-                    self.stage_new_discards(staged, &discards, DISCARD_STAGE)
-                        .await?,
-                    DISCARD_STAGE,
-                )),
-                None => None,
-            };
-            self.session.execute(sql::BEGIN, "begin").await?;
-            self.record(batch, new, &mut report).await?;
-            self.session
-                .execute(sql::COMMIT, &format!("commit {}", batch.table.as_str()))
-                .await
-        }
-        .await;
-        self.remove_staged([staged]).await;
-        finished?;
-        Ok(report)
     }
 
     /// After the commit (or a failed attempt: a retry stages afresh): removes what the
