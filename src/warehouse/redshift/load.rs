@@ -292,15 +292,30 @@ impl RedshiftLoader {
         source: &Staged,
     ) -> Result<String, RedshiftError> {
         let credentials = self.warehouse.copy_credentials(&self.staging).await?;
-        let file = &self.warehouse.file;
-        Ok(sql::copy_from_s3(
+        Ok(self
+            .warehouse
+            .copy_statement(stage, names, &source.source, &credentials))
+    }
+}
+
+impl super::RedshiftWarehouse {
+    /// The `COPY` of `source` into `stage` presenting `credentials`, with the
+    /// pipeline's region and options: what every load runs, and `check` too.
+    pub(super) fn copy_statement(
+        &self,
+        stage: &str,
+        names: &[&str],
+        source: &sql::CopySource,
+        credentials: &sql::Credentials,
+    ) -> String {
+        sql::copy_from_s3(
             stage,
             names,
-            &source.source,
-            &credentials,
-            file.staging.region.as_deref(),
-            file.accept_invalid_chars.as_deref(),
-        ))
+            source,
+            credentials,
+            self.file.staging.region.as_deref(),
+            self.file.accept_invalid_chars.as_deref(),
+        )
     }
 }
 

@@ -228,13 +228,11 @@ impl RedshiftWarehouse {
                 |region| format!("REGION {region}")
             )
         );
-        let statement = sql::copy_from_s3(
+        let statement = self.copy_statement(
             CHECK_TABLE,
             &sql::CHECK_COLUMNS,
             &staged.source,
             &credentials,
-            file.region.as_deref(),
-            self.file.accept_invalid_chars.as_deref(),
         );
         // What was loaded is judged by reading it back: the count in COPY's reply
         // is not relied on.
