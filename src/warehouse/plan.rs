@@ -73,6 +73,9 @@ pub fn cell_for(
     }
 }
 
+/// A column's position in a load and its type; `None` when the table has no such column.
+type Slot = Option<(usize, ColumnType)>;
+
 /// Where one load puts each column: the key first, then every other column of the table
 /// but the load time, in name order. Built once per (batch, table). Names are interned
 /// (`route::naming`), so a cell finds its place by its name's address: one integer hash
@@ -84,9 +87,13 @@ pub struct Layout<'a> {
     pub names: Vec<&'a str>,
     /// Name address → position and type; `None` when the table has no such column.
     /// The rows borrowed for `'a` keep every address alive, so none is reused.
-    slots: HashMap<usize, Option<(usize, ColumnType)>, BuildHasherDefault<AddressHasher>>,
+    slots: HashMap<usize, Slot, BuildHasherDefault<AddressHasher>>,
     /// Name → position and type, from which `slots` fills as names first appear.
     positions: HashMap<&'a str, (usize, ColumnType)>,
+    /// The (name address, slot) of each cell of the last row placed, by position: rows
+    /// of a table mostly list the same names in the same order, and comparing an
+    /// address with the one at its position costs less than a hash probe per cell.
+    last: Vec<(usize, Slot)>,
     /// The caps on columns per table, and how many columns (and of those, how many
     /// not tracktable's own) the table has: a column missing because of a cap is
     /// discarded with the cap as its reason.
@@ -131,6 +138,7 @@ impl<'a> Layout<'a> {
             names,
             slots: HashMap::default(),
             positions,
+            last: Vec::new(),
             caps,
             columns: schema.len(),
             properties: schema.keys().filter(|name| !is_own_column(name)).count(),
@@ -150,15 +158,17 @@ impl<'a> Layout<'a> {
     ) {
         cells.iter_mut().for_each(|cell| *cell = None);
         cells[0] = Some(Cell::Text(Cow::Borrowed(row.message_id.as_str())));
-        for (column, value) in row.cells() {
-            // A name not yet in `slots` is looked up by its text once; `None` (the
-            // table has no such column) is remembered too.
+        for (at, (column, value)) in row.cells().enumerate() {
             let address = column.address();
-            let slot = match self.slots.get(&address) {
-                Some(slot) => *slot,
-                None => {
-                    let slot = self.positions.get(column.as_str()).copied();
-                    self.slots.insert(address, slot);
+            let slot = match self.last.get(at) {
+                Some(&(last, slot)) if last == address => slot,
+                _ => {
+                    let slot = self.slot(address, column.as_str());
+                    if at < self.last.len() {
+                        self.last[at] = (address, slot);
+                    } else {
+                        self.last.push((address, slot));
+                    }
                     slot
                 }
             };
@@ -178,6 +188,19 @@ impl<'a> Layout<'a> {
                     .unwrap_or(DiscardReason::NoColumn),
             };
             discards.push(Discard::new(table, column.as_str(), row, value, reason));
+        }
+    }
+
+    /// The slot of the name at `address`: a name not yet in `slots` is looked up by its
+    /// text once, and `None` (the table has no such column) is remembered too.
+    fn slot(&mut self, address: usize, name: &str) -> Slot {
+        match self.slots.get(&address) {
+            Some(slot) => *slot,
+            None => {
+                let slot = self.positions.get(name).copied();
+                self.slots.insert(address, slot);
+                slot
+            }
         }
     }
 }
@@ -303,6 +326,9 @@ mod tests {
             row("m3", &["a", "x", "c"]),
             row("m4", &["c", "b", "a", "x"]),
             row("m5", &["a", "b", "c"]),
+            // The same names at the same places as the row before.
+            row("m6", &["a", "b", "c"]),
+            row("m7", &["a", "b"]),
         ];
         type Placed = (Vec<Vec<Option<i64>>>, Vec<(String, String)>);
         fn place_all<'a>(layout: &mut Layout<'a>, rows: &'a [Row]) -> Placed {
@@ -333,6 +359,8 @@ mod tests {
             vec![Some(1), None, Some(3)],
             vec![Some(3), Some(2), Some(1)],
             vec![Some(1), Some(2), Some(3)],
+            vec![Some(1), Some(2), Some(3)],
+            vec![Some(1), Some(2), None],
         ];
         let missing = vec![
             ("m3".to_owned(), "x".to_owned()),
