@@ -12,6 +12,7 @@
 //! cannot reach SQL.
 
 use std::fmt;
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -39,18 +40,25 @@ pub struct ColumnName(Name);
 /// the process, up to [`INTERNED_BYTES`]; past that budget (only hostile input gets
 /// there) new names fall back to a shared allocation, so memory stays bounded.
 ///
-/// Every variant is a thin pointer (to a `&'static str` slot, or to an `Arc` of a
-/// boxed text), so a name is 16 bytes rather than a fat pointer's 24: a cell is 40
-/// bytes instead of 48, and cells are most of a batch's memory.
-#[derive(Clone)]
-enum Name {
-    /// The interner's one slot for this text.
-    Interned(&'static &'static str),
-    /// One of tracktable's own names, at a constant's address: the interner may hold
-    /// the same text at another slot.
-    Fixed(&'static &'static str),
-    Shared(Arc<Box<str>>),
-}
+/// A name is one word: a pointer to a `&'static str` slot (interned or fixed) or to
+/// a shared boxed text, with which of the three it is in the pointer's two low bits
+/// (every one of them is 8-byte aligned). A cell is then 32 bytes, where an enum of the
+/// three pointers made it 40 and a fat pointer 48; cells are most of a batch's memory.
+struct Name(NonNull<()>);
+
+/// The kinds of [`Name`], in its pointer's low bits.
+const INTERNED: usize = 0;
+/// One of tracktable's own names, at a constant's address: the interner may hold the
+/// same text at another slot.
+const FIXED: usize = 1;
+/// Past the interner's budget: an `Arc<Box<str>>`, its pointer from `Arc::into_raw`.
+const SHARED: usize = 2;
+const KIND: usize = 0b11;
+
+// SAFETY: a name is a `&'static &'static str` or an `Arc<Box<str>>`, both `Send` and
+// `Sync`; `Clone` and `Drop` keep the `Arc`'s count as the `Arc` itself would.
+unsafe impl Send for Name {}
+unsafe impl Sync for Name {}
 
 /// The most bytes of name text interned per process: at 63 bytes a name, over 260,000
 /// distinct names.
@@ -59,15 +67,45 @@ pub const INTERNED_BYTES: usize = 16 << 20;
 impl Name {
     fn new(text: &str) -> Name {
         match intern(text) {
-            Some(interned) => Name::Interned(interned),
-            None => Name::Shared(Arc::new(Box::from(text))),
+            Some(interned) => Name::slot(interned, INTERNED),
+            None => Name::shared(Arc::new(Box::from(text))),
         }
     }
 
+    /// An interned (`INTERNED`) or constant (`FIXED`) slot.
+    fn slot(slot: &'static &'static str, kind: usize) -> Name {
+        Name::tagged(std::ptr::from_ref(slot).cast(), kind)
+    }
+
+    fn shared(text: Arc<Box<str>>) -> Name {
+        Name::tagged(Arc::into_raw(text).cast(), SHARED)
+    }
+
+    fn tagged(pointer: *const (), kind: usize) -> Name {
+        debug_assert_eq!(pointer.addr() & KIND, 0, "names are 8-byte aligned");
+        let tagged = pointer.map_addr(|address| address | kind).cast_mut();
+        // SAFETY: `pointer` comes from a reference or `Arc::into_raw`, never null, and
+        // setting low bits of a non-null address keeps it non-null.
+        Name(unsafe { NonNull::new_unchecked(tagged) })
+    }
+
+    fn kind(&self) -> usize {
+        self.0.as_ptr().addr() & KIND
+    }
+
+    fn pointer(&self) -> *const () {
+        self.0.as_ptr().map_addr(|address| address & !KIND)
+    }
+
     fn as_str(&self) -> &str {
-        match self {
-            Name::Interned(text) | Name::Fixed(text) => text,
-            Name::Shared(text) => text,
+        let pointer = self.pointer();
+        if self.kind() == SHARED {
+            // SAFETY: a `SHARED` name holds a count of the `Arc<Box<str>>` this points
+            // into, so the text lives at least as long as `self`.
+            unsafe { &*pointer.cast::<Box<str>>() }
+        } else {
+            // SAFETY: `INTERNED` and `FIXED` point at a `&'static &'static str`.
+            unsafe { *pointer.cast::<&'static str>() }
         }
     }
 
@@ -75,20 +113,31 @@ impl Name {
     /// addresses mean equal names (a slot's text never changes, and a holder keeps a
     /// shared allocation alive); equal names may have different addresses.
     fn address(&self) -> usize {
-        match self {
-            Name::Interned(slot) | Name::Fixed(slot) => {
-                std::ptr::from_ref::<&'static str>(*slot) as usize
-            }
-            Name::Shared(text) => Arc::as_ptr(text) as usize,
-        }
+        self.pointer().addr()
     }
 
     /// The address of the interner's slot, if the name has one: unlike [`Name::address`],
     /// equal texts then have equal addresses (the interner keeps one slot per text).
     fn interned_address(&self) -> Option<usize> {
-        match self {
-            Name::Interned(slot) => Some(std::ptr::from_ref::<&'static str>(*slot) as usize),
-            Name::Fixed(_) | Name::Shared(_) => None,
+        (self.kind() == INTERNED).then(|| self.address())
+    }
+}
+
+impl Clone for Name {
+    fn clone(&self) -> Name {
+        if self.kind() == SHARED {
+            // SAFETY: `self` holds a count of this `Arc` (see `Name::shared`).
+            unsafe { Arc::increment_strong_count(self.pointer().cast::<Box<str>>()) };
+        }
+        Name(self.0)
+    }
+}
+
+impl Drop for Name {
+    fn drop(&mut self) {
+        if self.kind() == SHARED {
+            // SAFETY: `self` holds a count of this `Arc`, given up exactly once here.
+            unsafe { Arc::decrement_strong_count(self.pointer().cast::<Box<str>>()) };
         }
     }
 }
@@ -211,7 +260,7 @@ impl TableName {
     /// as a promoted constant: `TableName::fixed(&"tracks")`.
     pub(crate) fn fixed(name: &'static &'static str) -> TableName {
         debug_assert!(is_normal(name), "{name}");
-        TableName(Name::Fixed(name))
+        TableName(Name::slot(name, FIXED))
     }
 
     /// The name's identity (see `Name::address`): equal addresses mean equal names (not the
@@ -241,7 +290,7 @@ impl ColumnName {
     /// One of tracktable's own fixed column names. These may be reserved words
     /// (`timestamp`): SQL always quotes identifiers, and they never come from input.
     pub(crate) fn fixed(name: &'static &'static str) -> ColumnName {
-        ColumnName(Name::Fixed(name))
+        ColumnName(Name::slot(name, FIXED))
     }
 
     /// One of tracktable's own names, from the interner: its
@@ -589,7 +638,7 @@ mod tests {
     #[test]
     fn a_tables_owner_hash_is_by_text_and_spreads_tables_over_workers() {
         let interned = table_name("Order Completed");
-        let shared = TableName(Name::Shared(Arc::new(Box::from("order_completed"))));
+        let shared = TableName(Name::shared(Arc::new(Box::from("order_completed"))));
         assert_eq!(interned.owner_hash(), shared.owner_hash());
         // Timely picks the worker from the hash's low bits: two workers must each own
         // a fair share of a catalogue's tables.
@@ -604,16 +653,38 @@ mod tests {
     }
 
     #[test]
-    fn a_name_is_two_words_and_a_cell_five() {
+    fn a_name_is_one_word_and_a_cell_four() {
         // Cells are most of a batch's memory: a fat-pointer name made them 48 bytes.
-        assert_eq!(std::mem::size_of::<ColumnName>(), 16);
-        assert_eq!(std::mem::size_of::<(ColumnName, crate::route::Value)>(), 40);
+        assert_eq!(std::mem::size_of::<ColumnName>(), 8);
+        assert_eq!(std::mem::size_of::<Option<ColumnName>>(), 8);
+        assert_eq!(std::mem::size_of::<(ColumnName, crate::route::Value)>(), 32);
+    }
+
+    #[test]
+    fn a_shared_name_holds_one_count_of_its_text_per_copy() {
+        let text: Arc<Box<str>> = Arc::new(Box::from("past_the_budget"));
+        let name = Name::shared(Arc::clone(&text));
+        let copy = name.clone();
+        assert_eq!(Arc::strong_count(&text), 3);
+        assert_eq!(
+            (name.as_str(), copy.as_str()),
+            ("past_the_budget", "past_the_budget")
+        );
+        assert_eq!(name.interned_address(), None);
+        drop(name);
+        assert_eq!(Arc::strong_count(&text), 2);
+        drop(copy);
+        assert_eq!(Arc::strong_count(&text), 1);
+        let fixed = Name::slot(&"tracks", FIXED);
+        assert_eq!((fixed.as_str(), fixed.interned_address()), ("tracks", None));
+        let interned = Name::new("some_name");
+        assert_eq!(interned.interned_address(), Some(interned.address()));
     }
 
     #[test]
     fn a_name_past_the_budget_is_shared_and_still_compares_by_text() {
         let long = "x".repeat(60);
-        let shared = ColumnName(Name::Shared(Arc::new(Box::from(long.as_str()))));
+        let shared = ColumnName(Name::shared(Arc::new(Box::from(long.as_str()))));
         assert_eq!(shared.as_str(), long);
         assert_eq!(shared, column_name(&long));
         assert_eq!(shared.clone().address(), shared.address());
@@ -625,7 +696,7 @@ mod tests {
         let b = column_name("some_property");
         assert_eq!(a, b);
         assert_eq!(a.address(), b.address(), "one interned text");
-        let shared = ColumnName(Name::Shared(Arc::new(Box::from("some_property"))));
+        let shared = ColumnName(Name::shared(Arc::new(Box::from("some_property"))));
         assert_eq!(shared, a, "equality is by text, whatever the storage");
         assert_eq!(shared.cmp(&a), std::cmp::Ordering::Equal);
         let state = std::hash::RandomState::new();
