@@ -1,13 +1,13 @@
 # tracktable in a container: `docker build -t tracktable .`
 #
-# The build stage compiles the release binary; the runtime image holds only it, the
+# The build stage compiles the binary in the `dist` profile (release with fat LTO); the runtime image holds only it, the
 # system's CA certificates (TLS to the warehouse and AWS) and an unprivileged user.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p tracktable \
-    && cp target/release/tracktable /usr/local/bin/tracktable
+RUN cargo build --profile dist --locked -p tracktable \
+    && cp target/dist/tracktable /usr/local/bin/tracktable
 
 FROM debian:bookworm-slim
 RUN apt-get update \
