@@ -17,7 +17,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::decode::{self, Decoded, Limits, Position};
-use crate::route::{Router, Row, Value};
+use crate::route::{Router, Row, ValueRef};
 
 /// Counts of what was explained.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,9 +143,9 @@ impl Serialize for ExplainedColumns<'_> {
         let row = self.0;
         let mut map = serializer.serialize_map(Some(row.cell_count() + 1))?;
         // The row's key, under the name of its table's key column (`id`).
-        let key = Value::Varchar(row.message_id.as_str().into());
+        let key = ValueRef::Varchar(&row.message_id);
         let column = crate::warehouse::sql::key_column(row.table.as_str());
-        map.serialize_entry(column, &ExplainedValue(&key))?;
+        map.serialize_entry(column, &ExplainedValue(key))?;
         for (name, value) in row.cells() {
             map.serialize_entry(name.as_str(), &ExplainedValue(value))?;
         }
@@ -153,18 +153,18 @@ impl Serialize for ExplainedColumns<'_> {
     }
 }
 
-struct ExplainedValue<'a>(&'a Value);
+struct ExplainedValue<'a>(ValueRef<'a>);
 
 impl Serialize for ExplainedValue<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(2))?;
         map.serialize_entry("type", self.0.column_type().kind_name())?;
         match self.0 {
-            Value::Boolean(b) => map.serialize_entry("value", b)?,
-            Value::BigInt(i) => map.serialize_entry("value", i)?,
-            Value::Double(f) => map.serialize_entry("value", f)?,
-            Value::Timestamp(t) => map.serialize_entry("value", &t.to_string())?,
-            Value::Varchar(s) => map.serialize_entry("value", s)?,
+            ValueRef::Boolean(b) => map.serialize_entry("value", &b)?,
+            ValueRef::BigInt(i) => map.serialize_entry("value", &i)?,
+            ValueRef::Double(f) => map.serialize_entry("value", &f)?,
+            ValueRef::Timestamp(t) => map.serialize_entry("value", &t.to_string())?,
+            ValueRef::Varchar(s) => map.serialize_entry("value", s)?,
         }
         map.end()
     }

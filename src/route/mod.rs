@@ -23,6 +23,7 @@
 //! An identify call with no `traits` gives `users` its `context.traits`. The column
 //! names follow Segment's warehouse schema ([`own`]); `uuid_ts` is the warehouse's.
 
+pub mod cells;
 pub mod naming;
 pub mod own;
 pub mod plan;
@@ -42,8 +43,9 @@ use crate::decode::{
     RejectReason, Rejection,
 };
 
+pub use cells::Cells;
 pub use naming::{ColumnName, TableName};
-pub use value::{ColumnType, Text, Timestamp, Value};
+pub use value::{ColumnType, Text, Timestamp, Value, ValueRef};
 
 /// One row for one table. Owned and serializable: rows cross workers and processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,10 +60,10 @@ pub struct Row {
     /// row is exactly the first cells of its event table's row (the common columns,
     /// the context, `event` and `event_text`), so the two hold one copy. Rows live until
     /// their batch commits, and the copy was a third of a batch's cells.
-    pub shared: Option<Arc<[(ColumnName, Value)]>>,
+    pub shared: Option<Arc<Cells>>,
     /// The row's other cells. Across both, non-null columns only, each name at most
     /// once; absent columns load as NULL. Read them with [`Row::cells`].
-    pub own: Vec<(ColumnName, Value)>,
+    pub own: Cells,
     /// Whether a text of this row may hold a NUL character, which neither warehouse can
     /// store. In a message only a JSON `\u0000` escape makes one, so the rows of a line
     /// without that escape say `false` and the loader skips its per-text check (a
@@ -84,42 +86,49 @@ impl Row {
             object,
             position,
             shared: None,
-            own: cells,
+            own: Cells::new(cells),
             may_hold_nul: true,
         }
     }
 
-    /// Every cell: the shared ones, then the row's own.
-    pub fn cells(&self) -> impl ExactSizeIterator<Item = &(ColumnName, Value)> + Clone {
-        let shared = self.shared.as_deref().unwrap_or_default();
+    /// Every cell: the shared ones, then the row's own. The names live as long as the
+    /// row (an address read from one stays unused by any other name while the row is
+    /// borrowed).
+    pub fn cells(&self) -> impl ExactSizeIterator<Item = (ColumnName, ValueRef<'_>)> + Clone {
+        let shared = self.shared.as_deref().map(Cells::iter).unwrap_or_default();
         CellsIter {
-            shared: shared.iter(),
+            shared,
             own: self.own.iter(),
         }
     }
 
     /// How many cells the row has.
     pub fn cell_count(&self) -> usize {
-        self.shared.as_deref().map_or(0, <[_]>::len) + self.own.len()
+        self.shared.as_deref().map_or(0, Cells::len) + self.own.len()
     }
 
     /// The value of the column `name`, if the row has it.
-    pub fn cell(&self, name: &str) -> Option<&Value> {
+    pub fn cell(&self, name: &str) -> Option<ValueRef<'_>> {
         self.cells()
             .find(|(column, _)| column.as_str() == name)
             .map(|(_, value)| value)
+    }
+
+    /// An owned copy of [`Row::cell`].
+    pub fn value(&self, name: &str) -> Option<Value> {
+        self.cell(name).map(|value| value.to_value())
     }
 }
 
 /// [`Row::cells`]: a chain that knows its length.
 #[derive(Clone)]
 struct CellsIter<'a> {
-    shared: std::slice::Iter<'a, (ColumnName, Value)>,
-    own: std::slice::Iter<'a, (ColumnName, Value)>,
+    shared: cells::Iter<'a>,
+    own: cells::Iter<'a>,
 }
 
 impl<'a> Iterator for CellsIter<'a> {
-    type Item = &'a (ColumnName, Value);
+    type Item = (ColumnName, ValueRef<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
         self.shared.next().or_else(|| self.own.next())
@@ -393,13 +402,14 @@ impl Router {
                 let mut fixed = common;
                 fixed.push(fixed_text(self.own(&"event"), table.as_str()));
                 fixed.push(fixed_text(self.own(&"event_text"), raw_event));
-                let shared = resolve_shared(fixed);
+                let fixed = resolve(&[], fixed);
                 let mut properties = Vec::with_capacity(message.properties.len());
                 self.properties(&message.properties, "properties", TRACKS, &mut properties);
-                let own = resolve(&shared, properties);
+                let own = resolve(&fixed, properties);
+                let shared = Arc::new(Cells::new(fixed));
                 let sharing = |table: TableName, own: Vec<(ColumnName, Value)>| Row {
                     shared: Some(Arc::clone(&shared)),
-                    own,
+                    own: Cells::new(own),
                     ..row(table, Vec::new())
                 };
                 out.push(sharing(TableName::fixed(&"tracks"), Vec::new()));
@@ -767,19 +777,6 @@ impl AddressSet {
     }
 }
 
-/// [`resolve`] into a shared allocation, written once: collecting an exact-length
-/// iterator into an `Arc<[_]>` allocates it at its size, where converting a resolved
-/// `Vec` allocated and copied twice.
-fn resolve_shared(candidates: Vec<Candidate>) -> Arc<[(ColumnName, Value)]> {
-    if clashes(&[], &candidates) {
-        return resolve(&[], candidates).into();
-    }
-    candidates
-        .into_iter()
-        .map(|candidate| (candidate.name, candidate.value))
-        .collect()
-}
-
 /// Makes column names unique within a row, deterministically. Of candidates sharing a
 /// name, fixed columns win, then context, then properties; within those, a raw path
 /// already equal to the name, then the smallest raw path. Every other one gets a hash
@@ -787,16 +784,11 @@ fn resolve_shared(candidates: Vec<Candidate>) -> Arc<[(ColumnName, Value)]> {
 /// cells: fixed and context, which win over its properties); their names are taken.
 fn resolve(before: &[(ColumnName, Value)], candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
     if !clashes(before, &candidates) {
-        // A fresh, exact allocation, not `into_iter().collect()`: collecting in place
-        // would keep the candidates' larger buffer, and rows live until their batch
-        // commits (the slack was 45% of a batch's memory).
-        let mut cells = Vec::with_capacity(candidates.len());
-        cells.extend(
-            candidates
-                .into_iter()
-                .map(|candidate| (candidate.name, candidate.value)),
-        );
-        return cells;
+        // Collected in place: the cells are packed (`Cells::new`) before a row keeps them.
+        return candidates
+            .into_iter()
+            .map(|candidate| (candidate.name, candidate.value))
+            .collect();
     }
     let mut order: Vec<usize> = (0..candidates.len()).collect();
     order.sort_by(|&a, &b| {

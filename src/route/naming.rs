@@ -319,6 +319,71 @@ impl ColumnName {
     }
 }
 
+impl ColumnName {
+    /// The name as one word that holds its reference (for [`super::cells`], which packs
+    /// names into a row's bytes): give it back exactly once, to
+    /// [`ColumnName::from_word`] or [`ColumnName::release_word`].
+    pub(crate) fn into_word(self) -> u64 {
+        // Exposed, so `Name::word_pointer` may make a usable pointer of it again.
+        let word = self.0.0.as_ptr().expose_provenance() as u64;
+        std::mem::forget(self);
+        word
+    }
+
+    /// Whether a word from [`ColumnName::into_word`] holds a reference count (a name
+    /// past the interner's budget), so its holder must release it.
+    pub(crate) fn word_is_counted(word: u64) -> bool {
+        word as usize & KIND == SHARED
+    }
+
+    /// A name equal to the one `word` holds, without giving the word up.
+    ///
+    /// # Safety
+    /// `word` came from [`ColumnName::into_word`] and has not been released.
+    pub(crate) unsafe fn from_word(word: u64) -> ColumnName {
+        let held = Name(Name::word_pointer(word));
+        let name = held.clone();
+        std::mem::forget(held);
+        ColumnName(name)
+    }
+
+    /// Gives up the reference `word` holds.
+    ///
+    /// # Safety
+    /// `word` came from [`ColumnName::into_word`] and is released only this once.
+    pub(crate) unsafe fn release_word(word: u64) {
+        drop(Name(Name::word_pointer(word)));
+    }
+}
+
+#[cfg(test)]
+impl ColumnName {
+    /// A name as it is made past the interner's budget: a counted allocation.
+    pub(crate) fn past_the_budget(text: &str) -> ColumnName {
+        ColumnName(Name::shared(Arc::new(Box::from(text))))
+    }
+
+    /// How many holders a name past the budget has; `None` for other names.
+    pub(crate) fn shared_count(&self) -> Option<usize> {
+        (self.0.kind() == SHARED).then(|| {
+            let pointer = self.0.pointer().cast::<Box<str>>();
+            // SAFETY: `self` holds a count, so the allocation is alive; the `Arc` made
+            // here is forgotten, not dropped, so the count is unchanged.
+            let arc = std::mem::ManuallyDrop::new(unsafe { Arc::from_raw(pointer) });
+            Arc::strong_count(&arc)
+        })
+    }
+}
+
+impl Name {
+    /// The pointer of a name's word (see [`ColumnName::into_word`]).
+    fn word_pointer(word: u64) -> NonNull<()> {
+        let pointer = std::ptr::with_exposed_provenance_mut::<()>(word as usize);
+        // SAFETY: words come from `ColumnName::into_word` of a name, never null.
+        unsafe { NonNull::new_unchecked(pointer) }
+    }
+}
+
 impl fmt::Display for TableName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -16,9 +16,9 @@ fn route(text: &str) -> Vec<Row> {
     rows
 }
 
-fn columns(row: &Row) -> BTreeMap<&str, &Value> {
+fn columns(row: &Row) -> BTreeMap<String, Value> {
     row.cells()
-        .map(|(name, value)| (name.as_str(), value))
+        .map(|(name, value)| (name.as_str().to_owned(), value.to_value()))
         .collect()
 }
 
@@ -36,42 +36,39 @@ fn track_becomes_tracks_and_event_table_rows() {
     assert_eq!(event.table.as_str(), "order_completed");
     assert!(rows.iter().all(|row| row.message_id == "m1"));
     let tracks = columns(tracks);
-    assert_eq!(tracks["event"], &Value::Varchar("order_completed".into()));
+    assert_eq!(tracks["event"], Value::Varchar("order_completed".into()));
     assert_eq!(
         tracks["event_text"],
-        &Value::Varchar("Order Completed".into())
+        Value::Varchar("Order Completed".into())
     );
-    assert_eq!(tracks["user_id"], &Value::Varchar("u1".into()));
+    assert_eq!(tracks["user_id"], Value::Varchar("u1".into()));
     assert_eq!(
         tracks["timestamp"],
-        &Value::Timestamp(Timestamp(1_704_067_200_000_000))
+        Value::Timestamp(Timestamp(1_704_067_200_000_000))
     );
     // A common timestamp that does not parse stays as text (the warehouse discards it).
-    assert_eq!(tracks["received_at"], &Value::Varchar("not a time".into()));
+    assert_eq!(tracks["received_at"], Value::Varchar("not a time".into()));
     assert_eq!(
         tracks["context_page_url"],
-        &Value::Varchar("https://x".into())
+        Value::Varchar("https://x".into())
     );
-    assert_eq!(tracks["context_user_agent"], &Value::Varchar("UA".into()));
+    assert_eq!(tracks["context_user_agent"], Value::Varchar("UA".into()));
     assert!(
         !tracks.contains_key("revenue"),
         "properties only in the event table"
     );
     let event = columns(event);
-    assert_eq!(event["order_id"], &Value::Varchar("o1".into()));
-    assert_eq!(event["revenue"], &Value::Double(25.5));
-    assert_eq!(event["qty"], &Value::BigInt(2));
-    assert_eq!(event["gift"], &Value::Boolean(false));
-    assert_eq!(
-        event["products"],
-        &Value::Varchar(r#"[{"sku":"s"}]"#.into())
-    );
+    assert_eq!(event["order_id"], Value::Varchar("o1".into()));
+    assert_eq!(event["revenue"], Value::Double(25.5));
+    assert_eq!(event["qty"], Value::BigInt(2));
+    assert_eq!(event["gift"], Value::Boolean(false));
+    assert_eq!(event["products"], Value::Varchar(r#"[{"sku":"s"}]"#.into()));
     assert!(
         !event.contains_key("meta"),
         "an empty object makes no column"
     );
     assert!(!event.contains_key("coupon"), "null values are absent");
-    assert_eq!(event["context_ip"], &Value::Varchar("1.2.3.4".into()));
+    assert_eq!(event["context_ip"], Value::Varchar("1.2.3.4".into()));
 }
 
 #[test]
@@ -108,7 +105,7 @@ fn every_kind_routes_to_its_table() {
         let latest = usize::from(table == "identifies" || table == "groups");
         assert_eq!(rows.len(), 1 + latest, "{text}");
         assert_eq!(rows[0].table.as_str(), table);
-        let names: Vec<&str> = columns(&rows[0]).keys().copied().collect();
+        let names: Vec<String> = columns(&rows[0]).into_keys().collect();
         assert_eq!(names, expected, "{text}");
     }
 }
@@ -141,31 +138,31 @@ fn only_properties_shadowing_a_column_of_their_own_table_are_prefixed() {
         r#"{"type":"track","event":"e","userId":"real","properties":{"userId":"prop","received_at":"x","name":"n","category":"c","id":"p"}}"#,
     );
     let event = columns(&rows[1]);
-    assert_eq!(event["user_id"], &Value::Varchar("real".into()));
-    assert_eq!(event["properties_user_id"], &Value::Varchar("prop".into()));
-    assert_eq!(event["properties_received_at"], &Value::Varchar("x".into()));
-    assert_eq!(event["properties_id"], &Value::Varchar("p".into()));
+    assert_eq!(event["user_id"], Value::Varchar("real".into()));
+    assert_eq!(event["properties_user_id"], Value::Varchar("prop".into()));
+    assert_eq!(event["properties_received_at"], Value::Varchar("x".into()));
+    assert_eq!(event["properties_id"], Value::Varchar("p".into()));
     // An event table has no `name` or `category` of its own: no prefix.
-    assert_eq!(event["name"], &Value::Varchar("n".into()));
-    assert_eq!(event["category"], &Value::Varchar("c".into()));
+    assert_eq!(event["name"], Value::Varchar("n".into()));
+    assert_eq!(event["category"], Value::Varchar("c".into()));
     // A page has both.
     let page = route(r#"{"type":"page","name":"Home","properties":{"name":"n","category":"c"}}"#);
     let page = columns(&page[0]);
-    assert_eq!(page["name"], &Value::Varchar("Home".into()));
-    assert_eq!(page["properties_name"], &Value::Varchar("n".into()));
-    assert_eq!(page["properties_category"], &Value::Varchar("c".into()));
+    assert_eq!(page["name"], Value::Varchar("Home".into()));
+    assert_eq!(page["properties_name"], Value::Varchar("n".into()));
+    assert_eq!(page["properties_category"], Value::Varchar("c".into()));
     // Identify and group traits: `name` is theirs to use.
     let identify =
         route(r#"{"type":"identify","userId":"u","traits":{"timestamp":"t","name":"Ada"}}"#);
     assert_eq!(
         columns(&identify[0])["timestamp_"],
-        &Value::Varchar("t".into())
+        Value::Varchar("t".into())
     );
-    assert_eq!(columns(&identify[0])["name"], &Value::Varchar("Ada".into()));
-    assert_eq!(columns(&identify[1])["name"], &Value::Varchar("Ada".into()));
+    assert_eq!(columns(&identify[0])["name"], Value::Varchar("Ada".into()));
+    assert_eq!(columns(&identify[1])["name"], Value::Varchar("Ada".into()));
     let group = route(r#"{"type":"group","groupId":"g","traits":{"name":"Acme"}}"#);
-    assert_eq!(columns(&group[0])["name"], &Value::Varchar("Acme".into()));
-    assert_eq!(columns(&group[1])["name"], &Value::Varchar("Acme".into()));
+    assert_eq!(columns(&group[0])["name"], Value::Varchar("Acme".into()));
+    assert_eq!(columns(&group[1])["name"], Value::Varchar("Acme".into()));
 }
 
 #[test]
@@ -174,21 +171,21 @@ fn segment_columns_channel_and_the_request_ip() {
         r#"{"type":"track","event":"e","channel":"web","request_ip":"9.9.9.9","context":{"library":{"name":"js"}}}"#,
     );
     for row in &rows {
-        assert_eq!(row.cell("channel"), Some(&Value::Varchar("web".into())));
+        assert_eq!(row.value("channel"), Some(Value::Varchar("web".into())));
         assert_eq!(
-            row.cell("context_ip"),
-            Some(&Value::Varchar("9.9.9.9".into()))
+            row.value("context_ip"),
+            Some(Value::Varchar("9.9.9.9".into()))
         );
     }
     // The context's own ip wins over the request's.
     let rows = route(r#"{"type":"page","request_ip":"9.9.9.9","context":{"ip":"1.1.1.1"}}"#);
     assert_eq!(
-        rows[0].cell("context_ip"),
-        Some(&Value::Varchar("1.1.1.1".into()))
+        rows[0].value("context_ip"),
+        Some(Value::Varchar("1.1.1.1".into()))
     );
     // An odd channel is kept as its JSON text, never a reason to refuse the message.
     let rows = route(r#"{"type":"screen","name":"s","channel":5}"#);
-    assert_eq!(rows[0].cell("channel"), Some(&Value::Varchar("5".into())));
+    assert_eq!(rows[0].value("channel"), Some(Value::Varchar("5".into())));
 }
 
 #[test]
@@ -197,13 +194,13 @@ fn identify_without_traits_gives_users_the_context_traits() {
         r#"{"type":"identify","messageId":"m","userId":"u","context":{"traits":{"email":"e@x","plan":"pro"}}}"#,
     );
     let users = columns(&rows[1]);
-    assert_eq!(users["email"], &Value::Varchar("e@x".into()));
-    assert_eq!(users["plan"], &Value::Varchar("pro".into()));
+    assert_eq!(users["email"], Value::Varchar("e@x".into()));
+    assert_eq!(users["plan"], Value::Varchar("pro".into()));
     // identifies keeps them where they came from.
     let identifies = columns(&rows[0]);
     assert_eq!(
         identifies["context_traits_email"],
-        &Value::Varchar("e@x".into())
+        Value::Varchar("e@x".into())
     );
     assert!(!identifies.contains_key("email"));
     // Traits of the call itself win over the context's.
@@ -211,7 +208,7 @@ fn identify_without_traits_gives_users_the_context_traits() {
         r#"{"type":"identify","userId":"u","traits":{"plan":"team"},"context":{"traits":{"email":"e@x"}}}"#,
     );
     let users = columns(&rows[1]);
-    assert_eq!(users["plan"], &Value::Varchar("team".into()));
+    assert_eq!(users["plan"], Value::Varchar("team".into()));
     assert!(!users.contains_key("email"));
 }
 
@@ -221,7 +218,7 @@ fn empty_objects_and_arrays_make_no_column() {
         route(r#"{"type":"track","event":"e","properties":{"a":{},"b":[],"c":[1],"d":{"e":{}}}}"#);
     let event = columns(&rows[1]);
     assert!(!event.contains_key("a") && !event.contains_key("b") && !event.contains_key("d_e"));
-    assert_eq!(event["c"], &Value::Varchar("[1]".into()));
+    assert_eq!(event["c"], Value::Varchar("[1]".into()));
 }
 
 #[test]
@@ -231,20 +228,26 @@ fn collisions_in_one_row_resolve_deterministically() {
     );
     let event = columns(&rows[1]);
     // The raw name already in normal form keeps the plain name.
-    assert_eq!(event["user_name"], &Value::Varchar("snake".into()));
-    let suffixed: Vec<&&str> = event
+    assert_eq!(event["user_name"], Value::Varchar("snake".into()));
+    let suffixed: Vec<&String> = event
         .keys()
         .filter(|k| k.starts_with("user_name_"))
         .collect();
     assert_eq!(suffixed.len(), 1);
-    assert_eq!(event[*suffixed[0]], &Value::Varchar("camel".into()));
-    assert_eq!(event["a_b"], &Value::BigInt(2));
+    assert_eq!(event[suffixed[0]], Value::Varchar("camel".into()));
+    assert_eq!(event["a_b"], Value::BigInt(2));
     // Same input, same names: order of keys does not matter.
     let swapped = route(
         r#"{"type":"track","event":"e","properties":{"user_name":"snake","a_b":2,"a":{"b":1},"userName":"camel"}}"#,
     );
-    let mut first: Vec<_> = rows[1].cells().cloned().collect();
-    let mut second: Vec<_> = swapped[1].cells().cloned().collect();
+    let mut first: Vec<_> = rows[1]
+        .cells()
+        .map(|(name, value)| (name, value.to_value()))
+        .collect();
+    let mut second: Vec<_> = swapped[1]
+        .cells()
+        .map(|(name, value)| (name, value.to_value()))
+        .collect();
     first.sort_by(|a, b| a.0.cmp(&b.0));
     second.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(first, second);
@@ -253,11 +256,11 @@ fn collisions_in_one_row_resolve_deterministically() {
         r#"{"type":"track","event":"e","context":{"ip":"1.1.1.1"},"properties":{"context_ip":"2.2.2.2"}}"#,
     );
     let event = columns(&context[1]);
-    assert_eq!(event["context_ip"], &Value::Varchar("1.1.1.1".into()));
+    assert_eq!(event["context_ip"], Value::Varchar("1.1.1.1".into()));
     assert_eq!(
         event
             .values()
-            .filter(|v| **v == &Value::Varchar("2.2.2.2".into()))
+            .filter(|v| **v == Value::Varchar("2.2.2.2".into()))
             .count(),
         1
     );
@@ -278,7 +281,7 @@ fn hostile_names_become_safe_identifiers() {
             "{name}"
         );
     }
-    let names: HashSet<&str> = event.cells().map(|(n, _)| n.as_str()).collect();
+    let names: HashSet<String> = event.cells().map(|(n, _)| n.as_str().to_owned()).collect();
     assert!(names.contains("select_") && names.contains("from_") && names.contains("x_y"));
 }
 
@@ -297,9 +300,9 @@ fn rejections_become_rows_with_stable_ids() {
         decode::derived_message_id("o.json", Position::line(7))
     );
     let columns = columns(&row);
-    assert_eq!(columns["code"], &Value::Varchar("missing_type".into()));
-    assert_eq!(columns["line"], &Value::BigInt(7));
-    assert_eq!(columns["raw"], &Value::Varchar("{\"a\":1}".into()));
+    assert_eq!(columns["code"], Value::Varchar("missing_type".into()));
+    assert_eq!(columns["line"], Value::BigInt(7));
+    assert_eq!(columns["raw"], Value::Varchar("{\"a\":1}".into()));
 }
 
 /// Raw keys that often collide after normalising.
@@ -314,8 +317,8 @@ proptest! {
             keys.iter().enumerate().map(|(i, k)| (k.clone(), serde_json::Value::from(i))).collect();
         let text = serde_json::json!({"type": "track", "event": "e", "userId": "u", "properties": properties}).to_string();
         let rows = route(&text);
-        let names: Vec<&str> = rows[1].cells().map(|(n, _)| n.as_str()).collect();
-        let unique: HashSet<&&str> = names.iter().collect();
+        let names: Vec<String> = rows[1].cells().map(|(n, _)| n.as_str().to_owned()).collect();
+        let unique: HashSet<&String> = names.iter().collect();
         prop_assert_eq!(unique.len(), names.len(), "{:?}", names);
         for name in &names {
             prop_assert!(name.len() <= crate::route::naming::MAX_NAME_BYTES && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
@@ -366,11 +369,11 @@ fn identify_and_group_also_keep_the_latest_traits_per_user_and_group() {
     let users = &rows[1];
     assert_eq!(users.table.as_str(), "users");
     assert_eq!(users.message_id, "u1", "keyed by the user id");
-    let names: Vec<&str> = columns(users).keys().copied().collect();
+    let names: Vec<String> = columns(users).into_keys().collect();
     assert_eq!(names, ["message_id", "plan", "timestamp", "traits_id"]);
     // identifies has an `id` of its own too (the message id).
-    assert_eq!(columns(&rows[0])["traits_id"], &Value::BigInt(7));
-    assert_eq!(columns(users)["message_id"], &Value::Varchar("m1".into()));
+    assert_eq!(columns(&rows[0])["traits_id"], Value::BigInt(7));
+    assert_eq!(columns(users)["message_id"], Value::Varchar("m1".into()));
 
     let rows = route(
         r#"{"type":"group","messageId":"m2","groupId":"g1","receivedAt":"2024-01-02T03:04:05Z","traits":{"seats":5}}"#,
@@ -457,30 +460,33 @@ fn a_tracks_row_shares_its_cells_with_the_event_row_and_properties_never_take_th
     assert!(tracks.own.is_empty());
     assert_eq!(tracks.cell_count(), shared.len());
     assert_eq!(event.cell_count(), shared.len() + event.own.len());
-    let names: Vec<&str> = event.cells().map(|(name, _)| name.as_str()).collect();
-    let distinct: HashSet<&str> = names.iter().copied().collect();
+    let names: Vec<String> = event
+        .cells()
+        .map(|(name, _)| name.as_str().to_owned())
+        .collect();
+    let distinct: HashSet<&String> = names.iter().collect();
     assert_eq!(names.len(), distinct.len(), "{names:?}");
     assert_eq!(
-        tracks.cell("context_ip"),
-        Some(&Value::Varchar("1.2.3.4".into()))
+        tracks.value("context_ip"),
+        Some(Value::Varchar("1.2.3.4".into()))
     );
-    assert_eq!(event.cell("context_ip"), tracks.cell("context_ip"));
+    assert_eq!(event.value("context_ip"), tracks.value("context_ip"));
     assert_eq!(
-        event.cell("properties_event"),
-        Some(&Value::Varchar("x".into()))
+        event.value("properties_event"),
+        Some(Value::Varchar("x".into()))
     );
     // The property that collided with the context's column kept its value under a
     // suffixed name of its own.
-    let suffixed: Vec<&str> = event
+    let suffixed: Vec<String> = event
         .own
         .iter()
         .filter(|(name, _)| name.as_str().starts_with("context_ip_"))
-        .map(|(name, _)| name.as_str())
+        .map(|(name, _)| name.as_str().to_owned())
         .collect();
     assert_eq!(suffixed.len(), 1, "{names:?}");
     assert_eq!(
-        event.cell(suffixed[0]),
-        Some(&Value::Varchar("from properties".into()))
+        event.value(&suffixed[0]),
+        Some(Value::Varchar("from properties".into()))
     );
 }
 

@@ -40,6 +40,60 @@ pub enum Value {
     Varchar(Text),
 }
 
+/// A [`Value`] borrowed from a row's packed cells (`route::cells`): what every reader
+/// of a row's cells sees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Boolean(bool),
+    BigInt(i64),
+    Double(f64),
+    Timestamp(Timestamp),
+    Varchar(&'a str),
+}
+
+impl ValueRef<'_> {
+    /// The narrowest column type that holds this value.
+    pub fn column_type(&self) -> ColumnType {
+        match self {
+            ValueRef::Boolean(_) => ColumnType::Boolean,
+            ValueRef::BigInt(_) => ColumnType::BigInt,
+            ValueRef::Double(_) => ColumnType::Double,
+            ValueRef::Timestamp(_) => ColumnType::Timestamp,
+            ValueRef::Varchar(text) => {
+                ColumnType::Varchar(u32::try_from(text.len()).unwrap_or(u32::MAX).max(1))
+            }
+        }
+    }
+
+    /// The value as text: how it is stored in a varchar column, and in `_discards`.
+    pub fn to_text(&self) -> String {
+        match self {
+            ValueRef::Boolean(b) => b.to_string(),
+            ValueRef::BigInt(i) => i.to_string(),
+            ValueRef::Double(f) => f.to_string(),
+            ValueRef::Timestamp(t) => t.to_string(),
+            ValueRef::Varchar(text) => (*text).to_owned(),
+        }
+    }
+
+    /// An owned copy.
+    pub fn to_value(&self) -> Value {
+        match *self {
+            ValueRef::Boolean(b) => Value::Boolean(b),
+            ValueRef::BigInt(i) => Value::BigInt(i),
+            ValueRef::Double(f) => Value::Double(f),
+            ValueRef::Timestamp(t) => Value::Timestamp(t),
+            ValueRef::Varchar(text) => Value::Varchar(Text::new(text)),
+        }
+    }
+}
+
+impl PartialEq<Value> for ValueRef<'_> {
+    fn eq(&self, other: &Value) -> bool {
+        *self == other.to_ref()
+    }
+}
+
 impl ColumnType {
     /// The SQL type, e.g. `varchar(256)`.
     pub fn sql_name(&self) -> String {
@@ -62,28 +116,25 @@ impl ColumnType {
 }
 
 impl Value {
+    /// The value borrowed, as a row's cells give it.
+    pub fn to_ref(&self) -> ValueRef<'_> {
+        match self {
+            Value::Boolean(b) => ValueRef::Boolean(*b),
+            Value::BigInt(i) => ValueRef::BigInt(*i),
+            Value::Double(f) => ValueRef::Double(*f),
+            Value::Timestamp(t) => ValueRef::Timestamp(*t),
+            Value::Varchar(text) => ValueRef::Varchar(text),
+        }
+    }
+
     /// The narrowest column type that holds this value.
     pub fn column_type(&self) -> ColumnType {
-        match self {
-            Value::Boolean(_) => ColumnType::Boolean,
-            Value::BigInt(_) => ColumnType::BigInt,
-            Value::Double(_) => ColumnType::Double,
-            Value::Timestamp(_) => ColumnType::Timestamp,
-            Value::Varchar(text) => {
-                ColumnType::Varchar(u32::try_from(text.len()).unwrap_or(u32::MAX).max(1))
-            }
-        }
+        self.to_ref().column_type()
     }
 
     /// The value as text: how it is stored in a varchar column, and in `_discards`.
     pub fn to_text(&self) -> String {
-        match self {
-            Value::Boolean(b) => b.to_string(),
-            Value::BigInt(i) => i.to_string(),
-            Value::Double(f) => f.to_string(),
-            Value::Timestamp(t) => t.to_string(),
-            Value::Varchar(text) => text.to_string(),
-        }
+        self.to_ref().to_text()
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::route::{ColumnType, Row, Value};
+use crate::route::{ColumnType, Row, ValueRef};
 
 /// Why a value (or a whole row) went to `_discards` instead of its column.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,11 +165,11 @@ impl Discard {
         table: &str,
         column: &str,
         row: &Row,
-        value: &Value,
+        value: ValueRef<'_>,
         reason: DiscardReason,
     ) -> Discard {
         let received_at = match row.cell("received_at") {
-            Some(Value::Timestamp(t)) => Some(t.0),
+            Some(ValueRef::Timestamp(t)) => Some(t.0),
             _ => None,
         };
         Discard {
@@ -200,7 +200,7 @@ impl Discard {
             table,
             "*",
             row,
-            &Value::Varchar(serde_json::Value::Object(object).to_string().into()),
+            ValueRef::Varchar(&serde_json::Value::Object(object).to_string()),
             reason,
         )
     }
@@ -276,6 +276,7 @@ impl<'a> KeptDiscards<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::Value;
 
     /// One of every reason, with the text `_discards` holds for it. These texts are in
     /// users' tables: a change here is a change to their data.
@@ -409,7 +410,7 @@ mod tests {
         let value = Value::BigInt(1);
         let written: Vec<Discard> = every_reason()
             .into_iter()
-            .map(|(reason, _, _)| Discard::new("t", "c", &row, &value, reason))
+            .map(|(reason, _, _)| Discard::new("t", "c", &row, value.to_ref(), reason))
             .collect();
         let mut kept = KeptDiscards::new(&written);
         kept.kept("value is 70 bytes, longer than varchar(64)", 2);

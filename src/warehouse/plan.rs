@@ -11,7 +11,7 @@ use std::hash::BuildHasherDefault;
 use super::ddl::{Caps, is_own_column};
 use super::discard::{Discard, DiscardReason};
 use crate::columns::AddressHasher;
-use crate::route::{ColumnType, Row, Value, own};
+use crate::route::{ColumnType, Row, ValueRef, own};
 
 /// The columns a table has, by name.
 pub type TableSchema = HashMap<String, ColumnType>;
@@ -36,7 +36,7 @@ const EXACT_IN_DOUBLE: u64 = 1 << 53;
 /// Text is searched for NUL characters only when `nul_possible` (see
 /// [`Row::may_hold_nul`]).
 pub fn cell_for(
-    value: &Value,
+    value: ValueRef<'_>,
     column_type: Option<ColumnType>,
     nul_possible: bool,
 ) -> Result<Cell<'_>, DiscardReason> {
@@ -44,18 +44,18 @@ pub fn cell_for(
         return Err(DiscardReason::NoColumn);
     };
     match (column_type, value) {
-        (ColumnType::Boolean, Value::Boolean(b)) => Ok(Cell::Boolean(*b)),
-        (ColumnType::BigInt, Value::BigInt(i)) => Ok(Cell::BigInt(*i)),
-        (ColumnType::Double, Value::Double(f)) => Ok(Cell::Double(*f)),
+        (ColumnType::Boolean, ValueRef::Boolean(b)) => Ok(Cell::Boolean(b)),
+        (ColumnType::BigInt, ValueRef::BigInt(i)) => Ok(Cell::BigInt(i)),
+        (ColumnType::Double, ValueRef::Double(f)) => Ok(Cell::Double(f)),
         // Only an integer a double holds exactly: past 2^53 the cast would store a
         // different number, so the value goes to `_discards` with its exact digits.
-        (ColumnType::Double, Value::BigInt(i)) if i.unsigned_abs() <= EXACT_IN_DOUBLE => {
-            Ok(Cell::Double(*i as f64))
+        (ColumnType::Double, ValueRef::BigInt(i)) if i.unsigned_abs() <= EXACT_IN_DOUBLE => {
+            Ok(Cell::Double(i as f64))
         }
-        (ColumnType::Timestamp, Value::Timestamp(t)) => Ok(Cell::Timestamp(t.0)),
+        (ColumnType::Timestamp, ValueRef::Timestamp(t)) => Ok(Cell::Timestamp(t.0)),
         (ColumnType::Varchar(width), value) => {
             let text = match value {
-                Value::Varchar(text) => Cow::Borrowed(&**text),
+                ValueRef::Varchar(text) => Cow::Borrowed(text),
                 other => Cow::Owned(other.to_text()),
             };
             if nul_possible && text.contains('\0') {
@@ -208,26 +208,35 @@ impl<'a> Layout<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::route::Value;
     use crate::route::naming::column_name;
 
     #[test]
     fn cells_convert_or_say_why_not() {
         assert_eq!(
-            cell_for(&Value::BigInt(5), Some(ColumnType::Double), true),
+            cell_for(Value::BigInt(5).to_ref(), Some(ColumnType::Double), true),
             Ok(Cell::Double(5.0))
         );
         assert_eq!(
-            cell_for(&Value::BigInt(5), Some(ColumnType::Varchar(64)), true),
+            cell_for(
+                Value::BigInt(5).to_ref(),
+                Some(ColumnType::Varchar(64)),
+                true
+            ),
             Ok(Cell::Text("5".into()))
         );
         // A double holds every integer up to 2^53 exactly, and no further.
         assert_eq!(
-            cell_for(&Value::BigInt(-(1 << 53)), Some(ColumnType::Double), true),
+            cell_for(
+                Value::BigInt(-(1 << 53)).to_ref(),
+                Some(ColumnType::Double),
+                true
+            ),
             Ok(Cell::Double(-9_007_199_254_740_992.0))
         );
         assert_eq!(
             cell_for(
-                &Value::BigInt((1 << 53) + 1),
+                Value::BigInt((1 << 53) + 1).to_ref(),
                 Some(ColumnType::Double),
                 true
             ),
@@ -237,7 +246,7 @@ mod tests {
         );
         assert_eq!(
             cell_for(
-                &Value::Varchar("USD 5".into()),
+                Value::Varchar("USD 5".into()).to_ref(),
                 Some(ColumnType::BigInt),
                 true
             ),
@@ -247,7 +256,7 @@ mod tests {
         );
         assert_eq!(
             cell_for(
-                &Value::Varchar("x".repeat(70).into()),
+                Value::Varchar("x".repeat(70).into()).to_ref(),
                 Some(ColumnType::Varchar(64)),
                 true
             ),
@@ -257,12 +266,12 @@ mod tests {
             })
         );
         assert_eq!(
-            cell_for(&Value::Boolean(true), None, true),
+            cell_for(Value::Boolean(true).to_ref(), None, true),
             Err(DiscardReason::NoColumn)
         );
         assert_eq!(
             cell_for(
-                &Value::Varchar("a\0b".into()),
+                Value::Varchar("a\0b".into()).to_ref(),
                 Some(ColumnType::Varchar(64)),
                 true
             ),

@@ -64,7 +64,7 @@ fn expected_rows(source: &Path) -> BTreeMap<String, BTreeMap<String, BTreeMap<St
         for row in rows.drain(..) {
             let columns = row
                 .cells()
-                .map(|(c, v)| (c.as_str().to_owned(), v.clone()))
+                .map(|(c, v)| (c.as_str().to_owned(), v.to_value()))
                 .collect();
             let table = expected.entry(row.table.as_str().to_owned()).or_default();
             if matches!(row.table.as_str(), "users" | "accounts") {

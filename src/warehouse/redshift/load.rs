@@ -18,7 +18,7 @@ use super::csv::{Part, PartLines, PartWriter};
 use super::session::{RedshiftError, is_undefined_table};
 use super::sql::{self, STAGE};
 use super::stage::Staged;
-use crate::route::{Row, Timestamp, Value};
+use crate::route::{Row, Timestamp, ValueRef};
 use crate::warehouse::discard::{self, Discard};
 use crate::warehouse::plan::{self, Cell, TableSchema};
 use crate::warehouse::{FailureClass, LoadErrorDetail, TableBatch, WarehouseError};
@@ -70,8 +70,8 @@ fn recency(row: &Row) -> (Option<i64>, Option<&str>) {
     let mut message_id = None;
     for (column, value) in row.cells() {
         match (column.as_str(), value) {
-            ("timestamp", Value::Timestamp(t)) => timestamp = Some(t.0),
-            ("message_id", Value::Varchar(id)) => message_id = Some(&**id),
+            ("timestamp", ValueRef::Timestamp(t)) => timestamp = Some(t.0),
+            ("message_id", ValueRef::Varchar(id)) => message_id = Some(id),
             _ => {}
         }
     }
@@ -128,7 +128,7 @@ pub(super) fn lookback_bound(rows: &[&Row], lookback: Duration) -> Option<Timest
     let mut earliest = i64::MAX;
     for row in rows {
         match row.cell("received_at") {
-            Some(Value::Timestamp(at)) => earliest = earliest.min(at.0),
+            Some(ValueRef::Timestamp(at)) => earliest = earliest.min(at.0),
             _ => return None,
         }
     }
@@ -323,6 +323,7 @@ impl super::RedshiftWarehouse {
 mod tests {
     use super::*;
     use crate::decode::Position;
+    use crate::route::Value;
     use crate::route::naming::{column_name, table_name};
 
     #[test]
