@@ -155,18 +155,21 @@ pub struct Iter<'a> {
 }
 
 impl<'a> Iter<'a> {
+    #[inline]
     fn take(&mut self, count: usize) -> &'a [u8] {
         let (taken, rest) = self.bytes.split_at(count);
         self.bytes = rest;
         taken
     }
 
+    #[inline]
     fn take_8(&mut self) -> [u8; 8] {
         let mut out = [0; 8];
         out.copy_from_slice(self.take(8));
         out
     }
 
+    #[inline]
     fn next_word(&mut self) -> Option<(u64, ValueRef<'a>)> {
         if self.left == 0 {
             return None;
@@ -200,6 +203,7 @@ impl<'a> Iter<'a> {
 impl<'a> Iterator for Iter<'a> {
     type Item = (ColumnName, ValueRef<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let (word, value) = self.next_word()?;
         // SAFETY: the word is held by the cells `self` borrows.
