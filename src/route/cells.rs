@@ -8,8 +8,14 @@
 //! value's bytes: 9 bytes for a boolean, 16 for a number or a timestamp, 10 plus the
 //! text for a short text; one allocation per row however long its texts.
 //!
-//! Layout of each cell: the name ([`ColumnName::into_word`], 8 bytes, little-endian),
-//! a tag, then the payload: nothing (booleans are two tags), 8 bytes for a bigint,
+//! Most rows of a table name the same columns in the same order, so the names are kept
+//! apart from the values: a [`Shape`], the list of name words, interned per thread and
+//! shared by every row with that list. Where a row's names cannot be in a shape (one
+//! holds a reference count, or the thread's shapes are at their budget) each cell
+//! carries its name's word instead.
+//!
+//! Layout of each cell: without a shape, the name ([`ColumnName::into_word`], 8 bytes,
+//! little-endian); a tag, then the payload: nothing (booleans are two tags), 8 bytes for a bigint,
 //! double or timestamp, or a text's length (1 byte, or 8 for texts over 255 bytes) and
 //! its UTF-8 bytes. Only [`Cells::new`] writes them, so the reader trusts them.
 
@@ -36,25 +42,75 @@ pub struct Cells {
     /// Whether a name holds a reference count (past the interner's budget), so
     /// dropping and cloning walk the names; otherwise they need not.
     counted_names: bool,
+    /// The cells' names, when they are in a shape (then not in `bytes`).
+    shape: Option<&'static Shape>,
+}
+
+/// The name words of a row's cells, in order. Only uncounted words (interned and fixed
+/// names, which live for the process) are ever in a shape, so a shape holds no counts.
+pub struct Shape(Box<[u64]>);
+
+/// The most bytes of shapes one thread keeps (leaked, for the life of the process):
+/// far more than the distinct layouts of real traffic; hostile input past it only
+/// costs its rows 8 bytes a cell.
+const SHAPE_BYTES: usize = 8 << 20;
+
+/// The shape holding `words`, made on first sight, or `None` past the budget.
+fn shape_of(words: &[u64]) -> Option<&'static Shape> {
+    use std::cell::RefCell;
+    type Shapes =
+        std::collections::HashMap<&'static [u64], &'static Shape, foldhash::fast::RandomState>;
+    thread_local! {
+        static SHAPES: RefCell<(Shapes, usize)> = RefCell::default();
+    }
+    SHAPES.with(|shapes| {
+        let (shapes, bytes) = &mut *shapes.borrow_mut();
+        if let Some(shape) = shapes.get(words) {
+            return Some(*shape);
+        }
+        let cost = 8 * words.len() + 64;
+        if *bytes + cost > SHAPE_BYTES {
+            return None;
+        }
+        *bytes += cost;
+        let shape: &'static Shape = Box::leak(Box::new(Shape(words.into())));
+        shapes.insert(&shape.0, shape);
+        Some(shape)
+    })
 }
 
 impl Cells {
     pub fn new(cells: Vec<(ColumnName, Value)>) -> Cells {
-        let size = cells.iter().map(|(_, value)| packed_size(value)).sum();
+        // Each word holds what its name held (a count, for a counted name); the names
+        // in `cells` are dropped at the end.
+        let words: Vec<u64> = cells
+            .iter()
+            .map(|(name, _)| name.clone().into_word())
+            .collect();
+        let counted_names = words.iter().any(|word| ColumnName::word_is_counted(*word));
+        let shape = if counted_names {
+            None
+        } else {
+            shape_of(&words)
+        };
+        let name_bytes = if shape.is_some() { 0 } else { 8 };
+        let size = cells
+            .iter()
+            .map(|(_, value)| name_bytes + packed_size(value))
+            .sum();
         let mut bytes = Vec::with_capacity(size);
-        let mut counted_names = false;
         let len = cells.len();
-        for (name, value) in cells {
-            let word = name.into_word();
-            counted_names |= ColumnName::word_is_counted(word);
-            bytes.extend_from_slice(&word.to_le_bytes());
-            match value {
+        for ((_, value), word) in cells.iter().zip(&words) {
+            if shape.is_none() {
+                bytes.extend_from_slice(&word.to_le_bytes());
+            }
+            match *value {
                 Value::Boolean(false) => bytes.push(FALSE),
                 Value::Boolean(true) => bytes.push(TRUE),
                 Value::BigInt(i) => push_number(&mut bytes, BIGINT, i.to_le_bytes()),
                 Value::Double(f) => push_number(&mut bytes, DOUBLE, f.to_bits().to_le_bytes()),
                 Value::Timestamp(t) => push_number(&mut bytes, TIMESTAMP, t.0.to_le_bytes()),
-                Value::Varchar(text) => {
+                Value::Varchar(ref text) => {
                     match u8::try_from(text.len()) {
                         Ok(short) => bytes.extend_from_slice(&[SHORT_TEXT, short]),
                         Err(_) => {
@@ -72,6 +128,7 @@ impl Cells {
             // A row's cells come from one JSON line, far fewer than 2^32.
             len: u32::try_from(len).unwrap_or(u32::MAX),
             counted_names,
+            shape,
         }
     }
 
@@ -87,6 +144,7 @@ impl Cells {
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             bytes: &self.bytes,
+            names: self.shape.map_or(&[], |shape| &shape.0),
             left: self.len as usize,
         }
     }
@@ -99,7 +157,7 @@ impl Cells {
 }
 
 fn packed_size(value: &Value) -> usize {
-    8 + match value {
+    match value {
         Value::Boolean(_) => 1,
         Value::BigInt(_) | Value::Double(_) | Value::Timestamp(_) => 9,
         Value::Varchar(text) if text.len() <= usize::from(u8::MAX) => 2 + text.len(),
@@ -143,6 +201,7 @@ impl Clone for Cells {
             bytes: self.bytes.clone(),
             len: self.len,
             counted_names: self.counted_names,
+            shape: self.shape,
         }
     }
 }
@@ -151,6 +210,8 @@ impl Clone for Cells {
 #[derive(Clone, Default)]
 pub struct Iter<'a> {
     bytes: &'a [u8],
+    /// The shape's words not yet read; empty when the words are in `bytes`.
+    names: &'a [u64],
     left: usize,
 }
 
@@ -175,7 +236,13 @@ impl<'a> Iter<'a> {
             return None;
         }
         self.left -= 1;
-        let word = u64::from_le_bytes(self.take_8());
+        let word = match self.names.split_first() {
+            Some((word, rest)) => {
+                self.names = rest;
+                *word
+            }
+            None => u64::from_le_bytes(self.take_8()),
+        };
         let tag = self.take(1)[0];
         let value = match tag {
             FALSE => ValueRef::Boolean(false),
@@ -282,6 +349,43 @@ mod tests {
         let json = serde_json::to_string(&packed).unwrap_or_default();
         let again: Cells = serde_json::from_str(&json).unwrap_or_default();
         assert_eq!(again, packed);
+    }
+
+    #[test]
+    fn rows_naming_the_same_columns_in_the_same_order_share_one_shape() {
+        let row = |a: i64, b: &str| {
+            Cells::new(vec![
+                (column_name("a"), Value::BigInt(a)),
+                (column_name("b"), Value::Varchar(Text::new(b))),
+            ])
+        };
+        let (first, second) = (row(1, "x"), row(2, "a longer text than the inline room"));
+        let shape = |cells: &Cells| cells.shape.map(std::ptr::from_ref);
+        assert!(shape(&first).is_some());
+        assert_eq!(shape(&first), shape(&second));
+        // Each cell's bytes are then only its tag and value.
+        assert_eq!(first.bytes.len(), 9 + 3);
+        let values: Vec<Value> = second.iter().map(|(_, value)| value.to_value()).collect();
+        assert_eq!(
+            values,
+            [
+                Value::BigInt(2),
+                Value::Varchar(Text::new("a longer text than the inline room"))
+            ]
+        );
+        let swapped = Cells::new(vec![
+            (column_name("b"), Value::Varchar(Text::new("x"))),
+            (column_name("a"), Value::BigInt(1)),
+        ]);
+        assert_ne!(shape(&swapped), shape(&first));
+        // A counted name is never in a shape: its word stays with its cell.
+        let counted = Cells::new(vec![
+            (column_name("a"), Value::BigInt(1)),
+            (ColumnName::past_the_budget("rare"), Value::BigInt(2)),
+        ]);
+        assert!(shape(&counted).is_none());
+        let names: Vec<String> = counted.iter().map(|(name, _)| name.to_string()).collect();
+        assert_eq!(names, ["a", "rare"]);
     }
 
     #[test]
