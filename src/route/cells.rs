@@ -4,9 +4,8 @@
 //! cells, and a run's first touch of that memory (the kernel zeroing fresh pages) was
 //! the largest single item of its CPU profile. A cell as a `(ColumnName, Value)` pair
 //! took 32 bytes whatever its value, plus a heap allocation for each text longer than
-//! the value's inline room. Packed, a cell is its name's word, a tag byte, and its
-//! value's bytes: 9 bytes for a boolean, 16 for a number or a timestamp, 10 plus the
-//! text for a short text; one allocation per row however long its texts.
+//! the value's inline room. Packed, a cell is a tag byte and its value's bytes (a
+//! boolean is just its tag), in one allocation per row however long its texts.
 //!
 //! Most rows of a table name the same columns in the same order, so the names are kept
 //! apart from the values: a [`Shape`], the list of name words, interned per thread and
@@ -15,9 +14,10 @@
 //! carries its name's word instead.
 //!
 //! Layout of each cell: without a shape, the name ([`ColumnName::into_word`], 8 bytes,
-//! little-endian); a tag, then the payload: nothing (booleans are two tags), 8 bytes for a bigint,
-//! double or timestamp, or a text's length (1 byte, or 8 for texts over 255 bytes) and
-//! its UTF-8 bytes. Only [`Cells::new`] writes them, so the reader trusts them.
+//! little-endian); a tag, then the payload: nothing (booleans are two tags), 8 bytes
+//! for a bigint, double or timestamp, or a text's length (1 byte, or 8 for texts over
+//! 255 bytes) and its UTF-8 bytes. Only [`Cells::new`] writes them, so the reader
+//! trusts them.
 
 use std::fmt;
 
