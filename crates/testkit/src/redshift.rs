@@ -29,15 +29,20 @@ pub fn credentials() -> aws_sdk_s3::config::Credentials {
     )
 }
 
-/// An S3 client for an emulator at `endpoint`: path-style, with dummy credentials.
-pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
-    let shared = aws_config::defaults(BehaviorVersion::latest())
+/// The AWS configuration every emulator client shares: `endpoint`, `us-east-1` and the
+/// dummy credentials.
+async fn emulator_config(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(credentials())
         .load()
-        .await;
-    let config = aws_sdk_s3::config::Builder::from(&shared)
+        .await
+}
+
+/// An S3 client for an emulator at `endpoint`: path-style, with dummy credentials.
+pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(&emulator_config(endpoint).await)
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(config)
@@ -45,25 +50,13 @@ pub async fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
 
 /// A Redshift API client for an emulator at `endpoint`, with the same dummy credentials.
 pub async fn redshift_client(endpoint: &str) -> aws_sdk_redshift::Client {
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(credentials())
-        .load()
-        .await;
-    aws_sdk_redshift::Client::new(&shared)
+    aws_sdk_redshift::Client::new(&emulator_config(endpoint).await)
 }
 
 /// A Redshift Serverless API client for a stand-in at `endpoint`, with the same dummy
 /// credentials.
 pub async fn serverless_client(endpoint: &str) -> aws_sdk_redshiftserverless::Client {
-    let shared = aws_config::defaults(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(credentials())
-        .load()
-        .await;
-    aws_sdk_redshiftserverless::Client::new(&shared)
+    aws_sdk_redshiftserverless::Client::new(&emulator_config(endpoint).await)
 }
 
 /// The role the emulated cluster may use: test pipelines name it for COPY, and the
