@@ -16,6 +16,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{Event, NotificationConfiguration, QueueConfiguration};
 use aws_sdk_sqs::types::QueueAttributeName;
 use tracktable_gen::GenConfig;
+use tracktable_testkit::support::{http_get, metric_value};
 
 use crate::measures::{MeasureError, drop_schema, sibling};
 
@@ -167,7 +168,7 @@ pub fn measure(options: &FreshnessOptions) -> Result<FreshnessReport, MeasureErr
 
     // The run is up once its source answers: start-up is not part of freshness.
     let ready_by = Instant::now() + Duration::from_secs(60);
-    while scrape(port, "/ready").is_none_or(|(status, _)| status != 200) {
+    while http_get(port, "/ready").is_none_or(|(status, _)| status != 200) {
         if Instant::now() > ready_by || child.exited() {
             return Err(failed(format!("tracktable did not get ready:\n{}", tail())));
         }
@@ -186,8 +187,8 @@ pub fn measure(options: &FreshnessOptions) -> Result<FreshnessReport, MeasureErr
 
     let drain_by = fed + Duration::from_secs(600);
     let exposition = loop {
-        if let Some((200, body)) = scrape(port, "/metrics")
-            && metric(&body, "tracktable_objects_acknowledged_total")
+        if let Some((200, body)) = http_get(port, "/metrics")
+            && metric_value(&body, "tracktable_objects_acknowledged_total")
                 .is_some_and(|acknowledged| acknowledged >= objects as f64)
         {
             break body;
@@ -208,7 +209,7 @@ pub fn measure(options: &FreshnessOptions) -> Result<FreshnessReport, MeasureErr
         .find(|&&bound| bound <= goal)
         .and_then(|&bound| {
             let series = format!("tracktable_freshness_seconds_bucket{{le=\"{bound:?}\"}}");
-            Some((bound, metric(&exposition, &series)? as u64))
+            Some((bound, metric_value(&exposition, &series)? as u64))
         });
 
     let cpu_seconds = child.stop()?;
@@ -444,35 +445,6 @@ impl Drop for Child {
     }
 }
 
-/// A plain HTTP/1.1 GET of the run's metrics listener: (status, body).
-fn scrape(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, response.split_once("\r\n\r\n")?.1.to_owned()))
-}
-
-/// The value of the exposition line for `series` (a name with its labels, if any).
-fn metric(exposition: &str, series: &str) -> Option<f64> {
-    exposition.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,17 +457,20 @@ mod tests {
              tracktable_freshness_seconds_bucket{le=\"7.0\"} 3\n\
              tracktable_freshness_seconds_bucket{le=\"10.0\"} 4\n";
         assert_eq!(
-            metric(exposition, "tracktable_freshness_seconds_count"),
+            metric_value(exposition, "tracktable_freshness_seconds_count"),
             Some(4.0)
         );
         assert_eq!(
-            metric(
+            metric_value(
                 exposition,
                 "tracktable_freshness_seconds_bucket{le=\"7.0\"}"
             ),
             Some(3.0)
         );
-        assert_eq!(metric(exposition, "tracktable_freshness_seconds"), None);
+        assert_eq!(
+            metric_value(exposition, "tracktable_freshness_seconds"),
+            None
+        );
         // `{:?}` of a bound is how the exposition writes it.
         assert_eq!(format!("{:?}", 7.0_f64), "7.0");
     }
