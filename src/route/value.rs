@@ -88,12 +88,6 @@ impl ValueRef<'_> {
     }
 }
 
-impl PartialEq<Value> for ValueRef<'_> {
-    fn eq(&self, other: &Value) -> bool {
-        *self == other.to_ref()
-    }
-}
-
 impl ColumnType {
     /// The SQL type, e.g. `varchar(256)`.
     pub fn sql_name(&self) -> String {
