@@ -64,7 +64,7 @@ impl<'a> JsonObject<'a> {
         self.0.iter().map(|(k, v)| (k.as_ref(), v))
     }
 
-    fn dedup_keys(&mut self) {
+    pub(super) fn dedup_keys(&mut self) {
         let members = &mut self.0;
         if members.len() < 2 {
             return;
@@ -209,12 +209,25 @@ pub fn parse_keeping<'a>(
     max_depth: usize,
     exact_fields: &[&str],
 ) -> Result<Json<'a>, ParseError> {
+    let limit = max_depth.min(MAX_SUPPORTED_DEPTH);
+    match super::scan::parse(text, limit, exact_fields) {
+        Some(value) => Ok(value),
+        None => parse_with_tokenizer(text, limit, exact_fields),
+    }
+}
+
+/// [`parse_keeping`] through the tokenizer alone: what decides a line the scanner does
+/// not accept, and says what is wrong with it.
+pub(super) fn parse_with_tokenizer<'a>(
+    text: &'a str,
+    limit: usize,
+    exact_fields: &[&str],
+) -> Result<Json<'a>, ParseError> {
     let context = Context {
         too_deep: Cell::new(false),
         numbers: Numbers::new(text),
         exact_fields,
     };
-    let limit = max_depth.min(MAX_SUPPORTED_DEPTH);
     let mut deserializer = sonic_rs::Deserializer::from_str(text);
     let seed = ValueSeed {
         depth: 0,

@@ -12,6 +12,7 @@ pub mod frame;
 pub mod json;
 pub mod message;
 pub mod reject;
+mod scan;
 
 use std::io::Read;
 use std::sync::Arc;
