@@ -39,11 +39,6 @@ pub enum Json<'a> {
     Number(Cow<'a, str>),
     Str(Cow<'a, str>),
     Array(Vec<Json<'a>>),
-    /// A non-empty array kept as its text, because that text is already the compact
-    /// JSON its tree would write (no whitespace or escapes, every number written as it
-    /// reads, no repeated keys): route stores an array only as its text, so the scanner
-    /// keeps such arrays whole rather than build their items.
-    RawArray(&'a str),
     Object(JsonObject<'a>),
 }
 
@@ -128,9 +123,12 @@ impl Json<'_> {
             Json::Int(i) => {
                 let _ = write!(out, "{i}");
             }
-            Json::Float(f) if f.is_finite() => out.push_str(zmij::Buffer::new().format_finite(*f)),
-            Json::Float(_) => out.push_str("null"),
-            Json::RawArray(text) => out.push_str(text),
+            Json::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(number) => {
+                    let _ = write!(out, "{number}");
+                }
+                None => out.push_str("null"),
+            },
             // A JSON number's literal text is JSON already.
             Json::Number(text) => out.push_str(text),
             Json::Str(s) => write_json_string(s, out),

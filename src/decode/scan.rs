@@ -24,8 +24,6 @@ pub(super) fn parse<'a>(text: &'a str, limit: usize, exact_fields: &[&str]) -> O
         exact_fields,
         members: Vec::with_capacity(32),
         items: Vec::new(),
-        keys: Vec::new(),
-        skim: true,
     };
     scanner.whitespace();
     let value = scanner.value(0, false)?;
@@ -45,11 +43,6 @@ struct Scanner<'a, 'f> {
     members: Vec<(Cow<'a, str>, Json<'a>)>,
     /// The same for arrays' items.
     items: Vec<Json<'a>>,
-    /// Keys of the objects being skimmed, innermost last (repeated keys are untidy).
-    keys: Vec<&'a str>,
-    /// Whether an array is first skimmed for a [`Json::RawArray`]: not inside an array
-    /// that was skimmed and found untidy, so no text is skimmed twice over.
-    skim: bool,
 }
 
 impl<'a> Scanner<'a, '_> {
@@ -137,27 +130,13 @@ impl<'a> Scanner<'a, '_> {
         if depth >= self.limit {
             return None;
         }
-        let open = self.at;
         self.at += 1;
+        let start = self.items.len();
         self.whitespace();
         if self.peek()? == b']' {
             self.at += 1;
             return Some(Json::Array(Vec::new()));
         }
-        if self.skim {
-            self.at = open;
-            self.keys.clear();
-            if self.skim_array(depth) == Some(true) {
-                return Some(Json::RawArray(self.text.get(open..self.at)?));
-            }
-            // Untidy (or not JSON, which building finds again): build it.
-            self.at = open;
-            self.skim = false;
-            let built = self.array(depth);
-            self.skim = true;
-            return built;
-        }
-        let start = self.items.len();
         loop {
             let item = self.value(depth + 1, false)?;
             self.items.push(item);
@@ -175,94 +154,6 @@ impl<'a> Scanner<'a, '_> {
             }
         }
         Some(Json::Array(self.items.drain(start..).collect()))
-    }
-
-    /// Reads a value without building it: whether its text is exactly what
-    /// [`Json::write_json`] gives for it. `None` or `Some(false)` leave `at` anywhere
-    /// inside it; the caller reads it again.
-    fn skim(&mut self, depth: usize) -> Option<bool> {
-        match self.peek()? {
-            b'"' => Some(matches!(self.string()?, Cow::Borrowed(_))),
-            b'{' => self.skim_object(depth),
-            b'[' => self.skim_array(depth),
-            b't' => self.literal(b"true", Json::Null).map(|_| true),
-            b'f' => self.literal(b"false", Json::Null).map(|_| true),
-            b'n' => self.literal(b"null", Json::Null).map(|_| true),
-            b'-' | b'0'..=b'9' => {
-                let start = self.at;
-                Some(match self.number(false)? {
-                    // Integers are written as they read (`-0` is a float); a float is
-                    // tidy when its shortest round-trip text is its text.
-                    Json::Float(value) => {
-                        self.text.get(start..self.at)
-                            == Some(zmij::Buffer::new().format_finite(value))
-                    }
-                    _ => true,
-                })
-            }
-            _ => None,
-        }
-    }
-
-    fn skim_object(&mut self, depth: usize) -> Option<bool> {
-        if depth >= self.limit {
-            return None;
-        }
-        self.at += 1;
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(true);
-        }
-        let keys = self.keys.len();
-        loop {
-            if self.peek()? != b'"' {
-                return Some(false);
-            }
-            let Cow::Borrowed(key) = self.string()? else {
-                return Some(false);
-            };
-            if self.keys[keys..].contains(&key) || self.peek()? != b':' {
-                return Some(false);
-            }
-            self.keys.push(key);
-            self.at += 1;
-            if !self.skim(depth + 1)? {
-                return Some(false);
-            }
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    self.keys.truncate(keys);
-                    return Some(true);
-                }
-                _ => return Some(false),
-            }
-        }
-    }
-
-    fn skim_array(&mut self, depth: usize) -> Option<bool> {
-        if depth >= self.limit {
-            return None;
-        }
-        self.at += 1;
-        if self.peek()? == b']' {
-            self.at += 1;
-            return Some(true);
-        }
-        loop {
-            if !self.skim(depth + 1)? {
-                return Some(false);
-            }
-            match self.peek()? {
-                b',' => self.at += 1,
-                b']' => {
-                    self.at += 1;
-                    return Some(true);
-                }
-                _ => return Some(false),
-            }
-        }
     }
 
     /// A string starting at its opening quote: borrowed when it has no escapes.
@@ -464,31 +355,9 @@ mod tests {
         super::super::json::parse_with_tokenizer(text, limit, &ID_FIELDS)
     }
 
-    /// `json` with every [`Json::RawArray`] built as the tokenizer builds it.
-    fn expanded(json: Json<'_>) -> Json<'_> {
-        match json {
-            Json::RawArray(text) => tokenizer(text, usize::MAX).expect("a raw array parses"),
-            Json::Array(items) => Json::Array(items.into_iter().map(expanded).collect()),
-            Json::Object(object) => Json::Object(JsonObject(
-                object
-                    .0
-                    .into_iter()
-                    .map(|(key, value)| (key, expanded(value)))
-                    .collect(),
-            )),
-            other => other,
-        }
-    }
-
-    /// The scanner never accepts what the tokenizer refuses, and both build equal trees;
-    /// an array kept as its text is the text its tree writes.
+    /// The scanner never accepts what the tokenizer refuses, and both build equal trees.
     fn agrees(text: &str, limit: usize) -> bool {
-        let kept = parse(text, limit, &ID_FIELDS);
-        let kept_text = kept.as_ref().map(Json::to_json_text);
-        let scanned = kept.map(expanded);
-        if let (Some(kept_text), Some(scanned)) = (&kept_text, &scanned) {
-            assert_eq!(kept_text, &scanned.to_json_text(), "{text:?}");
-        }
+        let scanned = parse(text, limit, &ID_FIELDS);
         let tokenized = tokenizer(text, limit);
         if let Some(scanned) = &scanned {
             assert_eq!(
@@ -507,7 +376,7 @@ mod tests {
             );
         }
         assert_eq!(
-            parse_keeping(text, limit, &ID_FIELDS).map(expanded),
+            parse_keeping(text, limit, &ID_FIELDS),
             tokenized,
             "{text:?} parses differently through parse_keeping"
         );
@@ -580,35 +449,6 @@ mod tests {
             parse_keeping(&hostile, 32, &[]),
             Err(ParseError::TooDeep { limit: 32 })
         );
-    }
-
-    #[test]
-    fn arrays_are_kept_as_their_text_only_when_it_is_what_they_write() {
-        let kept = |text| match parse(text, 8, &[]) {
-            Some(Json::Object(object)) => matches!(object.0[0].1, Json::RawArray(_)),
-            other => panic!("{text:?} gave {other:?}"),
-        };
-        for tidy in [
-            r#"{"a":[1,-2,"x",true,null,40.23,1.0,12345678901234567890123]}"#,
-            r#"{"a":[{"k":{"l":[]},"m":[[1],{}]},{"k":2}]}"#,
-        ] {
-            assert!(kept(tidy), "{tidy}");
-            assert!(agrees(tidy, 8));
-        }
-        for untidy in [
-            r#"{"a":[ 1]}"#,
-            r#"{"a":[1 ]}"#,
-            r#"{"a":[{"k": 1}]}"#,
-            r#"{"a":[1.50]}"#,
-            r#"{"a":[2.5e3]}"#,
-            r#"{"a":[-0]}"#,
-            r#"{"a":["\n"]}"#,
-            r#"{"a":[{"k":1,"k":2}]}"#,
-            r#"{"a":[[1],[ 2]]}"#,
-        ] {
-            assert!(!kept(untidy), "{untidy}");
-            assert!(agrees(untidy, 8));
-        }
     }
 
     #[test]

@@ -149,7 +149,6 @@ pub fn value_of(json: &Json<'_>) -> Option<Value> {
             Some(timestamp) => Value::Timestamp(timestamp),
             None => Value::Varchar(Text::new(text)),
         },
-        Json::RawArray(text) => Value::Varchar(Text::new(text)),
         Json::Array(_) | Json::Object(_) => Value::Varchar(json.to_json_text().into()),
     })
 }
