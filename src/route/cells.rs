@@ -79,8 +79,26 @@ fn shape_of(words: &[u64]) -> Option<&'static Shape> {
     })
 }
 
+/// What a cell can be packed from: an owned [`Value`], or route's values borrowed from
+/// the message they came from (no owned copy of each text on the way to its row).
+pub trait CellValue {
+    fn cell_value(&self) -> ValueRef<'_>;
+}
+
+impl CellValue for Value {
+    fn cell_value(&self) -> ValueRef<'_> {
+        self.to_ref()
+    }
+}
+
+impl CellValue for ValueRef<'_> {
+    fn cell_value(&self) -> ValueRef<'_> {
+        *self
+    }
+}
+
 impl Cells {
-    pub fn new(cells: Vec<(ColumnName, Value)>) -> Cells {
+    pub fn new<V: CellValue>(cells: Vec<(ColumnName, V)>) -> Cells {
         // Each word holds what its name held (a count, for a counted name); the names
         // in `cells` are dropped at the end.
         let words: Vec<u64> = cells
@@ -96,7 +114,7 @@ impl Cells {
         let name_bytes = if shape.is_some() { 0 } else { 8 };
         let size = cells
             .iter()
-            .map(|(_, value)| name_bytes + packed_size(value))
+            .map(|(_, value)| name_bytes + packed_size(value.cell_value()))
             .sum();
         let mut bytes = Vec::with_capacity(size);
         let len = cells.len();
@@ -104,13 +122,13 @@ impl Cells {
             if shape.is_none() {
                 bytes.extend_from_slice(&word.to_le_bytes());
             }
-            match *value {
-                Value::Boolean(false) => bytes.push(FALSE),
-                Value::Boolean(true) => bytes.push(TRUE),
-                Value::BigInt(i) => push_number(&mut bytes, BIGINT, i.to_le_bytes()),
-                Value::Double(f) => push_number(&mut bytes, DOUBLE, f.to_bits().to_le_bytes()),
-                Value::Timestamp(t) => push_number(&mut bytes, TIMESTAMP, t.0.to_le_bytes()),
-                Value::Varchar(ref text) => {
+            match value.cell_value() {
+                ValueRef::Boolean(false) => bytes.push(FALSE),
+                ValueRef::Boolean(true) => bytes.push(TRUE),
+                ValueRef::BigInt(i) => push_number(&mut bytes, BIGINT, i.to_le_bytes()),
+                ValueRef::Double(f) => push_number(&mut bytes, DOUBLE, f.to_bits().to_le_bytes()),
+                ValueRef::Timestamp(t) => push_number(&mut bytes, TIMESTAMP, t.0.to_le_bytes()),
+                ValueRef::Varchar(text) => {
                     match u8::try_from(text.len()) {
                         Ok(short) => bytes.extend_from_slice(&[SHORT_TEXT, short]),
                         Err(_) => {
@@ -156,12 +174,12 @@ impl Cells {
     }
 }
 
-fn packed_size(value: &Value) -> usize {
+fn packed_size(value: ValueRef<'_>) -> usize {
     match value {
-        Value::Boolean(_) => 1,
-        Value::BigInt(_) | Value::Double(_) | Value::Timestamp(_) => 9,
-        Value::Varchar(text) if text.len() <= usize::from(u8::MAX) => 2 + text.len(),
-        Value::Varchar(text) => 9 + text.len(),
+        ValueRef::Boolean(_) => 1,
+        ValueRef::BigInt(_) | ValueRef::Double(_) | ValueRef::Timestamp(_) => 9,
+        ValueRef::Varchar(text) if text.len() <= usize::from(u8::MAX) => 2 + text.len(),
+        ValueRef::Varchar(text) => 9 + text.len(),
     }
 }
 

@@ -43,6 +43,7 @@ use crate::decode::{
     RejectReason, Rejection,
 };
 
+use cells::CellValue;
 pub use cells::Cells;
 pub use naming::{ColumnName, TableName};
 pub use value::{ColumnType, Text, Timestamp, Value, ValueRef};
@@ -79,6 +80,17 @@ impl Row {
         object: Arc<str>,
         position: Position,
         cells: Vec<(ColumnName, Value)>,
+    ) -> Row {
+        Row::packed(table, message_id, object, position, cells)
+    }
+
+    /// [`Row::new`] from any values cells are packed from.
+    fn packed(
+        table: TableName,
+        message_id: String,
+        object: Arc<str>,
+        position: Position,
+        cells: Vec<(ColumnName, impl CellValue)>,
     ) -> Row {
         Row {
             table,
@@ -186,7 +198,7 @@ pub struct Router {
 
 /// A column of a row before collisions are resolved.
 #[derive(Clone)]
-struct Candidate {
+struct Candidate<'m> {
     name: ColumnName,
     /// The raw path it came from; decides collisions. `None` for fixed columns.
     raw: Option<Arc<str>>,
@@ -196,7 +208,48 @@ struct Candidate {
     /// Which of tracktable's column lists the name is in ([`own_mask`]); 0 for fixed
     /// columns, which are never prefixed.
     own: u8,
-    value: Value,
+    value: Leaf<'m>,
+}
+
+/// A candidate's value: borrowed from the message wherever it is there as it will be
+/// stored (every scalar; a row packs its cells' bytes, so an owned copy of each text
+/// on the way was an allocation and a free per long text), owned only where route
+/// makes it (the JSON text of an array).
+#[derive(Clone)]
+enum Leaf<'m> {
+    Borrowed(ValueRef<'m>),
+    Owned(Value),
+}
+
+impl CellValue for Leaf<'_> {
+    fn cell_value(&self) -> ValueRef<'_> {
+        match self {
+            Leaf::Borrowed(value) => *value,
+            Leaf::Owned(value) => value.to_ref(),
+        }
+    }
+}
+
+/// The leaf of a flattened JSON value; `None` for null.
+fn leaf_of<'m>(json: &'m Json<'_>) -> Option<Leaf<'m>> {
+    Some(Leaf::Borrowed(match json {
+        Json::Null => return None,
+        Json::Bool(b) => ValueRef::Boolean(*b),
+        Json::Int(i) => ValueRef::BigInt(*i),
+        Json::Float(f) => ValueRef::Double(*f),
+        // A number kept as its text stays that text (see `value::value_of`).
+        Json::Number(text) => ValueRef::Varchar(text),
+        Json::Str(text) => text_ref(text),
+        Json::Array(_) | Json::Object(_) => return value::value_of(json).map(Leaf::Owned),
+    }))
+}
+
+/// A string as a timestamp when it is one, else as varchar.
+fn text_ref(text: &str) -> ValueRef<'_> {
+    match Timestamp::parse(text) {
+        Some(timestamp) => ValueRef::Timestamp(timestamp),
+        None => ValueRef::Varchar(text),
+    }
 }
 
 /// One of [`own`]'s lists of a table's own columns, with its bit in [`own_mask`].
@@ -380,14 +433,14 @@ impl Router {
             common.push(Candidate {
                 name,
                 raw: Some(raw),
-                value: Value::Varchar(Text::new(ip)),
+                value: Leaf::Borrowed(ValueRef::Varchar(ip)),
                 origin: 1,
                 own,
             });
         }
 
         let row = |table: TableName, candidates: Vec<Candidate>| {
-            Row::new(
+            Row::packed(
                 table,
                 message.message_id.as_ref().to_owned(),
                 Arc::clone(object),
@@ -407,7 +460,7 @@ impl Router {
                 self.properties(&message.properties, "properties", TRACKS, &mut properties);
                 let own = resolve(&fixed, properties);
                 let shared = Arc::new(Cells::new(fixed));
-                let sharing = |table: TableName, own: Vec<(ColumnName, Value)>| Row {
+                let sharing = |table: TableName, own: Vec<(ColumnName, Leaf<'_>)>| Row {
                     shared: Some(Arc::clone(&shared)),
                     own: Cells::new(own),
                     ..row(table, Vec::new())
@@ -520,12 +573,12 @@ impl Router {
 
     /// Flattens properties or traits into a table whose own columns are `own`
     /// ([`own::columns_of`]), prefixed where they clash with them ([`prefix_clashes`]).
-    fn properties(
+    fn properties<'m>(
         &mut self,
-        object: &JsonObject<'_>,
+        object: &'m JsonObject<'_>,
         prefix: &str,
         own: OwnColumns,
-        out: &mut Vec<Candidate>,
+        out: &mut Vec<Candidate<'m>>,
     ) {
         let start = out.len();
         self.flatten_properties(object, out);
@@ -534,7 +587,7 @@ impl Router {
 
     /// Flattens properties or traits, unprefixed: the candidates of an identify or
     /// group call serve two tables, whose own columns differ.
-    fn flatten_properties(&mut self, object: &JsonObject<'_>, out: &mut Vec<Candidate>) {
+    fn flatten_properties<'m>(&mut self, object: &'m JsonObject<'_>, out: &mut Vec<Candidate<'m>>) {
         let start = out.len();
         self.flatten(object, "", out);
         for candidate in &mut out[start..] {
@@ -543,13 +596,18 @@ impl Router {
     }
 
     /// Flattens `object` under the raw path `root` (empty for top-level properties).
-    fn flatten(&mut self, object: &JsonObject<'_>, root: &str, out: &mut Vec<Candidate>) {
+    fn flatten<'m>(
+        &mut self,
+        object: &'m JsonObject<'_>,
+        root: &str,
+        out: &mut Vec<Candidate<'m>>,
+    ) {
         self.path.clear();
         self.path.push_str(root);
         self.flatten_into(object, out);
     }
 
-    fn flatten_into(&mut self, object: &JsonObject<'_>, out: &mut Vec<Candidate>) {
+    fn flatten_into<'m>(&mut self, object: &'m JsonObject<'_>, out: &mut Vec<Candidate<'m>>) {
         for (key, json) in object.iter() {
             let base = self.path.len();
             // `.` joins raw paths (the normaliser turns it into `_`), so a nested
@@ -564,7 +622,7 @@ impl Router {
                 Json::Object(inner) => self.flatten_into(inner, out),
                 Json::Array(items) if items.is_empty() => {}
                 leaf => {
-                    if let Some(value) = value::value_of(leaf) {
+                    if let Some(value) = leaf_of(leaf) {
                         let (raw, name, own) = self.column();
                         out.push(Candidate {
                             name,
@@ -610,7 +668,7 @@ impl Router {
 
     /// A name equal to one of `own`'s columns (the row's table's own columns) gets
     /// `prefix` (`properties_id`), so a property never overwrites tracktable's columns.
-    fn prefix_clashes(&mut self, candidates: &mut [Candidate], prefix: &str, own: OwnColumns) {
+    fn prefix_clashes(&mut self, candidates: &mut [Candidate<'_>], prefix: &str, own: OwnColumns) {
         for candidate in candidates {
             // (`timestamp` itself normalises to `timestamp_`, a reserved word made safe.)
             if candidate.own & own.bit == 0 {
@@ -645,7 +703,11 @@ impl Router {
     /// that set them. The row's key ([`Row::message_id`]) is the user or group id; the
     /// warehouse keeps, per id, the traits of the newest call (see
     /// `warehouse::sql::LATEST`).
-    fn latest_row(&mut self, message: &Message<'_>, mut traits: Vec<Candidate>) -> Vec<Candidate> {
+    fn latest_row<'m>(
+        &mut self,
+        message: &'m Message<'_>,
+        mut traits: Vec<Candidate<'m>>,
+    ) -> Vec<Candidate<'m>> {
         self.prefix_clashes(&mut traits, "traits", LATEST);
         let mut latest = Vec::with_capacity(traits.len() + 3);
         latest.push(fixed_text(
@@ -669,27 +731,32 @@ impl Router {
     }
 }
 
-fn fixed_text(name: ColumnName, text: &str) -> Candidate {
+fn fixed_text(name: ColumnName, text: &str) -> Candidate<'_> {
     Candidate {
         name,
         raw: None,
-        value: Value::Varchar(Text::new(text)),
+        value: Leaf::Borrowed(ValueRef::Varchar(text)),
         origin: 0,
         own: 0,
     }
 }
 
-fn push_text(out: &mut Vec<Candidate>, name: ColumnName, text: Option<&str>, timestamp: bool) {
+fn push_text<'m>(
+    out: &mut Vec<Candidate<'m>>,
+    name: ColumnName,
+    text: Option<&'m str>,
+    timestamp: bool,
+) {
     if let Some(text) = text {
         let value = if timestamp {
-            value::text_value(text)
+            text_ref(text)
         } else {
-            Value::Varchar(Text::new(text))
+            ValueRef::Varchar(text)
         };
         out.push(Candidate {
             name,
             raw: None,
-            value,
+            value: Leaf::Borrowed(value),
             origin: 0,
             own: 0,
         });
@@ -703,7 +770,7 @@ fn push_text(out: &mut Vec<Candidate>, name: ColumnName, text: Option<&str>, tim
 /// addresses, in a table per thread reused from row to row: no name is hashed or
 /// compared as text (hashing every name's text was a tenth of decode + route). Only a
 /// row with a name the interner does not hold (past its budget) compares texts.
-fn clashes(before: &[(ColumnName, Value)], candidates: &[Candidate]) -> bool {
+fn clashes(before: &[(ColumnName, Leaf<'_>)], candidates: &[Candidate<'_>]) -> bool {
     use std::cell::RefCell;
     thread_local! {
         static SEEN: RefCell<AddressSet> = RefCell::default();
@@ -782,7 +849,10 @@ impl AddressSet {
 /// already equal to the name, then the smallest raw path. Every other one gets a hash
 /// suffix of its raw path. `before` are cells the row already has (a track's shared
 /// cells: fixed and context, which win over its properties); their names are taken.
-fn resolve(before: &[(ColumnName, Value)], candidates: Vec<Candidate>) -> Vec<(ColumnName, Value)> {
+fn resolve<'m>(
+    before: &[(ColumnName, Leaf<'_>)],
+    candidates: Vec<Candidate<'m>>,
+) -> Vec<(ColumnName, Leaf<'m>)> {
     if !clashes(before, &candidates) {
         // Collected in place: the cells are packed (`Cells::new`) before a row keeps them.
         return candidates

@@ -499,7 +499,7 @@ fn clashes_are_found_by_address_and_by_text() {
         raw: None,
         origin: 2,
         own: 0,
-        value: Value::Boolean(true),
+        value: Leaf::Borrowed(ValueRef::Boolean(true)),
     };
     let interned = |text: &str| candidate(naming::column_name(text));
     assert!(!clashes(&[], &[interned("a_b"), interned("a_c")]));
@@ -510,7 +510,10 @@ fn clashes_are_found_by_address_and_by_text() {
     let fixed = candidate(ColumnName::fixed(&"user_id"));
     assert!(clashes(&[], &[interned("user_id"), fixed.clone()]));
     assert!(!clashes(&[], &[interned("user_idx"), fixed]));
-    let before = [(ColumnName::own("event"), Value::Boolean(false))];
+    let before = [(
+        ColumnName::own("event"),
+        Leaf::Borrowed(ValueRef::Boolean(false)),
+    )];
     assert!(clashes(&before, &[interned("event")]));
     // Many rows through one table: every row starts empty.
     let wide: Vec<Candidate> = (0..300).map(|i| interned(&format!("p{i}"))).collect();

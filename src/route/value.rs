@@ -153,14 +153,6 @@ pub fn value_of(json: &Json<'_>) -> Option<Value> {
     })
 }
 
-/// A string as a timestamp when it is one, else as varchar.
-pub fn text_value(text: &str) -> Value {
-    match Timestamp::parse(text) {
-        Some(timestamp) => Value::Timestamp(timestamp),
-        None => Value::Varchar(Text::new(text)),
-    }
-}
-
 impl Timestamp {
     /// Parses ISO-8601 / RFC 3339 dates and date-times:
     /// `YYYY-MM-DD` (midnight UTC) or
