@@ -34,6 +34,7 @@ use std::collections::{HashMap, HashSet};
 
 use foldhash::fast::RandomState;
 use std::io::Read;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -181,11 +182,13 @@ pub struct Router {
     // foldhash is still seeded per process, so hostile names cannot aim collisions.
     tables: HashMap<String, TableName, RandomState>,
     /// Raw `.`-joined path → normalised name and its [`own_mask`], for properties/traits
-    /// and for context (keyed with a `context.` prefix).
-    columns: HashMap<Arc<str>, (ColumnName, u8), RandomState>,
+    /// and for context (keyed with a `context.` prefix). Every leaf of every message
+    /// takes a reference to its path and drops it: counted without atomics, since a
+    /// router and its candidates never leave their worker's thread.
+    columns: HashMap<Rc<str>, (ColumnName, u8), RandomState>,
     /// Prefixed raw path (`properties.name`) → the name [`Router::prefix_clashes`] gives
     /// it: a page call's `name` and `category` properties are prefixed in every call.
-    prefixed: HashMap<Arc<str>, (ColumnName, u8), RandomState>,
+    prefixed: HashMap<Rc<str>, (ColumnName, u8), RandomState>,
     path: String,
     /// tracktable's own column names as the interner holds them, by the address of the
     /// constant that names them: the clash check compares names by interned address.
@@ -201,7 +204,7 @@ pub struct Router {
 struct Candidate<'m> {
     name: ColumnName,
     /// The raw path it came from; decides collisions. `None` for fixed columns.
-    raw: Option<Arc<str>>,
+    raw: Option<Rc<str>>,
     /// Who wins a collision first: fixed columns (0), then context (1), then
     /// properties and traits (2).
     origin: u8,
@@ -640,17 +643,17 @@ impl Router {
 
     /// The raw path being flattened (shared, so candidates need not copy it), its
     /// column name and the name's [`own_mask`].
-    fn column(&mut self) -> (Arc<str>, ColumnName, u8) {
+    fn column(&mut self) -> (Rc<str>, ColumnName, u8) {
         if let Some((raw, (name, own))) = self.columns.get_key_value(self.path.as_str()) {
-            return (Arc::clone(raw), name.clone(), *own);
+            return (Rc::clone(raw), name.clone(), *own);
         }
-        let raw: Arc<str> = Arc::from(self.path.as_str());
+        let raw: Rc<str> = Rc::from(self.path.as_str());
         let name = ColumnName::from_normal(naming::normalise(&raw));
         let own = own_mask(name.as_str());
         if self.columns.len() >= CACHE_LIMIT {
             self.columns.clear();
         }
-        self.columns.insert(Arc::clone(&raw), (name.clone(), own));
+        self.columns.insert(Rc::clone(&raw), (name.clone(), own));
         (raw, name, own)
     }
 
@@ -680,15 +683,15 @@ impl Router {
             self.path.push('.');
             self.path.push_str(raw);
             let (raw, (name, mask)) = match self.prefixed.get_key_value(self.path.as_str()) {
-                Some((raw, (name, mask))) => (Arc::clone(raw), (name.clone(), *mask)),
+                Some((raw, (name, mask))) => (Rc::clone(raw), (name.clone(), *mask)),
                 None => {
                     let name = naming::column_name(&format!("{prefix}_{}", candidate.name));
                     let mask = own_mask(name.as_str());
-                    let raw: Arc<str> = Arc::from(self.path.as_str());
+                    let raw: Rc<str> = Rc::from(self.path.as_str());
                     if self.prefixed.len() >= CACHE_LIMIT {
                         self.prefixed.clear();
                     }
-                    self.prefixed.insert(Arc::clone(&raw), (name.clone(), mask));
+                    self.prefixed.insert(Rc::clone(&raw), (name.clone(), mask));
                     (raw, (name, mask))
                 }
             };
