@@ -157,6 +157,7 @@ impl<'a> Scanner<'a, '_> {
     }
 
     /// A string starting at its opening quote: borrowed when it has no escapes.
+    #[inline(always)]
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.at += 1;
         let start = self.at;
