@@ -214,10 +214,9 @@ struct Candidate<'m> {
     value: Leaf<'m>,
 }
 
-/// A candidate's value: borrowed from the message wherever it is there as it will be
-/// stored (every scalar; a row packs its cells' bytes, so an owned copy of each text
-/// on the way was an allocation and a free per long text), owned only where route
-/// makes it (the JSON text of an array).
+/// A candidate's value, borrowed from the message: a row packs its cells' bytes, so an
+/// owned copy of each text on the way would be an allocation and a free per long text.
+/// Only what route writes itself, an array's JSON text, is owned.
 #[derive(Clone)]
 enum Leaf<'m> {
     Borrowed(ValueRef<'m>),
