@@ -6,8 +6,8 @@
 //! nesting past the limit, a lone surrogate, a number out of `f64`'s range) gives
 //! `None`, and the caller parses the line again with the tokenizer, which says what is
 //! wrong or builds the tree. So it never accepts a line the tokenizer refuses, and where
-//! both accept, both give equal trees (the unit tests compare them on every shape the
-//! decoder's tests use and on random mutations of real events).
+//! both accept, both give equal trees (the unit tests compare them on the shapes the
+//! decoder meets, on random numbers and on random edits of sample events).
 
 use std::borrow::Cow;
 
