@@ -105,7 +105,10 @@ impl<'a> Scanner<'a, '_> {
             }
             self.at += 1;
             self.whitespace();
-            let exact = top && self.exact_fields.contains(&key.as_ref());
+            // Only a number keeps its text, so only a number's key is looked for.
+            let exact = top
+                && matches!(self.peek(), Some(b'-' | b'0'..=b'9'))
+                && self.exact_fields.contains(&key.as_ref());
             let value = self.value(depth + 1, exact)?;
             self.members.push((key, value));
             self.whitespace();
