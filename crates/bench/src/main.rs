@@ -50,6 +50,12 @@ enum Measure {
         /// Scratch directory (default: under the system temp dir).
         #[arg(long)]
         scratch: Option<PathBuf>,
+        /// Another `tracktable` binary to run alternately with the one beside this
+        /// bench, run after run over the same input, so both share the machine's
+        /// noise; its median is reported beside the first's, with their ratio.
+        /// Repeatable.
+        #[arg(long, value_name = "BINARY")]
+        against: Vec<PathBuf>,
     },
     /// Freshness under a steady stream: generated objects written at `--rate` events/s
     /// to a bucket of the S3/SQS emulator that notifies a queue, loaded by one
@@ -169,28 +175,43 @@ fn measure_one(measure: Measure) -> anyhow::Result<()> {
             processes,
             runs,
             scratch,
+            against,
         } => {
             anyhow::ensure!(
                 runs > 0 && workers > 0 && processes > 0,
                 "--runs, --workers and --processes must be at least 1"
             );
             let scratch = scratch.unwrap_or_else(|| temp("tracktable-bench-cpu"));
-            let (seconds, events) = tracktable_bench::measures::cpu_per_event(
+            let (figures, events) = tracktable_bench::measures::cpu_per_event(
                 &database_url,
                 events,
                 workers,
                 processes,
                 runs,
                 &scratch,
+                &against,
             )?;
-            println!(
-                "tracktable run --once -w {workers} × {processes} process(es), {events} events: median {:.2} CPU-seconds \
-                 ({:.2}-{:.2} over {runs} runs), {:.1} µs of CPU per event",
-                seconds.median,
-                seconds.min,
-                seconds.max,
-                seconds.median * 1e6 / events as f64
-            );
+            let first = figures[0].seconds.median;
+            for (build, figure) in figures.iter().enumerate() {
+                let (seconds, peak) = (&figure.seconds, &figure.peak_mib);
+                let against_first = if build == 0 {
+                    String::new()
+                } else {
+                    format!(", {:.2}× the first", seconds.median / first)
+                };
+                println!(
+                    "tracktable run --once -w {workers} × {processes} process(es), {events} events: median {:.2} CPU-seconds \
+                     ({:.2}-{:.2} over {runs} runs), {:.1} µs of CPU per event, peak resident {:.0} MiB ({:.0}-{:.0}){against_first}: {}",
+                    seconds.median,
+                    seconds.min,
+                    seconds.max,
+                    seconds.median * 1e6 / events as f64,
+                    peak.median,
+                    peak.min,
+                    peak.max,
+                    figure.binary.display()
+                );
+            }
         }
         Measure::Freshness {
             endpoint_url,

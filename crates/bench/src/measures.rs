@@ -3,7 +3,9 @@
 //!
 //! - [`cpu_per_event`]: user+sys CPU seconds of the `tracktable` process itself
 //!   (`wait4`'s rusage of the child) over a fixed generated input loaded with
-//!   `run --once` into a local PostgreSQL, divided by events; the median of N runs.
+//!   `run --once` into a local PostgreSQL, divided by events; the median of N runs,
+//!   with the peak resident size. Other builds given beside it run alternately with
+//!   it over the same input, so both share whatever the machine was doing.
 //! - [`instructions_per_event`]: instructions of one stage over a fixed input, counted
 //!   by callgrind (`valgrind --tool=callgrind`), which counts the same total whatever
 //!   else the machine is doing; only `tracktable-workload`'s measured pass is counted.
@@ -61,9 +63,20 @@ pub fn write_lines(path: &Path, events: u64) -> Result<(), MeasureError> {
     std::fs::write(path, ndjson).map_err(io(format!("writing {}", path.display())))
 }
 
+/// One build's figures from [`cpu_per_event`].
+#[derive(Debug, Clone)]
+pub struct CpuFigures {
+    pub binary: PathBuf,
+    /// User+sys CPU seconds per run, summed over a cluster's processes.
+    pub seconds: Spread,
+    /// Peak resident size per run in MiB, the largest of a cluster's processes.
+    pub peak_mib: Spread,
+}
+
 /// CPU of one `tracktable run --once` per run, in seconds, with the events it loaded:
 /// `processes` processes of `workers` workers each (a cluster on this machine, over
-/// loopback), their CPU summed.
+/// loopback), their CPU summed. The `tracktable` beside this binary runs first, then
+/// each of `against` in turn, run after run, over the same input.
 pub fn cpu_per_event(
     database_url: &str,
     events: u64,
@@ -71,8 +84,17 @@ pub fn cpu_per_event(
     processes: usize,
     runs: usize,
     scratch: &Path,
-) -> Result<(Spread, u64), MeasureError> {
-    let tracktable = sibling("tracktable")?;
+    against: &[PathBuf],
+) -> Result<(Vec<CpuFigures>, u64), MeasureError> {
+    let binaries: Vec<PathBuf> = std::iter::once(sibling("tracktable")?)
+        .chain(against.iter().cloned())
+        .collect();
+    if let Some(missing) = binaries.iter().find(|binary| !binary.is_file()) {
+        return Err(MeasureError::Failed(format!(
+            "no tracktable binary at {}",
+            missing.display()
+        )));
+    }
     let source = scratch.join("events");
     let _ = std::fs::remove_dir_all(scratch);
     let config = GenConfig {
@@ -83,52 +105,103 @@ pub fn cpu_per_event(
     };
     tracktable_gen::write_dir(&config, &source, 10_000)
         .map_err(|error| MeasureError::Failed(error.to_string()))?;
-    let mut seconds = Vec::new();
+    let mut seconds = vec![Vec::new(); binaries.len()];
+    let mut peaks = vec![Vec::new(); binaries.len()];
     for run in 0..runs {
-        let state = scratch.join(format!("state-{run}"));
-        let schema = format!("tracktable_cpu_{run}");
-        let pipeline = scratch.join(format!("cpu-{run}.toml"));
-        let text = format!(
-            "name = \"cpu\"\n[source]\ntype = \"dir\"\npath = \"{}\"\nstate_dir = \"{}\"\n\
-             [warehouse]\ntype = \"postgres\"\nurl = \"{database_url}\"\nschema = \"{schema}\"\n",
-            source.display(),
-            state.display()
-        );
-        std::fs::write(&pipeline, text).map_err(io("writing the pipeline file"))?;
-        drop_schema(database_url, &schema)?;
-        let hostfile = scratch.join(format!("hosts-{run}.txt"));
-        let hosts: Vec<String> = (0..processes)
-            .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
-            .collect::<Result<_, _>>()?;
-        std::fs::write(&hostfile, hosts.join("\n") + "\n").map_err(io("writing the hostfile"))?;
-        let children = (0..processes)
-            .map(|process| {
-                let mut command = Command::new(&tracktable);
-                command
-                    .args(["run", "--once", "--workers", &workers.to_string()])
-                    .arg("--pipeline")
-                    .arg(&pipeline)
-                    .env("TRACKTABLE_LOG", "warn");
-                if processes > 1 {
-                    command
-                        .args(["--processes", &processes.to_string()])
-                        .args(["--process", &process.to_string()])
-                        .arg("--hostfile")
-                        .arg(&hostfile);
-                }
-                command.spawn().map_err(io("starting tracktable"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut used = 0.0;
-        for child in children {
-            used += wait_child(child)?;
+        for (build, tracktable) in binaries.iter().enumerate() {
+            let (used, peak) = run_once(
+                tracktable,
+                database_url,
+                &source,
+                &scratch.join(format!("{run}-{build}")),
+                workers,
+                processes,
+            )?;
+            eprintln!(
+                "run {} of {}: {used:.2} CPU-seconds, peak {peak:.0} MiB",
+                run + 1,
+                tracktable.display()
+            );
+            seconds[build].push(used);
+            peaks[build].push(peak);
         }
-        drop_schema(database_url, &schema)?;
-        eprintln!("run {}: {used:.2} CPU-seconds", run + 1);
-        seconds.push(used);
     }
-    let spread = Spread::of(seconds).ok_or_else(|| MeasureError::Failed("no runs".into()))?;
-    Ok((spread, events))
+    let figures = binaries
+        .into_iter()
+        .zip(seconds.into_iter().zip(peaks))
+        .map(|(binary, (seconds, peaks))| {
+            Some(CpuFigures {
+                binary,
+                seconds: Spread::of(seconds)?,
+                peak_mib: Spread::of(peaks)?,
+            })
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| MeasureError::Failed("no runs".into()))?;
+    Ok((figures, events))
+}
+
+/// One `run --once` of `tracktable` over `source` into a fresh schema, with its own
+/// state in `dir`: CPU seconds (summed over processes) and peak MiB (the largest).
+fn run_once(
+    tracktable: &Path,
+    database_url: &str,
+    source: &Path,
+    dir: &Path,
+    workers: usize,
+    processes: usize,
+) -> Result<(f64, f64), MeasureError> {
+    std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+    // The bench's process id keeps two benches on one server (tests run in parallel)
+    // out of each other's schemas.
+    let schema = format!(
+        "tracktable_cpu_{}_{}",
+        std::process::id(),
+        dir.file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("run")
+            .replace('-', "_")
+    );
+    let pipeline = dir.join("cpu.toml");
+    let text = format!(
+        "name = \"cpu\"\n[source]\ntype = \"dir\"\npath = \"{}\"\nstate_dir = \"{}\"\n\
+         [warehouse]\ntype = \"postgres\"\nurl = \"{database_url}\"\nschema = \"{schema}\"\n",
+        source.display(),
+        dir.join("state").display()
+    );
+    std::fs::write(&pipeline, text).map_err(io("writing the pipeline file"))?;
+    drop_schema(database_url, &schema)?;
+    let hostfile = dir.join("hosts.txt");
+    let hosts: Vec<String> = (0..processes)
+        .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
+        .collect::<Result<_, _>>()?;
+    std::fs::write(&hostfile, hosts.join("\n") + "\n").map_err(io("writing the hostfile"))?;
+    let children = (0..processes)
+        .map(|process| {
+            let mut command = Command::new(tracktable);
+            command
+                .args(["run", "--once", "--workers", &workers.to_string()])
+                .arg("--pipeline")
+                .arg(&pipeline)
+                .env("TRACKTABLE_LOG", "warn");
+            if processes > 1 {
+                command
+                    .args(["--processes", &processes.to_string()])
+                    .args(["--process", &process.to_string()])
+                    .arg("--hostfile")
+                    .arg(&hostfile);
+            }
+            command.spawn().map_err(io("starting tracktable"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let (mut used, mut peak) = (0.0, 0.0f64);
+    for child in children {
+        let (seconds, mib) = wait_child(child)?;
+        used += seconds;
+        peak = peak.max(mib);
+    }
+    drop_schema(database_url, &schema)?;
+    Ok((used, peak))
 }
 
 pub(crate) fn drop_schema(database_url: &str, schema: &str) -> Result<(), MeasureError> {
@@ -160,7 +233,8 @@ fn free_port() -> Result<u16, MeasureError> {
 }
 
 /// Waits for a child to end; its user+sys CPU seconds, from `wait4`.
-fn wait_child(child: std::process::Child) -> Result<f64, MeasureError> {
+/// A child's user+sys CPU seconds and peak resident size in MiB, from `wait4`.
+fn wait_child(child: std::process::Child) -> Result<(f64, f64), MeasureError> {
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
@@ -176,7 +250,11 @@ fn wait_child(child: std::process::Child) -> Result<f64, MeasureError> {
         )));
     }
     let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
-    Ok(seconds(usage.ru_utime) + seconds(usage.ru_stime))
+    // Linux gives `ru_maxrss` in KiB.
+    Ok((
+        seconds(usage.ru_utime) + seconds(usage.ru_stime),
+        usage.ru_maxrss as f64 / 1024.0,
+    ))
 }
 
 /// Instructions per event of `workload` over `events` generated lines.

@@ -303,6 +303,61 @@ async fn cpu_reports_the_binarys_own_cpu_per_event() {
     }
 }
 
+/// `cpu --against` runs a second build alternately with the first over the same input
+/// and reports both, with the second's ratio to the first.
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+#[tokio::test]
+async fn cpu_against_another_build_reports_both_and_their_ratio() {
+    let Some(_client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    // The same binary twice: the ratio is about 1, and the order of runs alternates.
+    let same =
+        std::path::Path::new(env!("CARGO_BIN_EXE_tracktable-bench")).with_file_name("tracktable");
+    let out = output(
+        tracktable_bench(&[
+            "cpu",
+            "--events",
+            "1000",
+            "--runs",
+            "2",
+            "--database-url",
+            &support::database_url(),
+        ])
+        .arg("--against")
+        .arg(&same)
+        .arg("--scratch")
+        .arg(work.path()),
+        "tracktable-bench cpu --against",
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.contains("µs of CPU per event"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines.iter().all(|line| line.contains("peak resident")),
+        "{stdout}"
+    );
+    assert!(lines[1].contains("× the first"), "{stdout}");
+    // Alternating: the second build's first run comes before the first build's second.
+    let runs: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("run "))
+        .collect();
+    assert_eq!(runs.len(), 4, "{stderr}");
+    assert!(
+        runs[1].starts_with("run 1 of") && runs[2].starts_with("run 2 of"),
+        "{stderr}"
+    );
+}
+
 /// `freshness` streams objects through moto's S3 and SQS into a real run and reports
 /// the run's freshness figures, one per object written.
 #[cfg_attr(
