@@ -111,17 +111,8 @@ impl<'a> Scanner<'a, '_> {
                 && self.exact_fields.contains(&key.as_ref());
             let value = self.value(depth + 1, exact)?;
             self.members.push((key, value));
-            self.whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.whitespace();
-                }
-                b'}' => {
-                    self.at += 1;
-                    break;
-                }
-                _ => return None,
+            if self.closes(b'}')? {
+                break;
             }
         }
         let mut object = JsonObject(self.members.drain(start..).collect());
@@ -143,20 +134,27 @@ impl<'a> Scanner<'a, '_> {
         loop {
             let item = self.value(depth + 1, false)?;
             self.items.push(item);
-            self.whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.at += 1;
-                    self.whitespace();
-                }
-                b']' => {
-                    self.at += 1;
-                    break;
-                }
-                _ => return None,
+            if self.closes(b']')? {
+                break;
             }
         }
         Some(Json::Array(self.items.drain(start..).collect()))
+    }
+
+    /// After a member or an item: `Some(true)` past the container's `close`,
+    /// `Some(false)` past a `,` (and the whitespace after it), `None` on anything else.
+    fn closes(&mut self, close: u8) -> Option<bool> {
+        self.whitespace();
+        let byte = self.peek()?;
+        self.at += 1;
+        if byte == close {
+            return Some(true);
+        }
+        if byte != b',' {
+            return None;
+        }
+        self.whitespace();
+        Some(false)
     }
 
     /// A string starting at its opening quote: borrowed when it has no escapes.
