@@ -24,7 +24,7 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::naming::ColumnName;
-use super::value::{Timestamp, Value, ValueRef};
+use super::value::{Timestamp, Typed, Value, ValueRef};
 
 const FALSE: u8 = 0;
 const TRUE: u8 = 1;
@@ -79,8 +79,8 @@ fn shape_of(words: &[u64]) -> Option<&'static Shape> {
     })
 }
 
-/// What a cell can be packed from: an owned [`Value`], or route's values borrowed from
-/// the message they came from (no owned copy of each text on the way to its row).
+/// What a cell can be packed from: an owned [`Value`], or route's [`Typed`] values
+/// borrowed from the message they came from.
 pub trait CellValue {
     fn cell_value(&self) -> ValueRef<'_>;
 }
@@ -94,6 +94,15 @@ impl CellValue for Value {
 impl CellValue for ValueRef<'_> {
     fn cell_value(&self) -> ValueRef<'_> {
         *self
+    }
+}
+
+impl CellValue for Typed<'_> {
+    fn cell_value(&self) -> ValueRef<'_> {
+        match self {
+            Typed::Borrowed(value) => *value,
+            Typed::Owned(value) => value.to_ref(),
+        }
     }
 }
 

@@ -44,10 +44,9 @@ use crate::decode::{
     RejectReason, Rejection,
 };
 
-use cells::CellValue;
 pub use cells::Cells;
 pub use naming::{ColumnName, TableName};
-pub use value::{ColumnType, Text, Timestamp, Value, ValueRef};
+pub use value::{ColumnType, Text, Timestamp, Typed, Value, ValueRef};
 
 /// One row for one table. Owned and serializable: rows cross workers and processes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,7 +90,7 @@ impl Row {
         message_id: String,
         object: Arc<str>,
         position: Position,
-        cells: Vec<(ColumnName, impl CellValue)>,
+        cells: Vec<(ColumnName, impl cells::CellValue)>,
     ) -> Row {
         Row {
             table,
@@ -211,47 +210,7 @@ struct Candidate<'m> {
     /// Which of tracktable's column lists the name is in ([`own_mask`]); 0 for fixed
     /// columns, which are never prefixed.
     own: u8,
-    value: Leaf<'m>,
-}
-
-/// A candidate's value, borrowed from the message: a row packs its cells' bytes, so an
-/// owned copy of each text on the way would be an allocation and a free per long text.
-/// Only what route writes itself, an array's JSON text, is owned.
-#[derive(Clone)]
-enum Leaf<'m> {
-    Borrowed(ValueRef<'m>),
-    Owned(Value),
-}
-
-impl CellValue for Leaf<'_> {
-    fn cell_value(&self) -> ValueRef<'_> {
-        match self {
-            Leaf::Borrowed(value) => *value,
-            Leaf::Owned(value) => value.to_ref(),
-        }
-    }
-}
-
-/// The leaf of a flattened JSON value; `None` for null.
-fn leaf_of<'m>(json: &'m Json<'_>) -> Option<Leaf<'m>> {
-    Some(Leaf::Borrowed(match json {
-        Json::Null => return None,
-        Json::Bool(b) => ValueRef::Boolean(*b),
-        Json::Int(i) => ValueRef::BigInt(*i),
-        Json::Float(f) => ValueRef::Double(*f),
-        // A number kept as its text stays that text (see `value::value_of`).
-        Json::Number(text) => ValueRef::Varchar(text),
-        Json::Str(text) => text_ref(text),
-        Json::Array(_) | Json::Object(_) => return value::value_of(json).map(Leaf::Owned),
-    }))
-}
-
-/// A string as a timestamp when it is one, else as varchar.
-fn text_ref(text: &str) -> ValueRef<'_> {
-    match Timestamp::parse(text) {
-        Some(timestamp) => ValueRef::Timestamp(timestamp),
-        None => ValueRef::Varchar(text),
-    }
+    value: Typed<'m>,
 }
 
 /// One of [`own`]'s lists of a table's own columns, with its bit in [`own_mask`].
@@ -435,7 +394,7 @@ impl Router {
             common.push(Candidate {
                 name,
                 raw: Some(raw),
-                value: Leaf::Borrowed(ValueRef::Varchar(ip)),
+                value: Typed::Borrowed(ValueRef::Varchar(ip)),
                 origin: 1,
                 own,
             });
@@ -462,7 +421,7 @@ impl Router {
                 self.properties(&message.properties, "properties", TRACKS, &mut properties);
                 let own = resolve(&fixed, properties);
                 let shared = Arc::new(Cells::new(fixed));
-                let sharing = |table: TableName, own: Vec<(ColumnName, Leaf<'_>)>| Row {
+                let sharing = |table: TableName, own: Vec<(ColumnName, Typed<'_>)>| Row {
                     shared: Some(Arc::clone(&shared)),
                     own: Cells::new(own),
                     ..row(table, Vec::new())
@@ -624,7 +583,7 @@ impl Router {
                 Json::Object(inner) => self.flatten_into(inner, out),
                 Json::Array(items) if items.is_empty() => {}
                 leaf => {
-                    if let Some(value) = leaf_of(leaf) {
+                    if let Some(value) = value::value_of(leaf) {
                         let (raw, name, own) = self.column();
                         out.push(Candidate {
                             name,
@@ -737,7 +696,7 @@ fn fixed_text(name: ColumnName, text: &str) -> Candidate<'_> {
     Candidate {
         name,
         raw: None,
-        value: Leaf::Borrowed(ValueRef::Varchar(text)),
+        value: Typed::Borrowed(ValueRef::Varchar(text)),
         origin: 0,
         own: 0,
     }
@@ -751,14 +710,14 @@ fn push_text<'m>(
 ) {
     if let Some(text) = text {
         let value = if timestamp {
-            text_ref(text)
+            value::text_value(text)
         } else {
             ValueRef::Varchar(text)
         };
         out.push(Candidate {
             name,
             raw: None,
-            value: Leaf::Borrowed(value),
+            value: Typed::Borrowed(value),
             origin: 0,
             own: 0,
         });
@@ -772,7 +731,7 @@ fn push_text<'m>(
 /// addresses, in a table per thread reused from row to row: no name is hashed or
 /// compared as text (hashing every name's text was a tenth of decode + route). Only a
 /// row with a name the interner does not hold (past its budget) compares texts.
-fn clashes(before: &[(ColumnName, Leaf<'_>)], candidates: &[Candidate<'_>]) -> bool {
+fn clashes(before: &[(ColumnName, Typed<'_>)], candidates: &[Candidate<'_>]) -> bool {
     use std::cell::RefCell;
     thread_local! {
         static SEEN: RefCell<AddressSet> = RefCell::default();
@@ -852,9 +811,9 @@ impl AddressSet {
 /// suffix of its raw path. `before` are cells the row already has (a track's shared
 /// cells: fixed and context, which win over its properties); their names are taken.
 fn resolve<'m>(
-    before: &[(ColumnName, Leaf<'_>)],
+    before: &[(ColumnName, Typed<'_>)],
     candidates: Vec<Candidate<'m>>,
-) -> Vec<(ColumnName, Leaf<'m>)> {
+) -> Vec<(ColumnName, Typed<'m>)> {
     if !clashes(before, &candidates) {
         // Collected in place: the cells are packed (`Cells::new`) before a row keeps them.
         return candidates

@@ -499,7 +499,7 @@ fn clashes_are_found_by_address_and_by_text() {
         raw: None,
         origin: 2,
         own: 0,
-        value: Leaf::Borrowed(ValueRef::Boolean(true)),
+        value: Typed::Borrowed(ValueRef::Boolean(true)),
     };
     let interned = |text: &str| candidate(naming::column_name(text));
     assert!(!clashes(&[], &[interned("a_b"), interned("a_c")]));
@@ -512,7 +512,7 @@ fn clashes_are_found_by_address_and_by_text() {
     assert!(!clashes(&[], &[interned("user_idx"), fixed]));
     let before = [(
         ColumnName::own("event"),
-        Leaf::Borrowed(ValueRef::Boolean(false)),
+        Typed::Borrowed(ValueRef::Boolean(false)),
     )];
     assert!(clashes(&before, &[interned("event")]));
     // Many rows through one table: every row starts empty.

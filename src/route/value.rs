@@ -132,25 +132,52 @@ impl Value {
     }
 }
 
-/// The typed value of a JSON scalar; `None` for null. Arrays and objects are the
+/// A typed value as route hands it to a row: borrowed from the message wherever the
+/// message holds it as it will be stored (a row packs its cells' bytes, so an owned copy
+/// of each text on the way would be an allocation and a free per long text); owned only
+/// where it is made here, an array's or object's JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Typed<'a> {
+    Borrowed(ValueRef<'a>),
+    Owned(Value),
+}
+
+impl Typed<'_> {
+    /// An owned copy.
+    pub fn to_value(&self) -> Value {
+        match self {
+            Typed::Borrowed(value) => value.to_value(),
+            Typed::Owned(value) => value.clone(),
+        }
+    }
+}
+
+/// The typed value of a JSON value; `None` for null. Arrays and objects are the
 /// flattener's business, but are given here as JSON text for completeness.
-pub fn value_of(json: &Json<'_>) -> Option<Value> {
-    Some(match json {
+pub fn value_of<'a>(json: &'a Json<'_>) -> Option<Typed<'a>> {
+    Some(Typed::Borrowed(match json {
         Json::Null => return None,
-        Json::Bool(b) => Value::Boolean(*b),
-        Json::Int(i) => Value::BigInt(*i),
-        Json::Float(f) => Value::Double(*f),
+        Json::Bool(b) => ValueRef::Boolean(*b),
+        Json::Int(i) => ValueRef::BigInt(*i),
+        Json::Float(f) => ValueRef::Double(*f),
         // A number kept as its text (an integer outside `i64`) stays that text: a
         // varchar value. Rounded into a `double precision` column it would be a
         // different number, silently. Where its column is numeric already, the
         // loader's type check sends it to `_discards` with this exact text instead.
-        Json::Number(text) => Value::Varchar(Text::new(text)),
-        Json::Str(text) => match Timestamp::parse(text) {
-            Some(timestamp) => Value::Timestamp(timestamp),
-            None => Value::Varchar(Text::new(text)),
-        },
-        Json::Array(_) | Json::Object(_) => Value::Varchar(json.to_json_text().into()),
-    })
+        Json::Number(text) => ValueRef::Varchar(text),
+        Json::Str(text) => text_value(text),
+        Json::Array(_) | Json::Object(_) => {
+            return Some(Typed::Owned(Value::Varchar(json.to_json_text().into())));
+        }
+    }))
+}
+
+/// A string as a timestamp when it is one, else as varchar.
+pub fn text_value(text: &str) -> ValueRef<'_> {
+    match Timestamp::parse(text) {
+        Some(timestamp) => ValueRef::Timestamp(timestamp),
+        None => ValueRef::Varchar(text),
+    }
 }
 
 impl Timestamp {
@@ -418,7 +445,12 @@ mod tests {
             ("null", None),
         ];
         for (text, expected) in cases {
-            assert_eq!(value_of(&parse(text, 8).unwrap()), expected, "{text}");
+            let json = parse(text, 8).unwrap();
+            assert_eq!(
+                value_of(&json).map(|value| value.to_value()),
+                expected,
+                "{text}"
+            );
         }
         assert_eq!(
             Value::Varchar("héllo".into()).column_type(),
