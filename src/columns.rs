@@ -12,7 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::route::{ColumnName, ColumnType, Row, TableName};
+use crate::route::{ColumnName, ColumnType, Row, TableName, ValueRef};
 
 /// One (table, column, type) observation.
 pub type Observation = (TableName, ColumnName, ColumnType);
@@ -55,10 +55,10 @@ pub struct Observer {
 
 /// A table's columns in the order its rows name them: (column address, the
 /// [`class_bit`]s observed). Every bit set here was added to the filter, which keeps the
-/// column's address alive; `table` keeps the table's.
+/// column's address alive; `_table` keeps the table's.
 #[derive(Debug)]
 struct Template {
-    table: TableName,
+    _table: TableName,
     columns: Vec<(usize, u16)>,
 }
 
@@ -93,17 +93,19 @@ impl Filter {
     }
 }
 
-/// A bit per width class ([`width_class`]'s results), or `None` for a varchar longer
-/// than the largest class.
-fn class_bit(column_type: ColumnType) -> Option<u16> {
-    let index = match column_type {
-        ColumnType::Boolean => 0,
-        ColumnType::BigInt => 1,
-        ColumnType::Double => 2,
-        ColumnType::Timestamp => 3,
-        ColumnType::Varchar(width) => 4 + VARCHAR_WIDTHS.iter().position(|&w| w == width)?,
-    };
-    Some(1 << index)
+/// A bit per width class: the class of `width_class(value.column_type())`, read
+/// straight from the value; `None` for a text longer than the largest class.
+fn class_bit(value: ValueRef<'_>) -> Option<u16> {
+    match value {
+        ValueRef::Boolean(_) => Some(1),
+        ValueRef::BigInt(_) => Some(1 << 1),
+        ValueRef::Double(_) => Some(1 << 2),
+        ValueRef::Timestamp(_) => Some(1 << 3),
+        ValueRef::Varchar(text) => VARCHAR_WIDTHS
+            .iter()
+            .position(|&width| width as usize >= text.len())
+            .map(|class| 1 << (4 + class)),
+    }
 }
 
 impl Observer {
@@ -113,14 +115,13 @@ impl Observer {
                 .templates
                 .entry(row.table.address())
                 .or_insert_with(|| Template {
-                    table: row.table.clone(),
+                    _table: row.table.clone(),
                     columns: Vec::new(),
                 });
             let mut cursor = 0;
             for (column, value) in row.cells() {
                 let address = column.address();
-                let column_type = width_class(value.column_type());
-                let bit = class_bit(column_type);
+                let bit = class_bit(value);
                 let window = cursor..template.columns.len().min(cursor + TEMPLATE_WINDOW);
                 let found = template.columns[window]
                     .iter()
@@ -144,6 +145,7 @@ impl Observer {
                     }
                     None => {}
                 }
+                let column_type = width_class(value.column_type());
                 self.filter.add(&row.table, &column, column_type);
             }
         }
@@ -414,6 +416,32 @@ mod tests {
         let found: HashSet<Observation> = observer.drain().collect();
         assert_eq!(found.len(), 10 + 100 + 1 + 600 + 1, "{}", found.len());
         assert_eq!(found, expected);
+    }
+
+    #[test]
+    fn a_class_bit_is_one_per_width_class() {
+        use crate::route::Timestamp;
+        let mut values = vec![
+            ValueRef::Boolean(true),
+            ValueRef::BigInt(1),
+            ValueRef::Double(1.5),
+            ValueRef::Timestamp(Timestamp(0)),
+        ];
+        let texts: Vec<String> = [0, 1, 64, 65, 256, 257, 1024, 4096, 16384, 16385, 65535]
+            .iter()
+            .map(|&length| "x".repeat(length))
+            .collect();
+        values.extend(texts.iter().map(|text| ValueRef::Varchar(text)));
+        let mut classes = HashMap::new();
+        for value in values {
+            let bit = class_bit(value).expect("every value here has a class");
+            assert_eq!(bit.count_ones(), 1);
+            let class = width_class(value.column_type());
+            assert_eq!(*classes.entry(bit).or_insert(class), class, "{value:?}");
+        }
+        assert_eq!(classes.len(), 4 + VARCHAR_WIDTHS.len());
+        let longest = "x".repeat(65536);
+        assert_eq!(class_bit(ValueRef::Varchar(&longest)), None);
     }
 
     #[test]
