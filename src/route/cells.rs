@@ -243,14 +243,20 @@ pub struct Iter<'a> {
 }
 
 impl<'a> Iter<'a> {
-    #[inline]
+    /// The next `count` bytes of a cell. Every read here is of a cell that
+    /// [`Cells::new`] wrote whole (`left` says how many remain), so the bytes are there:
+    /// the reads go unchecked, as this is the inner loop of every pass over a row.
+    #[inline(always)]
     fn take(&mut self, count: usize) -> &'a [u8] {
-        let (taken, rest) = self.bytes.split_at(count);
+        debug_assert!(count <= self.bytes.len());
+        // SAFETY: see above; `Cells::new` is the only writer of `bytes` (deserializing
+        // goes through it too).
+        let (taken, rest) = unsafe { self.bytes.split_at_unchecked(count) };
         self.bytes = rest;
         taken
     }
 
-    #[inline]
+    #[inline(always)]
     fn take_8(&mut self) -> [u8; 8] {
         let mut out = [0; 8];
         out.copy_from_slice(self.take(8));
