@@ -56,6 +56,11 @@ enum Measure {
         /// Repeatable.
         #[arg(long, value_name = "BINARY")]
         against: Vec<PathBuf>,
+        /// Count instructions instead of CPU time: each run under callgrind
+        /// (valgrind), all threads, start to end. Machine noise does not move the
+        /// count, so one run is enough; the runs take many times longer.
+        #[arg(long)]
+        instructions: bool,
     },
     /// Freshness under a steady stream: generated objects written at `--rate` events/s
     /// to a bucket of the S3/SQS emulator that notifies a queue, loaded by one
@@ -176,29 +181,48 @@ fn measure_one(measure: Measure) -> anyhow::Result<()> {
             runs,
             scratch,
             against,
+            instructions,
         } => {
             anyhow::ensure!(
                 runs > 0 && workers > 0 && processes > 0,
                 "--runs, --workers and --processes must be at least 1"
             );
             let scratch = scratch.unwrap_or_else(|| temp("tracktable-bench-cpu"));
-            let (figures, events) = tracktable_bench::measures::cpu_per_event(
-                &database_url,
+            let plan = tracktable_bench::measures::CpuRuns {
                 events,
                 workers,
                 processes,
                 runs,
-                &scratch,
-                &against,
-            )?;
-            let first = figures[0].seconds.median;
+                count: if instructions {
+                    tracktable_bench::measures::Count::Instructions
+                } else {
+                    tracktable_bench::measures::Count::Cpu
+                },
+            };
+            let (figures, events) =
+                tracktable_bench::measures::cpu_per_event(&database_url, plan, &scratch, &against)?;
+            let first = figures[0].per_run.median;
             for (build, figure) in figures.iter().enumerate() {
-                let (seconds, peak) = (&figure.seconds, &figure.peak_mib);
+                let (seconds, peak) = (&figure.per_run, &figure.peak_mib);
                 let against_first = if build == 0 {
                     String::new()
                 } else {
-                    format!(", {:.2}× the first", seconds.median / first)
+                    // Instruction counts repeat to a thousandth; CPU time does not.
+                    let digits = if instructions { 3 } else { 2 };
+                    format!(", {:.digits$}× the first", seconds.median / first)
                 };
+                if instructions {
+                    println!(
+                        "tracktable run --once -w {workers} × {processes} process(es), {events} events: median {:.0} instructions \
+                         ({:.0}-{:.0} over {runs} runs), {:.0} instructions per event{against_first}: {}",
+                        seconds.median,
+                        seconds.min,
+                        seconds.max,
+                        seconds.median / events as f64,
+                        figure.binary.display()
+                    );
+                    continue;
+                }
                 println!(
                     "tracktable run --once -w {workers} × {processes} process(es), {events} events: median {:.2} CPU-seconds \
                      ({:.2}-{:.2} over {runs} runs), {:.1} µs of CPU per event, peak resident {:.0} MiB ({:.0}-{:.0}){against_first}: {}",

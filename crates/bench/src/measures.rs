@@ -6,6 +6,8 @@
 //!   `run --once` into a local PostgreSQL, divided by events; the median of N runs,
 //!   with the peak resident size. Other builds given beside it run alternately with
 //!   it over the same input, so both share whatever the machine was doing.
+//!   Or, with [`Count::Instructions`], each run under callgrind: every thread's
+//!   instructions over the whole run, the end-to-end figure noise does not move.
 //! - [`instructions_per_event`]: instructions of one stage over a fixed input, counted
 //!   by callgrind (`valgrind --tool=callgrind`), which counts the same total whatever
 //!   else the machine is doing; only `tracktable-workload`'s measured pass is counted.
@@ -63,29 +65,56 @@ pub fn write_lines(path: &Path, events: u64) -> Result<(), MeasureError> {
     std::fs::write(path, ndjson).map_err(io(format!("writing {}", path.display())))
 }
 
+/// What [`cpu_per_event`] counts of each run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// User+sys CPU seconds, and the peak resident size.
+    Cpu,
+    /// Instructions of every thread, counted by callgrind (`valgrind`), which runs the
+    /// process many times slower and on one thread at a time, so no peak is kept.
+    Instructions,
+}
+
 /// One build's figures from [`cpu_per_event`].
 #[derive(Debug, Clone)]
 pub struct CpuFigures {
     pub binary: PathBuf,
-    /// User+sys CPU seconds per run, summed over a cluster's processes.
-    pub seconds: Spread,
-    /// Peak resident size per run in MiB, the largest of a cluster's processes.
+    /// Per run, summed over a cluster's processes: user+sys CPU seconds, or
+    /// instructions ([`Count`]).
+    pub per_run: Spread,
+    /// Peak resident size per run in MiB, the largest of a cluster's processes
+    /// (zero when counting instructions).
     pub peak_mib: Spread,
 }
 
-/// CPU of one `tracktable run --once` per run, in seconds, with the events it loaded:
-/// `processes` processes of `workers` workers each (a cluster on this machine, over
-/// loopback), their CPU summed. The `tracktable` beside this binary runs first, then
-/// each of `against` in turn, run after run, over the same input.
+/// What [`cpu_per_event`] runs: `runs` runs over `events` generated events, each of
+/// `processes` processes of `workers` workers (a cluster on this machine, over
+/// loopback), counting `count`.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuRuns {
+    pub events: u64,
+    pub workers: usize,
+    pub processes: usize,
+    pub runs: usize,
+    pub count: Count,
+}
+
+/// CPU (or instructions) of one `tracktable run --once` per run, summed over its
+/// processes, with the events it loaded. The `tracktable` beside this binary runs
+/// first, then each of `against` in turn, run after run, over the same input.
 pub fn cpu_per_event(
     database_url: &str,
-    events: u64,
-    workers: usize,
-    processes: usize,
-    runs: usize,
+    plan: CpuRuns,
     scratch: &Path,
     against: &[PathBuf],
 ) -> Result<(Vec<CpuFigures>, u64), MeasureError> {
+    let CpuRuns {
+        events,
+        workers,
+        processes,
+        runs,
+        count,
+    } = plan;
     let binaries: Vec<PathBuf> = std::iter::once(sibling("tracktable")?)
         .chain(against.iter().cloned())
         .collect();
@@ -116,12 +145,20 @@ pub fn cpu_per_event(
                 &scratch.join(format!("{run}-{build}")),
                 workers,
                 processes,
+                count,
             )?;
-            eprintln!(
-                "run {} of {}: {used:.2} CPU-seconds, peak {peak:.0} MiB",
-                run + 1,
-                tracktable.display()
-            );
+            match count {
+                Count::Cpu => eprintln!(
+                    "run {} of {}: {used:.2} CPU-seconds, peak {peak:.0} MiB",
+                    run + 1,
+                    tracktable.display()
+                ),
+                Count::Instructions => eprintln!(
+                    "run {} of {}: {used:.0} instructions",
+                    run + 1,
+                    tracktable.display()
+                ),
+            }
             seconds[build].push(used);
             peaks[build].push(peak);
         }
@@ -132,7 +169,7 @@ pub fn cpu_per_event(
         .map(|(binary, (seconds, peaks))| {
             Some(CpuFigures {
                 binary,
-                seconds: Spread::of(seconds)?,
+                per_run: Spread::of(seconds)?,
                 peak_mib: Spread::of(peaks)?,
             })
         })
@@ -142,7 +179,8 @@ pub fn cpu_per_event(
 }
 
 /// One `run --once` of `tracktable` over `source` into a fresh schema, with its own
-/// state in `dir`: CPU seconds (summed over processes) and peak MiB (the largest).
+/// state in `dir`: CPU seconds or instructions (summed over processes) and peak MiB
+/// (the largest).
 fn run_once(
     tracktable: &Path,
     database_url: &str,
@@ -150,6 +188,7 @@ fn run_once(
     dir: &Path,
     workers: usize,
     processes: usize,
+    count: Count,
 ) -> Result<(f64, f64), MeasureError> {
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     // The bench's process id keeps two benches on one server (tests run in parallel)
@@ -176,9 +215,23 @@ fn run_once(
         .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
         .collect::<Result<_, _>>()?;
     std::fs::write(&hostfile, hosts.join("\n") + "\n").map_err(io("writing the hostfile"))?;
+    let counts = |process: usize| dir.join(format!("callgrind.{process}.out"));
     let children = (0..processes)
         .map(|process| {
-            let mut command = Command::new(tracktable);
+            let mut command = match count {
+                Count::Cpu => Command::new(tracktable),
+                Count::Instructions => {
+                    let mut valgrind = Command::new("valgrind");
+                    valgrind
+                        .args(["--tool=callgrind", "--quiet"])
+                        .arg(format!(
+                            "--callgrind-out-file={}",
+                            counts(process).display()
+                        ))
+                        .arg(tracktable);
+                    valgrind
+                }
+            };
             command
                 .args(["run", "--once", "--workers", &workers.to_string()])
                 .arg("--pipeline")
@@ -191,14 +244,22 @@ fn run_once(
                     .arg("--hostfile")
                     .arg(&hostfile);
             }
-            command.spawn().map_err(io("starting tracktable"))
+            command.spawn().map_err(io(match count {
+                Count::Cpu => "starting tracktable",
+                Count::Instructions => "starting valgrind (is it installed?)",
+            }))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let (mut used, mut peak) = (0.0, 0.0f64);
-    for child in children {
+    for (process, child) in children.into_iter().enumerate() {
         let (seconds, mib) = wait_child(child)?;
-        used += seconds;
-        peak = peak.max(mib);
+        match count {
+            Count::Cpu => {
+                used += seconds;
+                peak = peak.max(mib);
+            }
+            Count::Instructions => used += callgrind_total(&counts(process))? as f64,
+        }
     }
     drop_schema(database_url, &schema)?;
     Ok((used, peak))
@@ -280,16 +341,17 @@ pub fn instructions_per_event(
             String::from_utf8_lossy(&output.stderr)
         )));
     }
-    let text = std::fs::read_to_string(&out).map_err(io(format!("reading {}", out.display())))?;
-    let total: u64 = text
-        .lines()
+    Ok(callgrind_total(&out)? as f64 / events as f64)
+}
+
+/// The instruction total of a callgrind output file.
+fn callgrind_total(out: &Path) -> Result<u64, MeasureError> {
+    let text = std::fs::read_to_string(out).map_err(io(format!("reading {}", out.display())))?;
+    text.lines()
         .find_map(|line| {
             line.strip_prefix("totals:")
                 .or_else(|| line.strip_prefix("summary:"))
         })
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| {
-            MeasureError::Failed(format!("no instruction total in {}", out.display()))
-        })?;
-    Ok(total as f64 / events as f64)
+        .ok_or_else(|| MeasureError::Failed(format!("no instruction total in {}", out.display())))
 }

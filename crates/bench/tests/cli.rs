@@ -303,6 +303,45 @@ async fn cpu_reports_the_binarys_own_cpu_per_event() {
     }
 }
 
+/// `cpu --instructions` counts a whole run's instructions under callgrind, every thread.
+#[cfg_attr(
+    skip_services,
+    ignore = "needs PostgreSQL or the S3/SQS emulator; TRACKTABLE_SKIP_SERVICES is set"
+)]
+#[tokio::test]
+async fn cpu_instructions_counts_a_whole_run_under_callgrind() {
+    let Some(_client) = support::postgres().await else {
+        return;
+    };
+    let work = tempfile::tempdir().unwrap();
+    let out = output(
+        tracktable_bench(&[
+            "cpu",
+            "--events",
+            "1000",
+            "--runs",
+            "1",
+            "--instructions",
+            "--database-url",
+            &support::database_url(),
+        ])
+        .arg("--scratch")
+        .arg(work.path()),
+        "tracktable-bench cpu --instructions",
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let per_event: f64 = stdout
+        .split(" instructions per event")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no instructions per event in {stdout}"));
+    // Decoding and routing alone take tens of thousands an event; start-up spread
+    // over only a thousand events adds more.
+    assert!(per_event > 10_000.0, "{stdout}");
+}
+
 /// `cpu --against` runs a second build alternately with the first over the same input
 /// and reports both, with the second's ratio to the first.
 #[cfg_attr(
