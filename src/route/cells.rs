@@ -108,6 +108,10 @@ impl CellValue for Typed<'_> {
 
 impl Cells {
     pub fn new<V: CellValue>(cells: Vec<(ColumnName, V)>) -> Cells {
+        // A track call's `tracks` row has only shared cells: nothing to pack or shape.
+        if cells.is_empty() {
+            return Cells::default();
+        }
         // Each word holds what its name held (a count, for a counted name); the names
         // in `cells` are dropped at the end.
         let words: Vec<u64> = cells

@@ -422,9 +422,13 @@ impl Router {
                 let own = resolve(&fixed, properties);
                 let shared = Arc::new(Cells::new(fixed));
                 let sharing = |table: TableName, own: Vec<(ColumnName, Typed<'_>)>| Row {
+                    table,
+                    message_id: message.message_id.as_ref().to_owned(),
+                    object: Arc::clone(object),
+                    position,
                     shared: Some(Arc::clone(&shared)),
                     own: Cells::new(own),
-                    ..row(table, Vec::new())
+                    may_hold_nul: true,
                 };
                 out.push(sharing(TableName::fixed(&"tracks"), Vec::new()));
                 out.push(sharing(table, own));
