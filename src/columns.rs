@@ -42,31 +42,60 @@ pub fn width_class(column_type: ColumnType) -> ColumnType {
 /// alive here, so no address can be reused by another name while the filter holds it.
 ///
 /// Before that filter, most cells are settled by a few comparisons: per table, a
-/// [`Template`] lists its columns in the order rows name them, each with the width
-/// classes already observed as bits. A row walks its table's template with a cursor;
-/// optional properties only make it skip entries. Comparing each row with the table's
+/// [`ColumnWalk`] of its columns, each with the width classes already observed as
+/// bits ([`class_bit`]). Every bit set there was added to the filter, which keeps the
+/// column's address alive; the walk's table is kept with it. Comparing each row with the table's
 /// last row instead stopped matching at the first property one had and the other did
 /// not, and every cell after that paid a set probe.
 #[derive(Debug, Default)]
 pub struct Observer {
     filter: Filter,
-    templates: HashMap<usize, Template, BuildHasherDefault<AddressHasher>>,
+    templates: HashMap<usize, (TableName, ColumnWalk<u16>), BuildHasherDefault<AddressHasher>>,
 }
 
-/// A table's columns in the order its rows name them: (column address, the
-/// [`class_bit`]s observed). Every bit set here was added to the filter, which keeps the
-/// column's address alive; `_table` keeps the table's.
+/// A table's columns in the order its rows name them, each with a `T`, walked by each
+/// row with a cursor: rows whose optional properties come and go only skip entries.
+/// Rows naming their columns in changing orders make repeated entries; a column
+/// further than [`WALK_WINDOW`] past the cursor is not found, and the walk stops
+/// growing at [`WALK_LENGTH`], so a lookup costs a bounded scan and the caller's slow
+/// path answers the rest. Addresses are the caller's to keep alive.
 #[derive(Debug)]
-struct Template {
-    _table: TableName,
-    columns: Vec<(usize, u16)>,
+pub struct ColumnWalk<T> {
+    columns: Vec<(usize, T)>,
 }
 
-/// How far past its cursor a row looks for a column in its table's template, and how
-/// long a template may grow: rows naming their columns in changing orders make
-/// repeated entries, and past these bounds their cells go to the filter instead.
-const TEMPLATE_WINDOW: usize = 32;
-const TEMPLATE_LENGTH: usize = 512;
+impl<T> Default for ColumnWalk<T> {
+    fn default() -> ColumnWalk<T> {
+        ColumnWalk {
+            columns: Vec::new(),
+        }
+    }
+}
+
+const WALK_WINDOW: usize = 32;
+const WALK_LENGTH: usize = 512;
+
+impl<T> ColumnWalk<T> {
+    /// The entry of the column at `address` near `cursor`, which moves past it.
+    pub fn find(&mut self, cursor: &mut usize, address: usize) -> Option<&mut T> {
+        let end = self.columns.len().min(*cursor + WALK_WINDOW);
+        let offset = self.columns[*cursor..end]
+            .iter()
+            .position(|(known, _)| *known == address)?;
+        let at = *cursor + offset;
+        *cursor = at + 1;
+        Some(&mut self.columns[at].1)
+    }
+
+    /// Puts the column at `address` at `cursor`, which moves past it, if the walk has
+    /// room.
+    pub fn insert(&mut self, cursor: &mut usize, address: usize, value: T) {
+        if self.columns.len() < WALK_LENGTH {
+            self.columns.insert(*cursor, (address, value));
+            *cursor += 1;
+        }
+    }
+}
 
 /// The observations themselves, and the address filter in front of them.
 #[derive(Debug, Default)]
@@ -111,39 +140,21 @@ fn class_bit(value: ValueRef<'_>) -> Option<u16> {
 impl Observer {
     pub fn observe<'a>(&mut self, rows: impl IntoIterator<Item = &'a Row>) {
         for row in rows {
-            let template = self
+            let (_, walk) = self
                 .templates
                 .entry(row.table.address())
-                .or_insert_with(|| Template {
-                    _table: row.table.clone(),
-                    columns: Vec::new(),
-                });
+                .or_insert_with(|| (row.table.clone(), ColumnWalk::default()));
             let mut cursor = 0;
             for (column, value) in row.cells() {
                 let address = column.address();
                 let bit = class_bit(value);
-                let window = cursor..template.columns.len().min(cursor + TEMPLATE_WINDOW);
-                let found = template.columns[window]
-                    .iter()
-                    .position(|(known, _)| *known == address);
-                match found {
-                    Some(offset) => {
-                        cursor += offset;
-                        let observed = &mut template.columns[cursor].1;
-                        cursor += 1;
-                        match bit {
-                            Some(bit) if *observed & bit != 0 => continue,
-                            Some(bit) => *observed |= bit,
-                            None => {}
-                        }
-                    }
-                    None if template.columns.len() < TEMPLATE_LENGTH => {
-                        template
-                            .columns
-                            .insert(cursor, (address, bit.unwrap_or_default()));
-                        cursor += 1;
-                    }
-                    None => {}
+                match walk.find(&mut cursor, address) {
+                    Some(observed) => match bit {
+                        Some(bit) if *observed & bit != 0 => continue,
+                        Some(bit) => *observed |= bit,
+                        None => {}
+                    },
+                    None => walk.insert(&mut cursor, address, bit.unwrap_or_default()),
                 }
                 let column_type = width_class(value.column_type());
                 self.filter.add(&row.table, &column, column_type);
@@ -442,6 +453,38 @@ mod tests {
         assert_eq!(classes.len(), 4 + VARCHAR_WIDTHS.len());
         let longest = "x".repeat(65536);
         assert_eq!(class_bit(ValueRef::Varchar(&longest)), None);
+    }
+
+    #[test]
+    fn a_column_walk_finds_columns_near_its_cursor_and_stays_bounded() {
+        let mut walk = ColumnWalk::default();
+        let mut cursor = 0;
+        for address in [10, 20, 30, 40] {
+            assert!(walk.find(&mut cursor, address).is_none());
+            walk.insert(&mut cursor, address, address * 2);
+        }
+        // Optional columns skipped: found in order, the cursor past each.
+        let mut cursor = 0;
+        assert_eq!(walk.find(&mut cursor, 20).copied(), Some(40));
+        assert_eq!(cursor, 2);
+        assert_eq!(walk.find(&mut cursor, 40).copied(), Some(80));
+        // Behind the cursor: not found, and a repeated entry goes in at the cursor.
+        assert!(walk.find(&mut cursor, 10).is_none());
+        walk.insert(&mut cursor, 10, 7);
+        let mut cursor = 0;
+        assert_eq!(walk.find(&mut cursor, 10).copied(), Some(20));
+        assert_eq!(walk.find(&mut cursor, 10).copied(), Some(7));
+        // Further than the window past the cursor: not found.
+        let mut wide = ColumnWalk::default();
+        let mut cursor = 0;
+        for address in 0..WALK_LENGTH + 10 {
+            wide.insert(&mut cursor, address, ());
+        }
+        assert_eq!(wide.columns.len(), WALK_LENGTH, "stops growing");
+        let mut cursor = 0;
+        assert!(wide.find(&mut cursor, WALK_WINDOW - 1).is_some());
+        let mut cursor = 0;
+        assert!(wide.find(&mut cursor, WALK_WINDOW).is_none());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::hash::BuildHasherDefault;
 
 use super::ddl::{Caps, is_own_column};
 use super::discard::{Discard, DiscardReason};
-use crate::columns::AddressHasher;
+use crate::columns::{AddressHasher, ColumnWalk};
 use crate::route::{ColumnType, Row, ValueRef, own};
 
 /// The columns a table has, by name.
@@ -90,10 +90,10 @@ pub struct Layout<'a> {
     slots: HashMap<usize, Slot, BuildHasherDefault<AddressHasher>>,
     /// Name → position and type, from which `slots` fills as names first appear.
     positions: HashMap<&'a str, (usize, ColumnType)>,
-    /// The (name address, slot) of each cell of the last row placed, by position: rows
-    /// of a table mostly list the same names in the same order, and comparing an
-    /// address with the one at its position costs less than a hash probe per cell.
-    last: Vec<(usize, Slot)>,
+    /// The slots of the names rows use, in the order they name them: rows of a table
+    /// list their names in a steady order, optional properties only skipping some, and
+    /// a few comparisons cost less than a hash probe per cell.
+    walk: ColumnWalk<Slot>,
     /// The caps on columns per table, and how many columns (and of those, how many
     /// not tracktable's own) the table has: a column missing because of a cap is
     /// discarded with the cap as its reason.
@@ -138,7 +138,7 @@ impl<'a> Layout<'a> {
             names,
             slots: HashMap::default(),
             positions,
-            last: Vec::new(),
+            walk: ColumnWalk::default(),
             caps,
             columns: schema.len(),
             properties: schema.keys().filter(|name| !is_own_column(name)).count(),
@@ -158,17 +158,14 @@ impl<'a> Layout<'a> {
     ) {
         cells.iter_mut().for_each(|cell| *cell = None);
         cells[0] = Some(Cell::Text(Cow::Borrowed(row.message_id.as_str())));
-        for (at, (column, value)) in row.cells().enumerate() {
+        let mut cursor = 0;
+        for (column, value) in row.cells() {
             let address = column.address();
-            let slot = match self.last.get(at) {
-                Some(&(last, slot)) if last == address => slot,
-                _ => {
+            let slot = match self.walk.find(&mut cursor, address) {
+                Some(slot) => *slot,
+                None => {
                     let slot = self.slot(address, column.as_str());
-                    if at < self.last.len() {
-                        self.last[at] = (address, slot);
-                    } else {
-                        self.last.push((address, slot));
-                    }
+                    self.walk.insert(&mut cursor, address, slot);
                     slot
                 }
             };
