@@ -140,25 +140,36 @@ fn class_bit(value: ValueRef<'_>) -> Option<u16> {
 impl Observer {
     pub fn observe<'a>(&mut self, rows: impl IntoIterator<Item = &'a Row>) {
         for row in rows {
-            let (_, walk) = self
-                .templates
-                .entry(row.table.address())
-                .or_insert_with(|| (row.table.clone(), ColumnWalk::default()));
-            let mut cursor = 0;
-            for (column, value) in row.cells() {
-                let address = column.address();
-                let bit = class_bit(value);
-                match walk.find(&mut cursor, address) {
-                    Some(observed) => match bit {
-                        Some(bit) if *observed & bit != 0 => continue,
-                        Some(bit) => *observed |= bit,
-                        None => {}
-                    },
-                    None => walk.insert(&mut cursor, address, bit.unwrap_or_default()),
-                }
-                let column_type = width_class(value.column_type());
-                self.filter.add(&row.table, &column, column_type);
+            self.observe_cells(&row.table, row.cells());
+        }
+    }
+
+    /// Observes one row's cells, given before they are packed into the row (route
+    /// does, so that no pass decodes the packed cells again) or read from it.
+    pub fn observe_cells<'v, N: std::borrow::Borrow<ColumnName>>(
+        &mut self,
+        table: &TableName,
+        cells: impl IntoIterator<Item = (N, ValueRef<'v>)>,
+    ) {
+        let (_, walk) = self
+            .templates
+            .entry(table.address())
+            .or_insert_with(|| (table.clone(), ColumnWalk::default()));
+        let mut cursor = 0;
+        for (column, value) in cells {
+            let column = column.borrow();
+            let address = column.address();
+            let bit = class_bit(value);
+            match walk.find(&mut cursor, address) {
+                Some(observed) => match bit {
+                    Some(bit) if *observed & bit != 0 => continue,
+                    Some(bit) => *observed |= bit,
+                    None => {}
+                },
+                None => walk.insert(&mut cursor, address, bit.unwrap_or_default()),
             }
+            let column_type = width_class(value.column_type());
+            self.filter.add(table, column, column_type);
         }
     }
 
@@ -351,6 +362,62 @@ mod tests {
         assert!(expected.len() > 50, "{}", expected.len());
         assert_eq!(found, expected);
         assert_eq!(observer.drain().count(), 0, "drain empties it");
+    }
+
+    #[test]
+    fn route_observes_every_row_it_makes_as_it_makes_it() {
+        use crate::decode::{Limits, ObjectDecoder};
+        use std::sync::Arc;
+        // Every kind of call, malformed lines, and a tracking plan that refuses some
+        // events and trims others' properties: rejections are rows too.
+        let config = tracktable_gen::GenConfig {
+            events: 3000,
+            seed: 11,
+            drift_rate: 0.05,
+            bad_rate: 0.02,
+        };
+        let mut ndjson = Vec::new();
+        for line in tracktable_gen::Generator::new(&config) {
+            ndjson.extend_from_slice(&line.bytes);
+            ndjson.push(b'\n');
+        }
+        let plan = crate::route::plan::TrackingPlan::compile(&crate::config::PlanFile {
+            allow_events: Vec::new(),
+            block_events: vec!["Video *".to_owned()],
+            properties: [("Product Viewed".to_owned(), vec!["sku".to_owned()])].into(),
+            max_tables: None,
+            max_columns: None,
+        })
+        .expect("a valid plan");
+        let mut router = crate::route::Router::with_plan(Some(Arc::new(plan)));
+        let object: Arc<str> = Arc::from("o");
+        let limits = Limits::default();
+        let mut decoder = ObjectDecoder::new(&ndjson[..], &object, &limits);
+        let mut rows = Vec::new();
+        let mut observer = Observer::default();
+        while crate::route::rows_for_some(
+            &mut decoder,
+            100,
+            &mut router,
+            &mut rows,
+            Some(&mut observer),
+        ) {}
+        let tables: HashSet<&str> = rows.iter().map(|row| row.table.as_str()).collect();
+        for table in [
+            "_rejections",
+            "tracks",
+            "pages",
+            "identifies",
+            "users",
+            "groups",
+        ] {
+            assert!(tables.contains(table), "no {table} rows in {tables:?}");
+        }
+        let mut expected = HashSet::new();
+        observe(rows.iter(), &mut expected);
+        let found: HashSet<Observation> = observer.drain().collect();
+        assert!(expected.len() > 100, "{}", expected.len());
+        assert_eq!(found, expected);
     }
 
     #[test]

@@ -339,12 +339,12 @@ impl DecodeQueue {
             }
         };
         let items = usize::try_from(allowance).map_or(DECODE_PART, |left| left.min(DECODE_PART));
-        let seen = &mut self.seen;
-        let more = decoding
-            .rows
-            .next_rows(items, &mut self.router, &mut self.rows, &mut |new| {
-                seen.observe(new)
-            });
+        let more = decoding.rows.next_rows(
+            items,
+            &mut self.router,
+            &mut self.rows,
+            Some(&mut self.seen),
+        );
         let summary = decoding.rows.summary();
         let counted = Decoded {
             messages: summary.messages,

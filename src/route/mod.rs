@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::columns::Observer;
 use crate::decode::{
     self, DecodeSummary, Decoded, Json, JsonObject, Limits, Message, MessageKind, Position,
     RejectReason, Rejection,
@@ -278,7 +279,8 @@ impl Router {
     }
 
     /// Appends the rows for `message` to `out`, or, where the tracking plan refuses the
-    /// event or some of its properties, a `_rejections` row keeping `raw`.
+    /// event or some of its properties, a `_rejections` row keeping `raw`. Every row's
+    /// cells go to `observer`, if given, as they are made.
     pub fn rows_for_item(
         &mut self,
         message: &Message<'_>,
@@ -286,26 +288,26 @@ impl Router {
         object: &Arc<str>,
         position: Position,
         out: &mut Vec<Row>,
+        mut observer: Option<&mut Observer>,
     ) {
         let Some(plan) = self.plan.clone() else {
-            return self.rows_for(message, object, position, out);
+            return self.route(message, object, position, out, observer);
         };
         if message.kind != MessageKind::Track {
-            return self.rows_for(message, object, position, out);
+            return self.route(message, object, position, out, observer);
         }
         let event = message.event.as_deref().unwrap_or_default();
         let refused = &mut self.refused;
         let mut reject = |reason: RejectReason, out: &mut Vec<Row>| {
             refused.reject(&reason);
-            out.push(rejection_row(&Rejection::new(
-                object,
-                position,
-                reason,
-                raw.as_bytes(),
-            )));
+            let row = rejection_row(&Rejection::new(object, position, reason, raw.as_bytes()));
+            if let Some(observer) = observer.as_deref_mut() {
+                observer.observe([&row]);
+            }
+            out.push(row);
         };
         match plan.verdict(event) {
-            plan::Verdict::Load => self.rows_for(message, object, position, out),
+            plan::Verdict::Load => self.route(message, object, position, out, observer),
             plan::Verdict::Refuse(why) => reject(RejectReason::NotInPlan(why), out),
             plan::Verdict::LoadOnly(allowed) => {
                 let (kept, extra): (Vec<_>, Vec<_>) = message
@@ -315,7 +317,7 @@ impl Router {
                     .cloned()
                     .partition(|(key, _)| allowed.contains(key.as_ref()));
                 if extra.is_empty() {
-                    return self.rows_for(message, object, position, out);
+                    return self.route(message, object, position, out, observer);
                 }
                 let names: Vec<&str> = extra.iter().map(|(key, _)| key.as_ref()).collect();
                 reject(
@@ -327,7 +329,7 @@ impl Router {
                 );
                 let mut trimmed = message.clone();
                 trimmed.properties = JsonObject(kept);
-                self.rows_for(&trimmed, object, position, out);
+                self.route(&trimmed, object, position, out, observer);
             }
         }
     }
@@ -339,6 +341,18 @@ impl Router {
         object: &Arc<str>,
         position: Position,
         out: &mut Vec<Row>,
+    ) {
+        self.route(message, object, position, out, None);
+    }
+
+    /// [`Router::rows_for`], giving each row's cells to `observer` as they are packed.
+    fn route(
+        &mut self,
+        message: &Message<'_>,
+        object: &Arc<str>,
+        position: Position,
+        out: &mut Vec<Row>,
+        mut observer: Option<&mut Observer>,
     ) {
         let mut common = Vec::with_capacity(8 + message.context.len() * 2);
         push_text(
@@ -400,15 +414,20 @@ impl Router {
             });
         }
 
-        let row = |table: TableName, candidates: Vec<Candidate>| {
-            Row::packed(
-                table,
-                message.message_id.as_ref().to_owned(),
-                Arc::clone(object),
-                position,
-                resolve(&[], candidates),
-            )
-        };
+        let row =
+            |observer: &mut Option<&mut Observer>, table: TableName, candidates: Vec<Candidate>| {
+                let cells = resolve(&[], candidates);
+                if let Some(observer) = observer {
+                    observer.observe_cells(&table, cells.iter().map(cell_ref));
+                }
+                Row::packed(
+                    table,
+                    message.message_id.as_ref().to_owned(),
+                    Arc::clone(object),
+                    position,
+                    cells,
+                )
+            };
         match message.kind {
             MessageKind::Track => {
                 let raw_event = message.event.as_deref().unwrap_or_default();
@@ -420,6 +439,11 @@ impl Router {
                 let mut properties = Vec::with_capacity(message.properties.len());
                 self.properties(&message.properties, "properties", TRACKS, &mut properties);
                 let own = resolve(&fixed, properties);
+                if let Some(observer) = observer.as_deref_mut() {
+                    observer
+                        .observe_cells(&TableName::fixed(&"tracks"), fixed.iter().map(cell_ref));
+                    observer.observe_cells(&table, fixed.iter().chain(&own).map(cell_ref));
+                }
                 let shared = Arc::new(Cells::new(fixed));
                 let sharing = |table: TableName, own: Vec<(ColumnName, Typed<'_>)>| Row {
                     table,
@@ -450,11 +474,11 @@ impl Router {
                     (user_id, self.latest_row(message, traits))
                 });
                 self.prefix_clashes(&mut common[start..], "traits", IDENTIFIES);
-                out.push(row(TableName::fixed(&"identifies"), common));
+                out.push(row(&mut observer, TableName::fixed(&"identifies"), common));
                 if let Some((user_id, latest)) = latest {
                     out.push(Row {
                         message_id: user_id.to_owned(),
-                        ..row(TableName::fixed(&"users"), latest)
+                        ..row(&mut observer, TableName::fixed(&"users"), latest)
                     });
                 }
             }
@@ -472,7 +496,7 @@ impl Router {
                     false,
                 );
                 self.properties(&message.properties, "properties", PAGES, &mut common);
-                out.push(row(TableName::fixed(&"pages"), common));
+                out.push(row(&mut observer, TableName::fixed(&"pages"), common));
             }
             MessageKind::Screen => {
                 push_text(
@@ -482,7 +506,7 @@ impl Router {
                     false,
                 );
                 self.properties(&message.properties, "properties", SCREENS, &mut common);
-                out.push(row(TableName::fixed(&"screens"), common));
+                out.push(row(&mut observer, TableName::fixed(&"screens"), common));
             }
             MessageKind::Group => {
                 push_text(
@@ -498,11 +522,11 @@ impl Router {
                     .as_deref()
                     .map(|group_id| (group_id, self.latest_row(message, common[start..].to_vec())));
                 self.prefix_clashes(&mut common[start..], "traits", GROUPS);
-                out.push(row(TableName::fixed(&"groups"), common));
+                out.push(row(&mut observer, TableName::fixed(&"groups"), common));
                 if let Some((group_id, latest)) = latest {
                     out.push(Row {
                         message_id: group_id.to_owned(),
-                        ..row(TableName::fixed(&"accounts"), latest)
+                        ..row(&mut observer, TableName::fixed(&"accounts"), latest)
                     });
                 }
             }
@@ -514,7 +538,7 @@ impl Router {
                     false,
                 );
                 self.properties(&message.properties, "traits", ALIASES, &mut common);
-                out.push(row(TableName::fixed(&"aliases"), common));
+                out.push(row(&mut observer, TableName::fixed(&"aliases"), common));
             }
         }
     }
@@ -926,21 +950,20 @@ pub fn rows_for_object<R: Read>(
     out: &mut Vec<Row>,
 ) -> DecodeSummary {
     let mut decoder = decode::ObjectDecoder::new(reader, object, limits);
-    while rows_for_some(&mut decoder, usize::MAX, router, out, &mut |_| {}) {}
+    while rows_for_some(&mut decoder, usize::MAX, router, out, None) {}
     decoder.summary()
 }
 
 /// Decodes and routes about `items` more items of an object being decoded a part at a
-/// time, handing each message's rows to `each` as soon as they are made. The dataflow
-/// observes their columns there: the rows are still in cache, where a pass over a whole
-/// object's rows afterwards read megabytes back from memory. Returns whether any of the
-/// object is left.
+/// time, giving every row's cells to `observer`, if given, as the rows are made: the
+/// cells are at hand before they are packed, where a pass over the packed rows decoded
+/// them all again. Returns whether any of the object is left.
 pub fn rows_for_some(
     decoder: &mut decode::ObjectDecoder<'_>,
     items: usize,
     router: &mut Router,
     out: &mut Vec<Row>,
-    each: &mut dyn FnMut(&[Row]),
+    mut observer: Option<&mut Observer>,
 ) -> bool {
     let object = Arc::clone(decoder.object());
     decoder.decode_some(items, &mut |item| {
@@ -951,17 +974,33 @@ pub fn rows_for_some(
                 message,
                 raw,
             } => {
-                router.rows_for_item(&message, raw, &object, position, out);
+                router.rows_for_item(
+                    &message,
+                    raw,
+                    &object,
+                    position,
+                    out,
+                    observer.as_deref_mut(),
+                );
                 if !raw.contains(NUL_ESCAPE) {
                     for row in &mut out[start..] {
                         row.may_hold_nul = false;
                     }
                 }
             }
-            Decoded::Rejected(rejection) => out.push(rejection_row(&rejection)),
+            Decoded::Rejected(rejection) => {
+                out.push(rejection_row(&rejection));
+                if let Some(observer) = observer.as_deref_mut() {
+                    observer.observe(&out[start..]);
+                }
+            }
         }
-        each(&out[start..]);
     })
+}
+
+/// A cell before packing, as [`Observer::observe_cells`] takes it.
+fn cell_ref<'c>((name, value): &'c (ColumnName, Typed<'_>)) -> (&'c ColumnName, ValueRef<'c>) {
+    (name, cells::CellValue::cell_value(value))
 }
 
 #[cfg(test)]

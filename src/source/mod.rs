@@ -133,18 +133,18 @@ impl ObjectRows {
         items: usize,
         router: &mut crate::route::Router,
         out: &mut Vec<crate::route::Row>,
-        each: &mut dyn FnMut(&[crate::route::Row]),
+        observer: Option<&mut crate::columns::Observer>,
     ) -> bool {
         match &mut self.state {
             RowsState::Decoding(decoder) => {
-                if crate::route::rows_for_some(decoder, items, router, out, each) {
+                if crate::route::rows_for_some(decoder, items, router, out, observer) {
                     return true;
                 }
                 self.state = RowsState::Done(decoder.summary());
                 false
             }
             RowsState::Unreadable(object, reason) => {
-                let summary = unreadable(object, std::mem::take(reason), out, each);
+                let summary = unreadable(object, std::mem::take(reason), out, observer);
                 self.state = RowsState::Done(summary);
                 false
             }
@@ -168,7 +168,7 @@ pub fn unreadable(
     object: &ObjectRef,
     reason: String,
     out: &mut Vec<crate::route::Row>,
-    each: &mut dyn FnMut(&[crate::route::Row]),
+    observer: Option<&mut crate::columns::Observer>,
 ) -> crate::decode::DecodeSummary {
     let reason = crate::decode::RejectReason::Unreadable(reason);
     let mut summary = crate::decode::DecodeSummary::default();
@@ -177,7 +177,9 @@ pub fn unreadable(
         crate::decode::Rejection::new(&object.name, crate::decode::Position::line(0), reason, b"");
     let start = out.len();
     out.push(crate::route::rejection_row(&rejection));
-    each(&out[start..]);
+    if let Some(observer) = observer {
+        observer.observe(&out[start..]);
+    }
     summary
 }
 
