@@ -42,15 +42,15 @@ pub fn width_class(column_type: ColumnType) -> ColumnType {
 /// alive here, so no address can be reused by another name while the filter holds it.
 ///
 /// Before that filter, most cells are settled by a few comparisons: per table, a
-/// [`ColumnWalk`] of its columns, each with the width classes already observed as
-/// bits ([`class_bit`]). Every bit set there was added to the filter, which keeps the
-/// column's address alive; the walk's table is kept with it. Comparing each row with the table's
-/// last row instead stopped matching at the first property one had and the other did
-/// not, and every cell after that paid a set probe.
+/// [`ColumnWalk`] of its columns, each with the width classes already observed as bits
+/// ([`class_bit`]). Every bit set there was added to the filter, which keeps the
+/// column's address alive; the walk's table is kept with it. Comparing each row with
+/// the table's last row instead stopped matching at the first property one had and
+/// the other did not, and every cell after that paid a set probe.
 #[derive(Debug, Default)]
 pub struct Observer {
     filter: Filter,
-    templates: HashMap<usize, (TableName, ColumnWalk<u16>), BuildHasherDefault<AddressHasher>>,
+    walks: HashMap<usize, (TableName, ColumnWalk<u16>), BuildHasherDefault<AddressHasher>>,
 }
 
 /// A table's columns in the order its rows name them, each with a `T`, walked by each
@@ -152,7 +152,7 @@ impl Observer {
         cells: impl IntoIterator<Item = (N, ValueRef<'v>)>,
     ) {
         let (_, walk) = self
-            .templates
+            .walks
             .entry(table.address())
             .or_insert_with(|| (table.clone(), ColumnWalk::default()));
         let mut cursor = 0;
@@ -175,7 +175,7 @@ impl Observer {
 
     /// The distinct observations so far; the observer starts empty again.
     pub fn drain(&mut self) -> impl Iterator<Item = Observation> + '_ {
-        self.templates.clear();
+        self.walks.clear();
         self.filter.addresses.clear();
         self.filter.alive.clear();
         self.filter.seen.drain()
@@ -482,7 +482,7 @@ mod tests {
             row("v", numbered(0..100)),
             row("v", numbered(60..61)),
             row("v", vec![(names[99].clone(), Value::Double(1.5))]),
-            // More columns than a template holds, and a new class past its end.
+            // More columns than a walk holds, and a new class past its end.
             row("w", numbered(0..600)),
             row("w", vec![(names[599].clone(), Value::Boolean(false))]),
         ];

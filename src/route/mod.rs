@@ -414,20 +414,18 @@ impl Router {
             });
         }
 
-        let row =
-            |observer: &mut Option<&mut Observer>, table: TableName, candidates: Vec<Candidate>| {
-                let cells = resolve(&[], candidates);
-                if let Some(observer) = observer {
-                    observer.observe_cells(&table, cells.iter().map(cell_ref));
-                }
-                Row::packed(
-                    table,
-                    message.message_id.as_ref().to_owned(),
-                    Arc::clone(object),
-                    position,
-                    cells,
-                )
-            };
+        // A row of `table` keyed by `key`, its cells observed before they are packed.
+        let row = |observer: &mut Option<&mut Observer>,
+                   table: TableName,
+                   key: &str,
+                   candidates: Vec<Candidate>| {
+            let cells = resolve(&[], candidates);
+            if let Some(observer) = observer {
+                observer.observe_cells(&table, cells.iter().map(cell_ref));
+            }
+            Row::packed(table, key.to_owned(), Arc::clone(object), position, cells)
+        };
+        let id = message.message_id.as_ref();
         match message.kind {
             MessageKind::Track => {
                 let raw_event = message.event.as_deref().unwrap_or_default();
@@ -447,7 +445,7 @@ impl Router {
                 let shared = Arc::new(Cells::new(fixed));
                 let sharing = |table: TableName, own: Vec<(ColumnName, Typed<'_>)>| Row {
                     table,
-                    message_id: message.message_id.as_ref().to_owned(),
+                    message_id: id.to_owned(),
                     object: Arc::clone(object),
                     position,
                     shared: Some(Arc::clone(&shared)),
@@ -474,12 +472,19 @@ impl Router {
                     (user_id, self.latest_row(message, traits))
                 });
                 self.prefix_clashes(&mut common[start..], "traits", IDENTIFIES);
-                out.push(row(&mut observer, TableName::fixed(&"identifies"), common));
+                out.push(row(
+                    &mut observer,
+                    TableName::fixed(&"identifies"),
+                    id,
+                    common,
+                ));
                 if let Some((user_id, latest)) = latest {
-                    out.push(Row {
-                        message_id: user_id.to_owned(),
-                        ..row(&mut observer, TableName::fixed(&"users"), latest)
-                    });
+                    out.push(row(
+                        &mut observer,
+                        TableName::fixed(&"users"),
+                        user_id,
+                        latest,
+                    ));
                 }
             }
             MessageKind::Page => {
@@ -496,7 +501,7 @@ impl Router {
                     false,
                 );
                 self.properties(&message.properties, "properties", PAGES, &mut common);
-                out.push(row(&mut observer, TableName::fixed(&"pages"), common));
+                out.push(row(&mut observer, TableName::fixed(&"pages"), id, common));
             }
             MessageKind::Screen => {
                 push_text(
@@ -506,7 +511,7 @@ impl Router {
                     false,
                 );
                 self.properties(&message.properties, "properties", SCREENS, &mut common);
-                out.push(row(&mut observer, TableName::fixed(&"screens"), common));
+                out.push(row(&mut observer, TableName::fixed(&"screens"), id, common));
             }
             MessageKind::Group => {
                 push_text(
@@ -522,12 +527,14 @@ impl Router {
                     .as_deref()
                     .map(|group_id| (group_id, self.latest_row(message, common[start..].to_vec())));
                 self.prefix_clashes(&mut common[start..], "traits", GROUPS);
-                out.push(row(&mut observer, TableName::fixed(&"groups"), common));
+                out.push(row(&mut observer, TableName::fixed(&"groups"), id, common));
                 if let Some((group_id, latest)) = latest {
-                    out.push(Row {
-                        message_id: group_id.to_owned(),
-                        ..row(&mut observer, TableName::fixed(&"accounts"), latest)
-                    });
+                    out.push(row(
+                        &mut observer,
+                        TableName::fixed(&"accounts"),
+                        group_id,
+                        latest,
+                    ));
                 }
             }
             MessageKind::Alias => {
@@ -538,7 +545,7 @@ impl Router {
                     false,
                 );
                 self.properties(&message.properties, "traits", ALIASES, &mut common);
-                out.push(row(&mut observer, TableName::fixed(&"aliases"), common));
+                out.push(row(&mut observer, TableName::fixed(&"aliases"), id, common));
             }
         }
     }
@@ -989,10 +996,11 @@ pub fn rows_for_some(
                 }
             }
             Decoded::Rejected(rejection) => {
-                out.push(rejection_row(&rejection));
+                let row = rejection_row(&rejection);
                 if let Some(observer) = observer.as_deref_mut() {
-                    observer.observe(&out[start..]);
+                    observer.observe([&row]);
                 }
+                out.push(row);
             }
         }
     })

@@ -203,36 +203,39 @@ fn measure_one(measure: Measure) -> anyhow::Result<()> {
                 tracktable_bench::measures::cpu_per_event(&database_url, plan, &scratch, &against)?;
             let first = figures[0].per_run.median;
             for (build, figure) in figures.iter().enumerate() {
-                let (seconds, peak) = (&figure.per_run, &figure.peak_mib);
+                let (counted, peak) = (&figure.per_run, &figure.peak_mib);
+                // Instruction counts repeat to a thousandth; CPU time does not.
+                let digits = if instructions { 3 } else { 2 };
                 let against_first = if build == 0 {
                     String::new()
                 } else {
-                    // Instruction counts repeat to a thousandth; CPU time does not.
-                    let digits = if instructions { 3 } else { 2 };
-                    format!(", {:.digits$}× the first", seconds.median / first)
+                    format!(", {:.digits$}× the first", counted.median / first)
                 };
-                if instructions {
-                    println!(
-                        "tracktable run --once -w {workers} × {processes} process(es), {events} events: median {:.0} instructions \
-                         ({:.0}-{:.0} over {runs} runs), {:.0} instructions per event{against_first}: {}",
-                        seconds.median,
-                        seconds.min,
-                        seconds.max,
-                        seconds.median / events as f64,
-                        figure.binary.display()
-                    );
-                    continue;
-                }
+                let measured = if instructions {
+                    format!(
+                        "median {:.0} instructions ({:.0}-{:.0} over {runs} runs), \
+                         {:.0} instructions per event",
+                        counted.median,
+                        counted.min,
+                        counted.max,
+                        counted.median / events as f64,
+                    )
+                } else {
+                    format!(
+                        "median {:.2} CPU-seconds ({:.2}-{:.2} over {runs} runs), \
+                         {:.1} µs of CPU per event, peak resident {:.0} MiB ({:.0}-{:.0})",
+                        counted.median,
+                        counted.min,
+                        counted.max,
+                        counted.median * 1e6 / events as f64,
+                        peak.median,
+                        peak.min,
+                        peak.max,
+                    )
+                };
                 println!(
-                    "tracktable run --once -w {workers} × {processes} process(es), {events} events: median {:.2} CPU-seconds \
-                     ({:.2}-{:.2} over {runs} runs), {:.1} µs of CPU per event, peak resident {:.0} MiB ({:.0}-{:.0}){against_first}: {}",
-                    seconds.median,
-                    seconds.min,
-                    seconds.max,
-                    seconds.median * 1e6 / events as f64,
-                    peak.median,
-                    peak.min,
-                    peak.max,
+                    "tracktable run --once -w {workers} × {processes} process(es), {events} events: \
+                     {measured}{against_first}: {}",
                     figure.binary.display()
                 );
             }

@@ -259,6 +259,16 @@ fn instructions_counts_each_stage_and_repeats_exactly() {
     }
 }
 
+/// The number printed just before the first `suffix` in `stdout`.
+fn number_before(stdout: &str, suffix: &str) -> f64 {
+    stdout
+        .split(suffix)
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no number before {suffix:?} in {stdout}"))
+}
+
 /// `cpu` runs the real binary over a fixed input and reports its CPU per event.
 #[cfg_attr(
     skip_services,
@@ -293,12 +303,7 @@ async fn cpu_reports_the_binarys_own_cpu_per_event() {
         let stdout = text(&out.stdout);
         assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
         assert!(stdout.contains(label), "{stdout}");
-        let per_event: f64 = stdout
-            .split(" µs of CPU per event")
-            .next()
-            .and_then(|head| head.rsplit(' ').next())
-            .and_then(|number| number.parse().ok())
-            .unwrap_or_else(|| panic!("no µs per event in {stdout}"));
+        let per_event = number_before(&stdout, " µs of CPU per event");
         assert!(per_event > 0.0 && per_event < 100_000.0, "{stdout}");
     }
 }
@@ -331,12 +336,7 @@ async fn cpu_instructions_counts_a_whole_run_under_callgrind() {
     );
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
-    let per_event: f64 = stdout
-        .split(" instructions per event")
-        .next()
-        .and_then(|head| head.rsplit(' ').next())
-        .and_then(|number| number.parse().ok())
-        .unwrap_or_else(|| panic!("no instructions per event in {stdout}"));
+    let per_event = number_before(&stdout, " instructions per event");
     // Decoding and routing alone take tens of thousands an event; start-up spread
     // over only a thousand events adds more.
     assert!(per_event > 10_000.0, "{stdout}");
