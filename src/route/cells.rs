@@ -267,8 +267,10 @@ impl<'a> Iter<'a> {
         out
     }
 
+    /// The next cell with its name as the word it is packed as: the loader's inner
+    /// loop needs only the name's address ([`ColumnName::word_address`]), not a name.
     #[inline]
-    fn next_word(&mut self) -> Option<(u64, ValueRef<'a>)> {
+    pub(crate) fn next_word(&mut self) -> Option<(u64, ValueRef<'a>)> {
         if self.left == 0 {
             return None;
         }

@@ -115,6 +115,13 @@ impl Row {
         }
     }
 
+    /// Every cell, as [`Row::cells`], in the two parts they are packed in: the
+    /// shared, then the row's own. Read with [`cells::Iter::next_word`].
+    pub(crate) fn cell_parts(&self) -> [cells::Iter<'_>; 2] {
+        let shared = self.shared.as_deref().map(Cells::iter).unwrap_or_default();
+        [shared, self.own.iter()]
+    }
+
     /// How many cells the row has.
     pub fn cell_count(&self) -> usize {
         self.shared.as_deref().map_or(0, Cells::len) + self.own.len()

@@ -336,6 +336,11 @@ impl ColumnName {
         word as usize & KIND == SHARED
     }
 
+    /// The [`ColumnName::address`] of the name `word` holds.
+    pub(crate) fn word_address(word: u64) -> usize {
+        word as usize & !KIND
+    }
+
     /// A name equal to the one `word` holds, without giving the word up.
     ///
     /// # Safety

@@ -11,6 +11,7 @@ use std::hash::BuildHasherDefault;
 use super::ddl::{Caps, is_own_column};
 use super::discard::{Discard, DiscardReason};
 use crate::columns::{AddressHasher, ColumnWalk};
+use crate::route::naming::ColumnName;
 use crate::route::{ColumnType, Row, ValueRef, own};
 
 /// The columns a table has, by name.
@@ -35,6 +36,7 @@ const EXACT_IN_DOUBLE: u64 = 1 << 53;
 /// Converts `value` for a column of `column_type`, or says why it cannot be stored.
 /// Text is searched for NUL characters only when `nul_possible` (see
 /// [`Row::may_hold_nul`]).
+#[inline]
 pub fn cell_for(
     value: ValueRef<'_>,
     column_type: Option<ColumnType>,
@@ -100,6 +102,8 @@ pub struct Layout<'a> {
     caps: Caps,
     columns: usize,
     properties: usize,
+    /// One cell per name, of the row placed last.
+    cells: Vec<Option<Cell<'a>>>,
 }
 
 impl<'a> Layout<'a> {
@@ -135,6 +139,7 @@ impl<'a> Layout<'a> {
         let mut names = vec![key];
         names.extend(used.into_iter().map(|(name, _)| name));
         Layout {
+            cells: vec![None; names.len()],
             names,
             slots: HashMap::default(),
             positions,
@@ -145,47 +150,63 @@ impl<'a> Layout<'a> {
         }
     }
 
-    /// Fills `cells` (one per name) with `row`'s key and values; every value of `table`
-    /// that cannot be stored goes to `discards` with its reason instead.
-    /// The row is borrowed for the layout's life: `slots` remembers names by address,
-    /// and a name freed while the layout lives could give its address to another.
+    /// `row`'s key and values, one cell per name (`None` for a column the row lacks);
+    /// every value of `table` that cannot be stored goes to `discards` with its reason
+    /// instead. The row is borrowed for the layout's life: `slots` remembers names by
+    /// address, and a name freed while the layout lives could give its address to
+    /// another.
     pub fn place(
         &mut self,
         table: &str,
         row: &'a Row,
-        cells: &mut [Option<Cell<'a>>],
         discards: &mut Vec<Discard>,
-    ) {
-        cells.iter_mut().for_each(|cell| *cell = None);
-        cells[0] = Some(Cell::Text(Cow::Borrowed(row.message_id.as_str())));
+    ) -> &[Option<Cell<'a>>] {
+        // Not `fill(None)`: it clones a `None` into every cell, many times the cost.
+        self.cells.iter_mut().for_each(|cell| *cell = None);
+        self.cells[0] = Some(Cell::Text(Cow::Borrowed(row.message_id.as_str())));
         let mut cursor = 0;
-        for (column, value) in row.cells() {
-            let address = column.address();
-            let slot = match self.walk.find(&mut cursor, address) {
-                Some(slot) => *slot,
-                None => {
-                    let slot = self.slot(address, column.as_str());
-                    self.walk.insert(&mut cursor, address, slot);
-                    slot
-                }
-            };
-            let reason = match slot {
-                Some((index, column_type)) => {
-                    match cell_for(value, Some(column_type), row.may_hold_nul) {
-                        Ok(cell) => {
-                            cells[index] = Some(cell);
-                            continue;
-                        }
-                        Err(reason) => reason,
+        for mut part in row.cell_parts() {
+            while let Some((word, value)) = part.next_word() {
+                let address = ColumnName::word_address(word);
+                let slot = match self.walk.find(&mut cursor, address) {
+                    Some(slot) => *slot,
+                    None => {
+                        // SAFETY: the word is held by `row`'s cells, borrowed here.
+                        let column = unsafe { ColumnName::from_word(word) };
+                        let slot = self.slot(address, column.as_str());
+                        self.walk.insert(&mut cursor, address, slot);
+                        slot
                     }
-                }
-                None => self
-                    .caps
-                    .refuses(self.columns, self.properties, column.as_str())
-                    .unwrap_or(DiscardReason::NoColumn),
-            };
-            discards.push(Discard::new(table, column.as_str(), row, value, reason));
+                };
+                let reason = match slot {
+                    Some((index, column_type)) => {
+                        match cell_for(value, Some(column_type), row.may_hold_nul) {
+                            Ok(cell) => {
+                                // Checked first, so that filling an empty cell (every
+                                // cell but a repeated name's) drops nothing.
+                                match &mut self.cells[index] {
+                                    empty @ None => *empty = Some(cell),
+                                    taken => *taken = Some(cell),
+                                }
+                                continue;
+                            }
+                            Err(reason) => reason,
+                        }
+                    }
+                    None => {
+                        // SAFETY: as above.
+                        let column = unsafe { ColumnName::from_word(word) };
+                        self.caps
+                            .refuses(self.columns, self.properties, column.as_str())
+                            .unwrap_or(DiscardReason::NoColumn)
+                    }
+                };
+                // SAFETY: as above.
+                let column = unsafe { ColumnName::from_word(word) };
+                discards.push(Discard::new(table, column.as_str(), row, value, reason));
+            }
         }
+        &self.cells
     }
 
     /// The slot of the name at `address`: a name not yet in `slots` is looked up by its
@@ -291,16 +312,16 @@ mod tests {
             ..row.clone()
         };
         let mut layout = Layout::of_table("message_id", &schema, None);
-        let mut cells = vec![None; layout.names.len()];
         let mut discards = Vec::new();
-        layout.place("sent", &row, &mut cells, &mut discards);
+        let cells = layout.place("sent", &row, &mut discards);
         assert_eq!(cells[1], None);
         assert_eq!(discards.len(), 1);
         assert_eq!(discards[0].value, "a\\u0000b");
         // A row that says it holds none is taken at its word: route sets the flag from
         // the line (see `route::tests`), so the check is not repeated per text.
         let mut discards = Vec::new();
-        layout.place("sent", &trusted, &mut cells, &mut discards);
+        let cells = layout.place("sent", &trusted, &mut discards);
+        assert_eq!(cells[1], Some(Cell::Text("a\0b".into())));
         assert!(discards.is_empty());
     }
 
@@ -341,8 +362,7 @@ mod tests {
             let mut placed = Vec::new();
             let mut discards = Vec::new();
             for row in rows {
-                let mut cells = vec![None; layout.names.len()];
-                layout.place("t", row, &mut cells, &mut discards);
+                let cells = layout.place("t", row, &mut discards);
                 let values: Vec<Option<i64>> = cells[1..4]
                     .iter()
                     .map(|cell| match cell {
@@ -381,9 +401,8 @@ mod tests {
         assert_eq!(place_all(&mut layout, &rows), (expected, missing));
         // A name the table lacks because of the plan's cap says so.
         let mut layout = Layout::of_table("message_id", &wider, Some(4));
-        let mut cells = vec![None; layout.names.len()];
         let mut discards = Vec::new();
-        layout.place("t", &rows[2], &mut cells, &mut discards);
+        layout.place("t", &rows[2], &mut discards);
         assert_eq!(discards.len(), 1);
         assert_eq!(discards[0].reason, DiscardReason::ColumnCap { cap: 4 });
         // A property the warehouse's limit keeps out says so.
@@ -393,7 +412,7 @@ mod tests {
         };
         let mut layout = Layout::under("message_id", &wider, limited);
         let mut discards = Vec::new();
-        layout.place("t", &rows[2], &mut cells, &mut discards);
+        layout.place("t", &rows[2], &mut discards);
         assert_eq!(
             discards[0].reason,
             DiscardReason::ColumnLimit {

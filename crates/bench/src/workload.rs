@@ -22,11 +22,9 @@ pub fn encode_postgres(tables: &[Table]) -> usize {
     let mut discards = Vec::new();
     for (table, schema, rows) in tables {
         let mut layout = Layout::of_table(key_column(table), schema, None);
-        let mut cells = vec![None; layout.names.len()];
         let mut encoder = CopyEncoder::new();
         for row in rows {
-            layout.place(table, row, &mut cells, &mut discards);
-            encoder.row(&cells);
+            encoder.row(layout.place(table, row, &mut discards));
             if encoder.is_full() {
                 black_box(encoder.take());
             }
@@ -44,11 +42,9 @@ pub fn encode_redshift(tables: &[Table]) -> usize {
     let mut discards = Vec::new();
     for (table, schema, rows) in tables {
         let mut layout = Layout::of_table(key_column(table), schema, None);
-        let mut cells = vec![None; layout.names.len()];
         let mut writer = PartWriter::new(64 * 1024 * 1024);
         for row in rows {
-            layout.place(table, row, &mut cells, &mut discards);
-            if writer.push(&cells).is_ok() {
+            if writer.push(layout.place(table, row, &mut discards)).is_ok() {
                 encoded += 1;
             }
         }

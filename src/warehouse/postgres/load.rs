@@ -25,7 +25,7 @@ use crate::route::Row;
 use crate::warehouse::ddl::Caps;
 use crate::warehouse::discard::{self, Discard};
 use crate::warehouse::pg_copy::CopyEncoder;
-use crate::warehouse::plan::{self, Cell, TableSchema};
+use crate::warehouse::plan::{self, TableSchema};
 use crate::warehouse::{FailureClass, LoadReport, TableBatch, WarehouseError, sql};
 
 /// A batch's rows as they go to the table.
@@ -239,10 +239,8 @@ async fn copy_rows(
     let copy = prepared
         .get(transaction, &copy, || format!("start COPY into {table}"))
         .await?;
-    let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
     copy_in(transaction, &copy, table, rows.iter(), |encoder, row| {
-        layout.place(table, row, &mut cells, discards);
-        encoder.row(&cells);
+        encoder.row(layout.place(table, row, discards));
     })
     .await
 }
@@ -267,10 +265,8 @@ async fn merge_latest(
     let copy = prepared
         .get(transaction, &copy, || format!("start COPY into {table}"))
         .await?;
-    let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
     copy_in(transaction, &copy, table, rows.iter(), |encoder, row| {
-        layout.place(table, row, &mut cells, discards);
-        encoder.row(&cells);
+        encoder.row(layout.place(table, row, discards));
     })
     .await?;
     // Every column: the newest call replaces the stored row whole.
@@ -310,12 +306,10 @@ pub async fn raw_copy(
     // The same layout as the loader's, so the baseline's client work is no larger.
     let mut layout = plan::Layout::of_table(key, &columns, None);
     let copy = sql::copy_into_table(schema, table, &layout.names);
-    let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
     // The baseline keeps no discards (the rows it copies have none).
     let mut ignored = Vec::new();
     let copied = copy_in(&transaction, &copy, table, rows.iter(), |encoder, row| {
-        layout.place(table, row, &mut cells, &mut ignored);
-        encoder.row(&cells);
+        encoder.row(layout.place(table, row, &mut ignored));
     })
     .await?;
     transaction

@@ -20,7 +20,7 @@ use super::sql::{self, STAGE};
 use super::stage::Staged;
 use crate::route::{Row, Timestamp, ValueRef};
 use crate::warehouse::discard::{self, Discard};
-use crate::warehouse::plan::{self, Cell, TableSchema};
+use crate::warehouse::plan::{self, TableSchema};
 use crate::warehouse::{FailureClass, LoadErrorDetail, TableBatch, WarehouseError};
 
 /// A batch's rows as they go to the table.
@@ -150,10 +150,10 @@ impl RedshiftLoader {
         let caps = self.warehouse.connection.caps();
         let mut layout = plan::Layout::under(key, columns, caps);
         let mut writer = PartWriter::new(self.warehouse.file.staging.part_bytes);
-        let mut cells: Vec<Option<Cell>> = vec![None; layout.names.len()];
         for row in rows {
-            layout.place(table, row, &mut cells, discards);
-            writer.push(&cells).map_err(RedshiftError::Csv)?;
+            writer
+                .push(layout.place(table, row, discards))
+                .map_err(RedshiftError::Csv)?;
         }
         let parts = writer.finish().map_err(RedshiftError::Csv)?;
         Ok(Written {
