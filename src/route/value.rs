@@ -268,8 +268,46 @@ impl Timestamp {
 }
 
 /// `2024-01-02T03:04:05.123456Z`: always UTC, always six fraction digits.
+impl Timestamp {
+    /// `YYYY-MM-DDTHH:MM:SS.ffffff` (UTC, no zone) as bytes, written digit by digit:
+    /// the Redshift loader writes one per timestamp cell, and through `fmt` its seven
+    /// padded integers cost most of the CSV writer's time. `None` for a year outside
+    /// 0000–9999 (no parsed timestamp has one), which [`fmt::Display`] writes instead.
+    pub fn iso_bytes(self) -> Option<[u8; 26]> {
+        let seconds = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let of_day = seconds.rem_euclid(86_400);
+        let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+        if !(0..=9999).contains(&year) {
+            return None;
+        }
+        let mut out = *b"0000-00-00T00:00:00.000000";
+        let mut put = |end: usize, width: usize, mut value: i64| {
+            for at in (end - width..end).rev() {
+                // `value` is non-negative here, so each digit is 0-9.
+                out[at] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(4, 4, year);
+        put(7, 2, month);
+        put(10, 2, day);
+        put(13, 2, of_day / 3600);
+        put(16, 2, of_day % 3600 / 60);
+        put(19, 2, of_day % 60);
+        put(26, 6, micros);
+        Some(out)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(bytes) = self.iso_bytes()
+            && let Ok(text) = std::str::from_utf8(&bytes)
+        {
+            f.write_str(text)?;
+            return f.write_str("Z");
+        }
         let seconds = self.0.div_euclid(1_000_000);
         let micros = self.0.rem_euclid(1_000_000);
         let days = seconds.div_euclid(86_400);
@@ -390,6 +428,27 @@ mod tests {
             ts("2023-05-15 10:30+02:00").as_deref(),
             Some("2023-05-15T08:30:00.000000Z")
         );
+    }
+
+    proptest! {
+        /// Digit by digit, as `fmt` writes it with padded integers, for every instant
+        /// `i64` microseconds hold (years past 9999 and before 0 take `fmt`'s way).
+        #[test]
+        fn timestamps_write_as_padded_integers(micros in any::<i64>(), near in -1i64 << 52..1 << 52) {
+            for micros in [micros, near] {
+                let seconds = micros.div_euclid(1_000_000);
+                let of_day = seconds.rem_euclid(86_400);
+                let (year, month, day) = civil_from_days(seconds.div_euclid(86_400));
+                let expected = format!(
+                    "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+                    of_day / 3600,
+                    of_day % 3600 / 60,
+                    of_day % 60,
+                    micros.rem_euclid(1_000_000)
+                );
+                prop_assert_eq!(Timestamp(micros).to_string(), expected);
+            }
+        }
     }
 
     #[test]

@@ -158,9 +158,7 @@ fn write_cell(out: &mut String, cell: Option<&Cell>) {
         None => out.push_str(CSV_NULL),
         Some(Cell::Text(text)) => quote(out, text),
         Some(Cell::Boolean(value)) => out.push_str(if *value { "true" } else { "false" }),
-        Some(Cell::BigInt(value)) => {
-            let _ = write!(out, "{value}");
-        }
+        Some(Cell::BigInt(value)) => out.push_str(itoa::Buffer::new().format(*value)),
         // Debug keeps full precision and uses an exponent for very large or small values.
         Some(Cell::Double(value)) => {
             let _ = write!(out, "{value:?}");
@@ -171,18 +169,29 @@ fn write_cell(out: &mut String, cell: Option<&Cell>) {
 
 /// `2024-01-02 03:04:05.123456`: UTC, without zone, as `TIMEFORMAT 'auto'` reads it.
 pub fn timestamp(out: &mut String, micros: i64) {
-    let text = Timestamp(micros).to_string();
-    out.push_str(&text.replacen('T', " ", 1).replace('Z', ""));
+    match Timestamp(micros).iso_bytes() {
+        Some(mut bytes) => {
+            bytes[10] = b' ';
+            out.push_str(std::str::from_utf8(&bytes).unwrap_or_default());
+        }
+        None => {
+            let text = Timestamp(micros).to_string();
+            out.push_str(&text.replacen('T', " ", 1).replace('Z', ""));
+        }
+    }
 }
 
+/// `text` in double quotes, each `"` in it doubled.
 fn quote(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
     out.push('"');
-    for piece in text.split('"').enumerate() {
-        if piece.0 > 0 {
-            out.push_str("\"\"");
-        }
-        out.push_str(piece.1);
+    let mut rest = text;
+    while let Some(at) = rest.find('"') {
+        out.push_str(&rest[..=at]);
+        out.push('"');
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
     out.push('"');
 }
 
@@ -228,6 +237,15 @@ mod tests {
                 "\"say \"\"hi\"\", then\nleave \\N\",\\N,\"\",true,-7,0.1,1e300,2024-01-02 03:04:05.123456\n"
             ]
         );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn texts_are_quoted_with_every_quote_doubled(text in "[a\"\\\\,\n]{0,12}") {
+            let mut out = String::from("x");
+            quote(&mut out, &text);
+            proptest::prop_assert_eq!(out, format!("x\"{}\"", text.replace('"', "\"\"")));
+        }
     }
 
     #[test]
