@@ -265,10 +265,7 @@ impl Timestamp {
             days * 86_400 + i64::from(hour * 3600 + minute * 60 + second) - offset_seconds;
         Some(Timestamp(seconds * 1_000_000 + micros))
     }
-}
 
-/// `2024-01-02T03:04:05.123456Z`: always UTC, always six fraction digits.
-impl Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS.ffffff` (UTC, no zone) as bytes, written digit by digit:
     /// the Redshift loader writes one per timestamp cell, and through `fmt` its seven
     /// padded integers cost most of the CSV writer's time. `None` for a year outside
@@ -300,6 +297,7 @@ impl Timestamp {
     }
 }
 
+/// `2024-01-02T03:04:05.123456Z`: always UTC, always six fraction digits.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(bytes) = self.iso_bytes()
