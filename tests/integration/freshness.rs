@@ -100,8 +100,9 @@ async fn freshness_counts_each_object_once_from_its_s3_event_time_to_its_commit(
         );
         assert!(
             Instant::now() < deadline,
-            "not every object was acknowledged within 120 s:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
+            "not every object was acknowledged within 120 s:\n{}\nthreads:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            support::thread_stacks(child.id())
         );
         if let Some((200, body)) = support::http_get(port, "/metrics")
             && support::metric_value(&body, "tracktable_objects_acknowledged_total")

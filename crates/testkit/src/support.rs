@@ -339,6 +339,32 @@ pub fn wait_logged(
     }
 }
 
+/// Every thread's stack of the live process `pid`, read by `gdb` in batch mode: a
+/// test that gives up on a stuck `tracktable` puts it in its failure message, so a
+/// hang that happens once in many runs says where each thread waits. Says why not
+/// when gdb is missing or cannot attach.
+pub fn thread_stacks(pid: u32) -> String {
+    let output = std::process::Command::new("gdb")
+        .args([
+            "-p",
+            &pid.to_string(),
+            "-batch",
+            "-ex",
+            "thread apply all bt",
+        ])
+        .output();
+    match output {
+        Ok(output) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+        Ok(output) => format!(
+            "(gdb could not read the stacks of {pid}: {})",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => format!("(no stacks of {pid}: cannot run gdb: {error})"),
+    }
+}
+
 /// A child process killed when the test ends, also when an assertion fails first, so a
 /// failing test leaves no `tracktable run` behind.
 pub struct KillOnDrop(pub std::process::Child);
@@ -556,4 +582,25 @@ pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stuck_childs_threads_are_shown_with_their_stacks() {
+        let mut child = KillOnDrop(
+            std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .expect("start sleep"),
+        );
+        let stacks = thread_stacks(child.id());
+        assert!(
+            stacks.contains("#0 ") && stacks.contains("Thread 1"),
+            "{stacks}"
+        );
+        let _ = child.kill();
+    }
 }
