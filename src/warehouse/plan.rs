@@ -168,12 +168,13 @@ impl<'a> Layout<'a> {
         for mut part in row.cell_parts() {
             while let Some((word, value)) = part.next_word() {
                 let address = ColumnName::word_address(word);
+                // Only the slow paths need the name itself.
+                // SAFETY: the word is held by `row`'s cells, borrowed here.
+                let column = || unsafe { ColumnName::from_word(word) };
                 let slot = match self.walk.find(&mut cursor, address) {
                     Some(slot) => *slot,
                     None => {
-                        // SAFETY: the word is held by `row`'s cells, borrowed here.
-                        let column = unsafe { ColumnName::from_word(word) };
-                        let slot = self.slot(address, column.as_str());
+                        let slot = self.slot(address, column().as_str());
                         self.walk.insert(&mut cursor, address, slot);
                         slot
                     }
@@ -182,28 +183,18 @@ impl<'a> Layout<'a> {
                     Some((index, column_type)) => {
                         match cell_for(value, Some(column_type), row.may_hold_nul) {
                             Ok(cell) => {
-                                // Checked first, so that filling an empty cell (every
-                                // cell but a repeated name's) drops nothing.
-                                match &mut self.cells[index] {
-                                    empty @ None => *empty = Some(cell),
-                                    taken => *taken = Some(cell),
-                                }
+                                self.cells[index] = Some(cell);
                                 continue;
                             }
                             Err(reason) => reason,
                         }
                     }
-                    None => {
-                        // SAFETY: as above.
-                        let column = unsafe { ColumnName::from_word(word) };
-                        self.caps
-                            .refuses(self.columns, self.properties, column.as_str())
-                            .unwrap_or(DiscardReason::NoColumn)
-                    }
+                    None => self
+                        .caps
+                        .refuses(self.columns, self.properties, column().as_str())
+                        .unwrap_or(DiscardReason::NoColumn),
                 };
-                // SAFETY: as above.
-                let column = unsafe { ColumnName::from_word(word) };
-                discards.push(Discard::new(table, column.as_str(), row, value, reason));
+                discards.push(Discard::new(table, column().as_str(), row, value, reason));
             }
         }
         &self.cells

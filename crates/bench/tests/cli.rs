@@ -269,6 +269,21 @@ fn number_before(stdout: &str, suffix: &str) -> f64 {
         .unwrap_or_else(|| panic!("no number before {suffix:?} in {stdout}"))
 }
 
+/// `tracktable-bench cpu` with `args`, into the local PostgreSQL, its scratch in
+/// `scratch`: fails the test unless it succeeds, and returns its stdout and stderr.
+fn bench_cpu(args: &[&str], scratch: &std::path::Path) -> (String, String) {
+    let out = output(
+        tracktable_bench(&["cpu", "--database-url", &support::database_url()])
+            .args(args)
+            .arg("--scratch")
+            .arg(scratch),
+        &format!("tracktable-bench cpu {}", args.join(" ")),
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    (stdout, stderr)
+}
+
 /// `cpu` runs the real binary over a fixed input and reports its CPU per event.
 #[cfg_attr(
     skip_services,
@@ -285,23 +300,9 @@ async fn cpu_reports_the_binarys_own_cpu_per_event() {
         (["-w", "1", "-n", "2"], "-w 1 × 2 process"),
     ] {
         let work = tempfile::tempdir().unwrap();
-        let out = output(
-            tracktable_bench(&[
-                "cpu",
-                "--events",
-                "2000",
-                "--runs",
-                "2",
-                "--database-url",
-                &support::database_url(),
-            ])
-            .args(shape)
-            .arg("--scratch")
-            .arg(work.path()),
-            "tracktable-bench cpu",
-        );
-        let stdout = text(&out.stdout);
-        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        let mut args = vec!["--events", "2000", "--runs", "2"];
+        args.extend(shape);
+        let (stdout, _) = bench_cpu(&args, work.path());
         assert!(stdout.contains(label), "{stdout}");
         let per_event = number_before(&stdout, " µs of CPU per event");
         assert!(per_event > 0.0 && per_event < 100_000.0, "{stdout}");
@@ -319,23 +320,10 @@ async fn cpu_instructions_counts_a_whole_run_under_callgrind() {
         return;
     };
     let work = tempfile::tempdir().unwrap();
-    let out = output(
-        tracktable_bench(&[
-            "cpu",
-            "--events",
-            "1000",
-            "--runs",
-            "1",
-            "--instructions",
-            "--database-url",
-            &support::database_url(),
-        ])
-        .arg("--scratch")
-        .arg(work.path()),
-        "tracktable-bench cpu --instructions",
+    let (stdout, _) = bench_cpu(
+        &["--events", "1000", "--runs", "1", "--instructions"],
+        work.path(),
     );
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let per_event = number_before(&stdout, " instructions per event");
     // Decoding and routing alone take tens of thousands an event; start-up spread
     // over only a thousand events adds more.
@@ -357,24 +345,11 @@ async fn cpu_against_another_build_reports_both_and_their_ratio() {
     // The same binary twice: the ratio is about 1, and the order of runs alternates.
     let same =
         std::path::Path::new(env!("CARGO_BIN_EXE_tracktable-bench")).with_file_name("tracktable");
-    let out = output(
-        tracktable_bench(&[
-            "cpu",
-            "--events",
-            "1000",
-            "--runs",
-            "2",
-            "--database-url",
-            &support::database_url(),
-        ])
-        .arg("--against")
-        .arg(&same)
-        .arg("--scratch")
-        .arg(work.path()),
-        "tracktable-bench cpu --against",
+    let same = same.to_str().expect("a UTF-8 build path");
+    let (stdout, stderr) = bench_cpu(
+        &["--events", "1000", "--runs", "2", "--against", same],
+        work.path(),
     );
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert!(out.status.success(), "{stdout}{stderr}");
     let lines: Vec<&str> = stdout
         .lines()
         .filter(|line| line.contains("µs of CPU per event"))
