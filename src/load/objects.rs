@@ -32,7 +32,15 @@ pub async fn record_objects(
     let mut backoff = Backoff::default();
     let mut config_failures = 0;
     loop {
-        let error = match log.record(objects.clone()).await {
+        let recording = log.record(objects.clone());
+        let recorded = super::warn_while_slow(recording, super::SLOW_LOAD, |elapsed| {
+            tracing::warn!(
+                objects = objects.len(),
+                elapsed_s = elapsed.as_secs(),
+                "recording loaded objects in the object log still running without an error: the warehouse is slow, or a statement waits on a lock another session holds"
+            );
+        });
+        let error = match recorded.await {
             Ok(()) => {
                 if backoff.failures() > 0 {
                     stats.object_log_recorded();

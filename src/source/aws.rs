@@ -10,6 +10,11 @@ use crate::retry::Backoff;
 /// Reads of one object's body, the first included, before it counts as unreadable.
 const BODY_ATTEMPTS: u32 = 4;
 
+/// The longest one attempt of an SQS call may take before it is abandoned and retried:
+/// a long poll waits at most 20 s, so anything longer is a connection that went silent
+/// (a half-open TCP connection waits for hours), which the SDK's retries then replace.
+pub const SQS_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// S3 and SQS clients configured from the default AWS chain, with an optional endpoint
 /// (path-style S3 addressing then, as MinIO, LocalStack and moto need).
 pub async fn clients(
@@ -19,8 +24,24 @@ pub async fn clients(
     let shared = shared_config(region, endpoint_url).await;
     (
         s3_client(&shared, endpoint_url.is_some()),
-        aws_sdk_sqs::Client::new(&shared),
+        sqs_client(&shared, SQS_ATTEMPT_TIMEOUT),
     )
+}
+
+/// An SQS client from `shared` whose every attempt gives up after `attempt_timeout`.
+pub fn sqs_client(
+    shared: &aws_config::SdkConfig,
+    attempt_timeout: std::time::Duration,
+) -> aws_sdk_sqs::Client {
+    let mut timeouts = shared.timeout_config().map_or_else(
+        aws_sdk_sqs::config::timeout::TimeoutConfig::builder,
+        |timeouts| timeouts.to_builder(),
+    );
+    timeouts.set_operation_attempt_timeout(Some(attempt_timeout));
+    let sqs = aws_sdk_sqs::config::Builder::from(shared)
+        .timeout_config(timeouts.build())
+        .build();
+    aws_sdk_sqs::Client::from_conf(sqs)
 }
 
 /// The AWS configuration every client is made from: the default chain (credentials
@@ -116,5 +137,52 @@ where
             )
         }
         other => format!("{}", aws_sdk_sqs::error::DisplayErrorContext(other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that accepts connections and never answers: what a half-open
+    /// connection looks like from the client.
+    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test]
+    async fn an_sqs_call_to_a_silent_server_times_out_instead_of_waiting_forever() {
+        let (url, server) = silent_server().await;
+        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(crate::retry::aws_retry_config())
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "testing", "testing", None, None, "test",
+            ))
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&url)
+            .load()
+            .await;
+        let sqs = sqs_client(&shared, std::time::Duration::from_millis(300));
+        let call = sqs.list_queues().send();
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), call)
+            .await
+            .expect("the SQS call still waits after 60 s: no attempt timeout applies");
+        let error = outcome.expect_err("a server that never answers cannot succeed");
+        assert!(
+            matches!(error, aws_sdk_sqs::error::SdkError::TimeoutError(_)),
+            "expected a timeout, got {}",
+            aws_sdk_sqs::error::DisplayErrorContext(&error)
+        );
+        server.abort();
     }
 }
