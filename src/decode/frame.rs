@@ -62,6 +62,11 @@ pub struct FrameFailure {
 }
 
 const READ_BUFFER: usize = 64 * 1024;
+
+/// What marks a line that may be a batch envelope. Searched for in every line, so the
+/// searcher is built once rather than per line.
+static BATCH_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"batch\""));
 const BOM: &[u8] = &[0xef, 0xbb, 0xbf];
 
 /// Frames `reader`, calling `on_frame` once per item in order.
@@ -295,7 +300,7 @@ impl Framer {
         let limit = self.limits.max_message_bytes;
         if line.whole
             && line.bytes <= self.limits.max_envelope_bytes as u64
-            && memchr::memmem::find(bytes, b"\"batch\"").is_some()
+            && BATCH_KEY.find(bytes).is_some()
             && self.envelope(position, bytes, on_frame)
         {
             return;

@@ -951,8 +951,10 @@ pub fn rejection_row(rejection: &Rejection) -> Row {
 }
 
 /// The JSON escape of U+0000: a parsed string can hold a NUL character only through it
-/// (the parser refuses raw control characters in strings).
-const NUL_ESCAPE: &str = "\\u0000";
+/// (the parser refuses raw control characters in strings). Searched for in every line,
+/// so the searcher is built once rather than per line.
+static NUL_ESCAPE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\u0000"));
 
 /// Decodes one object and routes every item: messages to their rows, rejections to
 /// `_rejections` rows.
@@ -996,7 +998,7 @@ pub fn rows_for_some(
                     out,
                     observer.as_deref_mut(),
                 );
-                if !raw.contains(NUL_ESCAPE) {
+                if NUL_ESCAPE.find(raw.as_bytes()).is_none() {
                     for row in &mut out[start..] {
                         row.may_hold_nul = false;
                     }
