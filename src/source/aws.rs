@@ -15,6 +15,11 @@ const BODY_ATTEMPTS: u32 = 4;
 /// (a half-open TCP connection waits for hours), which the SDK's retries then replace.
 pub const SQS_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The longest one attempt to read an object waits for S3's response to begin; the
+/// body then streams under the SDK's stalled-stream protection. Without it a request
+/// whose answer never comes would hold its object, and so its batch, indefinitely.
+pub const GET_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// S3 and SQS clients configured from the default AWS chain, with an optional endpoint
 /// (path-style S3 addressing then, as MinIO, LocalStack and moto need).
 pub async fn clients(
@@ -90,24 +95,47 @@ pub async fn get_object(
     key: &str,
     version: Option<&str>,
 ) -> Result<Bytes, GetError> {
+    get_object_within(s3, bucket, key, version, GET_ATTEMPT_TIMEOUT).await
+}
+
+/// [`get_object`], each attempt waiting at most `attempt_timeout` for the response to
+/// begin.
+async fn get_object_within(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    version: Option<&str>,
+    attempt_timeout: std::time::Duration,
+) -> Result<Bytes, GetError> {
     let mut backoff = Backoff::default();
     loop {
         let mut request = s3.get_object().bucket(bucket).key(key);
         if let Some(version) = version {
             request = request.version_id(version);
         }
-        let output = request.send().await.map_err(|error| {
-            let status = error.raw_response().map(|r| r.status().as_u16());
-            let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&error).map(str::to_owned);
-            if status == Some(404) || matches!(code.as_deref(), Some("NoSuchKey" | "NoSuchVersion"))
-            {
-                GetError::Missing
-            } else if status == Some(403) || code.as_deref() == Some("AccessDenied") {
-                GetError::AccessDenied(sdk_error(&error))
-            } else {
-                GetError::Failed(sdk_error(&error))
-            }
-        })?;
+        // On this operation only: the client also uploads (Redshift's staging, `gen
+        // --s3`), where an attempt's time grows with what it sends.
+        let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+            .operation_attempt_timeout(attempt_timeout)
+            .build();
+        let output = request
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts))
+            .send()
+            .await
+            .map_err(|error| {
+                let status = error.raw_response().map(|r| r.status().as_u16());
+                let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&error).map(str::to_owned);
+                if status == Some(404)
+                    || matches!(code.as_deref(), Some("NoSuchKey" | "NoSuchVersion"))
+                {
+                    GetError::Missing
+                } else if status == Some(403) || code.as_deref() == Some("AccessDenied") {
+                    GetError::AccessDenied(sdk_error(&error))
+                } else {
+                    GetError::Failed(sdk_error(&error))
+                }
+            })?;
         // A body cut off mid-read is the one failure the SDK does not retry.
         match output.body.collect().await {
             Ok(bytes) => return Ok(bytes.into_bytes()),
@@ -160,18 +188,23 @@ mod tests {
         (url, task)
     }
 
-    #[tokio::test]
-    async fn an_sqs_call_to_a_silent_server_times_out_instead_of_waiting_forever() {
-        let (url, server) = silent_server().await;
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    /// The crate's retry settings, test credentials and `url` as every service's endpoint.
+    async fn test_config(url: &str) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .retry_config(crate::retry::aws_retry_config())
             .credentials_provider(aws_sdk_sqs::config::Credentials::new(
                 "testing", "testing", None, None, "test",
             ))
             .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&url)
+            .endpoint_url(url)
             .load()
-            .await;
+            .await
+    }
+
+    #[tokio::test]
+    async fn an_sqs_call_to_a_silent_server_times_out_instead_of_waiting_forever() {
+        let (url, server) = silent_server().await;
+        let shared = test_config(&url).await;
         let sqs = sqs_client(&shared, std::time::Duration::from_millis(300));
         let call = sqs.list_queues().send();
         let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), call)
@@ -183,6 +216,30 @@ mod tests {
             "expected a timeout, got {}",
             aws_sdk_sqs::error::DisplayErrorContext(&error)
         );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn reading_an_object_from_a_silent_server_fails_instead_of_waiting_forever() {
+        let (url, server) = silent_server().await;
+        let shared = test_config(&url).await;
+        let s3 = s3_client(&shared, true);
+        let read = get_object_within(
+            &s3,
+            "bucket",
+            "key.json",
+            None,
+            std::time::Duration::from_millis(300),
+        );
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+            .await
+            .expect("the read still waits after 60 s: no attempt timeout applies");
+        match outcome {
+            Err(GetError::Failed(message)) => {
+                assert!(message.contains("timeout"), "{message}")
+            }
+            other => panic!("expected a timed-out read, got {other:?}"),
+        }
         server.abort();
     }
 }
