@@ -62,12 +62,12 @@ pub struct FrameFailure {
 }
 
 const READ_BUFFER: usize = 64 * 1024;
+const BOM: &[u8] = &[0xef, 0xbb, 0xbf];
 
 /// What marks a line that may be a batch envelope. Searched for in every line, so the
 /// searcher is built once rather than per line.
 static BATCH_KEY: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
     std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"batch\""));
-const BOM: &[u8] = &[0xef, 0xbb, 0xbf];
 
 /// Frames `reader`, calling `on_frame` once per item in order.
 pub fn frames<R: Read>(
