@@ -118,6 +118,7 @@ async fn get_object_within(
         let timeouts = aws_sdk_s3::config::timeout::TimeoutConfig::builder()
             .operation_attempt_timeout(attempt_timeout)
             .build();
+        let asked = std::time::Instant::now();
         let output = request
             .customize()
             .config_override(aws_sdk_s3::config::Builder::default().timeout_config(timeouts))
@@ -136,6 +137,16 @@ async fn get_object_within(
                     GetError::Failed(sdk_error(&error))
                 }
             })?;
+        let waited = asked.elapsed();
+        if waited >= attempt_timeout {
+            // The SDK retries silently; a minute's silence from S3 is worth a line.
+            tracing::warn!(
+                bucket,
+                key,
+                waited_s = waited.as_secs(),
+                "S3 took longer than one attempt's timeout to answer a read: an attempt went unanswered or failed and was retried"
+            );
+        }
         // A body cut off mid-read is the one failure the SDK does not retry.
         match output.body.collect().await {
             Ok(bytes) => return Ok(bytes.into_bytes()),
@@ -186,6 +197,60 @@ mod tests {
             }
         });
         (url, task)
+    }
+
+    /// A server that leaves its first connection unanswered and answers every request
+    /// on a later one with `body`: one request lost on the way.
+    async fn answers_after_silence(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let url = format!("http://{}", listener.local_addr().expect("local address"));
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if held.is_empty() {
+                    held.push(socket);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    // A GET has no body: its headers' end is the request's.
+                    while !request.windows(4).any(|end| end == b"\r\n\r\n") {
+                        match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(read) => request.extend_from_slice(&buffer[..read]),
+                        }
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        (url, task)
+    }
+
+    /// What `tracing` writes while it is in scope, as text.
+    #[derive(Clone, Default)]
+    struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 
     /// The crate's retry settings, test credentials and `url` as every service's endpoint.
@@ -240,6 +305,44 @@ mod tests {
             }
             other => panic!("expected a timed-out read, got {other:?}"),
         }
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_read_left_unanswered_once_is_retried_and_says_so() {
+        let (url, server) = answers_after_silence("hello").await;
+        let s3 = s3_client(&test_config(&url).await, true);
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let read = get_object_within(
+            &s3,
+            "bucket",
+            "key.json",
+            None,
+            std::time::Duration::from_millis(300),
+        );
+        let bytes = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+            .await
+            .expect("the read still waits after 60 s: no attempt timeout applies")
+            .expect("the second attempt is answered");
+        assert_eq!(&bytes[..], b"hello");
+        let logged = String::from_utf8_lossy(
+            &logs
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+        .into_owned();
+        assert!(
+            logged.contains("S3 took longer than one attempt's timeout to answer a read")
+                && logged.contains("key.json"),
+            "{logged}"
+        );
         server.abort();
     }
 }
