@@ -183,25 +183,10 @@ where
 mod tests {
     use super::*;
 
-    /// A server that accepts connections and never answers: what a half-open
-    /// connection looks like from the client.
-    async fn silent_server() -> (String, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let url = format!("http://{}", listener.local_addr().expect("local address"));
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        });
-        (url, task)
-    }
-
-    /// A server that leaves its first connection unanswered and answers every request
-    /// on a later one with `body`: one request lost on the way.
-    async fn answers_after_silence(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    /// A loopback server that leaves its first connection unanswered and answers each
+    /// request on a later one with `body`, or never answers at all without one: a
+    /// request lost once, or a half-open connection, as the client sees them.
+    async fn test_server(body: Option<&'static str>) -> (String, tokio::task::JoinHandle<()>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -210,10 +195,10 @@ mod tests {
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((mut socket, _)) = listener.accept().await {
-                if held.is_empty() {
+                let Some(body) = body.filter(|_| !held.is_empty()) else {
                     held.push(socket);
                     continue;
-                }
+                };
                 tokio::spawn(async move {
                     let mut request = Vec::new();
                     let mut buffer = [0u8; 4096];
@@ -233,6 +218,17 @@ mod tests {
             }
         });
         (url, task)
+    }
+
+    /// `key.json` read from the S3 endpoint at `url`, each attempt given 300 ms; fails
+    /// the test if the read is still waiting after a minute.
+    async fn read_from(url: &str) -> Result<Bytes, GetError> {
+        let s3 = s3_client(&test_config(url).await, true);
+        let attempt = std::time::Duration::from_millis(300);
+        let read = get_object_within(&s3, "bucket", "key.json", None, attempt);
+        tokio::time::timeout(std::time::Duration::from_secs(60), read)
+            .await
+            .expect("the read still waits after 60 s: no attempt timeout applies")
     }
 
     /// What `tracing` writes while it is in scope, as text.
@@ -268,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_sqs_call_to_a_silent_server_times_out_instead_of_waiting_forever() {
-        let (url, server) = silent_server().await;
+        let (url, server) = test_server(None).await;
         let shared = test_config(&url).await;
         let sqs = sqs_client(&shared, std::time::Duration::from_millis(300));
         let call = sqs.list_queues().send();
@@ -286,19 +282,8 @@ mod tests {
 
     #[tokio::test]
     async fn reading_an_object_from_a_silent_server_fails_instead_of_waiting_forever() {
-        let (url, server) = silent_server().await;
-        let shared = test_config(&url).await;
-        let s3 = s3_client(&shared, true);
-        let read = get_object_within(
-            &s3,
-            "bucket",
-            "key.json",
-            None,
-            std::time::Duration::from_millis(300),
-        );
-        let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), read)
-            .await
-            .expect("the read still waits after 60 s: no attempt timeout applies");
+        let (url, server) = test_server(None).await;
+        let outcome = read_from(&url).await;
         match outcome {
             Err(GetError::Failed(message)) => {
                 assert!(message.contains("timeout"), "{message}")
@@ -310,8 +295,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_read_left_unanswered_once_is_retried_and_says_so() {
-        let (url, server) = answers_after_silence("hello").await;
-        let s3 = s3_client(&test_config(&url).await, true);
+        let (url, server) = test_server(Some("hello")).await;
         let logs = Logs::default();
         let writer = logs.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -319,16 +303,8 @@ mod tests {
             .with_ansi(false)
             .finish();
         let _logging = tracing::subscriber::set_default(subscriber);
-        let read = get_object_within(
-            &s3,
-            "bucket",
-            "key.json",
-            None,
-            std::time::Duration::from_millis(300),
-        );
-        let bytes = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        let bytes = read_from(&url)
             .await
-            .expect("the read still waits after 60 s: no attempt timeout applies")
             .expect("the second attempt is answered");
         assert_eq!(&bytes[..], b"hello");
         let logged = String::from_utf8_lossy(
